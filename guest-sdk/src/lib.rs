@@ -1,0 +1,240 @@
+//! Grove's SDK for actors written in Rust.
+//!
+//! An actor author writes a WIT interface, implements the trait that
+//! `wit_bindgen::generate!` makes for it, and lets [`export_actor!`] wire up the
+//! Grove lifecycle hooks (all optional, through [`Actor`]). Everything an actor
+//! asks of its host — its own ref, logging, state rows and timers — is here as
+//! plain Rust functions:
+//!
+//! ```ignore
+//! mod bindings {
+//!     wit_bindgen::generate!({
+//!         path: ["../../wit/actor", "../../wit/examples/counter.wit"],
+//!         world: "grove-example:counter/counter-actor",
+//!         with: {
+//!             "grove:actor/host@0.1.0": grove_guest::host,
+//!             "grove:actor/types@0.1.0": grove_guest::types,
+//!         },
+//!     });
+//! }
+//!
+//! struct Counter;
+//!
+//! impl bindings::exports::grove_example::counter::counter::Guest for Counter {
+//!     fn add(amount: u64) -> u64 {
+//!         let key = grove_guest::self_ref().key;
+//!         let value = grove_guest::state::load("counter", &key, None).unwrap().unwrap_or(0) + amount;
+//!         grove_guest::state::save("counter", &key, None, &value).unwrap();
+//!         value
+//!     }
+//!     // ...
+//! }
+//!
+//! impl grove_guest::Actor for Counter {}
+//! grove_guest::export_actor!(Counter with_types_in bindings);
+//! ```
+//!
+//! The host runs one turn at a time per actor, so nothing here needs locking;
+//! the rules of the contract are in the doc comments of `wit/actor/host.wit`.
+
+mod generated {
+    wit_bindgen::generate!({
+        path: "../wit/actor",
+        world: "imports",
+    });
+}
+
+pub use generated::grove::actor::{host, types};
+pub use types::{ActorRef, LogLevel, Row, StateError};
+
+/// Lifecycle hooks an actor may implement; every hook does nothing by default.
+///
+/// Each hook runs as a turn of its own (see `wit/actor/lifecycle.wit`).
+pub trait Actor {
+    /// Runs once when the actor is activated, before its first message.
+    fn on_activate() {}
+    /// Runs before the actor is deactivated (idle timeout, request, shutdown).
+    fn on_deactivate() {}
+    /// Runs for each tick of a timer started with [`timer::start`].
+    fn on_timer(_name: String) {}
+}
+
+/// Exports an actor: implements Grove's lifecycle interface for `$actor` by
+/// delegating to its [`Actor`] impl, then runs the bindings' `export!` macro.
+///
+/// `$bindings` is the module in which `wit_bindgen::generate!` was invoked for
+/// the actor's world.
+#[macro_export]
+macro_rules! export_actor {
+    ($actor:ident with_types_in $bindings:ident) => {
+        impl $bindings::exports::grove::actor::lifecycle::Guest for $actor {
+            fn on_activate() {
+                <$actor as $crate::Actor>::on_activate()
+            }
+            fn on_deactivate() {
+                <$actor as $crate::Actor>::on_deactivate()
+            }
+            fn on_timer(name: String) {
+                <$actor as $crate::Actor>::on_timer(name)
+            }
+        }
+        $bindings::export!($actor with_types_in $bindings);
+    };
+}
+
+/// The ref (`type/key`) of the actor running the current turn.
+pub fn self_ref() -> ActorRef {
+    host::self_ref()
+}
+
+/// The key of the actor running the current turn.
+pub fn self_key() -> String {
+    host::self_ref().key
+}
+
+/// Asks the host to deactivate this actor once the current turn ends.
+pub fn deactivate_after_turn() {
+    host::deactivate_after_turn()
+}
+
+/// Writing to the host's log, tagged with the actor's ref.
+pub mod log {
+    use super::{host, LogLevel};
+
+    /// Writes `message` at `level`.
+    pub fn write(level: LogLevel, message: &str) {
+        host::log(level, message)
+    }
+    /// Writes `message` at debug level.
+    pub fn debug(message: &str) {
+        write(LogLevel::Debug, message)
+    }
+    /// Writes `message` at info level.
+    pub fn info(message: &str) {
+        write(LogLevel::Info, message)
+    }
+    /// Writes `message` at warn level.
+    pub fn warn(message: &str) {
+        write(LogLevel::Warn, message)
+    }
+    /// Writes `message` at error level.
+    pub fn error(message: &str) {
+        write(LogLevel::Error, message)
+    }
+}
+
+/// Timers: ticks arrive as [`Actor::on_timer`] turns.
+pub mod timer {
+    use std::time::Duration;
+
+    use super::host;
+
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts (or replaces) a timer that fires once after `due`.
+    pub fn once(name: &str, due: Duration) {
+        host::set_timer(name, millis(due), None, false)
+    }
+
+    /// Starts (or replaces) a fixed-rate timer: first tick after `due`, then
+    /// one every `period`. With `keep_alive`, ticks count as activity and keep
+    /// the actor from being deactivated for idleness.
+    pub fn periodic(name: &str, due: Duration, period: Duration, keep_alive: bool) {
+        host::set_timer(name, millis(due), Some(millis(period).max(1)), keep_alive)
+    }
+
+    /// Cancels a timer; returns whether it existed.
+    pub fn cancel(name: &str) -> bool {
+        host::cancel_timer(name)
+    }
+}
+
+/// State rows `(table, key1, optional key2) => bytes`, raw or as JSON-encoded
+/// serde values.
+///
+/// Tables are private to the actor type. A write returns only once the host's
+/// storage backend has it. Values are encoded as JSON so that actors written in
+/// other languages can read them.
+pub mod state {
+    use serde::{de::DeserializeOwned, Serialize};
+
+    use super::{host, Row, StateError};
+
+    /// Why a typed state operation failed.
+    #[derive(Debug)]
+    pub enum Error {
+        /// The host could not perform the operation.
+        State(StateError),
+        /// The stored bytes are not a valid encoding of the requested type, or
+        /// the value could not be encoded.
+        Codec(serde_json::Error),
+    }
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Error::State(StateError::Unavailable(m)) => write!(f, "state unavailable: {m}"),
+                Error::State(StateError::TooLarge(m)) => write!(f, "state too large: {m}"),
+                Error::Codec(e) => write!(f, "state codec: {e}"),
+            }
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    impl From<StateError> for Error {
+        fn from(e: StateError) -> Self {
+            Error::State(e)
+        }
+    }
+
+    impl From<serde_json::Error> for Error {
+        fn from(e: serde_json::Error) -> Self {
+            Error::Codec(e)
+        }
+    }
+
+    /// Reads a row's bytes.
+    pub fn get(table: &str, key1: &str, key2: Option<&str>) -> Result<Option<Vec<u8>>, StateError> {
+        host::state_get(table, key1, key2)
+    }
+
+    /// Inserts or replaces a row's bytes.
+    pub fn put(table: &str, key1: &str, key2: Option<&str>, value: &[u8]) -> Result<(), StateError> {
+        host::state_put(table, key1, key2, value)
+    }
+
+    /// Deletes a row; returns whether it existed.
+    pub fn delete(table: &str, key1: &str, key2: Option<&str>) -> Result<bool, StateError> {
+        host::state_delete(table, key1, key2)
+    }
+
+    /// Every row under `(table, key1)`, ordered by `key2`.
+    pub fn list(table: &str, key1: &str) -> Result<Vec<Row>, StateError> {
+        host::state_list(table, key1)
+    }
+
+    /// Reads a row and decodes it as `T`.
+    pub fn load<T: DeserializeOwned>(table: &str, key1: &str, key2: Option<&str>) -> Result<Option<T>, Error> {
+        match get(table, key1, key2)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Encodes `value` and stores it in a row.
+    pub fn save<T: Serialize + ?Sized>(table: &str, key1: &str, key2: Option<&str>, value: &T) -> Result<(), Error> {
+        put(table, key1, key2, &serde_json::to_vec(value)?)?;
+        Ok(())
+    }
+
+    /// Every row under `(table, key1)`, decoded as `T`, with its `key2`.
+    pub fn load_all<T: DeserializeOwned>(table: &str, key1: &str) -> Result<Vec<(Option<String>, T)>, Error> {
+        list(table, key1)?
+            .into_iter()
+            .map(|row| Ok((row.key2, serde_json::from_slice(&row.value)?)))
+            .collect()
+    }
+}

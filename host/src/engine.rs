@@ -1,0 +1,155 @@
+//! The one wasmtime [`Engine`] a host runs every plugin on, its limits, the
+//! epoch clock that enforces turn deadlines, and the on-disk cache of compiled
+//! components.
+//!
+//! Settings follow the measurements in `docs/architecture.md`: the pooling
+//! allocator (instantiation in microseconds, memory reused between
+//! activations), epoch interruption (cheap deadline checks in compiled code)
+//! and no component-model concurrency (which slows every call down).
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; the granularity of turn deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits every activation runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most activations alive at once on this host.
+    pub max_activations: u32,
+    /// Most linear memory one activation may use, in bytes.
+    pub max_memory: usize,
+    /// Longest a single turn may run before it is stopped.
+    pub turn_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_activations: 20_000, max_memory: 64 << 20, turn_deadline: Duration::from_secs(5) }
+    }
+}
+
+/// Builds the engine for `limits`.
+pub fn build_engine(limits: &Limits) -> anyhow::Result<Engine> {
+    let n = limits.max_activations.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    // A component built from Rust holds one memory and a few core instances
+    // and tables (its own module plus small adapter shims).
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memory_size(limits.max_memory)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16);
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .concurrency_support(false)
+        .wasm_component_model(true)
+        // Reserve only what the memory limit allows, so that tens of thousands of
+        // activations fit in the address space; bounds checks are explicit.
+        .memory_reservation(limits.max_memory as u64)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0)
+        .memory_may_move(false)
+        .max_wasm_stack(512 << 10)
+        .async_stack_size(1 << 20);
+    Engine::new(&config).map_err(anyhow::Error::from).context("cannot configure the WebAssembly engine")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochClock {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochClock {
+    /// Starts the clock thread for `engine`.
+    pub fn start(engine: &Engine) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, flag) = (engine.clone(), stop.clone());
+        thread::Builder::new().name("grove-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochClock { stop })
+    }
+}
+
+impl Drop for EpochClock {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Compiled components on disk, keyed by the SHA-256 of the component and the
+/// engine's compatibility hash (wasmtime version and settings), so that a
+/// second start skips compilation and a changed engine never loads stale code.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    /// A cache kept in `dir` (created on first use).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CompileCache { dir: dir.into() }
+    }
+
+    fn path_for(&self, engine: &Engine, content_hash: &str) -> PathBuf {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        self.dir.join(format!("{content_hash}-{:016x}.cwasm", h.finish()))
+    }
+
+    /// Loads the compiled form of `bytes` from the cache, or compiles it and
+    /// stores the result. Returns the component and whether it was cached.
+    pub fn load(&self, engine: &Engine, bytes: &[u8], content_hash: &str) -> anyhow::Result<(Component, bool)> {
+        let path = self.path_for(engine, content_hash);
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of this
+            // engine configuration (the name carries its compatibility hash)
+            // into the host's own data directory; wasmtime still checks the
+            // header and rejects a file from another version or configuration.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok((component, true)),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compile cache entry"),
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = self.store(&path, &component) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
+        }
+        Ok((component, false))
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        // Write then rename, so that a crash never leaves a torn entry behind.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, component.serialize()?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// Hex SHA-256 of a plugin's bytes: its content identity.
+pub fn content_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,92 @@
+//! Errors a caller of an actor can get back, whichever way it called (Rust
+//! API, HTTP, CLI). Each names what went wrong in words a user can act on.
+
+use std::time::Duration;
+
+/// Why a call to an actor failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The actor ref is not of the form `type/key`.
+    #[error("`{0}` is not an actor ref; write it as `type/key`, e.g. `counter/7`")]
+    BadActorRef(String),
+    /// No loaded plugin provides the actor type.
+    #[error("no plugin provides actor type `{0}`")]
+    UnknownActorType(String),
+    /// The actor type has no such function.
+    #[error("actor type `{actor_type}` has no function `{function}`")]
+    UnknownFunction {
+        /// The actor type.
+        actor_type: String,
+        /// The function asked for.
+        function: String,
+    },
+    /// The arguments do not match the function's parameters.
+    #[error("bad arguments for `{function}`: {message}")]
+    BadArguments {
+        /// The function called.
+        function: String,
+        /// What does not match.
+        message: String,
+    },
+    /// The actor trapped during the call; its activation has ended.
+    #[error("actor {actor} trapped in `{function}`: {reason}")]
+    Trapped {
+        /// The actor.
+        actor: String,
+        /// The function (or lifecycle hook) that trapped.
+        function: String,
+        /// The trap, with the guest's last output (e.g. its panic message).
+        reason: String,
+        /// The guest backtrace, where wasmtime gives one.
+        backtrace: Option<String>,
+    },
+    /// The turn ran past the host's turn deadline; the activation has ended.
+    #[error("actor {actor} ran past its turn deadline of {limit:?} in `{function}`")]
+    DeadlineExceeded {
+        /// The actor.
+        actor: String,
+        /// The function (or lifecycle hook) that overran.
+        function: String,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// The actor wanted more memory than the host allows; the activation has ended.
+    #[error("actor {actor} exceeded its memory limit in `{function}`: {message}")]
+    OutOfMemory {
+        /// The actor.
+        actor: String,
+        /// The function (or lifecycle hook) that grew memory.
+        function: String,
+        /// How much it asked for, and the limit.
+        message: String,
+    },
+    /// The actor could not be activated (instantiation or `on-activate` failed,
+    /// or the host holds as many activations as it may).
+    #[error("actor {actor} could not be activated: {message}")]
+    ActivationFailed {
+        /// The actor.
+        actor: String,
+        /// Why.
+        message: String,
+    },
+    /// The host is shutting down and takes no new calls.
+    #[error("the host is shutting down")]
+    ShuttingDown,
+}
+
+impl CallError {
+    /// A stable, machine-readable name for the kind of error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::BadActorRef(_) => "bad-actor-ref",
+            CallError::UnknownActorType(_) => "unknown-actor-type",
+            CallError::UnknownFunction { .. } => "unknown-function",
+            CallError::BadArguments { .. } => "bad-arguments",
+            CallError::Trapped { .. } => "trapped",
+            CallError::DeadlineExceeded { .. } => "deadline-exceeded",
+            CallError::OutOfMemory { .. } => "out-of-memory",
+            CallError::ActivationFailed { .. } => "activation-failed",
+            CallError::ShuttingDown => "shutting-down",
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The HTTP API.
+//!
+//! * `POST /v1/actors/{type}/{key}/{function}` — body: a JSON array of the
+//!   arguments (mapped by the WIT types, see [`crate::values`]); answer: the
+//!   result as JSON (`null` for a function without a result). With
+//!   `?encoding=wave` the body is a JSON array of WAVE texts, one per argument,
+//!   and the answer is the result's WAVE text as a JSON string.
+//! * `GET /v1/plugins` — every actor type with its functions' WIT signatures,
+//!   and the plugin files that were rejected, with why.
+//! * `GET /v1/health` — liveness and the number of activations.
+//!
+//! Every error is `{"error": {"kind": ..., "message": ...}}` with a fitting
+//! status: 400 for bad input, 404 for an unknown actor type or function, 500
+//! when the actor failed (trap, deadline, memory), 503 when it could not be
+//! activated or the host is shutting down.
+
+use std::future::Future;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::{values, ActorRef, CallError, Host};
+
+/// The HTTP status for a call error.
+pub fn status_of(error: &CallError) -> StatusCode {
+    match error {
+        CallError::BadActorRef(_) | CallError::BadArguments { .. } => StatusCode::BAD_REQUEST,
+        CallError::UnknownActorType(_) | CallError::UnknownFunction { .. } => StatusCode::NOT_FOUND,
+        CallError::Trapped { .. } | CallError::DeadlineExceeded { .. } | CallError::OutOfMemory { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        CallError::ActivationFailed { .. } | CallError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn error_response(status: StatusCode, kind: &str, message: String, backtrace: Option<&str>) -> Response {
+    let mut error = json!({ "kind": kind, "message": message });
+    if let Some(bt) = backtrace {
+        error["backtrace"] = json!(bt);
+    }
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
+impl IntoResponse for CallError {
+    fn into_response(self) -> Response {
+        let backtrace = match &self {
+            CallError::Trapped { backtrace, .. } => backtrace.clone(),
+            _ => None,
+        };
+        error_response(status_of(&self), self.kind(), self.to_string(), backtrace.as_deref())
+    }
+}
+
+/// The router serving the API for `host`.
+pub fn router(host: Host) -> Router {
+    Router::new()
+        .route("/v1/actors/{actor_type}/{key}/{function}", post(call))
+        .route("/v1/plugins", get(plugins))
+        .route("/v1/health", get(health))
+        .fallback(|| async {
+            error_response(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see GET /v1/plugins".into(), None)
+        })
+        .with_state(host)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    host: Host,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+}
+
+async fn call(
+    State(host): State<Host>,
+    Path((actor_type, key, function)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let wave = match query.as_deref() {
+        None | Some("") | Some("encoding=json") => false,
+        Some("encoding=wave") => true,
+        Some(other) => {
+            let message = format!("unknown query `{other}`; use ?encoding=wave or ?encoding=json");
+            return error_response(StatusCode::BAD_REQUEST, "bad-request", message, None);
+        }
+    };
+    let actor = ActorRef::new(&actor_type, &key);
+    let plugin = match host.plugin(&actor_type) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let Some((_, func)) = plugin.function(&function) else {
+        return CallError::UnknownFunction { actor_type, function }.into_response();
+    };
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!([])
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = format!("the request body is not valid JSON: {e}");
+                return error_response(StatusCode::BAD_REQUEST, "malformed-json", message, None);
+            }
+        }
+    };
+    let args = if wave {
+        let texts: Result<Vec<String>, _> = serde_json::from_value(body);
+        match texts {
+            Ok(texts) => values::args_from_wave(func, &texts),
+            Err(_) => Err("with ?encoding=wave the body must be a JSON array of WAVE strings".into()),
+        }
+    } else {
+        values::args_from_json(func, &body)
+    };
+    let args = match args {
+        Ok(args) => args,
+        Err(message) => return CallError::BadArguments { function, message }.into_response(),
+    };
+    match host.call(&actor, &function, args).await {
+        Ok(result) if wave => match result.as_ref().map(values::to_wave).transpose() {
+            Ok(text) => Json(json!(text)).into_response(),
+            Err(message) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message, None),
+        },
+        Ok(result) => Json(result.as_ref().map_or(Value::Null, values::to_json)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn plugins(State(host): State<Host>) -> Json<Value> {
+    let plugins: Vec<Value> = host
+        .plugins()
+        .iter()
+        .map(|p| {
+            json!({
+                "actor_type": p.actor_type,
+                "interface": p.interface,
+                "file": p.file.display().to_string(),
+                "sha256": p.content_hash,
+                "types": p.type_definitions,
+                "functions": p.functions.iter().map(|f| json!({
+                    "name": f.name,
+                    "signature": f.signature,
+                    "params": f.params.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+                    "docs": f.docs,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let rejected: Vec<Value> = host
+        .rejected()
+        .iter()
+        .map(|e| json!({ "file": e.file().display().to_string(), "error": e.to_string() }))
+        .collect();
+    Json(json!({ "plugins": plugins, "rejected": rejected }))
+}
+
+async fn health(State(host): State<Host>) -> Json<Value> {
+    Json(json!({ "status": "ok", "activations": host.active_count() }))
+}

@@ -1,0 +1,195 @@
+//! The data each activation's `Store` holds, and the host side of the
+//! `grove:actor/host` imports that a guest calls during its turns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::guest_output::GuestOutput;
+use crate::state::{RowKey, StateError, StateStore};
+use crate::timers::Timers;
+use crate::ActorRef;
+
+wasmtime::component::bindgen!({
+    path: "../wit/actor",
+    world: "imports",
+    imports: { default: async | trappable },
+});
+
+use grove::actor::types as wit;
+
+/// Most table elements one activation may grow its tables to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Marks a turn stopped because it ran past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the turn ran past its deadline of {0:?}")]
+pub struct DeadlineExceeded(pub Duration);
+
+/// Marks an activation stopped because it wanted more memory than allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("linear memory would grow to {desired} bytes; the limit is {limit}")]
+pub struct MemoryLimitExceeded {
+    /// The size the guest asked for.
+    pub desired: usize,
+    /// The host's limit.
+    pub limit: usize,
+}
+
+/// Enforces the per-activation memory limit with an error the host can
+/// recognise, instead of a bare allocation failure inside the guest.
+pub(crate) struct ActivationLimiter {
+    max_memory: usize,
+}
+
+impl ResourceLimiter for ActivationLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            return Err(MemoryLimitExceeded { desired, limit: self.max_memory }.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Everything one activation's `Store` holds.
+pub(crate) struct ActivationState {
+    pub(crate) actor: ActorRef,
+    pub(crate) state: StateStore,
+    pub(crate) timers: Timers,
+    pub(crate) deactivate_requested: bool,
+    /// When the running turn must end.
+    pub(crate) turn_deadline: Instant,
+    pub(crate) turn_limit: Duration,
+    pub(crate) limiter: ActivationLimiter,
+    pub(crate) output: GuestOutput,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl ActivationState {
+    pub(crate) fn new(actor: ActorRef, state: StateStore, max_memory: usize, turn_limit: Duration) -> Self {
+        let output = GuestOutput::new(Arc::from(actor.to_string()));
+        // No ambient capabilities: no files, no environment, no network. Only
+        // clocks, randomness and the output streams that Rust's std needs.
+        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
+        ActivationState {
+            actor,
+            state,
+            timers: Timers::default(),
+            deactivate_requested: false,
+            turn_deadline: Instant::now() + turn_limit,
+            turn_limit,
+            limiter: ActivationLimiter { max_memory },
+            output,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    fn row<'a>(&'a self, table: &'a str, key1: &'a str, key2: Option<&'a str>) -> RowKey<'a> {
+        RowKey { namespace: &self.actor.actor_type, table, key1, key2 }
+    }
+}
+
+impl WasiView for ActivationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A linker with WASI (no capabilities granted) and the Grove host imports.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<ActivationState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    Imports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+fn state_error(e: StateError) -> wit::StateError {
+    match e {
+        StateError::Unavailable(m) => wit::StateError::Unavailable(m),
+        StateError::TooLarge(m) => wit::StateError::TooLarge(m),
+    }
+}
+
+impl wit::Host for ActivationState {}
+
+impl grove::actor::host::Host for ActivationState {
+    async fn self_ref(&mut self) -> wasmtime::Result<wit::ActorRef> {
+        Ok(wit::ActorRef { actor_type: self.actor.actor_type.to_string(), key: self.actor.key.to_string() })
+    }
+
+    async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+        let actor = &self.actor;
+        match level {
+            wit::LogLevel::Trace => tracing::trace!(%actor, "{message}"),
+            wit::LogLevel::Debug => tracing::debug!(%actor, "{message}"),
+            wit::LogLevel::Info => tracing::info!(%actor, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(%actor, "{message}"),
+            wit::LogLevel::Error => tracing::error!(%actor, "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn state_get(
+        &mut self,
+        table: String,
+        key1: String,
+        key2: Option<String>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wit::StateError>> {
+        let key = self.row(&table, &key1, key2.as_deref());
+        Ok(self.state.get(key).await.map_err(state_error))
+    }
+
+    async fn state_put(
+        &mut self,
+        table: String,
+        key1: String,
+        key2: Option<String>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wit::StateError>> {
+        let key = self.row(&table, &key1, key2.as_deref());
+        Ok(self.state.put(key, value).await.map_err(state_error))
+    }
+
+    async fn state_delete(
+        &mut self,
+        table: String,
+        key1: String,
+        key2: Option<String>,
+    ) -> wasmtime::Result<Result<bool, wit::StateError>> {
+        let key = self.row(&table, &key1, key2.as_deref());
+        Ok(self.state.delete(key).await.map_err(state_error))
+    }
+
+    async fn state_list(&mut self, table: String, key1: String) -> wasmtime::Result<Result<Vec<wit::Row>, wit::StateError>> {
+        let rows = self.state.list(&self.actor.actor_type, &table, &key1).await.map_err(state_error);
+        Ok(rows.map(|rows| rows.into_iter().map(|r| wit::Row { key2: r.key2, value: r.value }).collect()))
+    }
+
+    async fn set_timer(&mut self, name: String, due_ms: u64, period_ms: Option<u64>, keep_alive: bool) -> wasmtime::Result<()> {
+        if name.len() > crate::state::MAX_KEY_BYTES {
+            let limit = crate::state::MAX_KEY_BYTES;
+            return Err(wasmtime::Error::msg(format!("timer name is {} bytes; the limit is {limit}", name.len())));
+        }
+        let period = period_ms.map(Duration::from_millis);
+        self.timers.set(&name, Instant::now(), Duration::from_millis(due_ms), period, keep_alive)?;
+        Ok(())
+    }
+
+    async fn cancel_timer(&mut self, name: String) -> wasmtime::Result<bool> {
+        Ok(self.timers.cancel(&name))
+    }
+
+    async fn deactivate_after_turn(&mut self) -> wasmtime::Result<()> {
+        self.deactivate_requested = true;
+        Ok(())
+    }
+}

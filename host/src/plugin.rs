@@ -1,0 +1,290 @@
+//! Loading plugins: a plugin is a WebAssembly component that exports Grove's
+//! lifecycle interface and exactly one actor interface, whose name is the actor
+//! type. The host learns the interface from the component itself — it needs no
+//! Rust types for it — and prepares an `InstancePre` so that activating an
+//! actor is a cheap instantiation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
+use wasmtime::Engine;
+
+use crate::engine::{content_hash, CompileCache};
+use crate::imports::ActivationState;
+use crate::wit_text::{self, InterfaceText};
+
+/// The lifecycle interface every plugin exports.
+pub const LIFECYCLE_INTERFACE: &str = "grove:actor/lifecycle@0.1.0";
+
+/// Why a plugin file was rejected. The host goes on serving the others.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {message}")]
+    Read {
+        /// The plugin file.
+        file: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// The file is not a valid WebAssembly component.
+    #[error("{file}: not a valid WebAssembly component: {message}")]
+    Invalid {
+        /// The plugin file.
+        file: PathBuf,
+        /// What wasmtime found wrong.
+        message: String,
+    },
+    /// The component is valid but does not follow Grove's plugin contract.
+    #[error("{file}: not a Grove actor plugin: {message}")]
+    NonConforming {
+        /// The plugin file.
+        file: PathBuf,
+        /// Which rule it breaks.
+        message: String,
+    },
+    /// Another plugin already provides this actor type.
+    #[error("{file}: actor type `{actor_type}` is already provided by {other}")]
+    Duplicate {
+        /// The plugin file.
+        file: PathBuf,
+        /// The actor type both provide.
+        actor_type: String,
+        /// The file loaded first.
+        other: PathBuf,
+    },
+}
+
+impl PluginError {
+    /// The file the error is about.
+    pub fn file(&self) -> &Path {
+        match self {
+            PluginError::Read { file, .. }
+            | PluginError::Invalid { file, .. }
+            | PluginError::NonConforming { file, .. }
+            | PluginError::Duplicate { file, .. } => file,
+        }
+    }
+}
+
+/// One parameter of an actor function.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// The parameter's WIT name.
+    pub name: String,
+    /// Its type, as wasmtime sees it.
+    pub ty: Type,
+}
+
+/// One function of an actor interface.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// The WIT name, e.g. `add-item`.
+    pub name: String,
+    /// Parameters in order.
+    pub params: Vec<Param>,
+    /// The result type, if the function returns one.
+    pub result: Option<Type>,
+    /// The WIT signature, e.g. `add: func(amount: u64) -> u64`.
+    pub signature: String,
+    /// The doc comment from the WIT, if the component carries it.
+    pub docs: Option<String>,
+    pub(crate) index: ComponentExportIndex,
+}
+
+/// Where the lifecycle hooks are in the component's exports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LifecycleExports {
+    pub(crate) on_activate: ComponentExportIndex,
+    pub(crate) on_deactivate: ComponentExportIndex,
+    pub(crate) on_timer: ComponentExportIndex,
+}
+
+/// A loaded plugin: one actor type, ready to activate.
+pub struct Plugin {
+    /// The actor type, e.g. `counter`.
+    pub actor_type: String,
+    /// The exported actor interface, e.g. `grove-example:counter/counter`.
+    pub interface: String,
+    /// Where it was loaded from.
+    pub file: PathBuf,
+    /// SHA-256 of the component bytes.
+    pub content_hash: String,
+    /// The interface's functions, in declaration order.
+    pub functions: Vec<Function>,
+    /// WIT definitions of the interface's named types.
+    pub type_definitions: Vec<String>,
+    by_name: HashMap<String, usize>,
+    pub(crate) lifecycle: LifecycleExports,
+    pub(crate) pre: InstancePre<ActivationState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("actor_type", &self.actor_type)
+            .field("interface", &self.interface)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Reads and checks the plugin at `file` on its own, outside any host
+    /// (what `grove inspect` does).
+    pub fn inspect(file: &Path) -> anyhow::Result<Plugin> {
+        let engine = crate::engine::build_engine(&crate::engine::Limits { max_activations: 1, ..Default::default() })?;
+        let linker = crate::imports::linker(&engine)?;
+        Ok(Self::load(&engine, &linker, None, file)?)
+    }
+
+    /// Reads, compiles (or loads from `cache`) and checks the plugin at `file`.
+    pub(crate) fn load(
+        engine: &Engine,
+        linker: &Linker<ActivationState>,
+        cache: Option<&CompileCache>,
+        file: &Path,
+    ) -> Result<Plugin, PluginError> {
+        let bytes = &std::fs::read(file).map_err(|e| PluginError::Read { file: file.into(), message: e.to_string() })?;
+        let invalid = |message: String| PluginError::Invalid { file: file.into(), message };
+        let nonconforming = |message: String| PluginError::NonConforming { file: file.into(), message };
+        if wasmparser::Parser::is_core_wasm(bytes) {
+            return Err(invalid("it is a core WebAssembly module; build it as a component (wasm32-wasip2)".into()));
+        }
+        if !wasmparser::Parser::is_component(bytes) {
+            return Err(invalid("the file does not start with a WebAssembly component header".into()));
+        }
+        let hash = content_hash(bytes);
+        let component = match cache {
+            Some(cache) => cache.load(engine, bytes, &hash).map(|(c, _)| c),
+            None => Component::new(engine, bytes).map_err(anyhow::Error::from),
+        }
+        .map_err(|e| invalid(format!("{e:#}")))?;
+
+        let (interface, funcs) = find_actor_interface(engine, &component).map_err(nonconforming)?;
+        let lifecycle = find_lifecycle(engine, &component).map_err(nonconforming)?;
+        let actor_type = actor_type_of(&interface);
+        let text = wit_text::render_export(bytes, &interface).unwrap_or_default();
+        let iface_index = component
+            .get_export_index(None, &interface)
+            .ok_or_else(|| nonconforming(format!("export `{interface}` vanished")))?;
+        let mut functions = Vec::with_capacity(funcs.len());
+        for (name, func) in funcs {
+            let index = component
+                .get_export_index(Some(&iface_index), &name)
+                .ok_or_else(|| nonconforming(format!("export `{interface}#{name}` vanished")))?;
+            functions.push(describe(name, &func, &text, index).map_err(nonconforming)?);
+        }
+        let by_name = functions.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            nonconforming(format!("it needs an import that Grove does not provide: {e:#}"))
+        })?;
+        Ok(Plugin {
+            actor_type,
+            interface,
+            file: file.into(),
+            content_hash: hash,
+            functions,
+            type_definitions: text.types,
+            by_name,
+            lifecycle,
+            pre,
+        })
+    }
+
+    /// The function called `name`, with its index.
+    pub fn function(&self, name: &str) -> Option<(usize, &Function)> {
+        self.by_name.get(name).map(|&i| (i, &self.functions[i]))
+    }
+}
+
+/// `grove-example:counter/counter@1.0.0` → `counter`.
+fn actor_type_of(interface: &str) -> String {
+    let name = interface.rsplit_once('/').map_or(interface, |(_, n)| n);
+    name.split_once('@').map_or(name, |(n, _)| n).to_owned()
+}
+
+type ExportedFuncs = Vec<(String, ComponentFunc)>;
+
+fn find_actor_interface(engine: &Engine, component: &Component) -> Result<(String, ExportedFuncs), String> {
+    let ty = component.component_type();
+    let mut candidates = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        if name == LIFECYCLE_INTERFACE {
+            continue;
+        }
+        if let ComponentItem::ComponentInstance(instance) = item.ty {
+            let mut funcs = Vec::new();
+            for (fname, fitem) in instance.exports(engine) {
+                match fitem.ty {
+                    ComponentItem::ComponentFunc(f) => funcs.push((fname.to_owned(), f)),
+                    ComponentItem::Type(_) | ComponentItem::Resource(_) => {}
+                    _ => return Err(format!("interface `{name}` exports `{fname}`, which is not a function")),
+                }
+            }
+            candidates.push((name.to_owned(), funcs));
+        }
+    }
+    match candidates.len() {
+        1 => Ok(candidates.remove(0)),
+        0 => Err("it exports no actor interface (a plugin's world exports exactly one besides grove:actor/lifecycle)".into()),
+        _ => Err(format!(
+            "it exports {} interfaces ({}); a plugin exports exactly one actor interface",
+            candidates.len(),
+            candidates.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExports, String> {
+    let missing = || format!("it does not export {LIFECYCLE_INTERFACE} (its world must include grove:actor/actor)");
+    let ty = component.component_type();
+    let Some(ComponentItem::ComponentInstance(instance)) = ty.get_export(engine, LIFECYCLE_INTERFACE).map(|e| e.ty) else {
+        return Err(missing());
+    };
+    let iface = component.get_export_index(None, LIFECYCLE_INTERFACE).ok_or_else(missing)?;
+    let hook = |name: &str, params: &[Type]| -> Result<ComponentExportIndex, String> {
+        let Some(ComponentItem::ComponentFunc(f)) = instance.get_export(engine, name).map(|e| e.ty) else {
+            return Err(format!("its lifecycle interface lacks `{name}`"));
+        };
+        let got: Vec<Type> = f.params().map(|(_, t)| t).collect();
+        if got != params || f.results().len() != 0 {
+            return Err(format!("its lifecycle hook `{name}` has the wrong signature"));
+        }
+        component.get_export_index(Some(&iface), name).ok_or_else(missing)
+    };
+    Ok(LifecycleExports {
+        on_activate: hook("on-activate", &[])?,
+        on_deactivate: hook("on-deactivate", &[])?,
+        on_timer: hook("on-timer", &[Type::String])?,
+    })
+}
+
+fn describe(name: String, func: &ComponentFunc, text: &InterfaceText, index: ComponentExportIndex) -> Result<Function, String> {
+    let params = func.params().map(|(n, ty)| Param { name: n.to_owned(), ty }).collect::<Vec<_>>();
+    let mut results = func.results();
+    let result = results.next();
+    if results.next().is_some() {
+        return Err(format!("function `{name}` returns more than one value"));
+    }
+    let (signature, docs) = text
+        .functions
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, s, d)| (s.clone(), d.clone()))
+        .unwrap_or_else(|| (format!("{name}: func(...)"), None));
+    Ok(Function { name, params, result, signature, docs, index })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actor_type_is_the_interface_name() {
+        assert_eq!(actor_type_of("grove-example:counter/counter"), "counter");
+        assert_eq!(actor_type_of("acme:game/player@1.2.0"), "player");
+    }
+}

@@ -1,0 +1,136 @@
+//! Embedded on-disk state backend: one redb file, the default for a single host.
+//!
+//! Reads go straight to redb. Writes go to one writer thread that commits them
+//! in groups: it takes every write that is waiting, applies them in order in a
+//! single durable transaction and only then acknowledges each of them. Many
+//! actors writing at once therefore share one fsync, and no write is
+//! acknowledged before it is on disk.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use redb::{Database, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::StateError;
+
+const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rows");
+
+/// Writes committed together at most; bounds the size of one transaction.
+const MAX_GROUP: usize = 4096;
+
+struct WriteRequest {
+    key: Vec<u8>,
+    /// `None` deletes the row.
+    value: Option<Vec<u8>>,
+    /// Receives whether the row existed before the write.
+    ack: oneshot::Sender<Result<bool, StateError>>,
+}
+
+/// Handle to an open redb state file. Cheap to clone; the writer thread stops
+/// when the last handle is dropped.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    writes: mpsc::Sender<WriteRequest>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StateError {
+    StateError::Unavailable(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens or creates the state file at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot open state file {}: {e}", path.display()))?;
+        // Create the table up front so that readers never find it missing.
+        let txn = db.begin_write()?;
+        txn.open_table(ROWS)?;
+        txn.commit()?;
+        let db = Arc::new(db);
+        let (writes, queue) = mpsc::channel();
+        let writer_db = db.clone();
+        thread::Builder::new()
+            .name("grove-state-writer".into())
+            .spawn(move || write_loop(&writer_db, &queue))?;
+        Ok(EmbeddedStore { db, writes })
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(ROWS).map_err(unavailable)?;
+        let value = table.get(key).map_err(unavailable)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    pub(crate) fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(ROWS).map_err(unavailable)?;
+        let mut rows = Vec::new();
+        for entry in table.range(prefix..).map_err(unavailable)? {
+            let (k, v) = entry.map_err(unavailable)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    /// Queues a write and waits until its group is committed.
+    pub(crate) async fn write(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<bool, StateError> {
+        let (ack, done) = oneshot::channel();
+        self.writes
+            .send(WriteRequest { key, value, ack })
+            .map_err(|_| unavailable("the state writer has stopped"))?;
+        done.await.map_err(|_| unavailable("the state writer has stopped"))?
+    }
+}
+
+fn write_loop(db: &Database, queue: &mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        match commit_group(db, &group) {
+            Ok(existed) => {
+                for (request, existed) in group.into_iter().zip(existed) {
+                    let _ = request.ack.send(Ok(existed));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "state commit failed");
+                for request in group {
+                    let _ = request.ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(db: &Database, group: &[WriteRequest]) -> Result<Vec<bool>, StateError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    let mut existed = Vec::with_capacity(group.len());
+    {
+        let mut table = txn.open_table(ROWS).map_err(unavailable)?;
+        for request in group {
+            let old = match &request.value {
+                Some(value) => table.insert(request.key.as_slice(), value.as_slice()),
+                None => table.remove(request.key.as_slice()),
+            }
+            .map_err(unavailable)?;
+            existed.push(old.is_some());
+        }
+    }
+    txn.commit().map_err(unavailable)?;
+    Ok(existed)
+}

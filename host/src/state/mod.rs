@@ -1,0 +1,248 @@
+//! Actor state: rows `(table, key1, optional key2) => bytes`, Koala's storage
+//! model.
+//!
+//! Every backend keeps the same contract: a write (`put`, `delete`) resolves
+//! only once the backend has it, so an acknowledged write survives whatever a
+//! backend is meant to survive; `list` returns the rows of one `(table, key1)`
+//! group ordered by `key2`, the row without a `key2` first. Tables are
+//! namespaced per actor type by the caller (see [`RowKey`]).
+//!
+//! Backends, one module each: [`memory`] for tests and throwaway hosts,
+//! [`embedded`] (redb on disk) as the default for a single host.
+
+pub mod embedded;
+pub mod memory;
+
+use std::path::Path;
+
+use crate::state::{embedded::EmbeddedStore, memory::MemoryStore};
+
+/// Largest value a row may hold.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Largest table name, `key1` or `key2`.
+pub const MAX_KEY_BYTES: usize = 1 << 10;
+
+/// Why a state operation failed. A failed write stored nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StateError {
+    /// The backend could not be reached or failed; the operation may succeed later.
+    #[error("state backend unavailable: {0}")]
+    Unavailable(String),
+    /// A name, key or value exceeds the host's limits.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// The address of one row. `namespace` is the actor type that owns the table,
+/// so actor types never see each other's rows.
+#[derive(Debug, Clone, Copy)]
+pub struct RowKey<'a> {
+    /// The actor type owning the table.
+    pub namespace: &'a str,
+    /// The table name chosen by the actor.
+    pub table: &'a str,
+    /// The primary key.
+    pub key1: &'a str,
+    /// The optional secondary key.
+    pub key2: Option<&'a str>,
+}
+
+/// One row of a `(table, key1)` group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The row's secondary key.
+    pub key2: Option<String>,
+    /// The stored bytes.
+    pub value: Vec<u8>,
+}
+
+impl RowKey<'_> {
+    /// Checks the size limits every backend enforces.
+    pub fn check(&self) -> Result<(), StateError> {
+        for (what, s) in [("table name", self.table), ("key1", self.key1), ("key2", self.key2.unwrap_or(""))] {
+            if s.len() > MAX_KEY_BYTES {
+                return Err(StateError::TooLarge(format!(
+                    "{what} is {} bytes; the limit is {MAX_KEY_BYTES}",
+                    s.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sortable byte encoding shared by the ordered backends: the group
+    /// prefix (see [`group_prefix`]) followed by `0` for no `key2`, or `1` and
+    /// the `key2` bytes. Every row of a group shares the prefix, and rows sort
+    /// by `key2` with the keyless row first.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = group_prefix(self.namespace, self.table, self.key1);
+        match self.key2 {
+            None => out.push(0),
+            Some(k) => {
+                out.push(1);
+                out.extend_from_slice(k.as_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// The key prefix shared by every row of `(namespace, table, key1)`: each part
+/// length-prefixed, so no group's prefix is a prefix of another's.
+pub fn group_prefix(namespace: &str, table: &str, key1: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + namespace.len() + table.len() + key1.len());
+    for part in [namespace, table, key1] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+/// Decodes the `key2` part of an encoded row key, given its group prefix length.
+fn decode_key2(encoded: &[u8], prefix_len: usize) -> Option<String> {
+    match encoded.get(prefix_len) {
+        Some(1) => Some(String::from_utf8_lossy(&encoded[prefix_len + 1..]).into_owned()),
+        _ => None,
+    }
+}
+
+/// Checks a value against [`MAX_VALUE_BYTES`].
+pub fn check_value(value: &[u8]) -> Result<(), StateError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(StateError::TooLarge(format!(
+            "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The state backend a host uses. Cheap to clone: every variant is a handle.
+#[derive(Clone)]
+pub enum StateStore {
+    /// Rows in memory, lost when the host stops.
+    Memory(MemoryStore),
+    /// Rows in a redb file, kept across restarts.
+    Embedded(EmbeddedStore),
+}
+
+impl StateStore {
+    /// An empty in-memory store.
+    pub fn memory() -> Self {
+        StateStore::Memory(MemoryStore::default())
+    }
+
+    /// Opens (or creates) the embedded store at `path`.
+    pub fn open_embedded(path: &Path) -> anyhow::Result<Self> {
+        Ok(StateStore::Embedded(EmbeddedStore::open(path)?))
+    }
+
+    /// Reads one row.
+    pub async fn get(&self, key: RowKey<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        key.check()?;
+        match self {
+            StateStore::Memory(s) => Ok(s.get(&key.encode())),
+            StateStore::Embedded(s) => s.get(&key.encode()),
+        }
+    }
+
+    /// Inserts or replaces one row; resolves once the backend has it.
+    pub async fn put(&self, key: RowKey<'_>, value: Vec<u8>) -> Result<(), StateError> {
+        key.check()?;
+        check_value(&value)?;
+        match self {
+            StateStore::Memory(s) => {
+                s.put(key.encode(), value);
+                Ok(())
+            }
+            StateStore::Embedded(s) => s.write(key.encode(), Some(value)).await.map(|_| ()),
+        }
+    }
+
+    /// Deletes one row; returns whether it existed.
+    pub async fn delete(&self, key: RowKey<'_>) -> Result<bool, StateError> {
+        key.check()?;
+        match self {
+            StateStore::Memory(s) => Ok(s.delete(&key.encode())),
+            StateStore::Embedded(s) => s.write(key.encode(), None).await,
+        }
+    }
+
+    /// Lists the rows of `(namespace, table, key1)` ordered by `key2`.
+    pub async fn list(&self, namespace: &str, table: &str, key1: &str) -> Result<Vec<Row>, StateError> {
+        RowKey { namespace, table, key1, key2: None }.check()?;
+        let prefix = group_prefix(namespace, table, key1);
+        let rows = match self {
+            StateStore::Memory(s) => s.scan(&prefix),
+            StateStore::Embedded(s) => s.scan(&prefix)?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(k, value)| Row { key2: decode_key2(&k, prefix.len()), value })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key<'a>(table: &'a str, key1: &'a str, key2: Option<&'a str>) -> RowKey<'a> {
+        RowKey { namespace: "player", table, key1, key2 }
+    }
+
+    /// The contract every backend keeps, run against each of them.
+    async fn contract(store: StateStore) {
+        assert_eq!(store.get(key("inv", "42", None)).await.unwrap(), None);
+        store.put(key("inv", "42", Some("sword")), b"1".to_vec()).await.unwrap();
+        store.put(key("inv", "42", None), b"meta".to_vec()).await.unwrap();
+        store.put(key("inv", "42", Some("axe")), b"2".to_vec()).await.unwrap();
+        store.put(key("inv", "420", Some("other")), b"x".to_vec()).await.unwrap();
+        store.put(key("inv", "4", Some("2")), b"y".to_vec()).await.unwrap();
+        store.put(key("inv", "42", Some("sword")), b"3".to_vec()).await.unwrap();
+
+        assert_eq!(store.get(key("inv", "42", Some("sword"))).await.unwrap(), Some(b"3".to_vec()));
+        let rows = store.list("player", "inv", "42").await.unwrap();
+        let keys: Vec<_> = rows.iter().map(|r| r.key2.clone()).collect();
+        assert_eq!(keys, vec![None, Some("axe".into()), Some("sword".into())]);
+        assert_eq!(rows[0].value, b"meta");
+
+        // Another actor type's table of the same name is a different table.
+        let other = RowKey { namespace: "guild", ..key("inv", "42", None) };
+        assert_eq!(store.get(other).await.unwrap(), None);
+
+        assert!(store.delete(key("inv", "42", Some("axe"))).await.unwrap());
+        assert!(!store.delete(key("inv", "42", Some("axe"))).await.unwrap());
+        assert_eq!(store.list("player", "inv", "42").await.unwrap().len(), 2);
+
+        let big = vec![0u8; MAX_VALUE_BYTES + 1];
+        assert!(matches!(store.put(key("inv", "42", None), big).await, Err(StateError::TooLarge(_))));
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(matches!(store.get(key("inv", &long, None)).await, Err(StateError::TooLarge(_))));
+        // The rejected write changed nothing.
+        assert_eq!(store.get(key("inv", "42", None)).await.unwrap(), Some(b"meta".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn memory_backend_keeps_the_contract() {
+        contract(StateStore::memory()).await;
+    }
+
+    #[tokio::test]
+    async fn embedded_backend_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        contract(StateStore::open_embedded(&dir.path().join("state.redb")).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn embedded_backend_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = StateStore::open_embedded(&path).unwrap();
+            store.put(key("t", "k", None), b"kept".to_vec()).await.unwrap();
+        }
+        let store = StateStore::open_embedded(&path).unwrap();
+        assert_eq!(store.get(key("t", "k", None)).await.unwrap(), Some(b"kept".to_vec()));
+    }
+}
