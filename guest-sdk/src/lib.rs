@@ -202,7 +202,12 @@ pub mod state {
     }
 
     /// Inserts or replaces a row's bytes.
-    pub fn put(table: &str, key1: &str, key2: Option<&str>, value: &[u8]) -> Result<(), StateError> {
+    pub fn put(
+        table: &str,
+        key1: &str,
+        key2: Option<&str>,
+        value: &[u8],
+    ) -> Result<(), StateError> {
         host::state_put(table, key1, key2, value)
     }
 
@@ -217,7 +222,11 @@ pub mod state {
     }
 
     /// Reads a row and decodes it as `T`.
-    pub fn load<T: DeserializeOwned>(table: &str, key1: &str, key2: Option<&str>) -> Result<Option<T>, Error> {
+    pub fn load<T: DeserializeOwned>(
+        table: &str,
+        key1: &str,
+        key2: Option<&str>,
+    ) -> Result<Option<T>, Error> {
         match get(table, key1, key2)? {
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
             None => Ok(None),
@@ -225,13 +234,21 @@ pub mod state {
     }
 
     /// Encodes `value` and stores it in a row.
-    pub fn save<T: Serialize + ?Sized>(table: &str, key1: &str, key2: Option<&str>, value: &T) -> Result<(), Error> {
+    pub fn save<T: Serialize + ?Sized>(
+        table: &str,
+        key1: &str,
+        key2: Option<&str>,
+        value: &T,
+    ) -> Result<(), Error> {
         put(table, key1, key2, &serde_json::to_vec(value)?)?;
         Ok(())
     }
 
     /// Every row under `(table, key1)`, decoded as `T`, with its `key2`.
-    pub fn load_all<T: DeserializeOwned>(table: &str, key1: &str) -> Result<Vec<(Option<String>, T)>, Error> {
+    pub fn load_all<T: DeserializeOwned>(
+        table: &str,
+        key1: &str,
+    ) -> Result<Vec<(Option<String>, T)>, Error> {
         list(table, key1)?
             .into_iter()
             .map(|row| Ok((row.key2, serde_json::from_slice(&row.value)?)))

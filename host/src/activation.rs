@@ -74,7 +74,13 @@ struct Activation {
 }
 
 /// Runs the activation `id` of `actor` until it deactivates or dies.
-pub(crate) async fn run(host: Host, plugin: Arc<Plugin>, actor: ActorRef, id: u64, mut mailbox: mpsc::Receiver<Envelope>) {
+pub(crate) async fn run(
+    host: Host,
+    plugin: Arc<Plugin>,
+    actor: ActorRef,
+    id: u64,
+    mut mailbox: mpsc::Receiver<Envelope>,
+) {
     match Activation::start(host.clone(), plugin, actor.clone(), id).await {
         Ok(activation) => activation.serve(mailbox).await,
         Err(error) => {
@@ -89,9 +95,19 @@ pub(crate) async fn run(host: Host, plugin: Arc<Plugin>, actor: ActorRef, id: u6
 }
 
 impl Activation {
-    async fn start(host: Host, plugin: Arc<Plugin>, actor: ActorRef, id: u64) -> Result<Self, CallError> {
+    async fn start(
+        host: Host,
+        plugin: Arc<Plugin>,
+        actor: ActorRef,
+        id: u64,
+    ) -> Result<Self, CallError> {
         let limits = host.limits();
-        let data = ActivationState::new(actor.clone(), host.state().clone(), limits.max_memory, limits.turn_deadline);
+        let data = ActivationState::new(
+            actor.clone(),
+            host.state().clone(),
+            limits.max_memory,
+            limits.turn_deadline,
+        );
         let mut store = Store::new(host.engine(), data);
         store.limiter(|s| &mut s.limiter);
         // Checked at every epoch tick while guest code runs: long turns yield
@@ -106,20 +122,44 @@ impl Activation {
         let name = actor.to_string();
         // Instantiation runs guest start code: it is part of the first turn.
         store.set_epoch_deadline(1);
-        let failed = |message: String| CallError::ActivationFailed { actor: name.clone(), message };
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| failed(format!("{e:#}")))?;
+        let failed = |message: String| CallError::ActivationFailed {
+            actor: name.clone(),
+            message,
+        };
+        let instance = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| failed(format!("{e:#}")))?;
         let lifecycle = plugin.lifecycle;
-        let typed = |store: &mut Store<ActivationState>, index| instance.get_typed_func::<(), ()>(store, index);
-        let on_activate = typed(&mut store, &lifecycle.on_activate).map_err(|e| failed(format!("{e:#}")))?;
-        let on_deactivate = typed(&mut store, &lifecycle.on_deactivate).map_err(|e| failed(format!("{e:#}")))?;
+        let typed = |store: &mut Store<ActivationState>, index| {
+            instance.get_typed_func::<(), ()>(store, index)
+        };
+        let on_activate =
+            typed(&mut store, &lifecycle.on_activate).map_err(|e| failed(format!("{e:#}")))?;
+        let on_deactivate =
+            typed(&mut store, &lifecycle.on_deactivate).map_err(|e| failed(format!("{e:#}")))?;
         let on_timer = instance
             .get_typed_func::<(String,), ()>(&mut store, &lifecycle.on_timer)
             .map_err(|e| failed(format!("{e:#}")))?;
         let funcs = vec![None; plugin.functions.len()];
-        let mut activation = Activation { host, plugin, actor, id, store, instance, funcs, on_deactivate, on_timer };
+        let mut activation = Activation {
+            host,
+            plugin,
+            actor,
+            id,
+            store,
+            instance,
+            funcs,
+            on_deactivate,
+            on_timer,
+        };
         activation.begin_turn();
         if let Err(e) = on_activate.call_async(&mut activation.store, ()).await {
-            return Err(failed(format!("on-activate failed: {}", activation.classify("on-activate", e))));
+            return Err(failed(format!(
+                "on-activate failed: {}",
+                activation.classify("on-activate", e)
+            )));
         }
         tracing::debug!(actor = %activation.actor, "activated");
         Ok(activation)
@@ -136,10 +176,18 @@ impl Activation {
         let actor = self.actor.to_string();
         let function = function.to_owned();
         if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
-            return CallError::DeadlineExceeded { actor, function, limit: d.0 };
+            return CallError::DeadlineExceeded {
+                actor,
+                function,
+                limit: d.0,
+            };
         }
         if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {
-            return CallError::OutOfMemory { actor, function, message: m.to_string() };
+            return CallError::OutOfMemory {
+                actor,
+                function,
+                message: m.to_string(),
+            };
         }
         let mut reason = error.root_cause().to_string();
         if let Some(output) = self.store.data().output.tail() {
@@ -148,15 +196,24 @@ impl Activation {
             reason.push_str("; guest output: ");
             reason.push_str(&last.join(" | "));
         }
-        let backtrace = error.downcast_ref::<WasmBacktrace>().map(|bt| bt.to_string());
-        CallError::Trapped { actor, function, reason, backtrace }
+        let backtrace = error
+            .downcast_ref::<WasmBacktrace>()
+            .map(|bt| bt.to_string());
+        CallError::Trapped {
+            actor,
+            function,
+            reason,
+            backtrace,
+        }
     }
 
     fn func(&mut self, index: usize) -> Option<Func> {
         if let Some(f) = self.funcs[index] {
             return Some(f);
         }
-        let f = self.instance.get_func(&mut self.store, &self.plugin.functions[index].index)?;
+        let f = self
+            .instance
+            .get_func(&mut self.store, &self.plugin.functions[index].index)?;
         self.funcs[index] = Some(f);
         Some(f)
     }
@@ -175,7 +232,11 @@ impl Activation {
             }));
             return Ok(());
         };
-        let mut results = if self.plugin.functions[index].result.is_some() { vec![Val::Bool(false)] } else { Vec::new() };
+        let mut results = if self.plugin.functions[index].result.is_some() {
+            vec![Val::Bool(false)]
+        } else {
+            Vec::new()
+        };
         self.begin_turn();
         match func.call_async(&mut self.store, &args, &mut results).await {
             Ok(()) => {
@@ -225,7 +286,9 @@ impl Activation {
                 envelope = mailbox.recv() => {
                     let Some(mut envelope) = envelope else { break 'serve End::Deactivate(None) };
                     last_activity = Instant::now();
-                    for _ in 0..BATCH {
+                    let mut handled = 0;
+                    loop {
+                        handled += 1;
                         match envelope {
                             Envelope::Call { function, args, reply } => {
                                 if self.call(function, args, reply).await.is_err() {
@@ -236,6 +299,9 @@ impl Activation {
                         }
                         if self.store.data().deactivate_requested {
                             break 'serve End::Deactivate(None);
+                        }
+                        if handled == BATCH {
+                            break;
                         }
                         match mailbox.try_recv() {
                             Ok(next) => envelope = next,

@@ -35,7 +35,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_activations: 20_000, max_memory: 64 << 20, turn_deadline: Duration::from_secs(5) }
+        Limits {
+            max_activations: 20_000,
+            max_memory: 64 << 20,
+            turn_deadline: Duration::from_secs(5),
+        }
     }
 }
 
@@ -69,7 +73,9 @@ pub fn build_engine(limits: &Limits) -> anyhow::Result<Engine> {
         .memory_may_move(false)
         .max_wasm_stack(512 << 10)
         .async_stack_size(1 << 20);
-    Engine::new(&config).map_err(anyhow::Error::from).context("cannot configure the WebAssembly engine")
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("cannot configure the WebAssembly engine")
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -82,12 +88,14 @@ impl EpochClock {
     pub fn start(engine: &Engine) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (engine, flag) = (engine.clone(), stop.clone());
-        thread::Builder::new().name("grove-epoch".into()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })?;
+        thread::Builder::new()
+            .name("grove-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
         Ok(EpochClock { stop })
     }
 }
@@ -115,12 +123,18 @@ impl CompileCache {
     fn path_for(&self, engine: &Engine, content_hash: &str) -> PathBuf {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        self.dir.join(format!("{content_hash}-{:016x}.cwasm", h.finish()))
+        self.dir
+            .join(format!("{content_hash}-{:016x}.cwasm", h.finish()))
     }
 
     /// Loads the compiled form of `bytes` from the cache, or compiles it and
     /// stores the result. Returns the component and whether it was cached.
-    pub fn load(&self, engine: &Engine, bytes: &[u8], content_hash: &str) -> anyhow::Result<(Component, bool)> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        content_hash: &str,
+    ) -> anyhow::Result<(Component, bool)> {
         let path = self.path_for(engine, content_hash);
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of this
@@ -129,7 +143,9 @@ impl CompileCache {
             // header and rejects a file from another version or configuration.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compile cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compile cache entry")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;
@@ -141,8 +157,11 @@ impl CompileCache {
 
     fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        // Write then rename, so that a crash never leaves a torn entry behind.
-        let tmp = path.with_extension("tmp");
+        // Write then rename, so that a crash never leaves a torn entry behind
+        // and hosts sharing the cache never read a half-written one.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
         std::fs::write(&tmp, component.serialize()?)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -151,5 +170,8 @@ impl CompileCache {
 
 /// Hex SHA-256 of a plugin's bytes: its content identity.
 pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -36,7 +36,10 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// A stream whose lines are logged as coming from `actor`.
     pub fn new(actor: Arc<str>) -> Self {
-        GuestOutput { actor, buffers: Arc::default() }
+        GuestOutput {
+            actor,
+            buffers: Arc::default(),
+        }
     }
 
     fn buffers(&self) -> std::sync::MutexGuard<'_, Buffers> {
@@ -62,7 +65,9 @@ impl GuestOutput {
     pub fn tail(&self) -> Option<String> {
         let b = self.buffers();
         let (front, back) = b.tail.as_slices();
-        let text = String::from_utf8_lossy(&[front, back].concat()).trim().to_owned();
+        let text = String::from_utf8_lossy(&[front, back].concat())
+            .trim()
+            .to_owned();
         (!text.is_empty()).then_some(text)
     }
 }
@@ -105,7 +110,11 @@ impl Pollable for GuestOutput {
 }
 
 impl AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

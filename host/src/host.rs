@@ -121,25 +121,40 @@ impl Host {
     /// Loads one plugin file. A plugin whose actor type is already loaded is
     /// rejected. The error is also kept for [`Host::rejected`].
     pub fn load_plugin(&self, file: &Path) -> Result<Arc<Plugin>, PluginError> {
-        let result = Plugin::load(&self.inner.engine, &self.inner.linker, self.inner.cache.as_ref(), file)
-            .and_then(|plugin| {
-                let mut plugins = self.inner.plugins.write().unwrap_or_else(|e| e.into_inner());
-                if let Some(other) = plugins.get(&plugin.actor_type) {
-                    return Err(PluginError::Duplicate {
-                        file: file.into(),
-                        actor_type: plugin.actor_type.clone(),
-                        other: other.file.clone(),
-                    });
-                }
-                let plugin = Arc::new(plugin);
-                plugins.insert(plugin.actor_type.clone(), plugin.clone());
-                Ok(plugin)
-            });
+        let result = Plugin::load(
+            &self.inner.engine,
+            &self.inner.linker,
+            self.inner.cache.as_ref(),
+            file,
+        )
+        .and_then(|plugin| {
+            let mut plugins = self
+                .inner
+                .plugins
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(other) = plugins.get(&plugin.actor_type) {
+                return Err(PluginError::Duplicate {
+                    file: file.into(),
+                    actor_type: plugin.actor_type.clone(),
+                    other: other.file.clone(),
+                });
+            }
+            let plugin = Arc::new(plugin);
+            plugins.insert(plugin.actor_type.clone(), plugin.clone());
+            Ok(plugin)
+        });
         match &result {
-            Ok(plugin) => tracing::info!(actor_type = %plugin.actor_type, file = %file.display(), "plugin loaded"),
+            Ok(plugin) => {
+                tracing::info!(actor_type = %plugin.actor_type, file = %file.display(), "plugin loaded")
+            }
             Err(error) => {
                 tracing::error!("plugin rejected: {error}");
-                self.inner.rejected.write().unwrap_or_else(|e| e.into_inner()).push(error.clone());
+                self.inner
+                    .rejected
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(error.clone());
             }
         }
         result
@@ -147,7 +162,10 @@ impl Host {
 
     /// Loads every `.wasm` file in `dir`, in name order. Files that fail are
     /// reported (and kept in [`Host::rejected`]); the others are served.
-    pub fn load_plugin_dir(&self, dir: &Path) -> anyhow::Result<(Vec<Arc<Plugin>>, Vec<PluginError>)> {
+    pub fn load_plugin_dir(
+        &self,
+        dir: &Path,
+    ) -> anyhow::Result<(Vec<Arc<Plugin>>, Vec<PluginError>)> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -174,30 +192,55 @@ impl Host {
 
     /// Plugin files that were rejected, with why.
     pub fn rejected(&self) -> Vec<PluginError> {
-        self.inner.rejected.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .rejected
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The plugin providing `actor_type`.
     pub fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
         let plugins = self.inner.plugins.read().unwrap_or_else(|e| e.into_inner());
-        plugins.get(actor_type).cloned().ok_or_else(|| CallError::UnknownActorType(actor_type.to_owned()))
+        plugins
+            .get(actor_type)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownActorType(actor_type.to_owned()))
     }
 
     /// Calls `function` on `actor` with `args`, activating the actor if it is
     /// not active. Waits while the actor's mailbox is full.
-    pub async fn call(&self, actor: &ActorRef, function: &str, args: Vec<Val>) -> Result<Option<Val>, CallError> {
+    pub async fn call(
+        &self,
+        actor: &ActorRef,
+        function: &str,
+        args: Vec<Val>,
+    ) -> Result<Option<Val>, CallError> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(CallError::ShuttingDown);
         }
         let plugin = self.plugin(&actor.actor_type)?;
-        let (index, func) = plugin.function(function).ok_or_else(|| CallError::UnknownFunction {
-            actor_type: actor.actor_type.to_string(),
+        let (index, func) =
+            plugin
+                .function(function)
+                .ok_or_else(|| CallError::UnknownFunction {
+                    actor_type: actor.actor_type.to_string(),
+                    function: function.to_owned(),
+                })?;
+        values::check_args(func, &args).map_err(|message| CallError::BadArguments {
             function: function.to_owned(),
+            message,
         })?;
-        values::check_args(func, &args)
-            .map_err(|message| CallError::BadArguments { function: function.to_owned(), message })?;
         let (reply, answer) = oneshot::channel();
-        self.deliver(actor, Envelope::Call { function: index, args, reply }).await;
+        self.deliver(
+            actor,
+            Envelope::Call {
+                function: index,
+                args,
+                reply,
+            },
+        )
+        .await;
         answer.await.unwrap_or_else(|_| {
             Err(CallError::ActivationFailed {
                 actor: actor.to_string(),
@@ -245,8 +288,17 @@ impl Host {
             Entry::Vacant(e) => {
                 let (mailbox, receiver) = mpsc::channel(self.inner.config.mailbox_capacity.max(1));
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                e.insert(ActivationHandle { id, mailbox: mailbox.clone() });
-                tokio::spawn(activation::run(self.clone(), plugin, actor.clone(), id, receiver));
+                e.insert(ActivationHandle {
+                    id,
+                    mailbox: mailbox.clone(),
+                });
+                tokio::spawn(activation::run(
+                    self.clone(),
+                    plugin,
+                    actor.clone(),
+                    id,
+                    receiver,
+                ));
                 Ok(mailbox)
             }
         }
@@ -255,14 +307,21 @@ impl Host {
     /// Removes activation `id` of `actor` from the directory (if it is still
     /// the one listed).
     pub(crate) fn forget(&self, actor: &ActorRef, id: u64) {
-        self.inner.directory.remove_if(actor, |_, handle| handle.id == id);
+        self.inner
+            .directory
+            .remove_if(actor, |_, handle| handle.id == id);
     }
 
     /// Stops taking calls and deactivates every actor (running
     /// `on-deactivate`); returns when all have finished.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
-        let mailboxes: Vec<_> = self.inner.directory.iter().map(|e| e.value().mailbox.clone()).collect();
+        let mailboxes: Vec<_> = self
+            .inner
+            .directory
+            .iter()
+            .map(|e| e.value().mailbox.clone())
+            .collect();
         let mut pending = Vec::with_capacity(mailboxes.len());
         for mailbox in mailboxes {
             let (done, finished) = oneshot::channel();

@@ -31,14 +31,21 @@ pub fn status_of(error: &CallError) -> StatusCode {
     match error {
         CallError::BadActorRef(_) | CallError::BadArguments { .. } => StatusCode::BAD_REQUEST,
         CallError::UnknownActorType(_) | CallError::UnknownFunction { .. } => StatusCode::NOT_FOUND,
-        CallError::Trapped { .. } | CallError::DeadlineExceeded { .. } | CallError::OutOfMemory { .. } => {
-            StatusCode::INTERNAL_SERVER_ERROR
+        CallError::Trapped { .. }
+        | CallError::DeadlineExceeded { .. }
+        | CallError::OutOfMemory { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        CallError::ActivationFailed { .. } | CallError::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
         }
-        CallError::ActivationFailed { .. } | CallError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
-fn error_response(status: StatusCode, kind: &str, message: String, backtrace: Option<&str>) -> Response {
+fn error_response(
+    status: StatusCode,
+    kind: &str,
+    message: String,
+    backtrace: Option<&str>,
+) -> Response {
     let mut error = json!({ "kind": kind, "message": message });
     if let Some(bt) = backtrace {
         error["backtrace"] = json!(bt);
@@ -52,7 +59,12 @@ impl IntoResponse for CallError {
             CallError::Trapped { backtrace, .. } => backtrace.clone(),
             _ => None,
         };
-        error_response(status_of(&self), self.kind(), self.to_string(), backtrace.as_deref())
+        error_response(
+            status_of(&self),
+            self.kind(),
+            self.to_string(),
+            backtrace.as_deref(),
+        )
     }
 }
 
@@ -63,7 +75,12 @@ pub fn router(host: Host) -> Router {
         .route("/v1/plugins", get(plugins))
         .route("/v1/health", get(health))
         .fallback(|| async {
-            error_response(StatusCode::NOT_FOUND, "not-found", "no such endpoint; see GET /v1/plugins".into(), None)
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such endpoint; see GET /v1/plugins".into(),
+                None,
+            )
         })
         .with_state(host)
 }
@@ -74,7 +91,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(host))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn call(
@@ -97,7 +116,11 @@ async fn call(
         Err(e) => return e.into_response(),
     };
     let Some((_, func)) = plugin.function(&function) else {
-        return CallError::UnknownFunction { actor_type, function }.into_response();
+        return CallError::UnknownFunction {
+            actor_type,
+            function,
+        }
+        .into_response();
     };
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!([])
@@ -114,7 +137,9 @@ async fn call(
         let texts: Result<Vec<String>, _> = serde_json::from_value(body);
         match texts {
             Ok(texts) => values::args_from_wave(func, &texts),
-            Err(_) => Err("with ?encoding=wave the body must be a JSON array of WAVE strings".into()),
+            Err(_) => {
+                Err("with ?encoding=wave the body must be a JSON array of WAVE strings".into())
+            }
         }
     } else {
         values::args_from_json(func, &body)
@@ -126,7 +151,9 @@ async fn call(
     match host.call(&actor, &function, args).await {
         Ok(result) if wave => match result.as_ref().map(values::to_wave).transpose() {
             Ok(text) => Json(json!(text)).into_response(),
-            Err(message) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message, None),
+            Err(message) => {
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message, None)
+            }
         },
         Ok(result) => Json(result.as_ref().map_or(Value::Null, values::to_json)).into_response(),
         Err(e) => e.into_response(),

@@ -46,14 +46,28 @@ pub(crate) struct ActivationLimiter {
 }
 
 impl ResourceLimiter for ActivationLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
-            return Err(MemoryLimitExceeded { desired, limit: self.max_memory }.into());
+            return Err(MemoryLimitExceeded {
+                desired,
+                limit: self.max_memory,
+            }
+            .into());
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -74,11 +88,19 @@ pub(crate) struct ActivationState {
 }
 
 impl ActivationState {
-    pub(crate) fn new(actor: ActorRef, state: StateStore, max_memory: usize, turn_limit: Duration) -> Self {
+    pub(crate) fn new(
+        actor: ActorRef,
+        state: StateStore,
+        max_memory: usize,
+        turn_limit: Duration,
+    ) -> Self {
         let output = GuestOutput::new(Arc::from(actor.to_string()));
         // No ambient capabilities: no files, no environment, no network. Only
         // clocks, randomness and the output streams that Rust's std needs.
-        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
         ActivationState {
             actor,
             state,
@@ -94,13 +116,21 @@ impl ActivationState {
     }
 
     fn row<'a>(&'a self, table: &'a str, key1: &'a str, key2: Option<&'a str>) -> RowKey<'a> {
-        RowKey { namespace: &self.actor.actor_type, table, key1, key2 }
+        RowKey {
+            namespace: &self.actor.actor_type,
+            table,
+            key1,
+            key2,
+        }
     }
 }
 
 impl WasiView for ActivationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -123,7 +153,10 @@ impl wit::Host for ActivationState {}
 
 impl grove::actor::host::Host for ActivationState {
     async fn self_ref(&mut self) -> wasmtime::Result<wit::ActorRef> {
-        Ok(wit::ActorRef { actor_type: self.actor.actor_type.to_string(), key: self.actor.key.to_string() })
+        Ok(wit::ActorRef {
+            actor_type: self.actor.actor_type.to_string(),
+            key: self.actor.key.to_string(),
+        })
     }
 
     async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
@@ -169,18 +202,48 @@ impl grove::actor::host::Host for ActivationState {
         Ok(self.state.delete(key).await.map_err(state_error))
     }
 
-    async fn state_list(&mut self, table: String, key1: String) -> wasmtime::Result<Result<Vec<wit::Row>, wit::StateError>> {
-        let rows = self.state.list(&self.actor.actor_type, &table, &key1).await.map_err(state_error);
-        Ok(rows.map(|rows| rows.into_iter().map(|r| wit::Row { key2: r.key2, value: r.value }).collect()))
+    async fn state_list(
+        &mut self,
+        table: String,
+        key1: String,
+    ) -> wasmtime::Result<Result<Vec<wit::Row>, wit::StateError>> {
+        let rows = self
+            .state
+            .list(&self.actor.actor_type, &table, &key1)
+            .await
+            .map_err(state_error);
+        Ok(rows.map(|rows| {
+            rows.into_iter()
+                .map(|r| wit::Row {
+                    key2: r.key2,
+                    value: r.value,
+                })
+                .collect()
+        }))
     }
 
-    async fn set_timer(&mut self, name: String, due_ms: u64, period_ms: Option<u64>, keep_alive: bool) -> wasmtime::Result<()> {
+    async fn set_timer(
+        &mut self,
+        name: String,
+        due_ms: u64,
+        period_ms: Option<u64>,
+        keep_alive: bool,
+    ) -> wasmtime::Result<()> {
         if name.len() > crate::state::MAX_KEY_BYTES {
             let limit = crate::state::MAX_KEY_BYTES;
-            return Err(wasmtime::Error::msg(format!("timer name is {} bytes; the limit is {limit}", name.len())));
+            return Err(wasmtime::Error::msg(format!(
+                "timer name is {} bytes; the limit is {limit}",
+                name.len()
+            )));
         }
         let period = period_ms.map(Duration::from_millis);
-        self.timers.set(&name, Instant::now(), Duration::from_millis(due_ms), period, keep_alive)?;
+        self.timers.set(
+            &name,
+            Instant::now(),
+            Duration::from_millis(due_ms),
+            period,
+            keep_alive,
+        )?;
         Ok(())
     }
 

@@ -55,7 +55,10 @@ pub struct ActorRef {
 impl ActorRef {
     /// The ref of actor `key` of type `actor_type`.
     pub fn new(actor_type: &str, key: &str) -> Self {
-        ActorRef { actor_type: actor_type.into(), key: key.into() }
+        ActorRef {
+            actor_type: actor_type.into(),
+            key: key.into(),
+        }
     }
 }
 

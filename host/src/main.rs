@@ -12,7 +12,11 @@ use grove_host::state::StateStore;
 use grove_host::{Host, HostConfig, Plugin};
 
 #[derive(Parser)]
-#[command(name = "grove", version, about = "A host for virtual actors written as WebAssembly components")]
+#[command(
+    name = "grove",
+    version,
+    about = "A host for virtual actors written as WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,10 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -82,7 +89,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args).await,
-            Command::Call { host, actor, function, args } => call(&host, &actor, &function, &args).await,
+            Command::Call {
+                host,
+                actor,
+                function,
+                args,
+            } => call(&host, &actor, &function, &args).await,
             Command::Inspect { file } => inspect(&file),
         }
     });
@@ -98,7 +110,8 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,grove_host=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,grove_host=info".into()),
         )
         .init();
     let state = if args.memory_state {
@@ -134,7 +147,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "grove is serving"
     );
     grove_host::http::serve(host.clone(), listener, shutdown_signal()).await?;
-    tracing::info!(activations = host.active_count(), "shutting down: deactivating actors");
+    tracing::info!(
+        activations = host.active_count(),
+        "shutting down: deactivating actors"
+    );
     host.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -144,10 +160,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -172,7 +189,10 @@ async fn call(host: &str, actor: &str, function: &str, args: &[String]) -> anyho
         .await
         .with_context(|| format!("cannot reach the Grove host at {host}"))?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await.with_context(|| format!("bad answer from {host}"))?;
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("bad answer from {host}"))?;
     if !status.is_success() {
         let message = body["error"]["message"].as_str().unwrap_or("unknown error");
         anyhow::bail!("{message}");

@@ -135,7 +135,10 @@ impl Plugin {
     /// Reads and checks the plugin at `file` on its own, outside any host
     /// (what `grove inspect` does).
     pub fn inspect(file: &Path) -> anyhow::Result<Plugin> {
-        let engine = crate::engine::build_engine(&crate::engine::Limits { max_activations: 1, ..Default::default() })?;
+        let engine = crate::engine::build_engine(&crate::engine::Limits {
+            max_activations: 1,
+            ..Default::default()
+        })?;
         let linker = crate::imports::linker(&engine)?;
         Ok(Self::load(&engine, &linker, None, file)?)
     }
@@ -147,14 +150,27 @@ impl Plugin {
         cache: Option<&CompileCache>,
         file: &Path,
     ) -> Result<Plugin, PluginError> {
-        let bytes = &std::fs::read(file).map_err(|e| PluginError::Read { file: file.into(), message: e.to_string() })?;
-        let invalid = |message: String| PluginError::Invalid { file: file.into(), message };
-        let nonconforming = |message: String| PluginError::NonConforming { file: file.into(), message };
+        let bytes = &std::fs::read(file).map_err(|e| PluginError::Read {
+            file: file.into(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| PluginError::Invalid {
+            file: file.into(),
+            message,
+        };
+        let nonconforming = |message: String| PluginError::NonConforming {
+            file: file.into(),
+            message,
+        };
         if wasmparser::Parser::is_core_wasm(bytes) {
-            return Err(invalid("it is a core WebAssembly module; build it as a component (wasm32-wasip2)".into()));
+            return Err(invalid(
+                "it is a core WebAssembly module; build it as a component (wasm32-wasip2)".into(),
+            ));
         }
         if !wasmparser::Parser::is_component(bytes) {
-            return Err(invalid("the file does not start with a WebAssembly component header".into()));
+            return Err(invalid(
+                "the file does not start with a WebAssembly component header".into(),
+            ));
         }
         let hash = content_hash(bytes);
         let component = match cache {
@@ -177,9 +193,15 @@ impl Plugin {
                 .ok_or_else(|| nonconforming(format!("export `{interface}#{name}` vanished")))?;
             functions.push(describe(name, &func, &text, index).map_err(nonconforming)?);
         }
-        let by_name = functions.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let by_name = functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
         let pre = linker.instantiate_pre(&component).map_err(|e| {
-            nonconforming(format!("it needs an import that Grove does not provide: {e:#}"))
+            nonconforming(format!(
+                "it needs an import that Grove does not provide: {e:#}"
+            ))
         })?;
         Ok(Plugin {
             actor_type,
@@ -208,7 +230,10 @@ fn actor_type_of(interface: &str) -> String {
 
 type ExportedFuncs = Vec<(String, ComponentFunc)>;
 
-fn find_actor_interface(engine: &Engine, component: &Component) -> Result<(String, ExportedFuncs), String> {
+fn find_actor_interface(
+    engine: &Engine,
+    component: &Component,
+) -> Result<(String, ExportedFuncs), String> {
     let ty = component.component_type();
     let mut candidates = Vec::new();
     for (name, item) in ty.exports(engine) {
@@ -221,7 +246,11 @@ fn find_actor_interface(engine: &Engine, component: &Component) -> Result<(Strin
                 match fitem.ty {
                     ComponentItem::ComponentFunc(f) => funcs.push((fname.to_owned(), f)),
                     ComponentItem::Type(_) | ComponentItem::Resource(_) => {}
-                    _ => return Err(format!("interface `{name}` exports `{fname}`, which is not a function")),
+                    _ => {
+                        return Err(format!(
+                            "interface `{name}` exports `{fname}`, which is not a function"
+                        ))
+                    }
                 }
             }
             candidates.push((name.to_owned(), funcs));
@@ -239,21 +268,34 @@ fn find_actor_interface(engine: &Engine, component: &Component) -> Result<(Strin
 }
 
 fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExports, String> {
-    let missing = || format!("it does not export {LIFECYCLE_INTERFACE} (its world must include grove:actor/actor)");
+    let missing = || {
+        format!(
+            "it does not export {LIFECYCLE_INTERFACE} (its world must include grove:actor/actor)"
+        )
+    };
     let ty = component.component_type();
-    let Some(ComponentItem::ComponentInstance(instance)) = ty.get_export(engine, LIFECYCLE_INTERFACE).map(|e| e.ty) else {
+    let Some(ComponentItem::ComponentInstance(instance)) =
+        ty.get_export(engine, LIFECYCLE_INTERFACE).map(|e| e.ty)
+    else {
         return Err(missing());
     };
-    let iface = component.get_export_index(None, LIFECYCLE_INTERFACE).ok_or_else(missing)?;
+    let iface = component
+        .get_export_index(None, LIFECYCLE_INTERFACE)
+        .ok_or_else(missing)?;
     let hook = |name: &str, params: &[Type]| -> Result<ComponentExportIndex, String> {
-        let Some(ComponentItem::ComponentFunc(f)) = instance.get_export(engine, name).map(|e| e.ty) else {
+        let Some(ComponentItem::ComponentFunc(f)) = instance.get_export(engine, name).map(|e| e.ty)
+        else {
             return Err(format!("its lifecycle interface lacks `{name}`"));
         };
         let got: Vec<Type> = f.params().map(|(_, t)| t).collect();
         if got != params || f.results().len() != 0 {
-            return Err(format!("its lifecycle hook `{name}` has the wrong signature"));
+            return Err(format!(
+                "its lifecycle hook `{name}` has the wrong signature"
+            ));
         }
-        component.get_export_index(Some(&iface), name).ok_or_else(missing)
+        component
+            .get_export_index(Some(&iface), name)
+            .ok_or_else(missing)
     };
     Ok(LifecycleExports {
         on_activate: hook("on-activate", &[])?,
@@ -262,8 +304,19 @@ fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExp
     })
 }
 
-fn describe(name: String, func: &ComponentFunc, text: &InterfaceText, index: ComponentExportIndex) -> Result<Function, String> {
-    let params = func.params().map(|(n, ty)| Param { name: n.to_owned(), ty }).collect::<Vec<_>>();
+fn describe(
+    name: String,
+    func: &ComponentFunc,
+    text: &InterfaceText,
+    index: ComponentExportIndex,
+) -> Result<Function, String> {
+    let params = func
+        .params()
+        .map(|(n, ty)| Param {
+            name: n.to_owned(),
+            ty,
+        })
+        .collect::<Vec<_>>();
     let mut results = func.results();
     let result = results.next();
     if results.next().is_some() {
@@ -275,7 +328,14 @@ fn describe(name: String, func: &ComponentFunc, text: &InterfaceText, index: Com
         .find(|(n, _, _)| *n == name)
         .map(|(_, s, d)| (s.clone(), d.clone()))
         .unwrap_or_else(|| (format!("{name}: func(...)"), None));
-    Ok(Function { name, params, result, signature, docs, index })
+    Ok(Function {
+        name,
+        params,
+        result,
+        signature,
+        docs,
+        index,
+    })
 }
 
 #[cfg(test)]

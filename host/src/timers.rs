@@ -56,7 +56,15 @@ impl Timers {
         }
         let first = now + due;
         let period = period.map(|p| p.max(Duration::from_millis(1)));
-        self.timers.insert(name.to_owned(), Timer { first, next: first, period, keep_alive });
+        self.timers.insert(
+            name.to_owned(),
+            Timer {
+                first,
+                next: first,
+                period,
+                keep_alive,
+            },
+        );
         Ok(())
     }
 
@@ -79,13 +87,21 @@ impl Timers {
     /// timer's next tick (a one-shot timer is removed). Ticks are taken one at
     /// a time so that a tick's turn can still cancel the timers due after it.
     pub fn take_next_due(&mut self, now: Instant) -> Option<Tick> {
-        let (name, timer) = self.timers.iter_mut().filter(|(_, t)| t.next <= now).min_by_key(|(_, t)| t.next)?;
-        let tick = Tick { name: name.clone(), keep_alive: timer.keep_alive };
+        let (name, timer) = self
+            .timers
+            .iter_mut()
+            .filter(|(_, t)| t.next <= now)
+            .min_by_key(|(_, t)| t.next)?;
+        let tick = Tick {
+            name: name.clone(),
+            keep_alive: timer.keep_alive,
+        };
         match timer.period {
             Some(period) => {
                 let elapsed = now.duration_since(timer.first).as_nanos();
                 let n = elapsed / period.as_nanos() + 1;
-                timer.next = timer.first + period.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+                timer.next =
+                    timer.first + period.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
             }
             None => {
                 self.timers.remove(&tick.name);
@@ -132,7 +148,13 @@ mod tests {
         timers.set("never", t0, ms(1), Some(ms(1)), false).unwrap();
         assert!(timers.cancel("never"));
         let tick = timers.take_next_due(t0 + ms(10));
-        assert_eq!(tick, Some(Tick { name: "once".into(), keep_alive: true }));
+        assert_eq!(
+            tick,
+            Some(Tick {
+                name: "once".into(),
+                keep_alive: true
+            })
+        );
         assert!(timers.take_next_due(t0 + ms(100)).is_none());
         assert!(timers.is_empty());
         assert!(!timers.cancel("never"));
@@ -150,7 +172,9 @@ mod tests {
         assert!(timers.take_next_due(t0 + ms(5)).is_none());
 
         timers.set("p", t0, ms(10), Some(ms(10)), false).unwrap();
-        timers.set("p", t0 + ms(4), ms(10), Some(ms(10)), false).unwrap();
+        timers
+            .set("p", t0 + ms(4), ms(10), Some(ms(10)), false)
+            .unwrap();
         assert_eq!(timers.next_due(), Some(t0 + ms(14)));
     }
 

@@ -106,7 +106,11 @@ pub fn check(val: &Val, ty: &Type) -> Result<(), String> {
         }
         (Type::FixedLengthList(l), Val::FixedLengthList(items)) => {
             if items.len() != l.len() as usize {
-                return Err(format!("expected {} elements, got {}", l.len(), items.len()));
+                return Err(format!(
+                    "expected {} elements, got {}",
+                    l.len(),
+                    items.len()
+                ));
             }
             let t = l.ty();
             for (i, item) in items.iter().enumerate() {
@@ -124,7 +128,11 @@ pub fn check(val: &Val, ty: &Type) -> Result<(), String> {
         }
         (Type::Record(r), Val::Record(fields)) => {
             if fields.len() != r.fields().len() {
-                return Err(format!("expected {} fields, got {}", r.fields().len(), fields.len()));
+                return Err(format!(
+                    "expected {} fields, got {}",
+                    r.fields().len(),
+                    fields.len()
+                ));
             }
             for (field, (name, value)) in r.fields().zip(fields) {
                 if field.name != name {
@@ -136,7 +144,11 @@ pub fn check(val: &Val, ty: &Type) -> Result<(), String> {
         }
         (Type::Tuple(t), Val::Tuple(items)) => {
             if items.len() != t.types().len() {
-                return Err(format!("expected {} elements, got {}", t.types().len(), items.len()));
+                return Err(format!(
+                    "expected {} elements, got {}",
+                    t.types().len(),
+                    items.len()
+                ));
             }
             for (i, (ty, item)) in t.types().zip(items).enumerate() {
                 check(item, &ty).map_err(|e| format!(".{i}: {e}"))?;
@@ -144,7 +156,10 @@ pub fn check(val: &Val, ty: &Type) -> Result<(), String> {
             true
         }
         (Type::Variant(v), Val::Variant(name, payload)) => {
-            let case = v.cases().find(|c| c.name == name).ok_or_else(|| format!("no case `{name}`"))?;
+            let case = v
+                .cases()
+                .find(|c| c.name == name)
+                .ok_or_else(|| format!("no case `{name}`"))?;
             match (case.ty, payload) {
                 (None, None) => {}
                 (Some(t), Some(p)) => check(p, &t).map_err(|e| format!("{name}: {e}"))?,
@@ -208,14 +223,21 @@ pub fn args_from_wave(func: &Function, args: &[String]) -> Result<Vec<Val>, Stri
         .iter()
         .zip(args)
         .map(|(p, text)| {
-            Val::from_wave(&p.ty, text).map_err(|e| format!("argument `{}` is not a valid {}: {e}", p.name, type_name(&p.ty)))
+            Val::from_wave(&p.ty, text).map_err(|e| {
+                format!(
+                    "argument `{}` is not a valid {}: {e}",
+                    p.name,
+                    type_name(&p.ty)
+                )
+            })
         })
         .collect()
 }
 
 /// WAVE text for a value.
 pub fn to_wave(val: &Val) -> Result<String, String> {
-    val.to_wave().map_err(|e| format!("cannot print the result as WAVE: {e}"))
+    val.to_wave()
+        .map_err(|e| format!("cannot print the result as WAVE: {e}"))
 }
 
 /// Converts a JSON array of arguments for `func`.
@@ -254,11 +276,15 @@ fn expected(what: &str, got: &Json) -> String {
 
 fn int<T: TryFrom<i128>>(json: &Json, what: &str) -> Result<T, String> {
     let wide: Option<i128> = match json {
-        Json::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
+        Json::Number(n) => n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from)),
         Json::String(s) => s.parse().ok(),
         _ => None,
     };
-    wide.and_then(|w| T::try_from(w).ok()).ok_or_else(|| expected(what, json))
+    wide.and_then(|w| T::try_from(w).ok())
+        .ok_or_else(|| expected(what, json))
 }
 
 fn float(json: &Json, what: &str) -> Result<f64, String> {
@@ -299,14 +325,20 @@ pub fn from_json(json: &Json, ty: &Type) -> Result<Val, String> {
         Type::Float32 => Val::Float32(float(json, "an f32")? as f32),
         Type::Float64 => Val::Float64(float(json, "an f64")?),
         Type::Char => {
-            let s = json.as_str().ok_or_else(|| expected("a one-character string", json))?;
+            let s = json
+                .as_str()
+                .ok_or_else(|| expected("a one-character string", json))?;
             let mut chars = s.chars();
             match (chars.next(), chars.next()) {
                 (Some(c), None) => Val::Char(c),
                 _ => return Err(expected("a one-character string", json)),
             }
         }
-        Type::String => Val::String(json.as_str().ok_or_else(|| expected("a string", json))?.to_owned()),
+        Type::String => Val::String(
+            json.as_str()
+                .ok_or_else(|| expected("a string", json))?
+                .to_owned(),
+        ),
         Type::List(l) => Val::List(elements(array(json, "an array")?, &l.ty())?),
         Type::FixedLengthList(l) => {
             let items = array(json, "an array")?;
@@ -331,8 +363,13 @@ pub fn from_json(json: &Json, ty: &Type) -> Result<Val, String> {
             Val::Map(out)
         }
         Type::Record(r) => {
-            let obj = json.as_object().ok_or_else(|| expected("an object", json))?;
-            if let Some(unknown) = obj.keys().find(|k| !r.fields().any(|f| f.name == k.as_str())) {
+            let obj = json
+                .as_object()
+                .ok_or_else(|| expected("an object", json))?;
+            if let Some(unknown) = obj
+                .keys()
+                .find(|k| !r.fields().any(|f| f.name == k.as_str()))
+            {
                 return Err(format!(": unknown field `{unknown}`"));
             }
             let mut fields = Vec::with_capacity(r.fields().len());
@@ -350,7 +387,10 @@ pub fn from_json(json: &Json, ty: &Type) -> Result<Val, String> {
         Type::Tuple(t) => {
             let items = array(json, "an array")?;
             if items.len() != t.types().len() {
-                return Err(expected(&format!("an array of {} elements", t.types().len()), json));
+                return Err(expected(
+                    &format!("an array of {} elements", t.types().len()),
+                    json,
+                ));
             }
             let vals = t
                 .types()
@@ -376,8 +416,14 @@ pub fn from_json(json: &Json, ty: &Type) -> Result<Val, String> {
                 .ok_or_else(|| format!(": no case `{name}` (cases: {})", names()))?;
             let payload = match (case.ty, payload) {
                 (None, None | Some(Json::Null)) => None,
-                (Some(t), Some(p)) => Some(Box::new(from_json(p, &t).map_err(|e| format!(".{name}{e}"))?)),
-                (Some(_), None) => return Err(format!(": case `{name}` needs a payload: {{\"{name}\": ...}}")),
+                (Some(t), Some(p)) => Some(Box::new(
+                    from_json(p, &t).map_err(|e| format!(".{name}{e}"))?,
+                )),
+                (Some(_), None) => {
+                    return Err(format!(
+                        ": case `{name}` needs a payload: {{\"{name}\": ...}}"
+                    ))
+                }
                 (None, Some(_)) => return Err(format!(": case `{name}` takes no payload")),
             };
             Val::Variant(name.to_owned(), payload)
@@ -422,7 +468,9 @@ pub fn from_json(json: &Json, ty: &Type) -> Result<Val, String> {
             };
             let payload = |ty: Option<Type>| -> Result<Option<Box<Val>>, String> {
                 match ty {
-                    Some(t) => Ok(Some(Box::new(from_json(v, &t).map_err(|e| format!(".{side}{e}"))?))),
+                    Some(t) => Ok(Some(Box::new(
+                        from_json(v, &t).map_err(|e| format!(".{side}{e}"))?,
+                    ))),
                     None if v.is_null() => Ok(None),
                     None => Err(format!(".{side}: expected null")),
                 }
@@ -471,8 +519,18 @@ pub fn to_json(val: &Val) -> Json {
         Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
             Json::Array(items.iter().map(to_json).collect())
         }
-        Val::Map(pairs) => Json::Array(pairs.iter().map(|(k, v)| json!([to_json(k), to_json(v)])).collect()),
-        Val::Record(fields) => Json::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect::<JsonMap<_, _>>()),
+        Val::Map(pairs) => Json::Array(
+            pairs
+                .iter()
+                .map(|(k, v)| json!([to_json(k), to_json(v)]))
+                .collect(),
+        ),
+        Val::Record(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<JsonMap<_, _>>(),
+        ),
         Val::Variant(name, None) | Val::Enum(name) => json!(name),
         Val::Variant(name, Some(p)) => json!({ name: to_json(p) }),
         Val::Flags(names) => json!(names),

@@ -16,22 +16,34 @@ pub struct InterfaceText {
 /// Renders the exported interface `name` (e.g. `grove-example:counter/counter`)
 /// of the component in `bytes`; `None` if the component's WIT cannot be read.
 pub fn render_export(bytes: &[u8], name: &str) -> Option<InterfaceText> {
-    let wit_parser::decoding::DecodedWasm::Component(resolve, world) = wit_parser::decoding::decode(bytes).ok()? else {
+    let wit_parser::decoding::DecodedWasm::Component(resolve, world) =
+        wit_parser::decoding::decode(bytes).ok()?
+    else {
         return None;
     };
-    let id = resolve.worlds[world].exports.iter().find_map(|(_, item)| match item {
-        wit_parser::WorldItem::Interface { id, .. } if interface_name(&resolve, *id).as_deref() == Some(name) => {
-            Some(*id)
-        }
-        _ => None,
-    })?;
+    let id = resolve.worlds[world]
+        .exports
+        .iter()
+        .find_map(|(_, item)| match item {
+            wit_parser::WorldItem::Interface { id, .. }
+                if interface_name(&resolve, *id).as_deref() == Some(name) =>
+            {
+                Some(*id)
+            }
+            _ => None,
+        })?;
     Some(render_interface(&resolve, &resolve.interfaces[id]))
 }
 
 fn interface_name(resolve: &Resolve, id: wit_parser::InterfaceId) -> Option<String> {
     let iface = &resolve.interfaces[id];
     let package = &resolve.packages[iface.package?].name;
-    let mut name = format!("{}:{}/{}", package.namespace, package.name, iface.name.as_ref()?);
+    let mut name = format!(
+        "{}:{}/{}",
+        package.namespace,
+        package.name,
+        iface.name.as_ref()?
+    );
     if let Some(version) = &package.version {
         name.push_str(&format!("@{version}"));
     }
@@ -39,11 +51,18 @@ fn interface_name(resolve: &Resolve, id: wit_parser::InterfaceId) -> Option<Stri
 }
 
 fn docs(d: &Docs) -> Option<String> {
-    d.contents.as_ref().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty())
+    d.contents
+        .as_ref()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
 }
 
 fn render_interface(resolve: &Resolve, iface: &Interface) -> InterfaceText {
-    let types = iface.types.values().map(|&id| render_typedef(resolve, id)).collect();
+    let types = iface
+        .types
+        .values()
+        .map(|&id| render_typedef(resolve, id))
+        .collect();
     let functions = iface
         .functions
         .values()
@@ -54,7 +73,11 @@ fn render_interface(resolve: &Resolve, iface: &Interface) -> InterfaceText {
 
 /// `name: func(a: t, ...) -> r`
 pub fn signature(resolve: &Resolve, f: &Function) -> String {
-    let params: Vec<String> = f.params.iter().map(|p| format!("{}: {}", p.name, ty(resolve, &p.ty))).collect();
+    let params: Vec<String> = f
+        .params
+        .iter()
+        .map(|p| format!("{}: {}", p.name, ty(resolve, &p.ty)))
+        .collect();
     let mut s = format!("{}: func({})", f.name, params.join(", "));
     if let Some(r) = &f.result {
         s.push_str(" -> ");
@@ -70,26 +93,48 @@ fn render_typedef(resolve: &Resolve, id: wit_parser::TypeId) -> String {
         if items.is_empty() {
             " {}".to_owned()
         } else {
-            format!(" {{\n{}\n}}", items.iter().map(|i| format!("    {i},")).collect::<Vec<_>>().join("\n"))
+            format!(
+                " {{\n{}\n}}",
+                items
+                    .iter()
+                    .map(|i| format!("    {i},"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
         }
     };
     match &def.kind {
         TypeDefKind::Record(r) => {
-            format!("record {name}{}", body(r.fields.iter().map(|f| format!("{}: {}", f.name, ty(resolve, &f.ty))).collect()))
+            format!(
+                "record {name}{}",
+                body(
+                    r.fields
+                        .iter()
+                        .map(|f| format!("{}: {}", f.name, ty(resolve, &f.ty)))
+                        .collect()
+                )
+            )
         }
         TypeDefKind::Variant(v) => format!(
             "variant {name}{}",
-            body(v
-                .cases
-                .iter()
-                .map(|c| match &c.ty {
-                    Some(t) => format!("{}({})", c.name, ty(resolve, t)),
-                    None => c.name.clone(),
-                })
-                .collect())
+            body(
+                v.cases
+                    .iter()
+                    .map(|c| match &c.ty {
+                        Some(t) => format!("{}({})", c.name, ty(resolve, t)),
+                        None => c.name.clone(),
+                    })
+                    .collect()
+            )
         ),
-        TypeDefKind::Enum(e) => format!("enum {name}{}", body(e.cases.iter().map(|c| c.name.clone()).collect())),
-        TypeDefKind::Flags(f) => format!("flags {name}{}", body(f.flags.iter().map(|c| c.name.clone()).collect())),
+        TypeDefKind::Enum(e) => format!(
+            "enum {name}{}",
+            body(e.cases.iter().map(|c| c.name.clone()).collect())
+        ),
+        TypeDefKind::Flags(f) => format!(
+            "flags {name}{}",
+            body(f.flags.iter().map(|c| c.name.clone()).collect())
+        ),
         TypeDefKind::Resource => format!("resource {name}"),
         TypeDefKind::Type(Type::Id(other)) if resolve.types[*other].owner != def.owner => {
             format!("use {}", ty(resolve, &Type::Id(*other)))
@@ -126,7 +171,8 @@ pub fn ty(resolve: &Resolve, t: &Type) -> String {
 }
 
 fn opt(resolve: &Resolve, t: &Option<Type>) -> String {
-    t.as_ref().map_or_else(|| "_".to_owned(), |t| ty(resolve, t))
+    t.as_ref()
+        .map_or_else(|| "_".to_owned(), |t| ty(resolve, t))
 }
 
 fn anonymous(resolve: &Resolve, kind: &TypeDefKind) -> String {
@@ -141,10 +187,19 @@ fn anonymous(resolve: &Resolve, kind: &TypeDefKind) -> String {
             (ok, err) => format!("result<{}, {}>", opt(resolve, ok), opt(resolve, err)),
         },
         TypeDefKind::Tuple(t) => {
-            format!("tuple<{}>", t.types.iter().map(|t| ty(resolve, t)).collect::<Vec<_>>().join(", "))
+            format!(
+                "tuple<{}>",
+                t.types
+                    .iter()
+                    .map(|t| ty(resolve, t))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
         TypeDefKind::Handle(Handle::Own(id)) => ty(resolve, &Type::Id(*id)),
-        TypeDefKind::Handle(Handle::Borrow(id)) => format!("borrow<{}>", ty(resolve, &Type::Id(*id))),
+        TypeDefKind::Handle(Handle::Borrow(id)) => {
+            format!("borrow<{}>", ty(resolve, &Type::Id(*id)))
+        }
         TypeDefKind::Future(t) => format!("future<{}>", opt(resolve, t)),
         TypeDefKind::Stream(t) => format!("stream<{}>", opt(resolve, t)),
         TypeDefKind::Type(t) => ty(resolve, t),

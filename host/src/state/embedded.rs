@@ -28,12 +28,28 @@ struct WriteRequest {
     ack: oneshot::Sender<Result<bool, StateError>>,
 }
 
-/// Handle to an open redb state file. Cheap to clone; the writer thread stops
-/// when the last handle is dropped.
+/// Handle to an open redb state file. Cheap to clone. When the last handle is
+/// dropped, pending writes are committed, the writer thread stops and the file
+/// is closed, so it can be opened again at once.
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Arc<Database>,
-    writes: mpsc::Sender<WriteRequest>,
+    writes: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer's loop once it has drained it.
+        self.writes = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StateError {
@@ -55,21 +71,27 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (writes, queue) = mpsc::channel();
         let writer_db = db.clone();
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("grove-state-writer".into())
             .spawn(move || write_loop(&writer_db, &queue))?;
-        Ok(EmbeddedStore { db, writes })
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                db,
+                writes: Some(writes),
+                writer: Some(writer),
+            }),
+        })
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
+        let txn = self.inner.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(ROWS).map_err(unavailable)?;
         let value = table.get(key).map_err(unavailable)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
     pub(crate) fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
+        let txn = self.inner.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(ROWS).map_err(unavailable)?;
         let mut rows = Vec::new();
         for entry in table.range(prefix..).map_err(unavailable)? {
@@ -83,12 +105,20 @@ impl EmbeddedStore {
     }
 
     /// Queues a write and waits until its group is committed.
-    pub(crate) async fn write(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<bool, StateError> {
+    pub(crate) async fn write(
+        &self,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<bool, StateError> {
         let (ack, done) = oneshot::channel();
-        self.writes
+        self.inner
+            .writes
+            .as_ref()
+            .ok_or_else(|| unavailable("the state writer has stopped"))?
             .send(WriteRequest { key, value, ack })
             .map_err(|_| unavailable("the state writer has stopped"))?;
-        done.await.map_err(|_| unavailable("the state writer has stopped"))?
+        done.await
+            .map_err(|_| unavailable("the state writer has stopped"))?
     }
 }
 

@@ -59,7 +59,11 @@ pub struct Row {
 impl RowKey<'_> {
     /// Checks the size limits every backend enforces.
     pub fn check(&self) -> Result<(), StateError> {
-        for (what, s) in [("table name", self.table), ("key1", self.key1), ("key2", self.key2.unwrap_or(""))] {
+        for (what, s) in [
+            ("table name", self.table),
+            ("key1", self.key1),
+            ("key2", self.key2.unwrap_or("")),
+        ] {
             if s.len() > MAX_KEY_BYTES {
                 return Err(StateError::TooLarge(format!(
                     "{what} is {} bytes; the limit is {MAX_KEY_BYTES}",
@@ -169,8 +173,19 @@ impl StateStore {
     }
 
     /// Lists the rows of `(namespace, table, key1)` ordered by `key2`.
-    pub async fn list(&self, namespace: &str, table: &str, key1: &str) -> Result<Vec<Row>, StateError> {
-        RowKey { namespace, table, key1, key2: None }.check()?;
+    pub async fn list(
+        &self,
+        namespace: &str,
+        table: &str,
+        key1: &str,
+    ) -> Result<Vec<Row>, StateError> {
+        RowKey {
+            namespace,
+            table,
+            key1,
+            key2: None,
+        }
+        .check()?;
         let prefix = group_prefix(namespace, table, key1);
         let rows = match self {
             StateStore::Memory(s) => s.scan(&prefix),
@@ -178,7 +193,10 @@ impl StateStore {
         };
         Ok(rows
             .into_iter()
-            .map(|(k, value)| Row { key2: decode_key2(&k, prefix.len()), value })
+            .map(|(k, value)| Row {
+                key2: decode_key2(&k, prefix.len()),
+                value,
+            })
             .collect())
     }
 }
@@ -188,27 +206,56 @@ mod tests {
     use super::*;
 
     fn key<'a>(table: &'a str, key1: &'a str, key2: Option<&'a str>) -> RowKey<'a> {
-        RowKey { namespace: "player", table, key1, key2 }
+        RowKey {
+            namespace: "player",
+            table,
+            key1,
+            key2,
+        }
     }
 
     /// The contract every backend keeps, run against each of them.
     async fn contract(store: StateStore) {
         assert_eq!(store.get(key("inv", "42", None)).await.unwrap(), None);
-        store.put(key("inv", "42", Some("sword")), b"1".to_vec()).await.unwrap();
-        store.put(key("inv", "42", None), b"meta".to_vec()).await.unwrap();
-        store.put(key("inv", "42", Some("axe")), b"2".to_vec()).await.unwrap();
-        store.put(key("inv", "420", Some("other")), b"x".to_vec()).await.unwrap();
-        store.put(key("inv", "4", Some("2")), b"y".to_vec()).await.unwrap();
-        store.put(key("inv", "42", Some("sword")), b"3".to_vec()).await.unwrap();
+        store
+            .put(key("inv", "42", Some("sword")), b"1".to_vec())
+            .await
+            .unwrap();
+        store
+            .put(key("inv", "42", None), b"meta".to_vec())
+            .await
+            .unwrap();
+        store
+            .put(key("inv", "42", Some("axe")), b"2".to_vec())
+            .await
+            .unwrap();
+        store
+            .put(key("inv", "420", Some("other")), b"x".to_vec())
+            .await
+            .unwrap();
+        store
+            .put(key("inv", "4", Some("2")), b"y".to_vec())
+            .await
+            .unwrap();
+        store
+            .put(key("inv", "42", Some("sword")), b"3".to_vec())
+            .await
+            .unwrap();
 
-        assert_eq!(store.get(key("inv", "42", Some("sword"))).await.unwrap(), Some(b"3".to_vec()));
+        assert_eq!(
+            store.get(key("inv", "42", Some("sword"))).await.unwrap(),
+            Some(b"3".to_vec())
+        );
         let rows = store.list("player", "inv", "42").await.unwrap();
         let keys: Vec<_> = rows.iter().map(|r| r.key2.clone()).collect();
         assert_eq!(keys, vec![None, Some("axe".into()), Some("sword".into())]);
         assert_eq!(rows[0].value, b"meta");
 
         // Another actor type's table of the same name is a different table.
-        let other = RowKey { namespace: "guild", ..key("inv", "42", None) };
+        let other = RowKey {
+            namespace: "guild",
+            ..key("inv", "42", None)
+        };
         assert_eq!(store.get(other).await.unwrap(), None);
 
         assert!(store.delete(key("inv", "42", Some("axe"))).await.unwrap());
@@ -216,11 +263,20 @@ mod tests {
         assert_eq!(store.list("player", "inv", "42").await.unwrap().len(), 2);
 
         let big = vec![0u8; MAX_VALUE_BYTES + 1];
-        assert!(matches!(store.put(key("inv", "42", None), big).await, Err(StateError::TooLarge(_))));
+        assert!(matches!(
+            store.put(key("inv", "42", None), big).await,
+            Err(StateError::TooLarge(_))
+        ));
         let long = "k".repeat(MAX_KEY_BYTES + 1);
-        assert!(matches!(store.get(key("inv", &long, None)).await, Err(StateError::TooLarge(_))));
+        assert!(matches!(
+            store.get(key("inv", &long, None)).await,
+            Err(StateError::TooLarge(_))
+        ));
         // The rejected write changed nothing.
-        assert_eq!(store.get(key("inv", "42", None)).await.unwrap(), Some(b"meta".to_vec()));
+        assert_eq!(
+            store.get(key("inv", "42", None)).await.unwrap(),
+            Some(b"meta".to_vec())
+        );
     }
 
     #[tokio::test]
@@ -240,9 +296,15 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = StateStore::open_embedded(&path).unwrap();
-            store.put(key("t", "k", None), b"kept".to_vec()).await.unwrap();
+            store
+                .put(key("t", "k", None), b"kept".to_vec())
+                .await
+                .unwrap();
         }
         let store = StateStore::open_embedded(&path).unwrap();
-        assert_eq!(store.get(key("t", "k", None)).await.unwrap(), Some(b"kept".to_vec()));
+        assert_eq!(
+            store.get(key("t", "k", None)).await.unwrap(),
+            Some(b"kept".to_vec())
+        );
     }
 }

@@ -1,0 +1,65 @@
+//! Shared helpers for Grove's integration tests: where the built plugins are,
+//! and hosts configured for fast tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use grove_host::engine::Limits;
+use grove_host::state::StateStore;
+use grove_host::{Host, HostConfig};
+
+/// The plugins built by `scripts/build-plugins`.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins first",
+        path.display()
+    );
+    path
+}
+
+/// A directory holding copies of the named plugins.
+pub fn plugin_dir(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        std::fs::copy(plugin(name), dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    dir
+}
+
+/// Compiled plugins are cached across the tests of one build.
+pub fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/grove-test-cache")
+}
+
+/// Test settings: a short idle timeout and turn deadline, small limits.
+pub fn config() -> HostConfig {
+    HostConfig {
+        limits: Limits {
+            max_activations: 2_000,
+            max_memory: 32 << 20,
+            turn_deadline: Duration::from_millis(1500),
+        },
+        idle_timeout: Duration::from_secs(60),
+        mailbox_capacity: 256,
+        compile_cache: Some(compile_cache()),
+    }
+}
+
+/// A host with the counter, showcase and probe plugins and in-memory state.
+pub fn host() -> Host {
+    host_with(config(), StateStore::memory())
+}
+
+/// A host with the counter, showcase and probe plugins.
+pub fn host_with(config: HostConfig, state: StateStore) -> Host {
+    let host = Host::new(config, state).unwrap();
+    for name in ["counter", "showcase", "probe"] {
+        host.load_plugin(&plugin(name)).unwrap();
+    }
+    host
+}
