@@ -37,6 +37,7 @@
 //! The host runs one turn at a time per actor, so nothing here needs locking;
 //! the rules of the contract are in the doc comments of `wit/actor/host.wit`.
 
+#[allow(missing_docs, clippy::all)]
 mod generated {
     wit_bindgen::generate!({
         path: "../wit/actor",

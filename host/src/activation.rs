@@ -213,7 +213,7 @@ impl Activation {
         }
         let f = self
             .instance
-            .get_func(&mut self.store, &self.plugin.functions[index].index)?;
+            .get_func(&mut self.store, self.plugin.functions[index].index)?;
         self.funcs[index] = Some(f);
         Some(f)
     }

@@ -90,7 +90,7 @@ impl EmbeddedStore {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    pub(crate) fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub(crate) fn scan(&self, prefix: &[u8]) -> Result<super::EncodedRows, StateError> {
         let txn = self.inner.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(ROWS).map_err(unavailable)?;
         let mut rows = Vec::new();

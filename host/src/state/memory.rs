@@ -28,7 +28,7 @@ impl MemoryStore {
         self.rows().remove(key).is_some()
     }
 
-    pub(crate) fn scan(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn scan(&self, prefix: &[u8]) -> super::EncodedRows {
         self.rows()
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))

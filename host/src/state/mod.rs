@@ -121,6 +121,9 @@ pub fn check_value(value: &[u8]) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Encoded row keys with their values, in key order.
+pub(crate) type EncodedRows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The state backend a host uses. Cheap to clone: every variant is a handle.
 #[derive(Clone)]
 pub enum StateStore {

@@ -32,12 +32,16 @@ thread_local! {
 
 fn bump(counter: &str) {
     let key = grove_guest::self_key();
-    let n: u32 = state::load(TABLE, &key, Some(counter)).expect("load").unwrap_or(0);
+    let n: u32 = state::load(TABLE, &key, Some(counter))
+        .expect("load")
+        .unwrap_or(0);
     state::save(TABLE, &key, Some(counter), &(n + 1)).expect("save");
 }
 
 fn count(counter: &str) -> u32 {
-    state::load(TABLE, &grove_guest::self_key(), Some(counter)).expect("load").unwrap_or(0)
+    state::load(TABLE, &grove_guest::self_key(), Some(counter))
+        .expect("load")
+        .unwrap_or(0)
 }
 
 struct Probe;
@@ -52,7 +56,9 @@ impl grove_guest::Actor for Probe {
     }
 
     fn on_timer(name: String) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         TICKS.with_borrow_mut(|ticks| ticks.entry(name).or_default().push(now));
     }
 }

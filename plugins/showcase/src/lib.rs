@@ -67,21 +67,26 @@ thread_local! {
 
 fn save(items: &[Item]) -> Result<(), String> {
     let stored: Vec<StoredItem> = items.iter().map(StoredItem::from).collect();
-    grove_guest::state::save(TABLE, &grove_guest::self_key(), None, &stored).map_err(|e| e.to_string())
+    grove_guest::state::save(TABLE, &grove_guest::self_key(), None, &stored)
+        .map_err(|e| e.to_string())
 }
 
 fn total_weight(items: &[Item]) -> f64 {
-    items.iter().map(|i| f64::from(i.weight) * f64::from(i.count)).sum()
+    items
+        .iter()
+        .map(|i| f64::from(i.weight) * f64::from(i.count))
+        .sum()
 }
 
 struct Inventory;
 
 impl grove_guest::Actor for Inventory {
     fn on_activate() {
-        let stored: Vec<StoredItem> = match grove_guest::state::load(TABLE, &grove_guest::self_key(), None) {
-            Ok(items) => items.unwrap_or_default(),
-            Err(e) => panic!("could not load the inventory: {e}"),
-        };
+        let stored: Vec<StoredItem> =
+            match grove_guest::state::load(TABLE, &grove_guest::self_key(), None) {
+                Ok(items) => items.unwrap_or_default(),
+                Err(e) => panic!("could not load the inventory: {e}"),
+            };
         ITEMS.set(stored.into_iter().map(Item::from).collect());
     }
 }
@@ -143,7 +148,15 @@ impl Guest for Inventory {
         })
     }
 
-    fn scalars(a: i8, b: u16, c: i32, d: i64, e: u64, f: char, g: bool) -> (i8, u16, i32, i64, u64, char, bool) {
+    fn scalars(
+        a: i8,
+        b: u16,
+        c: i32,
+        d: i64,
+        e: u64,
+        f: char,
+        g: bool,
+    ) -> (i8, u16, i32, i64, u64, char, bool) {
         (a, b, c, d, e, f, g)
     }
 

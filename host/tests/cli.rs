@@ -1,0 +1,250 @@
+//! The `grove` binary end to end: `grove run` on a plugins directory, `grove
+//! call` and the HTTP API against it, a restart, and `grove inspect`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const GROVE: &str = env!("CARGO_BIN_EXE_grove");
+
+struct RunningHost {
+    child: Child,
+    url: String,
+}
+
+impl RunningHost {
+    fn start(plugins: &Path, data: &Path) -> RunningHost {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(GROVE)
+            .args(["run", "--plugins"])
+            .arg(plugins)
+            .arg("--data")
+            .arg(data)
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let host = RunningHost {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while reqwest::blocking_get(&format!("{}/v1/health", host.url)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "grove run did not start serving"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        host
+    }
+
+    /// Stops the host the way Ctrl-C does, and returns what it logged.
+    fn interrupt(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "grove run exited with {status:?}");
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut log).unwrap();
+        log
+    }
+
+    fn call(&self, args: &[&str]) -> Output {
+        Command::new(GROVE)
+            .args(["call", "--host", &self.url])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn call_ok(&self, args: &[&str]) -> String {
+        let out = self.call(args);
+        assert!(
+            out.status.success(),
+            "grove call {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = reqwest::blocking_post(&format!("{}{path}", self.url), body);
+        (response.0, serde_json::from_str(&response.1).unwrap())
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Tiny blocking HTTP helpers on top of reqwest's async client.
+mod reqwest {
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    pub fn blocking_get(url: &str) -> Result<String, ::reqwest::Error> {
+        runtime().block_on(async { ::reqwest::get(url).await?.text().await })
+    }
+
+    pub fn blocking_post(url: &str, body: &str) -> (u16, String) {
+        runtime().block_on(async {
+            let response = ::reqwest::Client::new()
+                .post(url)
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    }
+}
+
+#[test]
+fn a_host_serves_the_cli_and_http_and_keeps_state_across_restarts() {
+    let plugins = common::plugin_dir(&["counter", "probe"]);
+    std::fs::write(
+        plugins.path().join("garbage.wasm"),
+        b"definitely not a component",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+
+    let host = RunningHost::start(plugins.path(), data.path());
+    assert_eq!(host.call_ok(&["counter/7", "add", "5"]), "5");
+    assert_eq!(host.call_ok(&["counter/7", "add", "5"]), "10");
+    assert_eq!(host.call_ok(&["counter/7", "get"]), "10");
+    assert_eq!(
+        host.post("/v1/actors/counter/8/add", "[3]"),
+        (200, json!(3))
+    );
+    assert_eq!(host.post("/v1/actors/counter/7/get", ""), (200, json!(10)));
+
+    // The garbage file is reported by name, and the others are served.
+    let plugins_json: Value =
+        serde_json::from_str(&reqwest::blocking_get(&format!("{}/v1/plugins", host.url)).unwrap())
+            .unwrap();
+    let rejected = plugins_json["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("garbage.wasm: not a valid WebAssembly component"));
+    let types: Vec<&str> = plugins_json["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["actor_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["counter", "probe"]);
+    assert_eq!(
+        plugins_json["plugins"][0]["functions"][0]["signature"],
+        "add: func(amount: u64) -> u64"
+    );
+
+    // Errors: one clear line from the CLI, JSON with a fitting status over HTTP.
+    let out = host.call(&["counter/7", "add", "five"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: bad arguments for `add`: argument `amount` is not a valid u64"),
+        "{stderr}"
+    );
+    let out = host.call(&["counter7", "get"]);
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("is not an actor ref"));
+
+    let (status, body) = host.post("/v1/actors/ghost/1/get", "[]");
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (404, Some("unknown-actor-type"))
+    );
+    let (status, body) = host.post("/v1/actors/counter/1/nope", "[]");
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (404, Some("unknown-function"))
+    );
+    let (status, body) = host.post("/v1/actors/counter/1/add", "[1,");
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (400, Some("malformed-json"))
+    );
+    let (status, body) = host.post("/v1/actors/counter/1/add", r#"["one"]"#);
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (400, Some("bad-arguments"))
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "bad arguments for `add`: argument `amount`: expected a u64, got \"one\""
+    );
+    let (status, body) = host.post("/v1/actors/probe/1/fail", r#"["boom"]"#);
+    assert_eq!(
+        (status, body["error"]["kind"].as_str()),
+        (500, Some("trapped"))
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("boom"));
+    assert_eq!(host.call_ok(&["counter/7", "get"]), "10");
+
+    // Ctrl-C stops the host cleanly; a new one finds the state on disk.
+    let log = host.interrupt();
+    assert!(log.contains("rejected plugin"), "{log}");
+    let host = RunningHost::start(plugins.path(), data.path());
+    assert_eq!(host.call_ok(&["counter/7", "get"]), "10");
+    assert_eq!(host.post("/v1/actors/counter/8/get", "[]"), (200, json!(3)));
+}
+
+#[test]
+fn inspect_prints_the_actor_type_and_every_signature() {
+    let out = Command::new(GROVE)
+        .arg("inspect")
+        .arg(common::plugin("showcase"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("actor type: inventory"), "{text}");
+    assert!(text.contains("record item {"), "{text}");
+    assert!(
+        text.contains("add-item: func(item: item, limit: option<f64>) -> result<change, string>;"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
+    let out = Command::new(GROVE)
+        .arg("inspect")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "broken.wasm: not a valid WebAssembly component: it is a core WebAssembly module"
+        ),
+        "{stderr}"
+    );
+}
