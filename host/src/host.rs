@@ -82,6 +82,7 @@ impl Host {
     /// Creates a host with no plugins, keeping actor state in `state`.
     pub fn new(config: HostConfig, state: StateStore) -> anyhow::Result<Host> {
         let engine = build_engine(&config.limits)?;
+        crate::engine::check_map_count(&config.limits);
         let linker = linker(&engine)?;
         let epoch = EpochClock::start(&engine)?;
         let cache = config.compile_cache.clone().map(CompileCache::new);

@@ -69,9 +69,10 @@ struct RunArgs {
     /// Most linear memory one activation may use, in MiB.
     #[arg(long, default_value_t = 64)]
     max_memory_mib: usize,
-    /// Most activations alive at once.
-    #[arg(long, default_value_t = 20_000)]
-    max_activations: u32,
+    /// Most activations alive at once [default: 20000, or fewer if the
+    /// kernel's vm.max_map_count leaves room for fewer].
+    #[arg(long)]
+    max_activations: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -121,9 +122,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let config = HostConfig {
         limits: Limits {
-            max_activations: args.max_activations,
+            max_activations: args.max_activations.unwrap_or_else(|| {
+                let default = Limits::default().max_activations;
+                grove_host::engine::activations_that_fit().map_or(default, |fit| fit.min(default))
+            }),
             max_memory: args.max_memory_mib << 20,
             turn_deadline: Duration::from_millis(args.turn_deadline_ms),
+            ..Limits::default()
         },
         idle_timeout: Duration::from_secs(args.idle_timeout),
         compile_cache: Some(args.data.join("cache")),

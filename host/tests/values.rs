@@ -143,3 +143,28 @@ async fn wave_arguments_and_results_round_trip() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_greeter_answers_as_documented() {
+    let host =
+        grove_host::Host::new(common::config(), grove_host::state::StateStore::memory()).unwrap();
+    host.load_plugin(&common::plugin("greeter")).unwrap();
+    let lobby = ActorRef::new("greeter", "lobby");
+    let greet = |name: &str| {
+        let (host, lobby, name) = (host.clone(), lobby.clone(), name.to_owned());
+        async move {
+            let plugin = host.plugin("greeter").unwrap();
+            let (_, f) = plugin.function("greet").unwrap();
+            let args = values::args_from_wave(f, &[format!("{name:?}")]).unwrap();
+            values::to_wave(&host.call(&lobby, "greet", args).await.unwrap().unwrap()).unwrap()
+        }
+    };
+    assert_eq!(
+        greet("Ada").await,
+        r#"("Hello, Ada, from greeter/lobby!", 1)"#
+    );
+    assert_eq!(
+        greet("Bob").await,
+        r#"("Hello, Bob, from greeter/lobby!", 2)"#
+    );
+}

@@ -43,6 +43,7 @@ pub fn config() -> HostConfig {
             max_activations: 2_000,
             max_memory: 32 << 20,
             turn_deadline: Duration::from_millis(1500),
+            ..Limits::default()
         },
         idle_timeout: Duration::from_secs(60),
         mailbox_capacity: 256,

@@ -1,0 +1,289 @@
+//! Local call throughput and latency, activation cost and memory per idle
+//! activation, beside a native Rust baseline of the same counter logic (a
+//! tokio task per actor with an mpsc mailbox) measured in the same run.
+//!
+//! Run with: `scripts/build-plugins && cargo bench -p grove-host --bench local_calls`
+//! (`GROVE_BENCH_SECS` sets the length of each measured phase, default 2).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grove_host::engine::Limits;
+use grove_host::state::{RowKey, StateStore};
+use grove_host::{ActorRef, Host, HostConfig};
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::component::Val;
+
+const ACTORS: usize = 10_000;
+
+fn plugin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
+    ))
+}
+
+fn phase() -> Duration {
+    let secs = std::env::var("GROVE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    Duration::from_secs_f64(secs)
+}
+
+/// What one measured phase saw.
+struct Run {
+    calls_per_sec: f64,
+    latencies_ns: Vec<u64>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+/// A counter actor the native way: a task owning its value, an mpsc mailbox,
+/// a oneshot per reply, and the same state write per `add` as the plugin.
+#[derive(Clone)]
+struct NativeCounter {
+    mailbox: mpsc::Sender<(Option<u64>, oneshot::Sender<u64>)>,
+}
+
+impl NativeCounter {
+    fn spawn(key: String, state: StateStore) -> Self {
+        let (mailbox, mut rx) = mpsc::channel::<(Option<u64>, oneshot::Sender<u64>)>(1024);
+        tokio::spawn(async move {
+            let mut value = 0u64;
+            while let Some((add, reply)) = rx.recv().await {
+                if let Some(n) = add {
+                    value += n;
+                    let row = RowKey {
+                        namespace: "counter",
+                        table: "counter",
+                        key1: &key,
+                        key2: None,
+                    };
+                    state
+                        .put(row, serde_json::to_vec(&value).unwrap())
+                        .await
+                        .unwrap();
+                }
+                let _ = reply.send(value);
+            }
+        });
+        NativeCounter { mailbox }
+    }
+
+    async fn call(&self, add: Option<u64>) -> u64 {
+        let (tx, rx) = oneshot::channel();
+        self.mailbox.send((add, tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Get,
+    Add,
+}
+
+/// Runs `callers` loops for one phase, each calling actors in turn.
+async fn drive<F, Fut>(callers: usize, actors: usize, call: F) -> Run
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let (stop, call) = (stop.clone(), call.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(1 << 16);
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    call(i % actors).await;
+                    lat.push(t.elapsed().as_nanos() as u64);
+                    i += callers;
+                }
+                lat
+            })
+        })
+        .collect();
+    tokio::time::sleep(phase()).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_ns = Vec::new();
+    for t in tasks {
+        latencies_ns.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies_ns.sort_unstable();
+    Run {
+        calls_per_sec: latencies_ns.len() as f64 / elapsed,
+        latencies_ns,
+    }
+}
+
+fn report(label: &str, grove: &Run, native: &Run) {
+    let g = &grove.latencies_ns;
+    let n = &native.latencies_ns;
+    println!(
+        "| {label} | {:.0} | {:.0} | {:.0}% | {:.1} / {:.1} | {:.1} / {:.1} |",
+        grove.calls_per_sec,
+        native.calls_per_sec,
+        100.0 * grove.calls_per_sec / native.calls_per_sec,
+        percentile(g, 0.5),
+        percentile(g, 0.99),
+        percentile(n, 0.5),
+        percentile(n, 0.99),
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The benchmark itself runs on the runtime's workers, as a service would.
+    runtime.block_on(async { tokio::spawn(bench()).await.unwrap() });
+}
+
+async fn bench() {
+    assert!(
+        plugin("counter").exists(),
+        "run scripts/build-plugins first"
+    );
+    let config = HostConfig {
+        limits: Limits {
+            max_activations: 3 * ACTORS as u32,
+            ..Limits::default()
+        },
+        idle_timeout: Duration::from_secs(3600),
+        ..HostConfig::default()
+    };
+    let host = Host::new(config, StateStore::memory()).unwrap();
+    host.load_plugin(&plugin("counter")).unwrap();
+    let native_state = StateStore::memory();
+
+    // Activation: activation + first call, one at a time, then the rate with
+    // many in flight; RSS per idle activation over 10,000 activations.
+    eprintln!("measuring activation...");
+    let mut first_call = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let actor = ActorRef::new("counter", &format!("first-{i}"));
+        let t = Instant::now();
+        host.call(&actor, "get", vec![]).await.unwrap();
+        first_call.push(t.elapsed().as_nanos() as u64);
+    }
+    first_call.sort_unstable();
+    let mut native_first = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let t = Instant::now();
+        let c = NativeCounter::spawn(format!("first-{i}"), native_state.clone());
+        c.call(None).await;
+        native_first.push(t.elapsed().as_nanos() as u64);
+    }
+    native_first.sort_unstable();
+
+    eprintln!("activating {ACTORS} actors...");
+    let rss_before = rss_bytes();
+    let t = Instant::now();
+    let batch: Vec<_> = (0..64)
+        .map(|c| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                for i in (c..ACTORS).step_by(64) {
+                    host.call(&ActorRef::new("counter", &i.to_string()), "get", vec![])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for b in batch {
+        b.await.unwrap();
+    }
+    let activation_rate = ACTORS as f64 / t.elapsed().as_secs_f64();
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let per_activation = (rss_bytes().saturating_sub(rss_before)) as f64 / ACTORS as f64 / 1024.0;
+
+    println!("## Activation ({} activations)\n", ACTORS);
+    println!("| measure | Grove | native baseline |");
+    println!("|---|---|---|");
+    println!(
+        "| activation + first call, p50 / p99 (µs) | {:.1} / {:.1} | {:.1} / {:.1} |",
+        percentile(&first_call, 0.5),
+        percentile(&first_call, 0.99),
+        percentile(&native_first, 0.5),
+        percentile(&native_first, 0.99)
+    );
+    println!("| activations/s, 64 in flight | {activation_rate:.0} | |");
+    println!("| RSS per idle activation (KiB) | {per_activation:.1} | |");
+
+    let natives: Arc<Vec<NativeCounter>> = Arc::new(
+        (0..ACTORS)
+            .map(|i| NativeCounter::spawn(i.to_string(), native_state.clone()))
+            .collect(),
+    );
+    let refs: Arc<Vec<ActorRef>> = Arc::new(
+        (0..ACTORS)
+            .map(|i| ActorRef::new("counter", &i.to_string()))
+            .collect(),
+    );
+
+    println!("\n## Calls\n");
+    println!("| workload | Grove calls/s | native calls/s | Grove/native | Grove p50 / p99 (µs) | native p50 / p99 (µs) |");
+    println!("|---|---|---|---|---|---|");
+    for (label, callers, actors, op) in [
+        ("1 actor, 1 caller, `get`", 1, 1, Op::Get),
+        ("1 actor, 64 callers, `get`", 64, 1, Op::Get),
+        ("10,000 actors, 256 callers, `get`", 256, ACTORS, Op::Get),
+        (
+            "10,000 actors, 256 callers, `add` (state write)",
+            256,
+            ACTORS,
+            Op::Add,
+        ),
+    ] {
+        eprintln!("measuring {label}...");
+        let (host, refs) = (host.clone(), refs.clone());
+        let grove = drive(callers, actors, move |i| {
+            let (host, refs) = (host.clone(), refs.clone());
+            async move {
+                let (f, args) = match op {
+                    Op::Get => ("get", vec![]),
+                    Op::Add => ("add", vec![Val::U64(1)]),
+                };
+                host.call(&refs[i], f, args).await.unwrap();
+            }
+        })
+        .await;
+        let natives = natives.clone();
+        let native = drive(callers, actors, move |i| {
+            let natives = natives.clone();
+            async move {
+                natives[i]
+                    .call(if op == Op::Add { Some(1) } else { None })
+                    .await;
+            }
+        })
+        .await;
+        report(label, &grove, &native);
+    }
+}
