@@ -94,7 +94,11 @@ const MAPPINGS_PER_ACTIVATION: u64 = 12;
 /// (`vm.max_map_count`) leaves room for, where that limit can be read. Past
 /// it, activations fail with "Cannot allocate memory".
 pub fn activations_that_fit() -> Option<u32> {
-    let max: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()?;
+    let max: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     u32::try_from(max.saturating_sub(4096) / MAPPINGS_PER_ACTIVATION).ok()
 }
 
