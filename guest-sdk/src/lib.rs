@@ -6,7 +6,7 @@
 //! asks of its host — its own ref, logging, state rows and timers — is here as
 //! plain Rust functions:
 //!
-//! ```ignore
+//! ```text
 //! mod bindings {
 //!     wit_bindgen::generate!({
 //!         path: ["../../wit/actor", "../../wit/examples/counter.wit"],

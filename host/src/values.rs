@@ -29,17 +29,22 @@ use wasmtime::component::{Type, Val};
 
 use crate::plugin::Function;
 
+/// Checks that `func` takes `given` arguments.
+fn check_arity(func: &Function, given: usize) -> Result<(), String> {
+    let wanted = func.params.len();
+    if given == wanted {
+        return Ok(());
+    }
+    let plural = if wanted == 1 { "" } else { "s" };
+    Err(format!(
+        "`{}` takes {wanted} argument{plural}, got {given} ({})",
+        func.name, func.signature
+    ))
+}
+
 /// Checks that `args` fit `func`'s parameters in number and type.
 pub fn check_args(func: &Function, args: &[Val]) -> Result<(), String> {
-    if args.len() != func.params.len() {
-        return Err(format!(
-            "`{}` takes {} argument{}, got {}",
-            func.name,
-            func.params.len(),
-            if func.params.len() == 1 { "" } else { "s" },
-            args.len()
-        ));
-    }
+    check_arity(func, args.len())?;
     for (param, arg) in func.params.iter().zip(args) {
         check(arg, &param.ty).map_err(|e| format!("argument `{}`: {e}", param.name))?;
     }
@@ -209,16 +214,7 @@ fn check_payload(val: Option<&Val>, ty: Option<Type>) -> Result<(), String> {
 
 /// Parses one WAVE-encoded argument per parameter of `func`.
 pub fn args_from_wave(func: &Function, args: &[String]) -> Result<Vec<Val>, String> {
-    if args.len() != func.params.len() {
-        return Err(format!(
-            "`{}` takes {} argument{} ({}), got {}",
-            func.name,
-            func.params.len(),
-            if func.params.len() == 1 { "" } else { "s" },
-            func.signature,
-            args.len()
-        ));
-    }
+    check_arity(func, args.len())?;
     func.params
         .iter()
         .zip(args)
@@ -245,16 +241,7 @@ pub fn args_from_json(func: &Function, args: &Json) -> Result<Vec<Val>, String> 
     let Json::Array(items) = args else {
         return Err("the request body must be a JSON array of arguments".into());
     };
-    if items.len() != func.params.len() {
-        return Err(format!(
-            "`{}` takes {} argument{} ({}), got {}",
-            func.name,
-            func.params.len(),
-            if func.params.len() == 1 { "" } else { "s" },
-            func.signature,
-            items.len()
-        ));
-    }
+    check_arity(func, items.len())?;
     func.params
         .iter()
         .zip(items)
