@@ -46,7 +46,7 @@ mod generated {
 }
 
 pub use generated::grove::actor::{host, types};
-pub use types::{ActorRef, LogLevel, Row, StateError};
+pub use types::{ActorRef, CallError, LogLevel, Row, StateError};
 
 /// Lifecycle hooks an actor may implement; every hook does nothing by default.
 ///
@@ -56,8 +56,12 @@ pub trait Actor {
     fn on_activate() {}
     /// Runs before the actor is deactivated (idle timeout, request, shutdown).
     fn on_deactivate() {}
-    /// Runs for each tick of a timer started with [`timer::start`].
+    /// Runs for each tick of a timer started with [`timer::once`] or
+    /// [`timer::periodic`].
     fn on_timer(_name: String) {}
+    /// Runs for each firing of a durable reminder started with
+    /// [`reminder::once`] or [`reminder::periodic`].
+    fn on_reminder(_name: String) {}
 }
 
 /// Exports an actor: implements Grove's lifecycle interface for `$actor` by
@@ -77,6 +81,9 @@ macro_rules! export_actor {
             }
             fn on_timer(name: String) {
                 <$actor as $crate::Actor>::on_timer(name)
+            }
+            fn on_reminder(name: String) {
+                <$actor as $crate::Actor>::on_reminder(name)
             }
         }
         $bindings::export!($actor with_types_in $bindings);
@@ -121,6 +128,34 @@ pub mod log {
     /// Writes `message` at error level.
     pub fn error(message: &str) {
         write(LogLevel::Error, message)
+    }
+}
+
+/// Durable reminders: stored by the host's state backend, they survive
+/// deactivation and restarts; firings arrive as [`Actor::on_reminder`] turns.
+pub mod reminder {
+    use std::time::Duration;
+
+    use super::{host, StateError};
+
+    fn millis(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts (or replaces) a reminder that fires once after `due`.
+    pub fn once(name: &str, due: Duration) -> Result<(), StateError> {
+        host::set_reminder(name, millis(due), None)
+    }
+
+    /// Starts (or replaces) a reminder that first fires after `due`, then
+    /// every `period` (at least 100 ms).
+    pub fn periodic(name: &str, due: Duration, period: Duration) -> Result<(), StateError> {
+        host::set_reminder(name, millis(due), Some(millis(period)))
+    }
+
+    /// Cancels a reminder; returns whether it existed.
+    pub fn cancel(name: &str) -> Result<bool, StateError> {
+        host::cancel_reminder(name)
     }
 }
 

@@ -24,6 +24,7 @@ use crate::error::CallError;
 use crate::host::Host;
 use crate::imports::{ActivationState, DeadlineExceeded, MemoryLimitExceeded};
 use crate::plugin::Plugin;
+use crate::proxy::CallChain;
 use crate::ActorRef;
 
 /// Calls handled in a row before the task looks at its timers again.
@@ -31,11 +32,18 @@ const BATCH: usize = 64;
 
 /// A message in an activation's mailbox.
 pub(crate) enum Envelope {
-    /// Call the plugin's function number `function`.
+    /// Call the plugin's function number `function`; answer on `reply`
+    /// unless it is a one-way message.
     Call {
         function: usize,
         args: Vec<Val>,
-        reply: oneshot::Sender<Result<Option<Val>, CallError>>,
+        chain: CallChain,
+        reply: Option<oneshot::Sender<Result<Option<Val>, CallError>>>,
+    },
+    /// Run `on-reminder(name)`, then report on `done`.
+    Reminder {
+        name: String,
+        done: oneshot::Sender<Result<(), CallError>>,
     },
     /// Deactivate, then report on `done`.
     Deactivate { done: oneshot::Sender<()> },
@@ -45,8 +53,16 @@ impl Envelope {
     /// Answers the envelope with `error` instead of delivering it.
     pub(crate) fn fail(self, error: CallError) {
         match self {
-            Envelope::Call { reply, .. } => {
+            Envelope::Call {
+                reply: Some(reply), ..
+            } => {
                 let _ = reply.send(Err(error));
+            }
+            Envelope::Call { reply: None, .. } => {
+                tracing::warn!(%error, "one-way message not delivered");
+            }
+            Envelope::Reminder { done, .. } => {
+                let _ = done.send(Err(error));
             }
             Envelope::Deactivate { done } => {
                 let _ = done.send(());
@@ -71,6 +87,7 @@ struct Activation {
     funcs: Vec<Option<Func>>,
     on_deactivate: TypedFunc<(), ()>,
     on_timer: TypedFunc<(String,), ()>,
+    on_reminder: TypedFunc<(String,), ()>,
 }
 
 /// Runs the activation `id` of `actor` until it deactivates or dies.
@@ -103,8 +120,8 @@ impl Activation {
     ) -> Result<Self, CallError> {
         let limits = host.limits();
         let data = ActivationState::new(
+            host.clone(),
             actor.clone(),
-            host.state().clone(),
             limits.max_memory,
             limits.turn_deadline,
         );
@@ -142,6 +159,9 @@ impl Activation {
         let on_timer = instance
             .get_typed_func::<(String,), ()>(&mut store, &lifecycle.on_timer)
             .map_err(|e| failed(format!("{e:#}")))?;
+        let on_reminder = instance
+            .get_typed_func::<(String,), ()>(&mut store, &lifecycle.on_reminder)
+            .map_err(|e| failed(format!("{e:#}")))?;
         let funcs = vec![None; plugin.functions.len()];
         let mut activation = Activation {
             host,
@@ -153,6 +173,7 @@ impl Activation {
             funcs,
             on_deactivate,
             on_timer,
+            on_reminder,
         };
         activation.begin_turn();
         if let Err(e) = on_activate.call_async(&mut activation.store, ()).await {
@@ -168,6 +189,7 @@ impl Activation {
     fn begin_turn(&mut self) {
         let state = self.store.data_mut();
         state.turn_deadline = Instant::now() + state.turn_limit;
+        state.state_failure = None;
         self.store.set_epoch_deadline(1);
     }
 
@@ -187,6 +209,13 @@ impl Activation {
                 actor,
                 function,
                 message: m.to_string(),
+            };
+        }
+        if let Some(message) = self.store.data().state_failure.clone() {
+            return CallError::StateUnavailable {
+                actor,
+                function,
+                message,
             };
         }
         let mut reason = error.root_cause().to_string();
@@ -223,10 +252,21 @@ impl Activation {
         &mut self,
         index: usize,
         args: Vec<Val>,
-        reply: oneshot::Sender<Result<Option<Val>, CallError>>,
+        chain: CallChain,
+        reply: Option<oneshot::Sender<Result<Option<Val>, CallError>>>,
     ) -> Result<(), ()> {
+        let answer = |outcome: Result<Option<Val>, CallError>| match reply {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            None => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "one-way message failed");
+                }
+            }
+        };
         let Some(func) = self.func(index) else {
-            let _ = reply.send(Err(CallError::UnknownFunction {
+            answer(Err(CallError::UnknownFunction {
                 actor_type: self.actor.actor_type.to_string(),
                 function: self.plugin.functions[index].name.clone(),
             }));
@@ -238,15 +278,39 @@ impl Activation {
             Vec::new()
         };
         self.begin_turn();
-        match func.call_async(&mut self.store, &args, &mut results).await {
+        self.store.data_mut().chain = chain;
+        let outcome = func.call_async(&mut self.store, &args, &mut results).await;
+        self.store.data_mut().chain = None;
+        match outcome {
             Ok(()) => {
-                let _ = reply.send(Ok(results.pop()));
+                answer(Ok(results.pop()));
                 Ok(())
             }
             Err(e) => {
                 let error = self.classify(&self.plugin.functions[index].name, e);
                 tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
-                let _ = reply.send(Err(error));
+                answer(Err(error));
+                Err(())
+            }
+        }
+    }
+
+    /// Runs one reminder firing as a turn. `Err` means the activation died.
+    async fn remind(
+        &mut self,
+        name: String,
+        done: oneshot::Sender<Result<(), CallError>>,
+    ) -> Result<(), ()> {
+        self.begin_turn();
+        match self.on_reminder.call_async(&mut self.store, (name,)).await {
+            Ok(()) => {
+                let _ = done.send(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let error = self.classify("on-reminder", e);
+                tracing::warn!(actor = %self.actor, %error, "activation ended by a failed reminder");
+                let _ = done.send(Err(error));
                 Err(())
             }
         }
@@ -290,8 +354,13 @@ impl Activation {
                     loop {
                         handled += 1;
                         match envelope {
-                            Envelope::Call { function, args, reply } => {
-                                if self.call(function, args, reply).await.is_err() {
+                            Envelope::Call { function, args, chain, reply } => {
+                                if self.call(function, args, chain, reply).await.is_err() {
+                                    break 'serve End::Died;
+                                }
+                            }
+                            Envelope::Reminder { name, done } => {
+                                if self.remind(name, done).await.is_err() {
                                     break 'serve End::Died;
                                 }
                             }
@@ -356,10 +425,10 @@ impl Activation {
         }
     }
 
-    /// Leaves the directory and hands any message still queued to whichever
-    /// activation serves the actor next, in the order they arrived.
+    /// Leaves the directory. Messages still queued go, in the order they
+    /// arrived, to a successor activation that takes this one's place before
+    /// any later message can reach the actor.
     async fn leave(self, mut mailbox: mpsc::Receiver<Envelope>) {
-        self.host.forget(&self.actor, self.id);
         mailbox.close();
         let mut left = Vec::new();
         while let Some(envelope) = mailbox.recv().await {
@@ -370,15 +439,8 @@ impl Activation {
                 call => left.push(call),
             }
         }
-        // The instance goes back to the pool before the messages are redelivered.
+        // The instance goes back to the pool before a successor needs one.
         drop(self.store);
-        if !left.is_empty() {
-            let (host, actor) = (self.host, self.actor);
-            tokio::spawn(async move {
-                for envelope in left {
-                    host.deliver(&actor, envelope).await;
-                }
-            });
-        }
+        self.host.hand_over(&self.actor, self.id, left);
     }
 }

@@ -72,6 +72,43 @@ pub enum CallError {
     /// The host is shutting down and takes no new calls.
     #[error("the host is shutting down")]
     ShuttingDown,
+    /// The call would enter an actor already waiting further up its call
+    /// chain; it could never be answered, so it fails at once.
+    #[error("call to {target} would re-enter it: call chain {chain}")]
+    Reentrancy {
+        /// The actor called.
+        target: String,
+        /// The chain, outermost caller first, e.g. `a/1 -> b/2 -> a/1`.
+        chain: String,
+    },
+    /// The call chain is deeper than the host allows.
+    #[error("call chain is {depth} calls deep; the limit is {limit}")]
+    ChainTooDeep {
+        /// The depth the call would reach.
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No answer within the caller's timeout.
+    #[error("no answer from {actor} to `{function}` within {timeout:?}")]
+    Timeout {
+        /// The actor called.
+        actor: String,
+        /// The function.
+        function: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+    /// The actor's turn failed because its state backend is unreachable.
+    #[error("actor {actor} could not reach its state store in `{function}`: {message}")]
+    StateUnavailable {
+        /// The actor.
+        actor: String,
+        /// The function (or lifecycle hook) that needed state.
+        function: String,
+        /// The backend's error.
+        message: String,
+    },
 }
 
 impl CallError {
@@ -87,6 +124,33 @@ impl CallError {
             CallError::OutOfMemory { .. } => "out-of-memory",
             CallError::ActivationFailed { .. } => "activation-failed",
             CallError::ShuttingDown => "shutting-down",
+            CallError::Reentrancy { .. } => "reentrancy",
+            CallError::ChainTooDeep { .. } => "chain-too-deep",
+            CallError::Timeout { .. } => "timeout",
+            CallError::StateUnavailable { .. } => "state-unavailable",
         }
+    }
+
+    /// The error as a value of WIT type `grove:actor/types.call-error`, as an
+    /// actor calling through a proxy receives it.
+    pub fn to_wit_val(&self) -> wasmtime::component::Val {
+        let case = match self {
+            CallError::Reentrancy { .. } => "reentrancy",
+            CallError::Timeout { .. } => "timeout",
+            CallError::Trapped { .. } => "trapped",
+            CallError::DeadlineExceeded { .. } => "deadline-exceeded",
+            CallError::OutOfMemory { .. } => "out-of-memory",
+            CallError::UnknownActorType(_) => "unknown-actor-type",
+            CallError::UnknownFunction { .. } => "unknown-function",
+            CallError::BadActorRef(_) | CallError::BadArguments { .. } => "bad-arguments",
+            CallError::ActivationFailed { .. }
+            | CallError::ShuttingDown
+            | CallError::ChainTooDeep { .. }
+            | CallError::StateUnavailable { .. } => "unavailable",
+        };
+        wasmtime::component::Val::Variant(
+            case.to_owned(),
+            Some(Box::new(wasmtime::component::Val::String(self.to_string()))),
+        )
     }
 }

@@ -25,6 +25,9 @@ use crate::engine::{build_engine, CompileCache, EpochClock, Limits};
 use crate::error::CallError;
 use crate::imports::{linker, ActivationState};
 use crate::plugin::{Plugin, PluginError};
+use crate::proxy::CallChain;
+use crate::reminders::Reminders;
+use crate::state::StateError;
 use crate::state::StateStore;
 use crate::values;
 use crate::ActorRef;
@@ -40,6 +43,9 @@ pub struct HostConfig {
     pub mailbox_capacity: usize,
     /// Where compiled plugins are cached; `None` compiles on every start.
     pub compile_cache: Option<PathBuf>,
+    /// How long an actor's call to another actor waits for the answer, unless
+    /// the caller sets its own timeout on the proxy.
+    pub call_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -49,6 +55,7 @@ impl Default for HostConfig {
             idle_timeout: Duration::from_secs(600),
             mailbox_capacity: 1024,
             compile_cache: None,
+            call_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -58,7 +65,7 @@ struct ActivationHandle {
     mailbox: mpsc::Sender<Envelope>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: HostConfig,
     engine: Engine,
     linker: Linker<ActivationState>,
@@ -67,6 +74,8 @@ struct Inner {
     rejected: RwLock<Vec<PluginError>>,
     directory: DashMap<ActorRef, ActivationHandle>,
     state: StateStore,
+    reminders: Reminders,
+    reminders_started: AtomicBool,
     next_id: AtomicU64,
     shutting_down: AtomicBool,
     _epoch: EpochClock,
@@ -95,12 +104,46 @@ impl Host {
                 plugins: RwLock::default(),
                 rejected: RwLock::default(),
                 directory: DashMap::new(),
+                reminders: Reminders::new(state.clone()),
+                reminders_started: AtomicBool::new(false),
                 state,
                 next_id: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
                 _epoch: epoch,
             }),
         })
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Host {
+        Host { inner }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reminders(&self) -> &Reminders {
+        &self.inner.reminders
+    }
+
+    /// Loads the durable reminders of every loaded actor type from the state
+    /// backend and starts firing them; returns how many were loaded. Call it
+    /// once the plugins are loaded. Reminders set by actors from then on are
+    /// scheduled as they are set.
+    pub async fn start_reminders(&self) -> Result<usize, StateError> {
+        self.run_reminders();
+        let mut loaded = 0;
+        for plugin in self.plugins() {
+            loaded += self.inner.reminders.load(&plugin.actor_type).await?;
+        }
+        Ok(loaded)
+    }
+
+    /// Starts the task firing reminders, unless it runs already.
+    pub(crate) fn run_reminders(&self) {
+        if !self.inner.reminders_started.swap(true, Ordering::Relaxed) {
+            tokio::spawn(Reminders::run(Arc::downgrade(&self.inner)));
+        }
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -117,6 +160,10 @@ impl Host {
 
     pub(crate) fn state(&self) -> &StateStore {
         &self.inner.state
+    }
+
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.inner.config.call_timeout
     }
 
     /// Loads one plugin file. A plugin whose actor type is already loaded is
@@ -217,6 +264,11 @@ impl Host {
         function: &str,
         args: Vec<Val>,
     ) -> Result<Option<Val>, CallError> {
+        self.call_in_chain(actor, function, args, None, None).await
+    }
+
+    /// Checks a call and finds the function's index.
+    fn prepare(&self, actor: &ActorRef, function: &str, args: &[Val]) -> Result<usize, CallError> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(CallError::ShuttingDown);
         }
@@ -228,26 +280,73 @@ impl Host {
                     actor_type: actor.actor_type.to_string(),
                     function: function.to_owned(),
                 })?;
-        values::check_args(func, &args).map_err(|message| CallError::BadArguments {
+        values::check_args(func, args).map_err(|message| CallError::BadArguments {
             function: function.to_owned(),
             message,
         })?;
+        Ok(index)
+    }
+
+    /// A call made within `chain`, waiting at most `timeout` for the answer.
+    pub(crate) async fn call_in_chain(
+        &self,
+        actor: &ActorRef,
+        function: &str,
+        args: Vec<Val>,
+        chain: CallChain,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Val>, CallError> {
+        let index = self.prepare(actor, function, &args)?;
         let (reply, answer) = oneshot::channel();
-        self.deliver(
-            actor,
-            Envelope::Call {
-                function: index,
-                args,
-                reply,
-            },
-        )
-        .await;
-        answer.await.unwrap_or_else(|_| {
-            Err(CallError::ActivationFailed {
-                actor: actor.to_string(),
-                message: "the activation ended before answering".into(),
+        let envelope = Envelope::Call {
+            function: index,
+            args,
+            chain,
+            reply: Some(reply),
+        };
+        let answered = async {
+            self.deliver(actor, envelope).await;
+            answer.await.unwrap_or_else(|_| {
+                Err(CallError::ActivationFailed {
+                    actor: actor.to_string(),
+                    message: "the activation ended before answering".into(),
+                })
             })
-        })
+        };
+        match timeout {
+            None => answered.await,
+            Some(limit) => tokio::time::timeout(limit, answered)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CallError::Timeout {
+                        actor: actor.to_string(),
+                        function: function.to_owned(),
+                        timeout: limit,
+                    })
+                }),
+        }
+    }
+
+    /// Sends a one-way message: calls `function` on `actor` without waiting
+    /// for it to run. Returns once the message is in the actor's mailbox
+    /// (waiting while it is full); the result, or an error while running it,
+    /// is only logged. Messages one sender sends to one actor run in the
+    /// order they were sent.
+    pub async fn send(
+        &self,
+        actor: &ActorRef,
+        function: &str,
+        args: Vec<Val>,
+    ) -> Result<(), CallError> {
+        let index = self.prepare(actor, function, &args)?;
+        let envelope = Envelope::Call {
+            function: index,
+            args,
+            chain: None,
+            reply: None,
+        };
+        self.deliver(actor, envelope).await;
+        Ok(())
     }
 
     /// Whether `actor` has an activation on this host right now.
@@ -273,8 +372,12 @@ impl Host {
             };
             match mailbox.send(envelope).await {
                 Ok(()) => return,
-                // The activation left the directory as we sent: look again.
-                Err(mpsc::error::SendError(back)) => envelope = back,
+                // The activation is handing over to its successor: look again
+                // once it has.
+                Err(mpsc::error::SendError(back)) => {
+                    envelope = back;
+                    tokio::task::yield_now().await;
+                }
             }
         }
     }
@@ -303,6 +406,53 @@ impl Host {
                 Ok(mailbox)
             }
         }
+    }
+
+    /// Called by activation `id` of `actor` as it ends, with its mailbox
+    /// closed and drained: removes it from the directory or, if messages were
+    /// `left` in its mailbox, puts a successor activation in its place whose
+    /// mailbox holds them first, so that they keep their order ahead of any
+    /// message sent later.
+    pub(crate) fn hand_over(&self, actor: &ActorRef, id: u64, left: Vec<Envelope>) {
+        let Entry::Occupied(mut entry) = self.inner.directory.entry(actor.clone()) else {
+            return left.into_iter().for_each(|e| e.fail(CallError::ShuttingDown));
+        };
+        if entry.get().id != id {
+            return;
+        }
+        if left.is_empty() {
+            entry.remove();
+            return;
+        }
+        let plugin = match self.plugin(&actor.actor_type) {
+            Ok(plugin) if !self.inner.shutting_down.load(Ordering::Relaxed) => plugin,
+            outcome => {
+                entry.remove();
+                let error = outcome.err().unwrap_or(CallError::ShuttingDown);
+                return left.into_iter().for_each(|e| e.fail(error.clone()));
+            }
+        };
+        let capacity = self.inner.config.mailbox_capacity.max(left.len());
+        let (mailbox, receiver) = mpsc::channel(capacity);
+        for envelope in left {
+            if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) =
+                mailbox.try_send(envelope)
+            {
+                e.fail(CallError::ShuttingDown);
+            }
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        entry.insert(ActivationHandle {
+            id,
+            mailbox: mailbox.clone(),
+        });
+        tokio::spawn(activation::run(
+            self.clone(),
+            plugin,
+            actor.clone(),
+            id,
+            receiver,
+        ));
     }
 
     /// Removes activation `id` of `actor` from the directory (if it is still

@@ -11,8 +11,9 @@
 //!
 //! Every error is `{"error": {"kind": ..., "message": ...}}` with a fitting
 //! status: 400 for bad input, 404 for an unknown actor type or function, 500
-//! when the actor failed (trap, deadline, memory), 503 when it could not be
-//! activated or the host is shutting down.
+//! when the actor failed (trap, deadline, memory, a call cycle), 503 when it
+//! could not be activated, its state store is down or the host is shutting
+//! down, 504 when an actor it called did not answer in time.
 
 use std::future::Future;
 
@@ -33,10 +34,13 @@ pub fn status_of(error: &CallError) -> StatusCode {
         CallError::UnknownActorType(_) | CallError::UnknownFunction { .. } => StatusCode::NOT_FOUND,
         CallError::Trapped { .. }
         | CallError::DeadlineExceeded { .. }
-        | CallError::OutOfMemory { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        CallError::ActivationFailed { .. } | CallError::ShuttingDown => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        | CallError::OutOfMemory { .. }
+        | CallError::Reentrancy { .. }
+        | CallError::ChainTooDeep { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        CallError::ActivationFailed { .. }
+        | CallError::ShuttingDown
+        | CallError::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

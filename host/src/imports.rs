@@ -9,6 +9,8 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::guest_output::GuestOutput;
+use crate::host::Host;
+use crate::proxy::CallChain;
 use crate::state::{RowKey, StateError, StateStore};
 use crate::timers::Timers;
 use crate::ActorRef;
@@ -74,8 +76,15 @@ impl ResourceLimiter for ActivationLimiter {
 
 /// Everything one activation's `Store` holds.
 pub(crate) struct ActivationState {
+    pub(crate) host: Host,
     pub(crate) actor: ActorRef,
     pub(crate) state: StateStore,
+    /// The call chain of the call being run, if the turn is a call.
+    pub(crate) chain: CallChain,
+    /// Proxy handles (see [`crate::proxy`]) the guest holds.
+    pub(crate) proxies: ResourceTable,
+    /// Set when a state operation in this turn found the backend unavailable.
+    pub(crate) state_failure: Option<String>,
     pub(crate) timers: Timers,
     pub(crate) deactivate_requested: bool,
     /// When the running turn must end.
@@ -89,8 +98,8 @@ pub(crate) struct ActivationState {
 
 impl ActivationState {
     pub(crate) fn new(
+        host: Host,
         actor: ActorRef,
-        state: StateStore,
         max_memory: usize,
         turn_limit: Duration,
     ) -> Self {
@@ -102,8 +111,12 @@ impl ActivationState {
             .stderr(output.clone())
             .build();
         ActivationState {
+            state: host.state().clone(),
+            host,
             actor,
-            state,
+            chain: None,
+            proxies: ResourceTable::new(),
+            state_failure: None,
             timers: Timers::default(),
             deactivate_requested: false,
             turn_deadline: Instant::now() + turn_limit,
@@ -142,10 +155,17 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<Activat
     Ok(linker)
 }
 
-fn state_error(e: StateError) -> wit::StateError {
-    match e {
-        StateError::Unavailable(m) => wit::StateError::Unavailable(m),
-        StateError::TooLarge(m) => wit::StateError::TooLarge(m),
+impl ActivationState {
+    /// Hands a state result to the guest, noting an unavailable backend so
+    /// that a turn failing because of it is reported as such.
+    fn state_result<T>(&mut self, r: Result<T, StateError>) -> Result<T, wit::StateError> {
+        r.map_err(|e| match e {
+            StateError::Unavailable(m) => {
+                self.state_failure = Some(m.clone());
+                wit::StateError::Unavailable(m)
+            }
+            StateError::TooLarge(m) => wit::StateError::TooLarge(m),
+        })
     }
 }
 
@@ -178,7 +198,8 @@ impl grove::actor::host::Host for ActivationState {
         key2: Option<String>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wit::StateError>> {
         let key = self.row(&table, &key1, key2.as_deref());
-        Ok(self.state.get(key).await.map_err(state_error))
+        let r = self.state.get(key).await;
+        Ok(self.state_result(r))
     }
 
     async fn state_put(
@@ -189,7 +210,8 @@ impl grove::actor::host::Host for ActivationState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wit::StateError>> {
         let key = self.row(&table, &key1, key2.as_deref());
-        Ok(self.state.put(key, value).await.map_err(state_error))
+        let r = self.state.put(key, value).await;
+        Ok(self.state_result(r))
     }
 
     async fn state_delete(
@@ -199,7 +221,8 @@ impl grove::actor::host::Host for ActivationState {
         key2: Option<String>,
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
         let key = self.row(&table, &key1, key2.as_deref());
-        Ok(self.state.delete(key).await.map_err(state_error))
+        let r = self.state.delete(key).await;
+        Ok(self.state_result(r))
     }
 
     async fn state_list(
@@ -207,12 +230,8 @@ impl grove::actor::host::Host for ActivationState {
         table: String,
         key1: String,
     ) -> wasmtime::Result<Result<Vec<wit::Row>, wit::StateError>> {
-        let rows = self
-            .state
-            .list(&self.actor.actor_type, &table, &key1)
-            .await
-            .map_err(state_error);
-        Ok(rows.map(|rows| {
+        let rows = self.state.list(&self.actor.actor_type, &table, &key1).await;
+        Ok(self.state_result(rows).map(|rows| {
             rows.into_iter()
                 .map(|r| wit::Row {
                     key2: r.key2,
@@ -249,6 +268,34 @@ impl grove::actor::host::Host for ActivationState {
 
     async fn cancel_timer(&mut self, name: String) -> wasmtime::Result<bool> {
         Ok(self.timers.cancel(&name))
+    }
+
+    async fn set_reminder(
+        &mut self,
+        name: String,
+        due_ms: u64,
+        period_ms: Option<u64>,
+    ) -> wasmtime::Result<Result<(), wit::StateError>> {
+        self.host.run_reminders();
+        let r = self
+            .host
+            .reminders()
+            .set(
+                &self.actor,
+                &name,
+                Duration::from_millis(due_ms),
+                period_ms.map(Duration::from_millis),
+            )
+            .await;
+        Ok(self.state_result(r))
+    }
+
+    async fn cancel_reminder(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<bool, wit::StateError>> {
+        let r = self.host.reminders().cancel(&self.actor, &name).await;
+        Ok(self.state_result(r))
     }
 
     async fn deactivate_after_turn(&mut self) -> wasmtime::Result<()> {

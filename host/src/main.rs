@@ -44,6 +44,29 @@ enum Command {
         /// The plugin component.
         file: PathBuf,
     },
+    /// Work with WIT.
+    #[command(subcommand)]
+    Wit(WitCommand),
+}
+
+#[derive(Subcommand)]
+enum WitCommand {
+    /// Print the proxy WIT through which other actors call an actor type,
+    /// derived from its actor interface.
+    ///
+    /// Give the callee's plugin (`.wasm`), or WIT files and directories with
+    /// dependencies first: `grove wit proxy wit/actor wit/examples/player.wit`.
+    Proxy {
+        /// A plugin component, or WIT files/directories (the callee's last).
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// The actor interface, when the callee's WIT package has several.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Write the proxy here instead of to standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -58,8 +81,15 @@ struct RunArgs {
     #[arg(long, default_value = "127.0.0.1:7070")]
     http: SocketAddr,
     /// Keep actor state in memory only (lost when the host stops).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis")]
     memory_state: bool,
+    /// Keep actor state (and reminders) in Redis, e.g. `redis://127.0.0.1:6379`.
+    #[arg(long, env = "GROVE_REDIS")]
+    redis: Option<String>,
+    /// How long an actor's call to another actor waits for an answer, in
+    /// milliseconds (a caller may set its own per proxy).
+    #[arg(long, default_value_t = 30_000)]
+    call_timeout_ms: u64,
     /// Seconds without calls after which an actor is deactivated.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
@@ -97,6 +127,11 @@ fn main() -> ExitCode {
                 args,
             } => call(&host, &actor, &function, &args).await,
             Command::Inspect { file } => inspect(&file),
+            Command::Wit(WitCommand::Proxy {
+                sources,
+                interface,
+                out,
+            }) => proxy(&sources, interface.as_deref(), out.as_deref()),
         }
     });
     match result {
@@ -117,6 +152,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .init();
     let state = if args.memory_state {
         StateStore::memory()
+    } else if let Some(url) = &args.redis {
+        StateStore::connect_redis(url).await?
     } else {
         StateStore::open_embedded(&args.data.join("state.redb"))?
     };
@@ -132,6 +169,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         idle_timeout: Duration::from_secs(args.idle_timeout),
         compile_cache: Some(args.data.join("cache")),
+        call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
         ..HostConfig::default()
     };
     let host = Host::new(config, state)?;
@@ -140,6 +178,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for error in &rejected {
         eprintln!("rejected plugin {error}");
     }
+    let reminders = host
+        .start_reminders()
+        .await
+        .context("cannot load reminders from the state store")?;
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot listen on {}", args.http))?;
@@ -148,6 +190,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         http = %args.http,
         actor_types = %types.join(", "),
         rejected = rejected.len(),
+        reminders,
         load_ms = started.elapsed().as_millis() as u64,
         "grove is serving"
     );
@@ -230,4 +273,27 @@ fn inspect(file: &Path) -> anyhow::Result<()> {
         println!("  {};", f.signature);
     }
     Ok(())
+}
+
+fn proxy(sources: &[PathBuf], interface: Option<&str>, out: Option<&Path>) -> anyhow::Result<()> {
+    let wit = match sources {
+        [one] if one.extension().is_some_and(|e| e == "wasm") => {
+            let bytes =
+                std::fs::read(one).with_context(|| format!("cannot read {}", one.display()))?;
+            grove_host::proxy_wit::from_component(&bytes)?
+        }
+        _ => {
+            let paths: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+            grove_host::proxy_wit::from_wit(&paths, interface)?
+        }
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(path, wit).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            print!("{wit}");
+            Ok(())
+        }
+    }
 }

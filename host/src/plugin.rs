@@ -100,6 +100,7 @@ pub(crate) struct LifecycleExports {
     pub(crate) on_activate: ComponentExportIndex,
     pub(crate) on_deactivate: ComponentExportIndex,
     pub(crate) on_timer: ComponentExportIndex,
+    pub(crate) on_reminder: ComponentExportIndex,
 }
 
 /// A loaded plugin: one actor type, ready to activate.
@@ -198,6 +199,9 @@ impl Plugin {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        // Each plugin gets the proxies it imports, on top of the host imports.
+        let mut linker = linker.clone();
+        crate::proxy::define_imports(engine, &mut linker, &component).map_err(nonconforming)?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             nonconforming(format!(
                 "it needs an import that Grove does not provide: {e:#}"
@@ -237,7 +241,9 @@ fn find_actor_interface(
     let ty = component.component_type();
     let mut candidates = Vec::new();
     for (name, item) in ty.exports(engine) {
-        if name == LIFECYCLE_INTERFACE {
+        // Only WIT interfaces (`ns:pkg/name`) can be actor interfaces; some
+        // toolchains (componentize-py) export plain-named helper instances.
+        if name == LIFECYCLE_INTERFACE || !name.contains(':') {
             continue;
         }
         if let ComponentItem::ComponentInstance(instance) = item.ty {
@@ -301,6 +307,7 @@ fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExp
         on_activate: hook("on-activate", &[])?,
         on_deactivate: hook("on-deactivate", &[])?,
         on_timer: hook("on-timer", &[Type::String])?,
+        on_reminder: hook("on-reminder", &[Type::String])?,
     })
 }
 

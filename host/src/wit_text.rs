@@ -86,7 +86,8 @@ pub fn signature(resolve: &Resolve, f: &Function) -> String {
     s
 }
 
-fn render_typedef(resolve: &Resolve, id: wit_parser::TypeId) -> String {
+/// The WIT definition of the named type `id`, e.g. `record item { ... }`.
+pub fn render_typedef(resolve: &Resolve, id: wit_parser::TypeId) -> String {
     let def = &resolve.types[id];
     let name = def.name.clone().unwrap_or_default();
     let body = |items: Vec<String>| {

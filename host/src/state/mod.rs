@@ -8,14 +8,16 @@
 //! namespaced per actor type by the caller (see [`RowKey`]).
 //!
 //! Backends, one module each: [`memory`] for tests and throwaway hosts,
-//! [`embedded`] (redb on disk) as the default for a single host.
+//! [`embedded`] (redb on disk) as the default for a single host, [`redis`]
+//! for production and hosts that share state.
 
 pub mod embedded;
 pub mod memory;
+pub mod redis;
 
 use std::path::Path;
 
-use crate::state::{embedded::EmbeddedStore, memory::MemoryStore};
+use crate::state::{embedded::EmbeddedStore, memory::MemoryStore, redis::RedisStore};
 
 /// Largest value a row may hold.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -131,6 +133,8 @@ pub enum StateStore {
     Memory(MemoryStore),
     /// Rows in a redb file, kept across restarts.
     Embedded(EmbeddedStore),
+    /// Rows in Redis hashes.
+    Redis(RedisStore),
 }
 
 impl StateStore {
@@ -144,12 +148,18 @@ impl StateStore {
         Ok(StateStore::Embedded(EmbeddedStore::open(path)?))
     }
 
+    /// Connects to Redis at `url` (see [`redis`] for the layout).
+    pub async fn connect_redis(url: &str) -> anyhow::Result<Self> {
+        Ok(StateStore::Redis(RedisStore::connect(url).await?))
+    }
+
     /// Reads one row.
     pub async fn get(&self, key: RowKey<'_>) -> Result<Option<Vec<u8>>, StateError> {
         key.check()?;
         match self {
             StateStore::Memory(s) => Ok(s.get(&key.encode())),
             StateStore::Embedded(s) => s.get(&key.encode()),
+            StateStore::Redis(s) => s.get(&key).await,
         }
     }
 
@@ -163,6 +173,7 @@ impl StateStore {
                 Ok(())
             }
             StateStore::Embedded(s) => s.write(key.encode(), Some(value)).await.map(|_| ()),
+            StateStore::Redis(s) => s.write(&key, Some(value)).await.map(|_| ()),
         }
     }
 
@@ -172,6 +183,7 @@ impl StateStore {
         match self {
             StateStore::Memory(s) => Ok(s.delete(&key.encode())),
             StateStore::Embedded(s) => s.write(key.encode(), None).await,
+            StateStore::Redis(s) => s.write(&key, None).await,
         }
     }
 
@@ -193,6 +205,7 @@ impl StateStore {
         let rows = match self {
             StateStore::Memory(s) => s.scan(&prefix),
             StateStore::Embedded(s) => s.scan(&prefix)?,
+            StateStore::Redis(s) => return s.list(namespace, table, key1).await,
         };
         Ok(rows
             .into_iter()

@@ -1,0 +1,411 @@
+//! `grove wit proxy`: derives the proxy WIT through which one actor calls
+//! another, from the callee's actor interface.
+//!
+//! For a callee interface `my-game:player/player` the proxy is package
+//! `my-game:player-proxy`, interface `player`, holding copies of every type
+//! the callee's functions use and one resource named after the actor type:
+//! a constructor taking the actor's key, `set-timeout`, and for each callee
+//! function `f: func(a: A) -> R` two methods:
+//!
+//! * `f: func(a: A) -> result<R, call-error>`: a call that waits for the
+//!   answer;
+//! * `send-f: func(a: A) -> result<_, call-error>`: a one-way send that
+//!   returns once the message is queued.
+//!
+//! A caller's world imports the proxy; its language's bindings generator does
+//! the rest, e.g. `Player::new("42").take_hit(&hit)` in Rust or
+//! `Player("42").take_hit(hit)` in Python. The host implements the imports
+//! (see [`crate::proxy`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _};
+use wit_parser::{InterfaceId, Resolve, Type, TypeDefKind, TypeId, TypeOwner, WorldItem};
+
+use crate::plugin::LIFECYCLE_INTERFACE;
+use crate::proxy::{PROXY_PACKAGE_SUFFIX, SEND_PREFIX, SET_TIMEOUT};
+use crate::wit_text;
+
+/// The interface whose types a proxy refers to instead of copying.
+const GROVE_TYPES: (&str, &str, &str) = ("grove", "actor", "types");
+
+/// The proxy WIT for the actor interface of the component in `bytes`.
+pub fn from_component(bytes: &[u8]) -> anyhow::Result<String> {
+    let wit_parser::decoding::DecodedWasm::Component(resolve, world) =
+        wit_parser::decoding::decode(bytes).context("cannot read the component's WIT")?
+    else {
+        bail!("not a component");
+    };
+    let exports: Vec<InterfaceId> = resolve.worlds[world]
+        .exports
+        .values()
+        .filter_map(|item| match item {
+            WorldItem::Interface { id, .. } => Some(*id),
+            _ => None,
+        })
+        .filter(|id| is_actor_interface(&resolve, *id))
+        .collect();
+    match exports.as_slice() {
+        [id] => generate(&resolve, *id),
+        _ => bail!(
+            "the component exports {} actor interfaces; a plugin exports exactly one",
+            exports.len()
+        ),
+    }
+}
+
+/// The proxy WIT for an actor interface written in WIT. `paths` are WIT files
+/// or directories, dependencies first (e.g. `wit/actor`, then the callee's
+/// file); the interface is looked up in the last one: `interface` names it,
+/// or else it is the one interface that package's worlds export (or the one
+/// interface the package has).
+pub fn from_wit(paths: &[&Path], interface: Option<&str>) -> anyhow::Result<String> {
+    let mut resolve = Resolve::default();
+    let mut last = None;
+    for path in paths {
+        let (package, _) = resolve
+            .push_path(path)
+            .with_context(|| format!("cannot read WIT from {}", path.display()))?;
+        last = Some(package);
+    }
+    let package = last.ok_or_else(|| anyhow!("no WIT given"))?;
+    let pkg = &resolve.packages[package];
+    let id = match interface {
+        Some(name) => *pkg
+            .interfaces
+            .get(name)
+            .ok_or_else(|| anyhow!("package {} has no interface `{name}`", pkg.name))?,
+        None => {
+            let mut exported: BTreeSet<InterfaceId> = BTreeSet::new();
+            for world in pkg.worlds.values() {
+                for item in resolve.worlds[*world].exports.values() {
+                    if let WorldItem::Interface { id, .. } = item {
+                        if is_actor_interface(&resolve, *id) {
+                            exported.insert(*id);
+                        }
+                    }
+                }
+            }
+            let candidates: Vec<InterfaceId> = if exported.is_empty() {
+                pkg.interfaces.values().copied().collect()
+            } else {
+                exported.into_iter().collect()
+            };
+            match candidates.as_slice() {
+                [id] => *id,
+                _ => bail!(
+                    "package {} has {} candidate actor interfaces; name one with --interface",
+                    pkg.name,
+                    candidates.len()
+                ),
+            }
+        }
+    };
+    generate(&resolve, id)
+}
+
+fn is_actor_interface(resolve: &Resolve, id: InterfaceId) -> bool {
+    resolve.id_of(id).is_some_and(|name| name != LIFECYCLE_INTERFACE)
+}
+
+fn is_grove_types(resolve: &Resolve, owner: TypeOwner) -> bool {
+    let TypeOwner::Interface(id) = owner else {
+        return false;
+    };
+    let iface = &resolve.interfaces[id];
+    let Some(package) = iface.package else {
+        return false;
+    };
+    let name = &resolve.packages[package].name;
+    (name.namespace.as_str(), name.name.as_str(), iface.name.as_deref()) == (GROVE_TYPES.0, GROVE_TYPES.1, Some(GROVE_TYPES.2))
+}
+
+/// Named types a proxy needs, in an order where each comes after those it uses.
+#[derive(Default)]
+struct Needed {
+    copied: Vec<TypeId>,
+    seen: HashSet<TypeId>,
+    names: HashMap<String, TypeId>,
+    grove: BTreeSet<String>,
+}
+
+impl Needed {
+    fn visit(&mut self, resolve: &Resolve, ty: &Type) -> anyhow::Result<()> {
+        let Type::Id(id) = ty else {
+            return Ok(());
+        };
+        let def = &resolve.types[*id];
+        if is_grove_types(resolve, def.owner) {
+            if let Some(name) = &def.name {
+                self.grove.insert(name.clone());
+                return Ok(());
+            }
+        }
+        if !self.seen.insert(*id) {
+            return Ok(());
+        }
+        match &def.kind {
+            TypeDefKind::Record(r) => {
+                for f in &r.fields {
+                    self.visit(resolve, &f.ty)?;
+                }
+            }
+            TypeDefKind::Variant(v) => {
+                for c in &v.cases {
+                    if let Some(t) = &c.ty {
+                        self.visit(resolve, t)?;
+                    }
+                }
+            }
+            TypeDefKind::Tuple(t) => {
+                for t in &t.types {
+                    self.visit(resolve, t)?;
+                }
+            }
+            TypeDefKind::Option(t) | TypeDefKind::List(t) | TypeDefKind::FixedLengthList(t, _) => {
+                self.visit(resolve, t)?
+            }
+            TypeDefKind::Map(k, v) => {
+                self.visit(resolve, k)?;
+                self.visit(resolve, v)?;
+            }
+            TypeDefKind::Result(r) => {
+                for t in r.ok.iter().chain(r.err.iter()) {
+                    self.visit(resolve, t)?;
+                }
+            }
+            TypeDefKind::Type(t) => {
+                self.visit(resolve, t)?;
+                // `use x.{t}` of a type copied under its own name needs no alias.
+                if let Type::Id(target) = t {
+                    let target = &resolve.types[*target];
+                    if target.name == def.name
+                        || (is_grove_types(resolve, target.owner) && def.name.is_some())
+                    {
+                        if is_grove_types(resolve, target.owner) && target.name != def.name {
+                            bail!(
+                                "type `{}` renames a grove:actor type; use it under its own name",
+                                def.name.as_deref().unwrap_or_default()
+                            );
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            TypeDefKind::Enum(_) | TypeDefKind::Flags(_) => {}
+            TypeDefKind::Resource | TypeDefKind::Handle(_) => bail!(
+                "the interface passes a resource; resources live in one actor and cannot be passed to another"
+            ),
+            TypeDefKind::Future(_) | TypeDefKind::Stream(_) | TypeDefKind::Unknown => bail!(
+                "the interface uses futures or streams, which actor calls do not carry"
+            ),
+        }
+        if let Some(name) = &def.name {
+            if let Some(other) = self.names.insert(name.clone(), *id) {
+                if other != *id {
+                    bail!("two different types are both named `{name}`; rename one");
+                }
+            }
+            self.copied.push(*id);
+        }
+        Ok(())
+    }
+}
+
+/// WIT keywords that must be written `%name` when used as identifiers.
+const KEYWORDS: &[&str] = &[
+    "as", "async", "bool", "borrow", "char", "constructor", "enum", "export", "f32", "f64",
+    "flags", "from", "func", "future", "import", "include", "interface", "list", "option",
+    "own", "package", "record", "resource", "result", "s16", "s32", "s64", "s8", "static",
+    "stream", "string", "tuple", "type", "u16", "u32", "u64", "u8", "use", "variant", "with",
+    "world",
+];
+
+fn ident(name: &str) -> String {
+    if KEYWORDS.contains(&name) {
+        format!("%{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+fn doc_lines(out: &mut String, indent: &str, docs: &wit_parser::Docs) {
+    if let Some(text) = docs.contents.as_deref() {
+        for line in text.trim().lines() {
+            let _ = writeln!(out, "{indent}/// {}", line.trim_end()).map(|_| ());
+        }
+    }
+}
+
+/// The proxy WIT for interface `id` of `resolve`.
+pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
+    let iface = &resolve.interfaces[id];
+    let source = resolve
+        .id_of(id)
+        .ok_or_else(|| anyhow!("the interface has no package"))?;
+    let actor = iface
+        .name
+        .clone()
+        .ok_or_else(|| anyhow!("an inline interface cannot be an actor interface"))?;
+    let package = &resolve.packages[iface.package.expect("named interfaces have a package")].name;
+
+    let mut needed = Needed::default();
+    for f in iface.functions.values() {
+        if !matches!(f.kind, wit_parser::FunctionKind::Freestanding) {
+            bail!("`{}` is not a plain function; actor interfaces hold only functions", f.name);
+        }
+        for p in &f.params {
+            needed.visit(resolve, &p.ty).with_context(|| format!("in `{}`", f.name))?;
+        }
+        if let Some(r) = &f.result {
+            needed.visit(resolve, r).with_context(|| format!("in `{}`", f.name))?;
+        }
+    }
+    let names: HashSet<&str> = iface.functions.keys().map(String::as_str).collect();
+    if needed.names.contains_key(&actor) {
+        bail!("a type is named `{actor}`, like the actor type; the proxy's resource needs that name");
+    }
+    for name in &names {
+        if *name == SET_TIMEOUT {
+            bail!("a function is named `{SET_TIMEOUT}`, which proxies use to set call timeouts");
+        }
+        if names.contains(format!("{SEND_PREFIX}{name}").as_str()) {
+            bail!("functions `{name}` and `{SEND_PREFIX}{name}` would make the one-way method `{SEND_PREFIX}{name}` ambiguous");
+        }
+    }
+
+    let mut grove = needed.grove.clone();
+    grove.insert("call-error".to_owned());
+    let version = package
+        .version
+        .as_ref()
+        .map(|v| format!("@{v}"))
+        .unwrap_or_default();
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "// Generated by `grove wit proxy` from {source}. Do not edit: regenerate it\n// when the interface changes.\npackage {}:{}{PROXY_PACKAGE_SUFFIX}{version};\n",
+        package.namespace, package.name
+    );
+    let _ = writeln!(out, "/// Typed calls to `{actor}` actors (from {source}).");
+    let _ = writeln!(out, "interface {} {{", ident(&actor));
+    let _ = writeln!(
+        out,
+        "    use grove:actor/types@0.1.0.{{{}}};\n",
+        grove.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
+    );
+    for ty in &needed.copied {
+        let def = &resolve.types[*ty];
+        doc_lines(&mut out, "    ", &def.docs);
+        let text = match &def.kind {
+            TypeDefKind::Type(t) => format!(
+                "type {} = {}",
+                ident(def.name.as_deref().unwrap_or_default()),
+                wit_text::ty(resolve, t)
+            ),
+            _ => wit_text::render_typedef(resolve, *ty),
+        };
+        let semicolon = if text.starts_with("type ") { ";" } else { "" };
+        for line in format!("{text}{semicolon}").lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "    /// A handle on one `{actor}` actor. Making one does not activate the\n    /// actor; its first call does. Every call returns `call-error` if the\n    /// callee could not answer (see grove:actor/types).\n    resource {} {{",
+        ident(&actor)
+    );
+    let _ = writeln!(
+        out,
+        "        /// Addresses the actor `{actor}/<key>`.\n        constructor(key: string);\n\n        /// How long calls through this handle wait for an answer before they\n        /// fail with `timeout` (default: the host's call timeout).\n        {SET_TIMEOUT}: func(timeout-ms: u32);"
+    );
+    for f in iface.functions.values() {
+        let params: Vec<String> = f
+            .params
+            .iter()
+            .map(|p| format!("{}: {}", ident(&p.name), wit_text::ty(resolve, &p.ty)))
+            .collect();
+        let params = params.join(", ");
+        let result = f
+            .result
+            .as_ref()
+            .map_or_else(|| "_".to_owned(), |r| wit_text::ty(resolve, r));
+        out.push('\n');
+        doc_lines(&mut out, "        ", &f.docs);
+        let _ = writeln!(
+            out,
+            "        {}: func({params}) -> result<{result}, call-error>;",
+            ident(&f.name)
+        );
+        let _ = writeln!(
+            out,
+            "        /// One-way `{}`: returns once the message is queued; its result is\n        /// dropped. One sender's messages to one actor run in order.\n        {}: func({params}) -> result<_, call-error>;",
+            f.name,
+            ident(&format!("{SEND_PREFIX}{}", f.name))
+        );
+    }
+    out.push_str("    }\n}\n");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(wit: &str) -> anyhow::Result<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("callee.wit");
+        std::fs::write(&file, wit).unwrap();
+        let actor = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/actor");
+        from_wit(&[&actor, &file], None)
+    }
+
+    #[test]
+    fn a_proxy_copies_the_types_and_wraps_each_function() {
+        let wit = proxy(
+            "package acme:shop@1.0.0;\n\
+             interface shop {\n\
+               record item { name: string, tags: list<tag> }\n\
+               enum tag { new, sale }\n\
+               buy: func(item: item, count: option<u32>) -> result<u64, string>;\n\
+               ping: func();\n\
+             }\n\
+             world shop-actor { include grove:actor/actor@0.1.0; export shop; }",
+        )
+        .unwrap();
+        assert!(wit.contains("package acme:shop-proxy@1.0.0;"), "{wit}");
+        assert!(wit.contains("use grove:actor/types@0.1.0.{call-error};"), "{wit}");
+        assert!(wit.find("enum tag").unwrap() < wit.find("record item").unwrap(), "{wit}");
+        assert!(wit.contains("resource shop {"), "{wit}");
+        assert!(wit.contains(
+            "buy: func(item: item, count: option<u32>) -> result<result<u64, string>, call-error>;"
+        ));
+        assert!(wit.contains("send-buy: func(item: item, count: option<u32>) -> result<_, call-error>;"));
+        assert!(wit.contains("ping: func() -> result<_, call-error>;"));
+        // The generated WIT parses.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("proxy.wit"), &wit).unwrap();
+        let actor = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/actor");
+        let mut resolve = Resolve::default();
+        resolve.push_path(&actor).unwrap();
+        resolve.push_path(dir.path().join("proxy.wit")).unwrap();
+    }
+
+    #[test]
+    fn ambiguous_or_resource_passing_interfaces_are_refused() {
+        let err = proxy(
+            "package acme:x;\ninterface x { go: func(); send-go: func(); }",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ambiguous"), "{err}");
+        let err = proxy(
+            "package acme:y;\ninterface y { resource r; take: func(r: r); }",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("resource"), "{err:#}");
+    }
+}

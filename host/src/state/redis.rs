@@ -1,0 +1,208 @@
+//! Redis state backend, for hosts that share state (and, later, a cluster).
+//!
+//! Layout: one hash per `(namespace, table, key1)` group, field = `key2`:
+//!
+//! ```text
+//! grove:{player/42}:inventory      (hash)
+//!     ""        -> the row stored without a key2
+//!     "sword"   -> the row with key2 "sword"
+//! ```
+//!
+//! * The key is `grove:{<actor type>/<key1>}:<table>`. The braces are a
+//!   Redis Cluster hash tag: every table of one `key1` (by convention, one
+//!   actor's rows) lives in one slot. `%`, `{` and `}` in `key1` are written
+//!   `%25`, `%7B` and `%7D`.
+//! * A field is the `key2` itself; the row without a `key2` is the empty
+//!   field `""`. A `key2` that is empty or starts with `\` is written with one
+//!   more `\` in front.
+//!
+//! Reads go straight to Redis over a multiplexed connection. Writes are queued
+//! to a writer task that sends whatever has gathered as one pipeline, and each
+//! write is acknowledged only when Redis has answered for it. When Redis is
+//! unreachable, operations fail at once with `unavailable`; the connection is
+//! re-established in the background and operations succeed again when Redis
+//! is back.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Row, RowKey, StateError};
+
+/// Most writes sent in one pipeline.
+const MAX_BATCH: usize = 1024;
+
+/// A state store in Redis. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    writes: mpsc::Sender<Write>,
+}
+
+struct Write {
+    key: String,
+    field: String,
+    /// `None` deletes the field.
+    value: Option<Vec<u8>>,
+    done: oneshot::Sender<Result<bool, StateError>>,
+}
+
+fn unavailable(e: redis::RedisError) -> StateError {
+    StateError::Unavailable(format!("redis: {e}"))
+}
+
+/// The Redis key of the group `(namespace, table, key1)`.
+pub fn group_key(namespace: &str, table: &str, key1: &str) -> String {
+    let mut tag = String::with_capacity(key1.len());
+    for c in key1.chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            c => tag.push(c),
+        }
+    }
+    format!("grove:{{{namespace}/{tag}}}:{table}")
+}
+
+/// The hash field of `key2`.
+pub fn field(key2: Option<&str>) -> String {
+    match key2 {
+        None => String::new(),
+        Some(k) if k.is_empty() || k.starts_with('\\') => format!("\\{k}"),
+        Some(k) => k.to_owned(),
+    }
+}
+
+fn key2_of(field: String) -> Option<String> {
+    if field.is_empty() {
+        None
+    } else if let Some(rest) = field.strip_prefix('\\') {
+        Some(rest.to_owned())
+    } else {
+        Some(field)
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://host:port[/db]`). Fails if it
+    /// cannot be reached now; once connected, outages are survived.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("bad Redis URL `{url}`: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(2)
+            .set_factor(100)
+            .set_max_delay(1_000);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {url}: {e}"))?;
+        let (writes, queue) = mpsc::channel(64 * 1024);
+        tokio::spawn(writer(conn.clone(), queue));
+        Ok(RedisStore { conn, writes })
+    }
+
+    pub(crate) async fn get(&self, key: &RowKey<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(group_key(key.namespace, key.table, key.key1))
+            .arg(field(key.key2))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Writes (`Some`) or deletes (`None`) a row; returns whether a row
+    /// existed before.
+    pub(crate) async fn write(
+        &self,
+        key: &RowKey<'_>,
+        value: Option<Vec<u8>>,
+    ) -> Result<bool, StateError> {
+        let (done, answer) = oneshot::channel();
+        let write = Write {
+            key: group_key(key.namespace, key.table, key.key1),
+            field: field(key.key2),
+            value,
+            done,
+        };
+        self.writes
+            .send(write)
+            .await
+            .map_err(|_| StateError::Unavailable("the Redis writer has stopped".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StateError::Unavailable("the Redis writer has stopped".into())))
+    }
+
+    pub(crate) async fn list(
+        &self,
+        namespace: &str,
+        table: &str,
+        key1: &str,
+    ) -> Result<Vec<Row>, StateError> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(group_key(namespace, table, key1))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut rows: Vec<Row> = fields
+            .into_iter()
+            .map(|(f, value)| Row {
+                key2: key2_of(f),
+                value,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.key2.cmp(&b.key2));
+        Ok(rows)
+    }
+}
+
+/// Sends queued writes to Redis, as many per pipeline as have gathered.
+async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for w in &batch {
+            match &w.value {
+                Some(v) => pipe.cmd("HSET").arg(&w.key).arg(&w.field).arg(v.as_slice()),
+                None => pipe.cmd("HDEL").arg(&w.key).arg(&w.field),
+            };
+        }
+        match pipe.query_async::<Vec<i64>>(&mut conn).await {
+            Ok(replies) => {
+                for (w, reply) in batch.drain(..).zip(replies) {
+                    // HSET answers 1 for a new field, HDEL 1 for a deleted one.
+                    let existed = if w.value.is_some() { reply == 0 } else { reply == 1 };
+                    let _ = w.done.send(Ok(existed));
+                }
+            }
+            Err(e) => {
+                let error = unavailable(e);
+                for w in batch.drain(..) {
+                    let _ = w.done.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_each_actors_rows_in_one_slot_and_fields_round_trip() {
+        assert_eq!(group_key("player", "inv", "42"), "grove:{player/42}:inv");
+        assert_eq!(group_key("player", "inv", "a{b}%"), "grove:{player/a%7Bb%7D%25}:inv");
+        for key2 in [None, Some(""), Some("sword"), Some("\\x"), Some("\\")] {
+            assert_eq!(key2_of(field(key2)).as_deref(), key2);
+        }
+        assert_eq!(field(Some("sword")), "sword");
+        assert_eq!(field(None), "");
+    }
+}
