@@ -42,6 +42,8 @@ mod generated {
     wit_bindgen::generate!({
         path: "../wit/actor",
         world: "imports",
+        // `call-error` is used by proxies, not by the host imports.
+        generate_unused_types: true,
     });
 }
 

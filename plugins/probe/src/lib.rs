@@ -4,12 +4,20 @@
 
 mod bindings {
     wit_bindgen::generate!({
-        path: ["../../wit/actor", "../../wit/examples/probe.wit"],
-        world: "grove-example:probe/probe-actor",
+        path: [
+            "../../wit/actor",
+            "../../wit/examples/probe.wit",
+            "../../wit/examples/probe-proxy.wit",
+            "wit/counter-v2-proxy.wit",
+            "wit/world.wit",
+        ],
+        world: "grove-example:probe-plugin/probe-actor",
         with: {
             "grove:actor/host@0.1.0": grove_guest::host,
             "grove:actor/types@0.1.0": grove_guest::types,
         },
+        // Bindings for the imported proxies are generated here.
+        generate_all,
     });
 }
 
@@ -17,8 +25,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bindings::exports::grove_example::probe::probe::Guest;
-use grove_guest::state;
+use bindings::exports::grove_example::probe::probe::{Guest, Misbehavior};
+use bindings::grove_example::counter_proxy::counter::Counter;
+use bindings::grove_example::probe_proxy::probe::Probe as ProbeProxy;
+use grove_guest::{reminder, state, CallError};
 
 const TABLE: &str = "probe";
 
@@ -28,6 +38,12 @@ thread_local! {
     static OVERLAPS: Cell<u32> = const { Cell::new(0) };
     static MEMO: RefCell<Option<String>> = const { RefCell::new(None) };
     static HOARD: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn bump(counter: &str) {
@@ -55,10 +71,18 @@ impl grove_guest::Actor for Probe {
         bump("deactivations");
     }
 
+    fn on_reminder(name: String) {
+        let key = grove_guest::self_key();
+        let table = "probe-reminders";
+        let mut fired: Vec<u64> = state::load(table, &key, Some(&name))
+            .expect("load")
+            .unwrap_or_default();
+        fired.push(now_ms());
+        state::save(table, &key, Some(&name), &fired).expect("save");
+    }
+
     fn on_timer(name: String) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms();
         TICKS.with_borrow_mut(|ticks| ticks.entry(name).or_default().push(now));
     }
 }
@@ -119,6 +143,82 @@ impl Guest for Probe {
             }
             hoard.iter().map(|v| v.len() as u64).sum()
         })
+    }
+
+    fn relay(path: Vec<String>) -> Result<Vec<String>, CallError> {
+        let mut answered = vec![grove_guest::self_key()];
+        if let Some((next, rest)) = path.split_first() {
+            answered.extend(ProbeProxy::new(next).relay(rest)??);
+        }
+        Ok(answered)
+    }
+
+    fn provoke(
+        target: String,
+        what: Misbehavior,
+        timeout_ms: Option<u32>,
+    ) -> Result<String, CallError> {
+        let callee = ProbeProxy::new(&target);
+        if let Some(ms) = timeout_ms {
+            callee.set_timeout(ms);
+        }
+        match what {
+            Misbehavior::Trap => callee.fail("provoked")?,
+            Misbehavior::Spin => callee.spin()?,
+            Misbehavior::Hog => callee.hog(1 << 12).map(|_| ())?,
+            Misbehavior::Behave => callee.recall().map(|_| ())?,
+        }
+        Ok("ok".into())
+    }
+
+    fn double_counter(key: String) -> Result<u64, CallError> {
+        Counter::new(&key).double()
+    }
+
+    fn post_notes(target: String, first: u32, count: u32, retire_every: u32) -> Result<(), CallError> {
+        let callee = ProbeProxy::new(&target);
+        for n in first..first + count {
+            let retire = retire_every != 0 && n % retire_every == 0;
+            callee.send_note(n, retire)?;
+        }
+        Ok(())
+    }
+
+    fn note(n: u32, retire: bool) {
+        let key = grove_guest::self_key();
+        let mut notes: Vec<u32> = state::load(TABLE, &key, Some("notes"))
+            .expect("load")
+            .unwrap_or_default();
+        notes.push(n);
+        state::save(TABLE, &key, Some("notes"), &notes).expect("save");
+        if retire {
+            grove_guest::deactivate_after_turn();
+        }
+    }
+
+    fn notes() -> Vec<u32> {
+        state::load(TABLE, &grove_guest::self_key(), Some("notes"))
+            .expect("load")
+            .unwrap_or_default()
+    }
+
+    fn start_reminder(name: String, due_ms: u64, period_ms: Option<u64>) -> Result<(), String> {
+        let due = std::time::Duration::from_millis(due_ms);
+        match period_ms {
+            None => reminder::once(&name, due),
+            Some(p) => reminder::periodic(&name, due, std::time::Duration::from_millis(p)),
+        }
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    fn cancel_reminder(name: String) -> Result<bool, String> {
+        reminder::cancel(&name).map_err(|e| format!("{e:?}"))
+    }
+
+    fn reminders(name: String) -> Vec<u64> {
+        state::load("probe-reminders", &grove_guest::self_key(), Some(&name))
+            .expect("load")
+            .unwrap_or_default()
     }
 }
 
