@@ -48,6 +48,7 @@ pub fn config() -> HostConfig {
         idle_timeout: Duration::from_secs(60),
         mailbox_capacity: 256,
         compile_cache: Some(compile_cache()),
+        call_timeout: Duration::from_secs(10),
     }
 }
 
@@ -63,4 +64,41 @@ pub fn host_with(config: HostConfig, state: StateStore) -> Host {
         host.load_plugin(&plugin(name)).unwrap();
     }
     host
+}
+
+/// Calls `function` on `actor` with arguments written in WAVE and returns the
+/// result in WAVE (`()` for none), or the error's kind and message.
+pub async fn call(host: &Host, actor: &str, function: &str, args: &[&str]) -> Result<String, String> {
+    let actor: grove_host::ActorRef = actor.parse().unwrap();
+    let plugin = host.plugin(&actor.actor_type).map_err(|e| e.kind().to_owned())?;
+    let (_, func) = plugin
+        .function(function)
+        .unwrap_or_else(|| panic!("{actor} has no function {function}"));
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let args = grove_host::values::args_from_wave(func, &args).unwrap();
+    match host.call(&actor, function, args).await {
+        Ok(Some(v)) => Ok(grove_host::values::to_wave(&v).unwrap()),
+        Ok(None) => Ok("()".into()),
+        Err(e) => Err(format!("{}: {e}", e.kind())),
+    }
+}
+
+/// Like [`call`], for calls that must succeed.
+pub async fn ok(host: &Host, actor: &str, function: &str, args: &[&str]) -> String {
+    call(host, actor, function, args)
+        .await
+        .unwrap_or_else(|e| panic!("{actor}.{function}: {e}"))
+}
+
+/// Waits (up to `timeout`) until `check` holds.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

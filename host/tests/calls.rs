@@ -1,0 +1,157 @@
+//! Typed calls between actors through proxies: results and errors as WIT
+//! values, call cycles, deadlines, timeouts and one-way sends.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ok;
+use grove_host::state::StateStore;
+use grove_host::Host;
+
+fn host_with(plugins: &[&str]) -> Host {
+    let host = Host::new(common::config(), StateStore::memory()).unwrap();
+    for name in plugins {
+        host.load_plugin(&common::plugin(name)).unwrap();
+    }
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_actor_calls_another_with_typed_values() {
+    let host = host_with(&["player"]);
+    ok(&host, "player/ayla", "create", &[r#""Ayla""#, "warrior", "3"]).await;
+    ok(&host, "player/bren", "create", &[r#""Bren""#, "mage", "5"]).await;
+    ok(&host, "player/bren", "give", &[r#"["staff", "cloak"]"#]).await;
+
+    // A variant carrying a record goes in; a result holding a record with an
+    // enum, options and a list comes back.
+    let after = ok(
+        &host,
+        "player/ayla",
+        "attack",
+        &[r#""bren""#, r#"spell({name: "fireball", power: 40})"#],
+    )
+    .await;
+    assert_eq!(
+        after,
+        r#"ok({name: "Bren", class: mage, level: 5, hp: 130, items: ["staff", "cloak"]})"#
+    );
+    let after = ok(&host, "player/bren", "attack", &[r#""ayla""#, "melee(200)"]).await;
+    assert!(after.contains("hp: -70"), "{after}");
+
+    // The callee's own error type arrives intact, nested in the caller's.
+    let refused = ok(&host, "player/bren", "attack", &[r#""ayla""#, "miss"]).await;
+    assert_eq!(refused, r#"err(refused(defeated("Ayla")))"#);
+    let refused = ok(&host, "player/ayla", "attack", &[r#""nobody""#, "miss"]).await;
+    assert_eq!(refused, "err(refused(unknown))");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cycle_fails_at_once_with_reentrancy() {
+    let host = host_with(&["probe"]);
+    // A chain without a cycle goes through.
+    assert_eq!(
+        ok(&host, "probe/a", "relay", &[r#"["b", "c"]"#]).await,
+        r#"ok(["a", "b", "c"])"#
+    );
+    // a → b → a: the call into a fails at b, and a's own call returns that.
+    let started = Instant::now();
+    let answer = ok(&host, "probe/a", "relay", &[r#"["b", "a"]"#]).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(answer.starts_with("err(reentrancy("), "{answer}");
+    assert!(answer.contains("probe/a -> probe/b -> probe/a"), "{answer}");
+    // A longer cycle, and an actor calling itself.
+    let answer = ok(&host, "probe/a", "relay", &[r#"["b", "c", "d", "b"]"#]).await;
+    assert!(answer.contains("probe/a -> probe/b -> probe/c -> probe/d -> probe/b"), "{answer}");
+    let answer = ok(&host, "probe/a", "relay", &[r#"["a"]"#]).await;
+    assert!(answer.starts_with("err(reentrancy("), "{answer}");
+    // Every actor on the cycle is still answering.
+    for key in ["a", "b", "c", "d"] {
+        ok(&host, &format!("probe/{key}"), "relay", &["[]"]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_callee_reaches_the_caller_as_an_error_value() {
+    let mut config = common::config();
+    config.limits.turn_deadline = Duration::from_millis(400);
+    let host = Host::new(config, StateStore::memory()).unwrap();
+    for name in ["probe", "counter"] {
+        host.load_plugin(&common::plugin(name)).unwrap();
+    }
+    // The caller keeps something in memory: it must survive every failure of
+    // its callee, which shows its own activation never trapped.
+    ok(&host, "probe/caller", "remember", &[r#""still here""#]).await;
+
+    let trapped = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "trap", "none"]).await;
+    assert!(trapped.starts_with("err(trapped("), "{trapped}");
+    assert!(trapped.contains("provoked"), "the callee's panic message: {trapped}");
+
+    let overran = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "spin", "none"]).await;
+    assert!(overran.starts_with("err(deadline-exceeded("), "{overran}");
+
+    let hog = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "hog", "none"]).await;
+    assert!(hog.starts_with("err(out-of-memory("), "{hog}");
+
+    // The caller's own timeout: it gives up long before the callee's deadline.
+    let started = Instant::now();
+    let timed_out = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "spin", "some(50)"]).await;
+    assert!(timed_out.starts_with("err(timeout("), "{timed_out}");
+    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+
+    let missing = ok(&host, "probe/caller", "double-counter", &[r#""7""#]).await;
+    assert!(missing.starts_with("err(unknown-function("), "{missing}");
+    assert!(missing.contains("double"), "{missing}");
+
+    assert_eq!(
+        ok(&host, "probe/caller", "provoke", &[r#""victim""#, "behave", "none"]).await,
+        r#"ok("ok")"#
+    );
+    assert_eq!(
+        ok(&host, "probe/caller", "recall", &[]).await,
+        r#"some("still here")"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_an_actor_type_nobody_provides_is_an_error_value() {
+    let host = host_with(&["player"]);
+    ok(&host, "player/ayla", "create", &[r#""Ayla""#, "rogue", "1"]).await;
+    let answer = ok(&host, "player/ayla", "join-guild", &[r#""oak""#, "none"]).await;
+    assert!(answer.contains("UnknownActorType"), "{answer}");
+    assert!(answer.contains("guild"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_way_sends_arrive_in_order_even_across_deactivations() {
+    let host = host_with(&["probe"]);
+    // Every 7th note makes the receiver deactivate, so later notes race with
+    // its deactivation and are handed to its next activation.
+    ok(&host, "probe/sender", "post-notes", &[r#""receiver""#, "0", "300", "7"]).await;
+    ok(&host, "probe/sender", "post-notes", &[r#""receiver""#, "300", "100", "0"]).await;
+    let expected: Vec<String> = (0..400).map(|n| n.to_string()).collect();
+    let expected = format!("[{}]", expected.join(", "));
+    let started = Instant::now();
+    let notes = loop {
+        let notes = ok(&host, "probe/receiver", "notes", &[]).await;
+        if notes.matches(',').count() >= 399 || started.elapsed() > Duration::from_secs(20) {
+            break notes;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(notes, expected);
+    let counts = ok(&host, "probe/receiver", "lifecycle-counts", &[]).await;
+    let activations: u32 = counts
+        .trim_start_matches('(')
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(activations > 40, "the receiver was activated {activations} times");
+}
