@@ -177,10 +177,10 @@ impl Activation {
         };
         activation.begin_turn();
         if let Err(e) = on_activate.call_async(&mut activation.store, ()).await {
-            return Err(failed(format!(
-                "on-activate failed: {}",
-                activation.classify("on-activate", e)
-            )));
+            return Err(match activation.classify("on-activate", e) {
+                unavailable @ CallError::StateUnavailable { .. } => unavailable,
+                other => failed(format!("on-activate failed: {other}")),
+            });
         }
         tracing::debug!(actor = %activation.actor, "activated");
         Ok(activation)

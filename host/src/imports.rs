@@ -158,7 +158,15 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<Activat
 impl ActivationState {
     /// Hands a state result to the guest, noting an unavailable backend so
     /// that a turn failing because of it is reported as such.
-    fn state_result<T>(&mut self, r: Result<T, StateError>) -> Result<T, wit::StateError> {
+    ///
+    /// Time spent waiting for the backend does not count against the turn
+    /// deadline, which limits the guest's own running time.
+    fn state_result<T>(
+        &mut self,
+        started: Instant,
+        r: Result<T, StateError>,
+    ) -> Result<T, wit::StateError> {
+        self.turn_deadline += started.elapsed();
         r.map_err(|e| match e {
             StateError::Unavailable(m) => {
                 self.state_failure = Some(m.clone());
@@ -197,9 +205,10 @@ impl grove::actor::host::Host for ActivationState {
         key1: String,
         key2: Option<String>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wit::StateError>> {
+        let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
         let r = self.state.get(key).await;
-        Ok(self.state_result(r))
+        Ok(self.state_result(started, r))
     }
 
     async fn state_put(
@@ -209,9 +218,10 @@ impl grove::actor::host::Host for ActivationState {
         key2: Option<String>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wit::StateError>> {
+        let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
         let r = self.state.put(key, value).await;
-        Ok(self.state_result(r))
+        Ok(self.state_result(started, r))
     }
 
     async fn state_delete(
@@ -220,9 +230,10 @@ impl grove::actor::host::Host for ActivationState {
         key1: String,
         key2: Option<String>,
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
+        let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
         let r = self.state.delete(key).await;
-        Ok(self.state_result(r))
+        Ok(self.state_result(started, r))
     }
 
     async fn state_list(
@@ -230,8 +241,9 @@ impl grove::actor::host::Host for ActivationState {
         table: String,
         key1: String,
     ) -> wasmtime::Result<Result<Vec<wit::Row>, wit::StateError>> {
+        let started = Instant::now();
         let rows = self.state.list(&self.actor.actor_type, &table, &key1).await;
-        Ok(self.state_result(rows).map(|rows| {
+        Ok(self.state_result(started, rows).map(|rows| {
             rows.into_iter()
                 .map(|r| wit::Row {
                     key2: r.key2,
@@ -277,6 +289,7 @@ impl grove::actor::host::Host for ActivationState {
         period_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), wit::StateError>> {
         self.host.run_reminders();
+        let started = Instant::now();
         let r = self
             .host
             .reminders()
@@ -287,15 +300,16 @@ impl grove::actor::host::Host for ActivationState {
                 period_ms.map(Duration::from_millis),
             )
             .await;
-        Ok(self.state_result(r))
+        Ok(self.state_result(started, r))
     }
 
     async fn cancel_reminder(
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
+        let started = Instant::now();
         let r = self.host.reminders().cancel(&self.actor, &name).await;
-        Ok(self.state_result(r))
+        Ok(self.state_result(started, r))
     }
 
     async fn deactivate_after_turn(&mut self) -> wasmtime::Result<()> {

@@ -2,6 +2,8 @@
 //! and hosts configured for fast tests.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
