@@ -74,7 +74,7 @@ pub(crate) struct Inner {
     rejected: RwLock<Vec<PluginError>>,
     directory: DashMap<ActorRef, ActivationHandle>,
     state: StateStore,
-    reminders: Reminders,
+    reminders: Arc<Reminders>,
     reminders_started: AtomicBool,
     next_id: AtomicU64,
     shutting_down: AtomicBool,
@@ -104,7 +104,7 @@ impl Host {
                 plugins: RwLock::default(),
                 rejected: RwLock::default(),
                 directory: DashMap::new(),
-                reminders: Reminders::new(state.clone()),
+                reminders: Arc::default(),
                 reminders_started: AtomicBool::new(false),
                 state,
                 next_id: AtomicU64::new(1),
@@ -134,7 +134,11 @@ impl Host {
         self.run_reminders();
         let mut loaded = 0;
         for plugin in self.plugins() {
-            loaded += self.inner.reminders.load(&plugin.actor_type).await?;
+            loaded += self
+                .inner
+                .reminders
+                .load(&self.inner.state, &plugin.actor_type)
+                .await?;
         }
         Ok(loaded)
     }
@@ -142,7 +146,8 @@ impl Host {
     /// Starts the task firing reminders, unless it runs already.
     pub(crate) fn run_reminders(&self) {
         if !self.inner.reminders_started.swap(true, Ordering::Relaxed) {
-            tokio::spawn(Reminders::run(Arc::downgrade(&self.inner)));
+            let reminders = self.inner.reminders.clone();
+            tokio::spawn(reminders.run(Arc::downgrade(&self.inner)));
         }
     }
 
@@ -415,7 +420,9 @@ impl Host {
     /// message sent later.
     pub(crate) fn hand_over(&self, actor: &ActorRef, id: u64, left: Vec<Envelope>) {
         let Entry::Occupied(mut entry) = self.inner.directory.entry(actor.clone()) else {
-            return left.into_iter().for_each(|e| e.fail(CallError::ShuttingDown));
+            return left
+                .into_iter()
+                .for_each(|e| e.fail(CallError::ShuttingDown));
         };
         if entry.get().id != id {
             return;
@@ -467,6 +474,7 @@ impl Host {
     /// `on-deactivate`); returns when all have finished.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
+        self.inner.reminders.wake();
         let mailboxes: Vec<_> = self
             .inner
             .directory

@@ -294,6 +294,7 @@ impl grove::actor::host::Host for ActivationState {
             .host
             .reminders()
             .set(
+                &self.state,
                 &self.actor,
                 &name,
                 Duration::from_millis(due_ms),
@@ -308,7 +309,11 @@ impl grove::actor::host::Host for ActivationState {
         name: String,
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
         let started = Instant::now();
-        let r = self.host.reminders().cancel(&self.actor, &name).await;
+        let r = self
+            .host
+            .reminders()
+            .cancel(&self.state, &self.actor, &name)
+            .await;
         Ok(self.state_result(started, r))
     }
 

@@ -144,7 +144,11 @@ pub(crate) fn define_imports(
                 ComponentItem::Resource(_) => resources.push(export.to_owned()),
                 ComponentItem::ComponentFunc(f) => funcs.push((export.to_owned(), f)),
                 ComponentItem::Type(_) => {}
-                _ => return Err(format!("proxy `{name}` exports `{export}`, which is not a resource or method")),
+                _ => {
+                    return Err(format!(
+                        "proxy `{name}` exports `{export}`, which is not a resource or method"
+                    ))
+                }
             }
         }
         let mut inst = linker
@@ -237,7 +241,9 @@ fn construct(
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
     let Some(Val::String(key)) = params.first() else {
-        return Err(wasmtime::Error::msg("proxy constructor takes the actor's key"));
+        return Err(wasmtime::Error::msg(
+            "proxy constructor takes the actor's key",
+        ));
     };
     let proxy = ProxyRef {
         target: ActorRef {
@@ -252,9 +258,14 @@ fn construct(
     Ok(())
 }
 
-fn proxy_rep(store: &mut StoreContextMut<'_, ActivationState>, params: &[Val]) -> wasmtime::Result<u32> {
+fn proxy_rep(
+    store: &mut StoreContextMut<'_, ActivationState>,
+    params: &[Val],
+) -> wasmtime::Result<u32> {
     let Some(Val::Resource(any)) = params.first() else {
-        return Err(wasmtime::Error::msg("proxy method called without its handle"));
+        return Err(wasmtime::Error::msg(
+            "proxy method called without its handle",
+        ));
     };
     let any: ResourceAny = *any;
     Ok(ResourceDynamic::try_from_resource_any(any, &mut *store)?.rep())
@@ -327,9 +338,14 @@ mod tests {
         let b_to_c = extend_chain(&a_to_b, &r("b/1"), &r("c/1")).unwrap();
         let err = extend_chain(&b_to_c, &r("c/1"), &r("a/1")).unwrap_err();
         assert_eq!(err.kind(), "reentrancy");
-        assert!(err.to_string().contains("a/1 -> b/1 -> c/1 -> a/1"), "{err}");
+        assert!(
+            err.to_string().contains("a/1 -> b/1 -> c/1 -> a/1"),
+            "{err}"
+        );
         assert_eq!(
-            extend_chain(&None, &r("a/1"), &r("a/1")).unwrap_err().kind(),
+            extend_chain(&None, &r("a/1"), &r("a/1"))
+                .unwrap_err()
+                .kind(),
             "reentrancy"
         );
         // Another key of the same type is another actor.
@@ -340,8 +356,8 @@ mod tests {
     fn chains_have_a_depth_limit() {
         let mut chain = None;
         for i in 0..MAX_CHAIN_DEPTH {
-            chain = extend_chain(&chain, &r(&format!("a/{i}")), &r(&format!("a/{}", i + 1)))
-                .unwrap();
+            chain =
+                extend_chain(&chain, &r(&format!("a/{i}")), &r(&format!("a/{}", i + 1))).unwrap();
         }
         let err = extend_chain(&chain, &r("a/x"), &r("a/y")).unwrap_err();
         assert_eq!(err.kind(), "chain-too-deep");

@@ -107,7 +107,9 @@ pub fn from_wit(paths: &[&Path], interface: Option<&str>) -> anyhow::Result<Stri
 }
 
 fn is_actor_interface(resolve: &Resolve, id: InterfaceId) -> bool {
-    resolve.id_of(id).is_some_and(|name| name != LIFECYCLE_INTERFACE)
+    resolve
+        .id_of(id)
+        .is_some_and(|name| name != LIFECYCLE_INTERFACE)
 }
 
 fn is_grove_types(resolve: &Resolve, owner: TypeOwner) -> bool {
@@ -119,7 +121,11 @@ fn is_grove_types(resolve: &Resolve, owner: TypeOwner) -> bool {
         return false;
     };
     let name = &resolve.packages[package].name;
-    (name.namespace.as_str(), name.name.as_str(), iface.name.as_deref()) == (GROVE_TYPES.0, GROVE_TYPES.1, Some(GROVE_TYPES.2))
+    (
+        name.namespace.as_str(),
+        name.name.as_str(),
+        iface.name.as_deref(),
+    ) == (GROVE_TYPES.0, GROVE_TYPES.1, Some(GROVE_TYPES.2))
 }
 
 /// Named types a proxy needs, in an order where each comes after those it uses.
@@ -216,10 +222,46 @@ impl Needed {
 
 /// WIT keywords that must be written `%name` when used as identifiers.
 const KEYWORDS: &[&str] = &[
-    "as", "async", "bool", "borrow", "char", "constructor", "enum", "export", "f32", "f64",
-    "flags", "from", "func", "future", "import", "include", "interface", "list", "option",
-    "own", "package", "record", "resource", "result", "s16", "s32", "s64", "s8", "static",
-    "stream", "string", "tuple", "type", "u16", "u32", "u64", "u8", "use", "variant", "with",
+    "as",
+    "async",
+    "bool",
+    "borrow",
+    "char",
+    "constructor",
+    "enum",
+    "export",
+    "f32",
+    "f64",
+    "flags",
+    "from",
+    "func",
+    "future",
+    "import",
+    "include",
+    "interface",
+    "list",
+    "option",
+    "own",
+    "package",
+    "record",
+    "resource",
+    "result",
+    "s16",
+    "s32",
+    "s64",
+    "s8",
+    "static",
+    "stream",
+    "string",
+    "tuple",
+    "type",
+    "u16",
+    "u32",
+    "u64",
+    "u8",
+    "use",
+    "variant",
+    "with",
     "world",
 ];
 
@@ -254,18 +296,27 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
     let mut needed = Needed::default();
     for f in iface.functions.values() {
         if !matches!(f.kind, wit_parser::FunctionKind::Freestanding) {
-            bail!("`{}` is not a plain function; actor interfaces hold only functions", f.name);
+            bail!(
+                "`{}` is not a plain function; actor interfaces hold only functions",
+                f.name
+            );
         }
         for p in &f.params {
-            needed.visit(resolve, &p.ty).with_context(|| format!("in `{}`", f.name))?;
+            needed
+                .visit(resolve, &p.ty)
+                .with_context(|| format!("in `{}`", f.name))?;
         }
         if let Some(r) = &f.result {
-            needed.visit(resolve, r).with_context(|| format!("in `{}`", f.name))?;
+            needed
+                .visit(resolve, r)
+                .with_context(|| format!("in `{}`", f.name))?;
         }
     }
     let names: HashSet<&str> = iface.functions.keys().map(String::as_str).collect();
     if needed.names.contains_key(&actor) {
-        bail!("a type is named `{actor}`, like the actor type; the proxy's resource needs that name");
+        bail!(
+            "a type is named `{actor}`, like the actor type; the proxy's resource needs that name"
+        );
     }
     for name in &names {
         if *name == SET_TIMEOUT {
@@ -295,7 +346,11 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "    use grove:actor/types@0.1.0.{{{}}};\n",
-        grove.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
+        grove
+            .iter()
+            .map(|n| ident(n))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for ty in &needed.copied {
         let def = &resolve.types[*ty];
@@ -378,13 +433,20 @@ mod tests {
         )
         .unwrap();
         assert!(wit.contains("package acme:shop-proxy@1.0.0;"), "{wit}");
-        assert!(wit.contains("use grove:actor/types@0.1.0.{call-error};"), "{wit}");
-        assert!(wit.find("enum tag").unwrap() < wit.find("record item").unwrap(), "{wit}");
+        assert!(
+            wit.contains("use grove:actor/types@0.1.0.{call-error};"),
+            "{wit}"
+        );
+        assert!(
+            wit.find("enum tag").unwrap() < wit.find("record item").unwrap(),
+            "{wit}"
+        );
         assert!(wit.contains("resource shop {"), "{wit}");
         assert!(wit.contains(
             "buy: func(item: item, count: option<u32>) -> result<result<u64, string>, call-error>;"
         ));
-        assert!(wit.contains("send-buy: func(item: item, count: option<u32>) -> result<_, call-error>;"));
+        assert!(wit
+            .contains("send-buy: func(item: item, count: option<u32>) -> result<_, call-error>;"));
         assert!(wit.contains("ping: func() -> result<_, call-error>;"));
         // The generated WIT parses.
         let dir = tempfile::tempdir().unwrap();
@@ -397,15 +459,11 @@ mod tests {
 
     #[test]
     fn ambiguous_or_resource_passing_interfaces_are_refused() {
-        let err = proxy(
-            "package acme:x;\ninterface x { go: func(); send-go: func(); }",
-        )
-        .unwrap_err();
+        let err =
+            proxy("package acme:x;\ninterface x { go: func(); send-go: func(); }").unwrap_err();
         assert!(err.to_string().contains("ambiguous"), "{err}");
-        let err = proxy(
-            "package acme:y;\ninterface y { resource r; take: func(r: r); }",
-        )
-        .unwrap_err();
+        let err =
+            proxy("package acme:y;\ninterface y { resource r; take: func(r: r); }").unwrap_err();
         assert!(format!("{err:#}").contains("resource"), "{err:#}");
     }
 }

@@ -15,7 +15,7 @@
 //!   set it again meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -131,9 +131,10 @@ impl Schedule {
     }
 }
 
-/// The reminders of one host.
+/// The reminders of one host: the schedule. The rows are in the host's state
+/// store, passed in by the host.
+#[derive(Default)]
 pub(crate) struct Reminders {
-    store: StateStore,
     schedule: Mutex<Schedule>,
     changed: Notify,
 }
@@ -156,14 +157,6 @@ fn parse_key2(key2: &str) -> Option<(&str, &str)> {
 }
 
 impl Reminders {
-    pub(crate) fn new(store: StateStore) -> Self {
-        Reminders {
-            store,
-            schedule: Mutex::default(),
-            changed: Notify::new(),
-        }
-    }
-
     fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -171,6 +164,7 @@ impl Reminders {
     /// Stores and schedules a reminder for `actor`.
     pub(crate) async fn set(
         &self,
+        store: &StateStore,
         actor: &ActorRef,
         name: &str,
         due: Duration,
@@ -189,29 +183,41 @@ impl Reminders {
         };
         let key2 = row_key2(actor, name);
         let value = serde_json::to_vec(&stored).expect("a reminder serializes");
-        self.store.put(row(actor, &key2), value).await?;
-        self.schedule().insert((actor.clone(), name.to_owned()), stored);
+        store.put(row(actor, &key2), value).await?;
+        self.schedule()
+            .insert((actor.clone(), name.to_owned()), stored);
         self.changed.notify_one();
         Ok(())
     }
 
     /// Deletes a reminder; returns whether it existed.
-    pub(crate) async fn cancel(&self, actor: &ActorRef, name: &str) -> Result<bool, StateError> {
+    pub(crate) async fn cancel(
+        &self,
+        store: &StateStore,
+        actor: &ActorRef,
+        name: &str,
+    ) -> Result<bool, StateError> {
         let key2 = row_key2(actor, name);
-        let existed = self.store.delete(row(actor, &key2)).await?;
+        let existed = store.delete(row(actor, &key2)).await?;
         let scheduled = self.schedule().remove(&(actor.clone(), name.to_owned()));
         Ok(existed || scheduled)
     }
 
     /// Loads the stored reminders of `actor_type` into the schedule.
-    pub(crate) async fn load(&self, actor_type: &str) -> Result<usize, StateError> {
-        let rows = self.store.list(NAMESPACE, TABLE, actor_type).await?;
+    pub(crate) async fn load(
+        &self,
+        store: &StateStore,
+        actor_type: &str,
+    ) -> Result<usize, StateError> {
+        let rows = store.list(NAMESPACE, TABLE, actor_type).await?;
         let mut loaded = 0;
         let mut schedule = self.schedule();
         for row in rows {
-            let parsed = row.key2.as_deref().and_then(parse_key2).zip(
-                serde_json::from_slice::<Stored>(&row.value).ok(),
-            );
+            let parsed = row
+                .key2
+                .as_deref()
+                .and_then(parse_key2)
+                .zip(serde_json::from_slice::<Stored>(&row.value).ok());
             let Some(((key, name), stored)) = parsed else {
                 tracing::warn!(actor_type, key2 = ?row.key2, "skipping an unreadable reminder row");
                 continue;
@@ -227,28 +233,34 @@ impl Reminders {
         Ok(loaded)
     }
 
-    /// Runs the schedule until the host is gone, delivering due reminders.
-    pub(crate) async fn run(host: Weak<crate::host::Inner>) {
+    /// Wakes the schedule, e.g. to let it see that the host shuts down.
+    pub(crate) fn wake(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Runs the schedule until the host shuts down or is gone, delivering
+    /// due reminders. Holds the host only while delivering.
+    pub(crate) async fn run(self: Arc<Self>, host: Weak<crate::host::Inner>) {
         loop {
-            let Some(host) = host.upgrade().map(Host::from_inner) else {
-                return;
-            };
-            if host.is_shutting_down() {
-                return;
+            let changed = self.changed.notified();
+            {
+                let Some(host) = host.upgrade().map(Host::from_inner) else {
+                    return;
+                };
+                if host.is_shutting_down() {
+                    return;
+                }
+                let due = self.schedule().take_due(now_ms());
+                for (key, generation, one_shot) in due {
+                    tokio::spawn(fire(host.clone(), key, generation, one_shot));
+                }
             }
-            let reminders = host.reminders();
-            let due = reminders.schedule().take_due(now_ms());
-            for (key, generation, one_shot) in due {
-                tokio::spawn(fire(host.clone(), key, generation, one_shot));
-            }
-            let wait = reminders
+            let wait = self
                 .schedule()
                 .next_due()
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
-            // Holding the host here delays its drop by a second at most.
-            let changed = reminders.changed.notified();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = changed => {}
@@ -314,7 +326,7 @@ async fn fire(host: Host, (actor, name): Key, generation: u64, one_shot: bool) {
     };
     if finished_one_shot {
         let key2 = row_key2(&key.0, &key.1);
-        if let Err(error) = reminders.store.delete(row(&key.0, &key2)).await {
+        if let Err(error) = host.state().delete(row(&key.0, &key2)).await {
             tracing::warn!(actor = %key.0, reminder = %key.1, %error, "could not delete a fired reminder");
         }
     }

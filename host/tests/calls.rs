@@ -20,7 +20,13 @@ fn host_with(plugins: &[&str]) -> Host {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_actor_calls_another_with_typed_values() {
     let host = host_with(&["player"]);
-    ok(&host, "player/ayla", "create", &[r#""Ayla""#, "warrior", "3"]).await;
+    ok(
+        &host,
+        "player/ayla",
+        "create",
+        &[r#""Ayla""#, "warrior", "3"],
+    )
+    .await;
     ok(&host, "player/bren", "create", &[r#""Bren""#, "mage", "5"]).await;
     ok(&host, "player/bren", "give", &[r#"["staff", "cloak"]"#]).await;
 
@@ -67,7 +73,10 @@ async fn a_call_cycle_fails_at_once_with_reentrancy() {
     assert!(answer.contains("probe/a -> probe/b -> probe/a"), "{answer}");
     // A longer cycle, and an actor calling itself.
     let answer = ok(&host, "probe/a", "relay", &[r#"["b", "c", "d", "b"]"#]).await;
-    assert!(answer.contains("probe/a -> probe/b -> probe/c -> probe/d -> probe/b"), "{answer}");
+    assert!(
+        answer.contains("probe/a -> probe/b -> probe/c -> probe/d -> probe/b"),
+        "{answer}"
+    );
     let answer = ok(&host, "probe/a", "relay", &[r#"["a"]"#]).await;
     assert!(answer.starts_with("err(reentrancy("), "{answer}");
     // Every actor on the cycle is still answering.
@@ -88,28 +97,65 @@ async fn a_failing_callee_reaches_the_caller_as_an_error_value() {
     // its callee, which shows its own activation never trapped.
     ok(&host, "probe/caller", "remember", &[r#""still here""#]).await;
 
-    let trapped = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "trap", "none"]).await;
+    let trapped = ok(
+        &host,
+        "probe/caller",
+        "provoke",
+        &[r#""victim""#, "trap", "none"],
+    )
+    .await;
     assert!(trapped.starts_with("err(trapped("), "{trapped}");
-    assert!(trapped.contains("provoked"), "the callee's panic message: {trapped}");
+    assert!(
+        trapped.contains("provoked"),
+        "the callee's panic message: {trapped}"
+    );
 
-    let overran = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "spin", "none"]).await;
+    let overran = ok(
+        &host,
+        "probe/caller",
+        "provoke",
+        &[r#""victim""#, "spin", "none"],
+    )
+    .await;
     assert!(overran.starts_with("err(deadline-exceeded("), "{overran}");
 
-    let hog = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "hog", "none"]).await;
+    let hog = ok(
+        &host,
+        "probe/caller",
+        "provoke",
+        &[r#""victim""#, "hog", "none"],
+    )
+    .await;
     assert!(hog.starts_with("err(out-of-memory("), "{hog}");
 
     // The caller's own timeout: it gives up long before the callee's deadline.
     let started = Instant::now();
-    let timed_out = ok(&host, "probe/caller", "provoke", &[r#""victim""#, "spin", "some(50)"]).await;
+    let timed_out = ok(
+        &host,
+        "probe/caller",
+        "provoke",
+        &[r#""victim""#, "spin", "some(50)"],
+    )
+    .await;
     assert!(timed_out.starts_with("err(timeout("), "{timed_out}");
-    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
 
     let missing = ok(&host, "probe/caller", "double-counter", &[r#""7""#]).await;
     assert!(missing.starts_with("err(unknown-function("), "{missing}");
     assert!(missing.contains("double"), "{missing}");
 
     assert_eq!(
-        ok(&host, "probe/caller", "provoke", &[r#""victim""#, "behave", "none"]).await,
+        ok(
+            &host,
+            "probe/caller",
+            "provoke",
+            &[r#""victim""#, "behave", "none"]
+        )
+        .await,
         r#"ok("ok")"#
     );
     assert_eq!(
@@ -132,8 +178,20 @@ async fn one_way_sends_arrive_in_order_even_across_deactivations() {
     let host = host_with(&["probe"]);
     // Every 7th note makes the receiver deactivate, so later notes race with
     // its deactivation and are handed to its next activation.
-    ok(&host, "probe/sender", "post-notes", &[r#""receiver""#, "0", "300", "7"]).await;
-    ok(&host, "probe/sender", "post-notes", &[r#""receiver""#, "300", "100", "0"]).await;
+    ok(
+        &host,
+        "probe/sender",
+        "post-notes",
+        &[r#""receiver""#, "0", "300", "7"],
+    )
+    .await;
+    ok(
+        &host,
+        "probe/sender",
+        "post-notes",
+        &[r#""receiver""#, "300", "100", "0"],
+    )
+    .await;
     let expected: Vec<String> = (0..400).map(|n| n.to_string()).collect();
     let expected = format!("[{}]", expected.join(", "));
     let started = Instant::now();
@@ -153,5 +211,8 @@ async fn one_way_sends_arrive_in_order_even_across_deactivations() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(activations > 40, "the receiver was activated {activations} times");
+    assert!(
+        activations > 40,
+        "the receiver was activated {activations} times"
+    );
 }

@@ -34,14 +34,20 @@ async fn contract(store: StateStore) {
         ("4", Some("2"), "y"),
         ("42", Some("sword"), "3"),
     ] {
-        store.put(key("inv", k1, k2), v.as_bytes().to_vec()).await.unwrap();
+        store
+            .put(key("inv", k1, k2), v.as_bytes().to_vec())
+            .await
+            .unwrap();
     }
     assert_eq!(
         store.get(key("inv", "42", Some("sword"))).await.unwrap(),
         Some(b"3".to_vec())
     );
     // The row without a key2 and the row with an empty key2 are different rows.
-    assert_eq!(store.get(key("inv", "42", None)).await.unwrap(), Some(b"meta".to_vec()));
+    assert_eq!(
+        store.get(key("inv", "42", None)).await.unwrap(),
+        Some(b"meta".to_vec())
+    );
     assert_eq!(
         store.get(key("inv", "42", Some(""))).await.unwrap(),
         Some(b"empty key2".to_vec())
@@ -50,7 +56,12 @@ async fn contract(store: StateStore) {
     let keys: Vec<_> = rows.iter().map(|r| r.key2.clone()).collect();
     assert_eq!(
         keys,
-        vec![None, Some("".into()), Some("axe".into()), Some("sword".into())]
+        vec![
+            None,
+            Some("".into()),
+            Some("axe".into()),
+            Some("sword".into())
+        ]
     );
     assert_eq!(rows[0].value, b"meta");
 
@@ -64,7 +75,12 @@ async fn contract(store: StateStore) {
     let odd = key("inv", "a{b}%/c", Some("\\x"));
     store.put(odd, b"odd".to_vec()).await.unwrap();
     assert_eq!(store.get(odd).await.unwrap(), Some(b"odd".to_vec()));
-    assert_eq!(store.list("player", "inv", "a{b}%/c").await.unwrap()[0].key2.as_deref(), Some("\\x"));
+    assert_eq!(
+        store.list("player", "inv", "a{b}%/c").await.unwrap()[0]
+            .key2
+            .as_deref(),
+        Some("\\x")
+    );
 
     assert!(store.delete(key("inv", "42", Some("axe"))).await.unwrap());
     assert!(!store.delete(key("inv", "42", Some("axe"))).await.unwrap());
@@ -81,7 +97,10 @@ async fn contract(store: StateStore) {
         Err(StateError::TooLarge(_))
     ));
     // The rejected write changed nothing.
-    assert_eq!(store.get(key("inv", "42", None)).await.unwrap(), Some(b"meta".to_vec()));
+    assert_eq!(
+        store.get(key("inv", "42", None)).await.unwrap(),
+        Some(b"meta".to_vec())
+    );
 
     // Many writes at once are all acknowledged and all there.
     let mut writes = Vec::new();
@@ -89,7 +108,9 @@ async fn contract(store: StateStore) {
         let store = store.clone();
         writes.push(tokio::spawn(async move {
             let k2 = i.to_string();
-            store.put(key("bulk", "1", Some(&k2)), k2.clone().into_bytes()).await
+            store
+                .put(key("bulk", "1", Some(&k2)), k2.clone().into_bytes())
+                .await
         }));
     }
     for w in writes {
@@ -121,10 +142,16 @@ async fn embedded_backend_survives_reopening() {
     let path = dir.path().join("state.redb");
     {
         let store = StateStore::open_embedded(&path).unwrap();
-        store.put(key("t", "k", None), b"kept".to_vec()).await.unwrap();
+        store
+            .put(key("t", "k", None), b"kept".to_vec())
+            .await
+            .unwrap();
     }
     let store = StateStore::open_embedded(&path).unwrap();
-    assert_eq!(store.get(key("t", "k", None)).await.unwrap(), Some(b"kept".to_vec()));
+    assert_eq!(
+        store.get(key("t", "k", None)).await.unwrap(),
+        Some(b"kept".to_vec())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,8 +162,14 @@ async fn actor_state_lands_in_redis_in_the_documented_layout() {
     common::ok(&host, "counter/7", "add", &["5"]).await;
     // One hash per (table, key1), hash-tagged by actor type and key1; the
     // counter keeps its value in the row without a key2 (field "").
-    assert_eq!(redis.cli(&["HGET", "grove:{counter/7}:counter", ""]).trim(), "5");
-    assert_eq!(redis.cli(&["CLUSTER", "KEYSLOT", "grove:{counter/7}:counter"]), redis.cli(&["CLUSTER", "KEYSLOT", "grove:{counter/7}:other-table"]));
+    assert_eq!(
+        redis.cli(&["HGET", "grove:{counter/7}:counter", ""]).trim(),
+        "5"
+    );
+    assert_eq!(
+        redis.cli(&["CLUSTER", "KEYSLOT", "grove:{counter/7}:counter"]),
+        redis.cli(&["CLUSTER", "KEYSLOT", "grove:{counter/7}:other-table"])
+    );
     host.shutdown().await;
     // A new host on the same Redis sees the state.
     let host = common::host_with(common::config(), state);
@@ -156,8 +189,13 @@ async fn a_redis_outage_loses_no_acknowledged_write_and_heals_by_itself() {
     // 8 counters, each added to by its own loop of calls.
     let mut loops = Vec::new();
     for i in 0..8 {
-        let (host, acked, failed, kinds, stop) =
-            (host.clone(), acked.clone(), failed.clone(), kinds.clone(), stop.clone());
+        let (host, acked, failed, kinds, stop) = (
+            host.clone(),
+            acked.clone(),
+            failed.clone(),
+            kinds.clone(),
+            stop.clone(),
+        );
         loops.push(tokio::spawn(async move {
             let actor = ActorRef::new("counter", &i.to_string());
             let mut mine = 0u64;
@@ -185,18 +223,30 @@ async fn a_redis_outage_loses_no_acknowledged_write_and_heals_by_itself() {
     assert!(down_at > 0, "no write succeeded before the outage");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // While Redis is down, calls fail with a clear error and the host lives on.
-    assert!(failed.load(Ordering::Relaxed) > 0, "no call failed during the outage");
+    assert!(
+        failed.load(Ordering::Relaxed) > 0,
+        "no call failed during the outage"
+    );
     let during = common::call(&host, "counter/outage-probe", "add", &["1"]).await;
     let during = during.unwrap_err();
-    assert!(during.contains("state") && during.contains("redis"), "{during}");
-    assert_eq!(common::ok(&host, "probe/p", "relay", &["[]"]).await, r#"ok(["p"])"#);
+    assert!(
+        during.contains("state") && during.contains("redis"),
+        "{during}"
+    );
+    assert_eq!(
+        common::ok(&host, "probe/p", "relay", &["[]"]).await,
+        r#"ok(["p"])"#
+    );
     assert!(host.is_active(&"probe/p".parse().unwrap()));
 
     redis.restart();
     let healed = Instant::now();
     let before = acked.load(Ordering::Relaxed);
     while acked.load(Ordering::Relaxed) < before + 100 {
-        assert!(healed.elapsed() < Duration::from_secs(15), "the host did not recover");
+        assert!(
+            healed.elapsed() < Duration::from_secs(15),
+            "the host did not recover"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -205,10 +255,7 @@ async fn a_redis_outage_loses_no_acknowledged_write_and_heals_by_itself() {
         per_counter.push(l.await.unwrap());
     }
     let kinds = kinds.lock().unwrap().clone();
-    assert!(
-        kinds.iter().all(|k| k == "state-unavailable"),
-        "{kinds:?}"
-    );
+    assert!(kinds.iter().all(|k| k == "state-unavailable"), "{kinds:?}");
     // Every acknowledged add is in Redis, read back by a fresh host.
     host.shutdown().await;
     let fresh = common::host_with(common::config(), state);
@@ -217,6 +264,9 @@ async fn a_redis_outage_loses_no_acknowledged_write_and_heals_by_itself() {
             .await
             .parse()
             .unwrap();
-        assert!(value >= mine, "counter/{i}: {value} stored, {mine} acknowledged");
+        assert!(
+            value >= mine,
+            "counter/{i}: {value} stored, {mine} acknowledged"
+        );
     }
 }

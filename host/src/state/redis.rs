@@ -89,8 +89,8 @@ impl RedisStore {
     /// Connects to the Redis at `url` (`redis://host:port[/db]`). Fails if it
     /// cannot be reached now; once connected, outages are survived.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("bad Redis URL `{url}`: {e}"))?;
+        let client =
+            redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad Redis URL `{url}`: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(1))
             .set_response_timeout(Duration::from_secs(2))
@@ -133,9 +133,11 @@ impl RedisStore {
             .send(write)
             .await
             .map_err(|_| StateError::Unavailable("the Redis writer has stopped".into()))?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StateError::Unavailable("the Redis writer has stopped".into())))
+        answer.await.unwrap_or_else(|_| {
+            Err(StateError::Unavailable(
+                "the Redis writer has stopped".into(),
+            ))
+        })
     }
 
     pub(crate) async fn list(
@@ -177,7 +179,11 @@ async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
             Ok(replies) => {
                 for (w, reply) in batch.drain(..).zip(replies) {
                     // HSET answers 1 for a new field, HDEL 1 for a deleted one.
-                    let existed = if w.value.is_some() { reply == 0 } else { reply == 1 };
+                    let existed = if w.value.is_some() {
+                        reply == 0
+                    } else {
+                        reply == 1
+                    };
                     let _ = w.done.send(Ok(existed));
                 }
             }
@@ -198,7 +204,10 @@ mod tests {
     #[test]
     fn keys_keep_each_actors_rows_in_one_slot_and_fields_round_trip() {
         assert_eq!(group_key("player", "inv", "42"), "grove:{player/42}:inv");
-        assert_eq!(group_key("player", "inv", "a{b}%"), "grove:{player/a%7Bb%7D%25}:inv");
+        assert_eq!(
+            group_key("player", "inv", "a{b}%"),
+            "grove:{player/a%7Bb%7D%25}:inv"
+        );
         for key2 in [None, Some(""), Some("sword"), Some("\\x"), Some("\\")] {
             assert_eq!(key2_of(field(key2)).as_deref(), key2);
         }

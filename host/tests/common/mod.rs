@@ -70,9 +70,16 @@ pub fn host_with(config: HostConfig, state: StateStore) -> Host {
 
 /// Calls `function` on `actor` with arguments written in WAVE and returns the
 /// result in WAVE (`()` for none), or the error's kind and message.
-pub async fn call(host: &Host, actor: &str, function: &str, args: &[&str]) -> Result<String, String> {
+pub async fn call(
+    host: &Host,
+    actor: &str,
+    function: &str,
+    args: &[&str],
+) -> Result<String, String> {
     let actor: grove_host::ActorRef = actor.parse().unwrap();
-    let plugin = host.plugin(&actor.actor_type).map_err(|e| e.kind().to_owned())?;
+    let plugin = host
+        .plugin(&actor.actor_type)
+        .map_err(|e| e.kind().to_owned())?;
     let (_, func) = plugin
         .function(function)
         .unwrap_or_else(|| panic!("{actor} has no function {function}"));

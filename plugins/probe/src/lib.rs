@@ -175,7 +175,12 @@ impl Guest for Probe {
         Counter::new(&key).double()
     }
 
-    fn post_notes(target: String, first: u32, count: u32, retire_every: u32) -> Result<(), CallError> {
+    fn post_notes(
+        target: String,
+        first: u32,
+        count: u32,
+        retire_every: u32,
+    ) -> Result<(), CallError> {
         let callee = ProbeProxy::new(&target);
         for n in first..first + count {
             let retire = retire_every != 0 && n % retire_every == 0;
