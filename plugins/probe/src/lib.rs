@@ -171,6 +171,17 @@ impl Guest for Probe {
         Ok("ok".into())
     }
 
+    fn ping_many(target: String, count: u32) -> Result<Vec<u64>, CallError> {
+        let callee = ProbeProxy::new(&target);
+        let mut took = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let start = std::time::Instant::now();
+            callee.recall()?;
+            took.push(start.elapsed().as_nanos() as u64);
+        }
+        Ok(took)
+    }
+
     fn double_counter(key: String) -> Result<u64, CallError> {
         Counter::new(&key).double()
     }

@@ -1,0 +1,367 @@
+//! Actor → actor calls beside direct host calls, the cost of carrying the
+//! call chain, and state writes to Redis beside `redis-benchmark`, all
+//! measured in the same run.
+//!
+//! Run with: `scripts/bench` (needs `redis-server` and `redis-benchmark`).
+//! `GROVE_BENCH_SECS` sets the length of each throughput phase (default 2).
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grove_host::engine::Limits;
+use grove_host::proxy::extend_chain;
+use grove_host::state::{RowKey, StateStore};
+use grove_host::{ActorRef, Host, HostConfig};
+use wasmtime::component::Val;
+
+const RUNS: usize = 3;
+const CALLERS: usize = 64;
+const PINGS: u32 = 20_000;
+
+fn plugin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
+    ))
+}
+
+fn phase() -> Duration {
+    let secs = std::env::var("GROVE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    Duration::from_secs_f64(secs)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_u64(mut v: Vec<u64>) -> f64 {
+    v.sort_unstable();
+    v[v.len() / 2] as f64
+}
+
+fn host(state: StateStore) -> Host {
+    let config = HostConfig {
+        limits: Limits {
+            max_activations: 2_000,
+            ..Limits::default()
+        },
+        compile_cache: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/grove-bench-cache"),
+        ),
+        ..HostConfig::default()
+    };
+    let host = Host::new(config, state).unwrap();
+    for name in ["probe", "counter"] {
+        host.load_plugin(&plugin(name)).unwrap();
+    }
+    host
+}
+
+fn probe(key: &str) -> ActorRef {
+    ActorRef::new("probe", key)
+}
+
+/// Median ns of one direct `recall` call from Rust, one at a time.
+async fn direct_latency(host: &Host) -> f64 {
+    let target = probe("target");
+    let mut took = Vec::with_capacity(PINGS as usize);
+    for _ in 0..PINGS {
+        let start = Instant::now();
+        host.call(&target, "recall", vec![]).await.unwrap();
+        took.push(start.elapsed().as_nanos() as u64);
+    }
+    median_u64(took)
+}
+
+/// Median ns of one `recall` call made by an actor through its proxy.
+async fn actor_latency(host: &Host) -> f64 {
+    let answer = host
+        .call(
+            &probe("caller"),
+            "ping-many",
+            vec![Val::String("target".into()), Val::U32(PINGS)],
+        )
+        .await
+        .unwrap();
+    let Some(Val::Result(Ok(Some(list)))) = answer else {
+        panic!("ping-many failed: {answer:?}")
+    };
+    let Val::List(took) = *list else { panic!() };
+    median_u64(
+        took.into_iter()
+            .map(|v| match v {
+                Val::U64(n) => n,
+                _ => panic!(),
+            })
+            .collect(),
+    )
+}
+
+/// Calls/s of `CALLERS` Rust tasks each calling its own target directly.
+async fn direct_throughput(host: &Host) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..CALLERS {
+        let (host, stop, done) = (host.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let target = probe(&format!("t{i}"));
+            while !stop.load(Ordering::Relaxed) {
+                host.call(&target, "recall", vec![]).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (start, before) = (Instant::now(), done.load(Ordering::Relaxed));
+    tokio::time::sleep(phase()).await;
+    let calls = done.load(Ordering::Relaxed) - before;
+    let rate = calls as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    rate
+}
+
+/// Calls/s of `CALLERS` caller actors each calling its own target.
+async fn actor_throughput(host: &Host) -> f64 {
+    let per_caller = 4_000u32;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..CALLERS {
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            host.call(
+                &probe(&format!("c{i}")),
+                "ping-many",
+                vec![Val::String(format!("t{i}")), Val::U32(per_caller)],
+            )
+            .await
+            .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (CALLERS as u64 * u64::from(per_caller)) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn chain_check_ns(depth: usize) -> f64 {
+    let mut chain = None;
+    for i in 0..depth {
+        chain = extend_chain(
+            &chain,
+            &probe(&format!("a{i}")),
+            &probe(&format!("a{}", i + 1)),
+        )
+        .unwrap();
+    }
+    let (caller, target) = (probe(&format!("a{depth}")), probe("other"));
+    let n = 1_000_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(extend_chain(&chain, &caller, &target).unwrap());
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for this benchmark");
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `redis-benchmark -t hset -P 16` requests/s.
+fn redis_benchmark(port: u16) -> f64 {
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "hset",
+            "-P",
+            "16",
+            "-n",
+            "2000000",
+            "-q",
+        ])
+        .output()
+        .expect("redis-benchmark is needed for this benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "HSET: 1234567.00 requests per second, p50=0.439 msec"
+    text.split("HSET:")
+        .last()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read redis-benchmark's output: {text}"))
+}
+
+/// Acknowledged `put`s/s from `writers` concurrent writers, straight to the store.
+async fn store_writes(store: &StateStore, writers: usize) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let key1 = format!("w{w}");
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key2 = (i % 100).to_string();
+                let row = RowKey {
+                    namespace: "bench",
+                    table: "t",
+                    key1: &key1,
+                    key2: Some(&key2),
+                };
+                store.put(row, b"xxx".to_vec()).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (start, before) = (Instant::now(), done.load(Ordering::Relaxed));
+    tokio::time::sleep(phase()).await;
+    let rate = (done.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    rate
+}
+
+/// Acknowledged `counter.add` calls/s over 1,000 actors (each a state write).
+async fn actor_writes(host: &Host, callers: usize) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let (host, stop, done) = (host.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                let actor = ActorRef::new("counter", &(i % 1000).to_string());
+                host.call(&actor, "add", vec![Val::U64(1)]).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+                i += callers;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (start, before) = (Instant::now(), done.load(Ordering::Relaxed));
+    tokio::time::sleep(phase()).await;
+    let rate = (done.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    rate
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench());
+}
+
+async fn bench() {
+    let host = host(StateStore::memory());
+    // Activate everything first: only calls are measured.
+    host.call(&probe("target"), "recall", vec![]).await.unwrap();
+    actor_latency(&host).await;
+
+    let (mut direct_lat, mut actor_lat, mut direct_tp, mut actor_tp) =
+        (vec![], vec![], vec![], vec![]);
+    for run in 0..RUNS {
+        eprintln!("actor calls, run {}/{RUNS}...", run + 1);
+        direct_lat.push(direct_latency(&host).await);
+        actor_lat.push(actor_latency(&host).await);
+        direct_tp.push(direct_throughput(&host).await);
+        actor_tp.push(actor_throughput(&host).await);
+    }
+    let (dl, al) = (median(direct_lat) / 1000.0, median(actor_lat) / 1000.0);
+    let (dt, at) = (median(direct_tp), median(actor_tp));
+    println!("## Actor → actor calls (median of {RUNS} runs)\n");
+    println!("| measure | actor → actor (proxy) | direct host call | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| latency, one call at a time, p50 (µs) | {al:.2} | {dl:.2} | {:.2}× |",
+        al / dl
+    );
+    println!(
+        "| throughput, {CALLERS} callers (calls/s) | {at:.0} | {dt:.0} | {:.2}× |",
+        dt / at
+    );
+    println!(
+        "\nCall chain check and extension per call: {:.0} ns at depth 1, {:.0} ns at depth 8.\n",
+        chain_check_ns(1),
+        chain_check_ns(8)
+    );
+    host.shutdown().await;
+
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let store = StateStore::connect_redis(&url).await.unwrap();
+    let host = self::host(store.clone());
+    let (mut baseline, mut raw, mut actors) = (vec![], vec![], vec![]);
+    for run in 0..RUNS {
+        eprintln!("redis, run {}/{RUNS}...", run + 1);
+        baseline.push(redis_benchmark(redis.port));
+        raw.push(store_writes(&store, 256).await);
+        actors.push(actor_writes(&host, 256).await);
+    }
+    let (b, r, a) = (median(baseline), median(raw), median(actors));
+    println!("## State writes to Redis (median of {RUNS} runs)\n");
+    println!("| workload | writes/s | vs `redis-benchmark -t hset -P 16` |");
+    println!("|---|---|---|");
+    println!("| `redis-benchmark -t hset -P 16` (50 clients) | {b:.0} | 100% |");
+    println!(
+        "| Grove Redis store, 256 concurrent writers | {r:.0} | {:.0}% |",
+        100.0 * r / b
+    );
+    println!(
+        "| `counter.add` over 1,000 actors, 256 callers | {a:.0} | {:.0}% |",
+        100.0 * a / b
+    );
+    host.shutdown().await;
+}
