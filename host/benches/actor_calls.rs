@@ -5,12 +5,15 @@
 //! Run with: `scripts/bench` (needs `redis-server` and `redis-benchmark`).
 //! `GROVE_BENCH_SECS` sets the length of each throughput phase (default 2).
 
+mod common;
+
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{phase, plugin};
 
 use grove_host::engine::Limits;
 use grove_host::proxy::extend_chain;
@@ -21,20 +24,6 @@ use wasmtime::component::Val;
 const RUNS: usize = 3;
 const CALLERS: usize = 64;
 const PINGS: u32 = 20_000;
-
-fn plugin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
-    ))
-}
-
-fn phase() -> Duration {
-    let secs = std::env::var("GROVE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
-    Duration::from_secs_f64(secs)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -53,7 +42,8 @@ fn host(state: StateStore) -> Host {
             ..Limits::default()
         },
         compile_cache: Some(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/grove-bench-cache"),
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/grove-bench-cache"),
         ),
         ..HostConfig::default()
     };
@@ -104,31 +94,51 @@ async fn actor_latency(host: &Host) -> f64 {
     )
 }
 
-/// Calls/s of `CALLERS` Rust tasks each calling its own target directly.
-async fn direct_throughput(host: &Host) -> f64 {
+/// Operations/s of `workers` tasks, each running `op(worker, n)` for
+/// n = 0, 1, 2, ... until the measured phase is over (after a warm-up).
+async fn rate<F, Fut>(workers: usize, op: F) -> f64
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for i in 0..CALLERS {
-        let (host, stop, done) = (host.clone(), stop.clone(), done.clone());
+    for w in 0..workers {
+        let (op, stop, done) = (op.clone(), stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
-            let target = probe(&format!("t{i}"));
+            let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                host.call(&target, "recall", vec![]).await.unwrap();
+                op(w, n).await;
                 done.fetch_add(1, Ordering::Relaxed);
+                n += 1;
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (start, before) = (Instant::now(), done.load(Ordering::Relaxed));
     tokio::time::sleep(phase()).await;
-    let calls = done.load(Ordering::Relaxed) - before;
-    let rate = calls as f64 / start.elapsed().as_secs_f64();
+    let rate = (done.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
     rate
+}
+
+/// Calls/s of `CALLERS` Rust tasks each calling its own target directly.
+async fn direct_throughput(host: &Host) -> f64 {
+    let host = host.clone();
+    rate(CALLERS, move |i, _| {
+        let host = host.clone();
+        async move {
+            host.call(&probe(&format!("t{i}")), "recall", vec![])
+                .await
+                .unwrap();
+        }
+    })
+    .await
 }
 
 /// Calls/s of `CALLERS` caller actors each calling its own target.
@@ -235,65 +245,34 @@ fn redis_benchmark(port: u16) -> f64 {
 
 /// Acknowledged `put`s/s from `writers` concurrent writers, straight to the store.
 async fn store_writes(store: &StateStore, writers: usize) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let key1 = format!("w{w}");
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key2 = (i % 100).to_string();
-                let row = RowKey {
-                    namespace: "bench",
-                    table: "t",
-                    key1: &key1,
-                    key2: Some(&key2),
-                };
-                store.put(row, b"xxx".to_vec()).await.unwrap();
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (start, before) = (Instant::now(), done.load(Ordering::Relaxed));
-    tokio::time::sleep(phase()).await;
-    let rate = (done.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    rate
+    let store = store.clone();
+    rate(writers, move |w, n| {
+        let store = store.clone();
+        async move {
+            let (key1, key2) = (format!("w{w}"), (n % 100).to_string());
+            let row = RowKey {
+                namespace: "bench",
+                table: "t",
+                key1: &key1,
+                key2: Some(&key2),
+            };
+            store.put(row, b"xxx".to_vec()).await.unwrap();
+        }
+    })
+    .await
 }
 
 /// Acknowledged `counter.add` calls/s over 1,000 actors (each a state write).
 async fn actor_writes(host: &Host, callers: usize) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for c in 0..callers {
-        let (host, stop, done) = (host.clone(), stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = c;
-            while !stop.load(Ordering::Relaxed) {
-                let actor = ActorRef::new("counter", &(i % 1000).to_string());
-                host.call(&actor, "add", vec![Val::U64(1)]).await.unwrap();
-                done.fetch_add(1, Ordering::Relaxed);
-                i += callers;
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (start, before) = (Instant::now(), done.load(Ordering::Relaxed));
-    tokio::time::sleep(phase()).await;
-    let rate = (done.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    rate
+    let host = host.clone();
+    rate(callers, move |c, n| {
+        let host = host.clone();
+        async move {
+            let actor = ActorRef::new("counter", &((c + n * callers) % 1000).to_string());
+            host.call(&actor, "add", vec![Val::U64(1)]).await.unwrap();
+        }
+    })
+    .await
 }
 
 fn main() {

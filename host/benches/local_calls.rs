@@ -5,10 +5,13 @@
 //! Run with: `scripts/build-plugins && cargo bench -p grove-host --bench local_calls`
 //! (`GROVE_BENCH_SECS` sets the length of each measured phase, default 2).
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{phase, plugin};
 
 use grove_host::engine::Limits;
 use grove_host::state::{RowKey, StateStore};
@@ -17,20 +20,6 @@ use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::Val;
 
 const ACTORS: usize = 10_000;
-
-fn plugin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
-    ))
-}
-
-fn phase() -> Duration {
-    let secs = std::env::var("GROVE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
-    Duration::from_secs_f64(secs)
-}
 
 /// What one measured phase saw.
 struct Run {

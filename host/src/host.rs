@@ -396,18 +396,7 @@ impl Host {
             Entry::Occupied(e) => Ok(e.get().mailbox.clone()),
             Entry::Vacant(e) => {
                 let (mailbox, receiver) = mpsc::channel(self.inner.config.mailbox_capacity.max(1));
-                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                e.insert(ActivationHandle {
-                    id,
-                    mailbox: mailbox.clone(),
-                });
-                tokio::spawn(activation::run(
-                    self.clone(),
-                    plugin,
-                    actor.clone(),
-                    id,
-                    receiver,
-                ));
+                e.insert(self.spawn_activation(plugin, actor, mailbox.clone(), receiver));
                 Ok(mailbox)
             }
         }
@@ -448,11 +437,19 @@ impl Host {
                 e.fail(CallError::ShuttingDown);
             }
         }
+        entry.insert(self.spawn_activation(plugin, actor, mailbox, receiver));
+    }
+
+    /// Starts a new activation of `actor` reading `receiver`; returns its
+    /// directory entry.
+    fn spawn_activation(
+        &self,
+        plugin: Arc<Plugin>,
+        actor: &ActorRef,
+        mailbox: mpsc::Sender<Envelope>,
+        receiver: mpsc::Receiver<Envelope>,
+    ) -> ActivationHandle {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        entry.insert(ActivationHandle {
-            id,
-            mailbox: mailbox.clone(),
-        });
         tokio::spawn(activation::run(
             self.clone(),
             plugin,
@@ -460,6 +457,7 @@ impl Host {
             id,
             receiver,
         ));
+        ActivationHandle { id, mailbox }
     }
 
     /// Removes activation `id` of `actor` from the directory (if it is still

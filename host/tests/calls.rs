@@ -9,17 +9,9 @@ use common::ok;
 use grove_host::state::StateStore;
 use grove_host::Host;
 
-fn host_with(plugins: &[&str]) -> Host {
-    let host = Host::new(common::config(), StateStore::memory()).unwrap();
-    for name in plugins {
-        host.load_plugin(&common::plugin(name)).unwrap();
-    }
-    host
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_actor_calls_another_with_typed_values() {
-    let host = host_with(&["player"]);
+    let host = common::host_of(&["player"]);
     ok(
         &host,
         "player/ayla",
@@ -55,7 +47,7 @@ async fn a_rust_actor_calls_another_with_typed_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_cycle_fails_at_once_with_reentrancy() {
-    let host = host_with(&["probe"]);
+    let host = common::host_of(&["probe"]);
     // A chain without a cycle goes through.
     assert_eq!(
         ok(&host, "probe/a", "relay", &[r#"["b", "c"]"#]).await,
@@ -166,7 +158,7 @@ async fn a_failing_callee_reaches_the_caller_as_an_error_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_an_actor_type_nobody_provides_is_an_error_value() {
-    let host = host_with(&["player"]);
+    let host = common::host_of(&["player"]);
     ok(&host, "player/ayla", "create", &[r#""Ayla""#, "rogue", "1"]).await;
     let answer = ok(&host, "player/ayla", "join-guild", &[r#""oak""#, "none"]).await;
     assert!(answer.contains("UnknownActorType"), "{answer}");
@@ -175,7 +167,7 @@ async fn a_call_to_an_actor_type_nobody_provides_is_an_error_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_way_sends_arrive_in_order_even_across_deactivations() {
-    let host = host_with(&["probe"]);
+    let host = common::host_of(&["probe"]);
     // Every 7th note makes the receiver deactivate, so later notes race with
     // its deactivation and are handed to its next activation.
     ok(

@@ -5,20 +5,10 @@
 mod common;
 
 use common::ok;
-use grove_host::state::StateStore;
-use grove_host::Host;
-
-fn host() -> Host {
-    let host = Host::new(common::config(), StateStore::memory()).unwrap();
-    for name in ["player", "guild"] {
-        host.load_plugin(&common::plugin(name)).unwrap();
-    }
-    host
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_and_python_actors_call_each_other_with_typed_values() {
-    let host = host();
+    let host = common::host_of(&["player", "guild"]);
     ok(
         &host,
         "player/ayla",

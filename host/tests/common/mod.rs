@@ -59,6 +59,15 @@ pub fn host() -> Host {
     host_with(config(), StateStore::memory())
 }
 
+/// A host with the named plugins, test settings and in-memory state.
+pub fn host_of(plugins: &[&str]) -> Host {
+    let host = Host::new(config(), StateStore::memory()).unwrap();
+    for name in plugins {
+        host.load_plugin(&plugin(name)).unwrap();
+    }
+    host
+}
+
 /// A host with the counter, showcase and probe plugins.
 pub fn host_with(config: HostConfig, state: StateStore) -> Host {
     let host = Host::new(config, state).unwrap();
