@@ -248,3 +248,35 @@ fn inspect_prints_the_actor_type_and_every_signature() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_killed_host_keeps_its_reminders() {
+    let plugins = common::plugin_dir(&["probe"]);
+    let data = tempfile::tempdir().unwrap();
+    let host = RunningHost::start(plugins.path(), data.path());
+    assert_eq!(
+        host.call_ok(&["probe/alarm", "start-reminder", "\"ring\"", "2000", "none"]),
+        "ok"
+    );
+    // No clean shutdown: the process dies at once.
+    drop(host);
+
+    let host = RunningHost::start(plugins.path(), data.path());
+    let start = Instant::now();
+    loop {
+        let fired = host.call_ok(&["probe/alarm", "reminders", "\"ring\""]);
+        if fired != "[]" {
+            assert_eq!(
+                fired.matches(',').count(),
+                0,
+                "fired more than once: {fired}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the reminder never fired after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
