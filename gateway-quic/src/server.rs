@@ -1,0 +1,558 @@
+//! The gateway: a QUIC endpoint that authenticates game clients and bridges
+//! their frames and datagrams to the actors that own their sessions.
+//!
+//! The gateway knows nothing of actors. A [`Backend`] (the host) decides who
+//! may connect and which actor owns the session, and receives every message as
+//! it arrives. Each connection is served by one task that reads the client's
+//! stream and datagrams in arrival order and hands each message to the backend
+//! before reading the next, so a slow actor slows down only its own client
+//! (through QUIC flow control); a writer task per session drains the frames
+//! actors queue for it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn::{ConnectionError, ReadError, RecvStream, SendStream};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+
+use crate::protocol::{
+    frame_header, CloseCode, FrameDecoder, FrameError, RateLimit, Welcome, ALPN,
+};
+use crate::sessions::{Disconnect, SessionId, SessionLink, Sessions};
+use crate::tls::{provider, Fingerprint, Identity, TlsError};
+
+/// Largest chunk read from a client stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Frames the writer task coalesces into one stream write.
+const WRITE_BATCH: usize = 64;
+
+/// How long shutdown waits for sessions to report their disconnects.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How a gateway listens and what it allows its clients.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The UDP address to listen on.
+    pub listen: SocketAddr,
+    /// The certificate and key presented to clients.
+    pub identity: Identity,
+    /// Largest credentials frame (the first packet), in bytes.
+    pub max_credentials: usize,
+    /// Largest frame payload either side may send, in bytes.
+    pub max_frame: usize,
+    /// A connection with no packet from the client for this long is closed
+    /// (clients keep it alive with QUIC PINGs).
+    pub idle_timeout: Duration,
+    /// Time a client has to send its credentials, and the authenticator to
+    /// answer.
+    pub auth_timeout: Duration,
+    /// Messages (frames and datagrams) per second a client may send on
+    /// average.
+    pub message_rate: u32,
+    /// Messages a client may send in a burst above its rate.
+    pub message_burst: u32,
+    /// Sessions the gateway serves at once; more are refused `server-busy`.
+    pub max_sessions: usize,
+    /// Frames queued for a client before it counts as a slow reader.
+    pub outbound_queue: usize,
+}
+
+impl GatewayConfig {
+    /// Defaults suited to game clients, listening on `listen` with `identity`.
+    pub fn new(listen: SocketAddr, identity: Identity) -> Self {
+        GatewayConfig {
+            listen,
+            identity,
+            max_credentials: 16 * 1024,
+            max_frame: 64 * 1024,
+            idle_timeout: Duration::from_secs(15),
+            auth_timeout: Duration::from_secs(10),
+            message_rate: 200,
+            message_burst: 400,
+            max_sessions: 100_000,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// Why the authenticator did not name an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The credentials are not acceptable; the reason goes to the client.
+    Rejected(String),
+    /// Authentication could not be decided (the authenticator failed).
+    Failed(String),
+}
+
+/// What the gateway asks of the host: authentication, and delivery of a
+/// session's events to its owning actor.
+pub trait Backend: Send + Sync + 'static {
+    /// Names the actor that owns a session.
+    type Owner: Clone + std::fmt::Display + Send + Sync + 'static;
+
+    /// Decides whether `credentials` (the client's first packet) may connect,
+    /// and which actor owns the session.
+    fn authenticate(
+        &self,
+        credentials: Bytes,
+    ) -> impl Future<Output = Result<Self::Owner, AuthError>> + Send;
+
+    /// Tells the owner about its new session once it is running; an error
+    /// closes the session with `owner-unavailable`.
+    fn connected(
+        &self,
+        session: SessionId,
+        owner: &Self::Owner,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Hands one client message to the owner. The gateway reads nothing more
+    /// from this client until the future completes.
+    fn message(
+        &self,
+        session: SessionId,
+        owner: &Self::Owner,
+        payload: Bytes,
+        reliable: bool,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Tells the owner its session ended. The session is already gone from
+    /// [`Sessions`] when this is called.
+    fn disconnected(
+        &self,
+        session: SessionId,
+        owner: &Self::Owner,
+        reason: Disconnect,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The certificate or key was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway. Dropping it does not stop it; call
+/// [`Gateway::shutdown`].
+pub struct Gateway {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    fingerprint: Fingerprint,
+    stop: Arc<Notify>,
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What every connection task shares.
+struct Shared<B> {
+    config: GatewayConfig,
+    sessions: Sessions,
+    backend: Arc<B>,
+}
+
+impl Gateway {
+    /// Binds the endpoint and starts accepting clients, registering their
+    /// sessions in `sessions`.
+    pub async fn start<B: Backend>(
+        config: GatewayConfig,
+        sessions: Sessions,
+        backend: Arc<B>,
+    ) -> Result<Gateway, GatewayError> {
+        let server = server_config(&config)?;
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            GatewayError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let local_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let fingerprint = config.identity.fingerprint();
+        let stop = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            config,
+            sessions,
+            backend,
+        });
+        let accepting = tokio::spawn(accept(endpoint.clone(), shared, stop.clone()));
+        tracing::info!(%local_addr, %fingerprint, "QUIC gateway listening");
+        Ok(Gateway {
+            endpoint,
+            local_addr,
+            fingerprint,
+            stop,
+            accepting: Mutex::new(Some(accepting)),
+        })
+    }
+
+    /// The address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The SHA-256 fingerprint of the gateway's certificate.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Closes every session with `host-shutdown`, waits (a few seconds at
+    /// most) until their owners have been told, and stops listening.
+    pub async fn shutdown(&self) {
+        self.stop.notify_one();
+        let accepting = self
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(accepting) = accepting {
+            let _ = accepting.await;
+        }
+        self.endpoint.close(
+            CloseCode::HostShutdown.code().into(),
+            b"host is shutting down",
+        );
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await;
+    }
+}
+
+fn server_config(config: &GatewayConfig) -> Result<quinn::ServerConfig, TlsError> {
+    let identity = config.identity.clone();
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok())
+        .max_concurrent_bidi_streams(1u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(Some(256 * 1024));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, stop: Arc<Notify>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    connections.spawn(serve(shared.clone(), incoming));
+                }
+                None => break,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = stop.notified() => break,
+        }
+    }
+    shared.sessions.close_all(
+        CloseCode::HostShutdown,
+        "host is shutting down",
+        &Disconnect::HostShutdown,
+    );
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        connections.abort_all();
+    }
+}
+
+/// Closes `connection` with `code` and `reason`, before it has a session.
+fn refuse(connection: &quinn::Connection, code: CloseCode, reason: &str) {
+    tracing::debug!(remote = %connection.remote_address(), %code, reason, "connection refused");
+    connection.close(code.code().into(), reason.as_bytes());
+}
+
+/// The first frame and the stream it came on.
+struct Opened {
+    credentials: Bytes,
+    send: SendStream,
+    recv: RecvStream,
+    decoder: FrameDecoder,
+}
+
+/// Waits for the client's stream and reads its credentials frame. `Err`
+/// carries the close code and reason, or `None` if the client went away.
+async fn read_first_frame(
+    connection: &quinn::Connection,
+    limit: usize,
+) -> Result<Opened, Option<(CloseCode, String)>> {
+    let (send, mut recv) = connection.accept_bi().await.map_err(|_| None)?;
+    let mut decoder = FrameDecoder::new(limit);
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(credentials)) => {
+                return Ok(Opened {
+                    credentials,
+                    send,
+                    recv,
+                    decoder,
+                })
+            }
+            Ok(None) => {}
+            Err(FrameError::TooLarge { len, limit }) => {
+                return Err(Some((
+                    CloseCode::BadFirstPacket,
+                    format!("credentials of {len} bytes exceed the limit of {limit} bytes"),
+                )))
+            }
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
+            Ok(None) => {
+                return Err(Some((
+                    CloseCode::BadFirstPacket,
+                    "the stream ended before a whole credentials frame arrived".into(),
+                )))
+            }
+            Err(_) => return Err(None),
+        }
+    }
+}
+
+async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::debug!(%error, "handshake failed");
+            return;
+        }
+    };
+    let config = &shared.config;
+    if shared.sessions.len() >= config.max_sessions {
+        let reason = format!(
+            "the gateway serves at most {} sessions",
+            config.max_sessions
+        );
+        return refuse(&connection, CloseCode::ServerBusy, &reason);
+    }
+    let first = tokio::time::timeout(
+        config.auth_timeout,
+        read_first_frame(&connection, config.max_credentials),
+    )
+    .await;
+    let opened = match first {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(Some((code, reason)))) => return refuse(&connection, code, &reason),
+        Ok(Err(None)) => return,
+        Err(_) => {
+            let reason = format!("no credentials within {:?}", config.auth_timeout);
+            return refuse(&connection, CloseCode::AuthTimeout, &reason);
+        }
+    };
+    let authenticated = tokio::time::timeout(
+        config.auth_timeout,
+        shared.backend.authenticate(opened.credentials),
+    )
+    .await;
+    let owner = match authenticated {
+        Ok(Ok(owner)) => owner,
+        Ok(Err(AuthError::Rejected(reason))) => {
+            return refuse(&connection, CloseCode::AuthRejected, &reason)
+        }
+        Ok(Err(AuthError::Failed(reason))) => {
+            tracing::warn!(%reason, "authentication failed");
+            return refuse(&connection, CloseCode::AuthFailed, &reason);
+        }
+        Err(_) => {
+            let reason = format!(
+                "the authenticator did not answer within {:?}",
+                config.auth_timeout
+            );
+            return refuse(&connection, CloseCode::AuthFailed, &reason);
+        }
+    };
+    let session = shared.sessions.next_id();
+    let (frames, outbound) = mpsc::channel(config.outbound_queue.max(1));
+    let welcome = Welcome {
+        session,
+        max_frame: u32::try_from(config.max_frame).unwrap_or(u32::MAX),
+        owner: owner.to_string(),
+    };
+    // The welcome is the first frame out; anything the owner sends from
+    // `on-connect` follows it.
+    let _ = frames.try_send(welcome.encode());
+    tokio::spawn(write_frames(opened.send, outbound));
+    let closing = Arc::new(Mutex::new(None));
+    let link = SessionLink {
+        connection: connection.clone(),
+        frames,
+        max_frame: config.max_frame,
+        closing: closing.clone(),
+    };
+    shared.sessions.insert(session, link);
+    tracing::debug!(session, %owner, remote = %connection.remote_address(), "session opened");
+    if let Err(reason) = shared.backend.connected(session, &owner).await {
+        shared.sessions.remove(session);
+        let reason = format!("{owner} cannot take the session: {reason}");
+        return refuse(&connection, CloseCode::OwnerUnavailable, &reason);
+    }
+    let mut reader = Reader {
+        shared: &shared,
+        connection: &connection,
+        session,
+        owner: &owner,
+        closing: &closing,
+        limit: RateLimit::new(config.message_rate, config.message_burst, Instant::now()),
+    };
+    let mut decoder = opened.decoder;
+    decoder.set_limit(config.max_frame);
+    let why = reader.run(opened.recv, decoder).await;
+    shared.sessions.remove(session);
+    tracing::debug!(session, %owner, reason = %why, "session closed");
+    shared.backend.disconnected(session, &owner, why).await;
+}
+
+/// Reads one session's client messages and hands them to its owner.
+struct Reader<'a, B: Backend> {
+    shared: &'a Shared<B>,
+    connection: &'a quinn::Connection,
+    session: SessionId,
+    owner: &'a B::Owner,
+    closing: &'a Mutex<Option<Disconnect>>,
+    limit: RateLimit,
+}
+
+impl<B: Backend> Reader<'_, B> {
+    /// Runs until the session ends; returns why it did.
+    async fn run(&mut self, mut recv: RecvStream, mut decoder: FrameDecoder) -> Disconnect {
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Err(why) = self.deliver(frame, true).await {
+                            return why;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => return self.kick(CloseCode::FrameTooLarge, error.to_string()),
+                }
+            }
+            tokio::select! {
+                chunk = recv.read_chunk(READ_CHUNK, true) => match chunk {
+                    Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
+                    Ok(None) if decoder.has_partial_frame() => {
+                        return self.kick(CloseCode::ProtocolViolation, "the stream ended inside a frame".into());
+                    }
+                    Ok(None) => {
+                        self.connection.close(CloseCode::Closed.code().into(), b"stream finished");
+                        return Disconnect::ClientClosed("the client finished its stream".into());
+                    }
+                    Err(ReadError::ConnectionLost(error)) => return self.lost(error),
+                    Err(ReadError::Reset(code)) => {
+                        self.connection.close(CloseCode::Closed.code().into(), b"stream reset");
+                        return Disconnect::ClientClosed(format!("the client reset its stream (code {code})"));
+                    }
+                    Err(error) => return self.kick(CloseCode::ProtocolViolation, error.to_string()),
+                },
+                datagram = self.connection.read_datagram() => match datagram {
+                    Ok(payload) => {
+                        if let Err(why) = self.deliver(payload, false).await {
+                            return why;
+                        }
+                    }
+                    Err(error) => return self.lost(error),
+                },
+            }
+        }
+    }
+
+    /// Hands one message to the owner, if the client is within its rate.
+    async fn deliver(&mut self, payload: Bytes, reliable: bool) -> Result<(), Disconnect> {
+        if !self.limit.allow(Instant::now()) {
+            let config = &self.shared.config;
+            let reason = format!(
+                "more than {} messages per second (bursts of {})",
+                config.message_rate, config.message_burst
+            );
+            return Err(self.kick(CloseCode::RateLimited, reason));
+        }
+        self.shared
+            .backend
+            .message(self.session, self.owner, payload, reliable)
+            .await;
+        Ok(())
+    }
+
+    /// Closes the connection because the client misbehaved.
+    fn kick(&self, code: CloseCode, reason: String) -> Disconnect {
+        tracing::debug!(session = self.session, %code, %reason, "closing session");
+        let why = Disconnect::Kicked {
+            code,
+            reason: reason.clone(),
+        };
+        self.closing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why.clone());
+        self.connection.close(code.code().into(), reason.as_bytes());
+        why
+    }
+
+    /// Why the connection is gone.
+    fn lost(&self, error: ConnectionError) -> Disconnect {
+        if let Some(why) = self
+            .closing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return why;
+        }
+        match error {
+            ConnectionError::ApplicationClosed(close) => {
+                Disconnect::ClientClosed(String::from_utf8_lossy(&close.reason).into_owned())
+            }
+            ConnectionError::TimedOut => Disconnect::TimedOut,
+            ConnectionError::LocallyClosed => Disconnect::HostShutdown,
+            ConnectionError::ConnectionClosed(close) => {
+                Disconnect::ClientClosed(format!("transport close: {close}"))
+            }
+            ConnectionError::Reset => Disconnect::ClientClosed("connection reset".into()),
+            other => Disconnect::Kicked {
+                code: CloseCode::ProtocolViolation,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Drains a session's outbound frames onto its stream, several per write.
+async fn write_frames(mut send: SendStream, mut outbound: mpsc::Receiver<Bytes>) {
+    let mut buffer = BytesMut::new();
+    while let Some(first) = outbound.recv().await {
+        let mut next = Some(first);
+        let mut batched = 0;
+        while let Some(payload) = next.take() {
+            buffer.extend_from_slice(&frame_header(payload.len()));
+            buffer.extend_from_slice(&payload);
+            batched += 1;
+            if batched < WRITE_BATCH {
+                next = outbound.try_recv().ok();
+            }
+        }
+        if send.write_all(&buffer).await.is_err() {
+            return;
+        }
+        buffer.clear();
+    }
+    let _ = send.finish();
+}

@@ -1,0 +1,287 @@
+//! The registry of live sessions, and the way actors push bytes to them.
+//!
+//! [`Sessions`] is a cheap handle (`Arc` inside) shared by the gateway, which
+//! adds and removes sessions as clients come and go, and the host, which sends
+//! to them on behalf of actors. Sending never waits: a reliable frame goes into
+//! the session's bounded outbound queue (a writer task drains it onto the QUIC
+//! stream), a datagram goes straight to QUIC. A client whose queue overflows is
+//! not reading; it is disconnected rather than allowed to hold memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use crate::protocol::CloseCode;
+
+/// Identifies one session on its host. Never reused while the host runs.
+pub type SessionId = u64;
+
+/// Why a payload could not be sent to a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// There is no such session: it never existed or it has ended.
+    #[error("no session {0}: it never existed or has ended")]
+    UnknownSession(SessionId),
+    /// The payload is larger than the session accepts (the frame limit for
+    /// reliable frames, the path's datagram size for datagrams).
+    #[error("payload of {len} bytes exceeds the session's limit of {limit} bytes")]
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload the session takes this way.
+        limit: usize,
+    },
+    /// The client has not read its frames and its outbound queue is full; the
+    /// session is being closed.
+    #[error("session {0} is not reading its frames; it has been disconnected")]
+    SlowConsumer(SessionId),
+    /// The client's QUIC stack does not take datagrams.
+    #[error("session {0} does not accept datagrams")]
+    DatagramsUnsupported(SessionId),
+}
+
+/// Why a session ended, as its owning actor is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The client closed the connection or finished its stream; carries the
+    /// client's reason.
+    ClientClosed(String),
+    /// Nothing came from the client within the idle timeout: it vanished.
+    TimedOut,
+    /// An actor closed the session; carries its reason.
+    ClosedByActor(String),
+    /// The gateway closed the session because the client misbehaved (frame
+    /// too large, rate limit, slow reader, protocol violation).
+    Kicked {
+        /// The close code sent to the client.
+        code: CloseCode,
+        /// The reason sent with it.
+        reason: String,
+    },
+    /// The host is shutting down.
+    HostShutdown,
+}
+
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Disconnect::ClientClosed(reason) => write!(f, "client closed: {reason}"),
+            Disconnect::TimedOut => f.write_str("client timed out"),
+            Disconnect::ClosedByActor(reason) => write!(f, "closed by actor: {reason}"),
+            Disconnect::Kicked { code, reason } => write!(f, "{code}: {reason}"),
+            Disconnect::HostShutdown => f.write_str("host shutting down"),
+        }
+    }
+}
+
+/// What the gateway keeps about one live session.
+pub(crate) struct SessionLink {
+    pub(crate) connection: quinn::Connection,
+    pub(crate) frames: mpsc::Sender<Bytes>,
+    pub(crate) max_frame: usize,
+    /// Why the gateway itself closed the connection, once it has.
+    pub(crate) closing: Arc<Mutex<Option<Disconnect>>>,
+}
+
+impl SessionLink {
+    /// Records why, then closes the connection with `code` and `reason`.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str, why: Disconnect) {
+        {
+            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+            if closing.is_some() {
+                return;
+            }
+            *closing = Some(why);
+        }
+        self.connection
+            .close(code.code().into(), truncate_reason(reason).as_bytes());
+    }
+}
+
+/// Close reasons must fit in one packet with room to spare.
+const MAX_REASON: usize = 512;
+
+fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON {
+        return reason;
+    }
+    let mut end = MAX_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[derive(Default)]
+struct Registry {
+    live: DashMap<SessionId, SessionLink>,
+    next: AtomicU64,
+}
+
+/// The live sessions of one host. Cheap to clone: clones share the registry.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("live", &self.inner.live.len())
+            .finish()
+    }
+}
+
+impl Sessions {
+    /// An empty registry.
+    pub fn new() -> Sessions {
+        Sessions::default()
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.inner.live.len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.inner.live.is_empty()
+    }
+
+    /// Whether `session` is live.
+    pub fn contains(&self, session: SessionId) -> bool {
+        self.inner.live.contains_key(&session)
+    }
+
+    /// Sends `payload` to `session`: as a frame on its reliable, ordered
+    /// stream, or as one unreliable datagram. Never waits.
+    pub fn send(
+        &self,
+        session: SessionId,
+        payload: Bytes,
+        reliable: bool,
+    ) -> Result<(), SendError> {
+        let link = self
+            .inner
+            .live
+            .get(&session)
+            .ok_or(SendError::UnknownSession(session))?;
+        if reliable {
+            send_frame(session, &link, payload)
+        } else {
+            send_datagram(session, &link, payload)
+        }
+    }
+
+    /// Sends one payload to many sessions, sharing its bytes among them;
+    /// returns how many sessions it was queued for. Sessions that are gone
+    /// or refuse it are skipped (a slow reader among them is disconnected).
+    pub fn send_many(&self, sessions: &[SessionId], payload: &Bytes, reliable: bool) -> usize {
+        sessions
+            .iter()
+            .filter(|&&session| self.send(session, payload.clone(), reliable).is_ok())
+            .count()
+    }
+
+    /// Closes `session`, sending the client `reason` with the code
+    /// `closed-by-actor`; returns whether it was live.
+    pub fn close(&self, session: SessionId, reason: &str) -> bool {
+        let Some(link) = self.inner.live.get(&session) else {
+            return false;
+        };
+        link.close(
+            CloseCode::ClosedByActor,
+            reason,
+            Disconnect::ClosedByActor(reason.to_owned()),
+        );
+        true
+    }
+
+    /// Closes every session with `code` and `reason`.
+    pub(crate) fn close_all(&self, code: CloseCode, reason: &str, why: &Disconnect) {
+        for link in self.inner.live.iter() {
+            link.close(code, reason, why.clone());
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> SessionId {
+        self.inner.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn insert(&self, session: SessionId, link: SessionLink) {
+        self.inner.live.insert(session, link);
+    }
+
+    pub(crate) fn remove(&self, session: SessionId) {
+        self.inner.live.remove(&session);
+    }
+}
+
+fn send_frame(session: SessionId, link: &SessionLink, payload: Bytes) -> Result<(), SendError> {
+    if payload.len() > link.max_frame {
+        return Err(SendError::TooLarge {
+            len: payload.len(),
+            limit: link.max_frame,
+        });
+    }
+    match link.frames.try_send(payload) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::UnknownSession(session)),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let reason = format!(
+                "{} frames are waiting for this client to read them",
+                link.frames.max_capacity()
+            );
+            link.close(
+                CloseCode::SlowConsumer,
+                &reason,
+                Disconnect::Kicked {
+                    code: CloseCode::SlowConsumer,
+                    reason: reason.clone(),
+                },
+            );
+            Err(SendError::SlowConsumer(session))
+        }
+    }
+}
+
+fn send_datagram(session: SessionId, link: &SessionLink, payload: Bytes) -> Result<(), SendError> {
+    let len = payload.len();
+    match link.connection.send_datagram(payload) {
+        Ok(()) => Ok(()),
+        Err(quinn::SendDatagramError::TooLarge) => Err(SendError::TooLarge {
+            len,
+            limit: link.connection.max_datagram_size().unwrap_or(0),
+        }),
+        Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(SendError::UnknownSession(session)),
+        Err(_) => Err(SendError::DatagramsUnsupported(session)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_on_a_character_boundary() {
+        let reason = "é".repeat(400);
+        let cut = truncate_reason(&reason);
+        assert!(cut.len() <= MAX_REASON);
+        assert!(reason.starts_with(cut));
+        assert_eq!(truncate_reason("short"), "short");
+    }
+
+    #[test]
+    fn unknown_sessions_are_refused_with_their_id() {
+        let sessions = Sessions::new();
+        assert_eq!(
+            sessions.send(7, Bytes::from_static(b"x"), true),
+            Err(SendError::UnknownSession(7))
+        );
+        assert_eq!(sessions.send_many(&[1, 2], &Bytes::new(), false), 0);
+        assert!(!sessions.close(7, "bye"));
+    }
+}
