@@ -233,6 +233,15 @@ impl Client {
         })
     }
 
+    /// Only the QUIC handshake (ALPN `grove`, the certificate checked): the
+    /// bare connection, for speaking the protocol by hand.
+    pub async fn handshake(&self, addr: SocketAddr) -> Result<quinn::Connection, ConnectError> {
+        self.endpoint
+            .connect(addr, &self.config.server_name)?
+            .await
+            .map_err(ConnectError::Handshake)
+    }
+
     /// The local address of the client socket.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()

@@ -48,7 +48,9 @@ mod generated {
 }
 
 pub use generated::grove::actor::{host, types};
-pub use types::{ActorRef, CallError, LogLevel, Row, StateError};
+pub use types::{
+    ActorRef, CallError, DisconnectReason, LogLevel, Row, SessionError, SessionId, StateError,
+};
 
 /// Lifecycle hooks an actor may implement; every hook does nothing by default.
 ///
@@ -64,6 +66,14 @@ pub trait Actor {
     /// Runs for each firing of a durable reminder started with
     /// [`reminder::once`] or [`reminder::periodic`].
     fn on_reminder(_name: String) {}
+    /// Runs when a game client's session, owned by this actor, has been
+    /// accepted by the gateway.
+    fn on_connect(_session: SessionId) {}
+    /// Runs for each frame (`reliable`) or datagram from a session this actor
+    /// owns.
+    fn on_message(_session: SessionId, _payload: Vec<u8>, _reliable: bool) {}
+    /// Runs once when a session this actor owns has ended.
+    fn on_disconnect(_session: SessionId, _reason: DisconnectReason) {}
 }
 
 /// Exports an actor: implements Grove's lifecycle interface for `$actor` by
@@ -87,6 +97,15 @@ macro_rules! export_actor {
             fn on_reminder(name: String) {
                 <$actor as $crate::Actor>::on_reminder(name)
             }
+            fn on_connect(session: $crate::SessionId) {
+                <$actor as $crate::Actor>::on_connect(session)
+            }
+            fn on_message(session: $crate::SessionId, payload: Vec<u8>, reliable: bool) {
+                <$actor as $crate::Actor>::on_message(session, payload, reliable)
+            }
+            fn on_disconnect(session: $crate::SessionId, reason: $crate::DisconnectReason) {
+                <$actor as $crate::Actor>::on_disconnect(session, reason)
+            }
         }
         $bindings::export!($actor with_types_in $bindings);
     };
@@ -105,6 +124,33 @@ pub fn self_key() -> String {
 /// Asks the host to deactivate this actor once the current turn ends.
 pub fn deactivate_after_turn() {
     host::deactivate_after_turn()
+}
+
+/// Sending to game clients' sessions (see `host.send-to-session`).
+pub mod session {
+    use super::{host, SessionError, SessionId};
+
+    /// Sends `payload` as a frame on the session's reliable, ordered stream.
+    pub fn send(session: SessionId, payload: &[u8]) -> Result<(), SessionError> {
+        host::send_to_session(session, payload, true)
+    }
+
+    /// Sends `payload` as one unreliable datagram (at most about 1,200
+    /// bytes).
+    pub fn send_datagram(session: SessionId, payload: &[u8]) -> Result<(), SessionError> {
+        host::send_to_session(session, payload, false)
+    }
+
+    /// Sends one payload to many sessions; returns how many it reached.
+    pub fn multicast(sessions: &[SessionId], payload: &[u8], reliable: bool) -> u32 {
+        host::send_to_sessions(sessions, payload, reliable)
+    }
+
+    /// Closes a session, telling the client `reason`; returns whether it was
+    /// live.
+    pub fn close(session: SessionId, reason: &str) -> bool {
+        host::close_session(session, reason)
+    }
 }
 
 /// Writing to the host's log, tagged with the actor's ref.

@@ -22,7 +22,7 @@ use wasmtime::{Store, UpdateDeadline, WasmBacktrace};
 
 use crate::error::CallError;
 use crate::host::Host;
-use crate::imports::{ActivationState, DeadlineExceeded, MemoryLimitExceeded};
+use crate::imports::{ActivationState, DeadlineExceeded, DisconnectReason, MemoryLimitExceeded};
 use crate::plugin::Plugin;
 use crate::proxy::CallChain;
 use crate::ActorRef;
@@ -45,8 +45,41 @@ pub(crate) enum Envelope {
         name: String,
         done: oneshot::Sender<Result<(), CallError>>,
     },
+    /// Run the lifecycle hook for a gateway session event; report on `done`
+    /// if someone waits for it.
+    Session {
+        event: SessionEvent,
+        done: Option<oneshot::Sender<Result<(), CallError>>>,
+    },
     /// Deactivate, then report on `done`.
     Deactivate { done: oneshot::Sender<()> },
+}
+
+/// Something that happened to a game client's session, for its owner.
+pub(crate) enum SessionEvent {
+    /// `on-connect(session)`.
+    Connect(u64),
+    /// `on-message(session, payload, reliable)`.
+    Message {
+        session: u64,
+        payload: Vec<u8>,
+        reliable: bool,
+    },
+    /// `on-disconnect(session, reason)`.
+    Disconnect {
+        session: u64,
+        reason: DisconnectReason,
+    },
+}
+
+impl SessionEvent {
+    fn hook(&self) -> &'static str {
+        match self {
+            SessionEvent::Connect(_) => "on-connect",
+            SessionEvent::Message { .. } => "on-message",
+            SessionEvent::Disconnect { .. } => "on-disconnect",
+        }
+    }
 }
 
 impl Envelope {
@@ -63,6 +96,14 @@ impl Envelope {
             }
             Envelope::Reminder { done, .. } => {
                 let _ = done.send(Err(error));
+            }
+            Envelope::Session {
+                done: Some(done), ..
+            } => {
+                let _ = done.send(Err(error));
+            }
+            Envelope::Session { event, done: None } => {
+                tracing::warn!(%error, hook = event.hook(), "session event not delivered");
             }
             Envelope::Deactivate { done } => {
                 let _ = done.send(());
@@ -88,6 +129,9 @@ struct Activation {
     on_deactivate: TypedFunc<(), ()>,
     on_timer: TypedFunc<(String,), ()>,
     on_reminder: TypedFunc<(String,), ()>,
+    on_connect: TypedFunc<(u64,), ()>,
+    on_message: TypedFunc<(u64, Vec<u8>, bool), ()>,
+    on_disconnect: TypedFunc<(u64, DisconnectReason), ()>,
 }
 
 /// Runs the activation `id` of `actor` until it deactivates or dies.
@@ -162,6 +206,15 @@ impl Activation {
         let on_reminder = instance
             .get_typed_func::<(String,), ()>(&mut store, &lifecycle.on_reminder)
             .map_err(|e| failed(format!("{e:#}")))?;
+        let on_connect = instance
+            .get_typed_func::<(u64,), ()>(&mut store, &lifecycle.on_connect)
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let on_message = instance
+            .get_typed_func::<(u64, Vec<u8>, bool), ()>(&mut store, &lifecycle.on_message)
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let on_disconnect = instance
+            .get_typed_func::<(u64, DisconnectReason), ()>(&mut store, &lifecycle.on_disconnect)
+            .map_err(|e| failed(format!("{e:#}")))?;
         let funcs = vec![None; plugin.functions.len()];
         let mut activation = Activation {
             host,
@@ -174,6 +227,9 @@ impl Activation {
             on_deactivate,
             on_timer,
             on_reminder,
+            on_connect,
+            on_message,
+            on_disconnect,
         };
         activation.begin_turn();
         if let Err(e) = on_activate.call_async(&mut activation.store, ()).await {
@@ -316,6 +372,51 @@ impl Activation {
         }
     }
 
+    /// Runs a session event's hook as a turn. `Err` means the activation
+    /// died.
+    async fn session(
+        &mut self,
+        event: SessionEvent,
+        done: Option<oneshot::Sender<Result<(), CallError>>>,
+    ) -> Result<(), ()> {
+        let hook = event.hook();
+        self.begin_turn();
+        let store = &mut self.store;
+        let outcome = match event {
+            SessionEvent::Connect(session) => self.on_connect.call_async(store, (session,)).await,
+            SessionEvent::Message {
+                session,
+                payload,
+                reliable,
+            } => {
+                self.on_message
+                    .call_async(store, (session, payload, reliable))
+                    .await
+            }
+            SessionEvent::Disconnect { session, reason } => {
+                self.on_disconnect
+                    .call_async(store, (session, reason))
+                    .await
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                if let Some(done) = done {
+                    let _ = done.send(Ok(()));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let error = self.classify(hook, e);
+                tracing::warn!(actor = %self.actor, %error, "activation ended by a failed session hook");
+                if let Some(done) = done {
+                    let _ = done.send(Err(error));
+                }
+                Err(())
+            }
+        }
+    }
+
     /// Runs one timer tick as a turn. `Err` means the activation died.
     async fn tick(&mut self, name: String) -> Result<(), ()> {
         self.begin_turn();
@@ -361,6 +462,11 @@ impl Activation {
                             }
                             Envelope::Reminder { name, done } => {
                                 if self.remind(name, done).await.is_err() {
+                                    break 'serve End::Died;
+                                }
+                            }
+                            Envelope::Session { event, done } => {
+                                if self.session(event, done).await.is_err() {
                                     break 'serve End::Died;
                                 }
                             }

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use grove_gateway_quic::Sessions;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::{Linker, Val};
 use wasmtime::Engine;
 
-use crate::activation::{self, Envelope};
+use crate::activation::{self, Envelope, SessionEvent};
 use crate::engine::{build_engine, CompileCache, EpochClock, Limits};
 use crate::error::CallError;
 use crate::imports::{linker, ActivationState};
@@ -78,6 +79,7 @@ pub(crate) struct Inner {
     reminders_started: AtomicBool,
     next_id: AtomicU64,
     shutting_down: AtomicBool,
+    sessions: Sessions,
     _epoch: EpochClock,
 }
 
@@ -109,6 +111,7 @@ impl Host {
                 state,
                 next_id: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
+                sessions: Sessions::new(),
                 _epoch: epoch,
             }),
         })
@@ -352,6 +355,39 @@ impl Host {
         };
         self.deliver(actor, envelope).await;
         Ok(())
+    }
+
+    /// The game client sessions connected to this host through its gateway.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// Runs a session event's hook on `actor`, activating it if needed. With
+    /// `wait`, returns once the hook has run; otherwise once it is queued.
+    pub(crate) async fn session_event(
+        &self,
+        actor: &ActorRef,
+        event: SessionEvent,
+        wait: bool,
+    ) -> Result<(), CallError> {
+        if !wait {
+            self.plugin(&actor.actor_type)?;
+            self.deliver(actor, Envelope::Session { event, done: None })
+                .await;
+            return Ok(());
+        }
+        let (done, outcome) = oneshot::channel();
+        let envelope = Envelope::Session {
+            event,
+            done: Some(done),
+        };
+        self.deliver(actor, envelope).await;
+        outcome.await.unwrap_or_else(|_| {
+            Err(CallError::ActivationFailed {
+                actor: actor.to_string(),
+                message: "the activation ended before running the hook".into(),
+            })
+        })
     }
 
     /// Whether `actor` has an activation on this host right now.

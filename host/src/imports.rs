@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use grove_gateway_quic::SendError;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -22,6 +24,7 @@ wasmtime::component::bindgen!({
 });
 
 use grove::actor::types as wit;
+pub(crate) use grove::actor::types::DisconnectReason;
 
 /// Most table elements one activation may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -315,6 +318,44 @@ impl grove::actor::host::Host for ActivationState {
             .cancel(&self.state, &self.actor, &name)
             .await;
         Ok(self.state_result(started, r))
+    }
+
+    async fn send_to_session(
+        &mut self,
+        session: u64,
+        payload: Vec<u8>,
+        reliable: bool,
+    ) -> wasmtime::Result<Result<(), wit::SessionError>> {
+        let sent = self
+            .host
+            .sessions()
+            .send(session, Bytes::from(payload), reliable);
+        Ok(sent.map_err(|e| match e {
+            SendError::UnknownSession(_) => wit::SessionError::UnknownSession,
+            SendError::TooLarge { limit, .. } => {
+                wit::SessionError::TooLarge(u32::try_from(limit).unwrap_or(u32::MAX))
+            }
+            SendError::SlowConsumer(_) => wit::SessionError::SlowConsumer,
+            SendError::DatagramsUnsupported(_) => wit::SessionError::DatagramsUnsupported,
+        }))
+    }
+
+    async fn send_to_sessions(
+        &mut self,
+        sessions: Vec<u64>,
+        payload: Vec<u8>,
+        reliable: bool,
+    ) -> wasmtime::Result<u32> {
+        let payload = Bytes::from(payload);
+        let sent = self
+            .host
+            .sessions()
+            .send_many(&sessions, &payload, reliable);
+        Ok(u32::try_from(sent).unwrap_or(u32::MAX))
+    }
+
+    async fn close_session(&mut self, session: u64, reason: String) -> wasmtime::Result<bool> {
+        Ok(self.host.sessions().close(session, &reason))
     }
 
     async fn deactivate_after_turn(&mut self) -> wasmtime::Result<()> {

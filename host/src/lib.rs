@@ -23,6 +23,7 @@
 mod activation;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 mod guest_output;
 pub mod host;
 pub mod http;

@@ -101,6 +101,9 @@ pub(crate) struct LifecycleExports {
     pub(crate) on_deactivate: ComponentExportIndex,
     pub(crate) on_timer: ComponentExportIndex,
     pub(crate) on_reminder: ComponentExportIndex,
+    pub(crate) on_connect: ComponentExportIndex,
+    pub(crate) on_message: ComponentExportIndex,
+    pub(crate) on_disconnect: ComponentExportIndex,
 }
 
 /// A loaded plugin: one actor type, ready to activate.
@@ -288,13 +291,17 @@ fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExp
     let iface = component
         .get_export_index(None, LIFECYCLE_INTERFACE)
         .ok_or_else(missing)?;
-    let hook = |name: &str, params: &[Type]| -> Result<ComponentExportIndex, String> {
+    // Hooks are checked by the shape of their parameters; the exact types
+    // of records and variants are checked again when an activation looks
+    // up its typed functions.
+    let hook = |name: &str, params: &[fn(&Type) -> bool]| -> Result<ComponentExportIndex, String> {
         let Some(ComponentItem::ComponentFunc(f)) = instance.get_export(engine, name).map(|e| e.ty)
         else {
             return Err(format!("its lifecycle interface lacks `{name}`"));
         };
         let got: Vec<Type> = f.params().map(|(_, t)| t).collect();
-        if got != params || f.results().len() != 0 {
+        let fits = got.len() == params.len() && got.iter().zip(params).all(|(t, ok)| ok(t));
+        if !fits || f.results().len() != 0 {
             return Err(format!(
                 "its lifecycle hook `{name}` has the wrong signature"
             ));
@@ -303,11 +310,29 @@ fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExp
             .get_export_index(Some(&iface), name)
             .ok_or_else(missing)
     };
+    fn string(t: &Type) -> bool {
+        *t == Type::String
+    }
+    fn session(t: &Type) -> bool {
+        *t == Type::U64
+    }
+    fn bytes(t: &Type) -> bool {
+        matches!(t, Type::List(l) if l.ty() == Type::U8)
+    }
+    fn boolean(t: &Type) -> bool {
+        *t == Type::Bool
+    }
+    fn reason(t: &Type) -> bool {
+        matches!(t, Type::Variant(_))
+    }
     Ok(LifecycleExports {
         on_activate: hook("on-activate", &[])?,
         on_deactivate: hook("on-deactivate", &[])?,
-        on_timer: hook("on-timer", &[Type::String])?,
-        on_reminder: hook("on-reminder", &[Type::String])?,
+        on_timer: hook("on-timer", &[string])?,
+        on_reminder: hook("on-reminder", &[string])?,
+        on_connect: hook("on-connect", &[session])?,
+        on_message: hook("on-message", &[session, bytes, boolean])?,
+        on_disconnect: hook("on-disconnect", &[session, reason])?,
     })
 }
 

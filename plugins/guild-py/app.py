@@ -60,6 +60,15 @@ class Lifecycle(exports.Lifecycle):
     def on_reminder(self, name: str) -> None:
         pass
 
+    def on_connect(self, session: int) -> None:
+        pass
+
+    def on_message(self, session: int, payload: bytes, reliable: bool) -> None:
+        pass
+
+    def on_disconnect(self, session: int, reason: types.DisconnectReason) -> None:
+        pass
+
 
 class Guild(exports.Guild):
     def add_member(self, member: g.Member) -> g.Roster:
