@@ -110,6 +110,36 @@ impl Identity {
         })
     }
 
+    /// The self-signed certificate kept in `dir` (`cert.pem`, `key.pem`),
+    /// generated for `names` on first use so that its fingerprint, which
+    /// clients pin, stays the same across restarts.
+    pub fn self_signed_in(dir: &Path, names: &[String]) -> Result<Identity, TlsError> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        if cert.exists() && key.exists() {
+            return Identity::from_pem_files(&cert, &key);
+        }
+        let certified = rcgen::generate_simple_self_signed(names.to_vec())?;
+        let write = |path: &Path, text: String| {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(path, text))
+                .map_err(|e| TlsError::Pem {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+        };
+        write(&key, certified.key_pair.serialize_pem())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600));
+        }
+        write(&cert, certified.cert.pem())?;
+        Ok(Identity {
+            chain: vec![certified.cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into()),
+        })
+    }
+
     /// Loads a PEM certificate chain and a PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         let pem_error = |path: &Path, message: String| TlsError::Pem {
@@ -234,6 +264,9 @@ mod tests {
             identity.fingerprint(),
             Fingerprint::of(certified.cert.der())
         );
+        let kept = Identity::self_signed_in(&dir.join("kept"), &["localhost".into()]).unwrap();
+        let again = Identity::self_signed_in(&dir.join("kept"), &["localhost".into()]).unwrap();
+        assert_eq!(kept.fingerprint(), again.fingerprint());
         std::fs::write(&cert, "not pem").unwrap();
         let error = Identity::from_pem_files(&cert, &key).unwrap_err();
         assert!(error.to_string().contains("no CERTIFICATE"), "{error}");

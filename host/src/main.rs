@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use grove_gateway_quic::{Gateway, GatewayConfig, Identity};
 use grove_host::engine::Limits;
+use grove_host::gateway::Authenticator;
 use grove_host::state::StateStore;
 use grove_host::{Host, HostConfig, Plugin};
 
@@ -103,6 +105,78 @@ struct RunArgs {
     /// kernel's vm.max_map_count leaves room for fewer].
     #[arg(long)]
     max_activations: Option<u32>,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// UDP address of the QUIC gateway for game clients (ALPN `grove`); no
+    /// gateway runs without it.
+    #[arg(long, requires = "gateway_auth")]
+    gateway: Option<SocketAddr>,
+    /// The actor function that authenticates game clients, written
+    /// `type.function`: `func(credentials: list<u8>) -> result<actor-ref, string>`.
+    #[arg(long, value_name = "TYPE.FUNCTION")]
+    gateway_auth: Option<Authenticator>,
+    /// Activations of the authenticator's actor type (keys 0, 1, ...) that
+    /// share the logins.
+    #[arg(long, default_value_t = 4)]
+    gateway_auth_workers: usize,
+    /// PEM certificate chain for the gateway. Without it, a self-signed
+    /// certificate is generated once and kept in `<data>/gateway/`.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key for `--cert`.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Largest frame a client or an actor may send, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    gateway_max_frame: usize,
+    /// Messages (frames and datagrams) per second a client may send.
+    #[arg(long, default_value_t = 200)]
+    gateway_message_rate: u32,
+    /// Milliseconds without a packet after which a client counts as gone.
+    #[arg(long, default_value_t = 15_000)]
+    gateway_idle_timeout_ms: u64,
+}
+
+impl GatewayArgs {
+    /// Starts the gateway if one was asked for.
+    async fn start(&self, host: &Host, data: &Path) -> anyhow::Result<Option<Gateway>> {
+        let (Some(listen), Some(auth)) = (self.gateway, self.gateway_auth.clone()) else {
+            return Ok(None);
+        };
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+            _ => {
+                let mut names = vec!["localhost".to_owned()];
+                if !listen.ip().is_unspecified() {
+                    names.push(listen.ip().to_string());
+                }
+                Identity::self_signed_in(&data.join("gateway"), &names)?
+            }
+        };
+        let mut config = GatewayConfig::new(listen, identity);
+        config.max_frame = self.gateway_max_frame;
+        config.message_rate = self.gateway_message_rate;
+        config.message_burst = self.gateway_message_rate.saturating_mul(2);
+        config.idle_timeout = Duration::from_millis(self.gateway_idle_timeout_ms.max(100));
+        let auth = Authenticator {
+            workers: self.gateway_auth_workers.max(1),
+            ..auth
+        };
+        let authenticator = format!("{}.{}", auth.actor_type, auth.function);
+        let gateway = grove_host::gateway::start(host, config, auth)
+            .await
+            .context("cannot start the QUIC gateway")?;
+        println!(
+            "gateway: quic://{} (ALPN grove), authenticator {authenticator}",
+            gateway.local_addr()
+        );
+        println!("gateway certificate sha256: {}", gateway.fingerprint());
+        Ok(Some(gateway))
+    }
 }
 
 fn main() -> ExitCode {
@@ -194,7 +268,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         load_ms = started.elapsed().as_millis() as u64,
         "grove is serving"
     );
+    let gateway = args.gateway.start(&host, &args.data).await?;
     grove_host::http::serve(host.clone(), listener, shutdown_signal()).await?;
+    if let Some(gateway) = gateway {
+        tracing::info!(
+            sessions = host.sessions().len(),
+            "shutting down: closing client sessions"
+        );
+        gateway.shutdown().await;
+    }
     tracing::info!(
         activations = host.active_count(),
         "shutting down: deactivating actors"
