@@ -116,7 +116,8 @@ impl grove_guest::Actor for Echo {
 
 impl Guest for Echo {
     fn login(credentials: Vec<u8>) -> Result<ActorRef, String> {
-        let name = String::from_utf8(credentials).map_err(|_| "the name is not UTF-8".to_owned())?;
+        let name =
+            String::from_utf8(credentials).map_err(|_| "the name is not UTF-8".to_owned())?;
         if name.is_empty() {
             return Err("empty name".into());
         }
