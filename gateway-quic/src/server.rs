@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::protocol::{
     frame_header, CloseCode, FrameDecoder, FrameError, RateLimit, Welcome, ALPN,
 };
-use crate::sessions::{Disconnect, SessionId, SessionLink, Sessions};
+use crate::sessions::{Disconnect, Outbound, SessionId, SessionLink, Sessions};
 use crate::tls::{provider, Fingerprint, Identity, TlsError};
 
 /// Largest chunk read from a client stream at once.
@@ -30,6 +30,10 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Frames the writer task coalesces into one stream write.
 const WRITE_BATCH: usize = 64;
+
+/// How long a graceful close waits for the client to acknowledge its last
+/// frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for sessions to report their disconnects.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -389,8 +393,8 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
     };
     // The welcome is the first frame out; anything the owner sends from
     // `on-connect` follows it.
-    let _ = frames.try_send(welcome.encode());
-    tokio::spawn(write_frames(opened.send, outbound));
+    let _ = frames.try_send(Outbound::Frame(welcome.encode()));
+    tokio::spawn(write_frames(opened.send, outbound, connection.clone()));
     let closing = Arc::new(Mutex::new(None));
     let link = SessionLink {
         connection: connection.clone(),
@@ -535,15 +539,29 @@ impl<B: Backend> Reader<'_, B> {
     }
 }
 
-/// Drains a session's outbound frames onto its stream, several per write.
-async fn write_frames(mut send: SendStream, mut outbound: mpsc::Receiver<Bytes>) {
+/// Drains a session's outbound frames onto its stream, several per write;
+/// carries out a graceful close once everything before it is delivered.
+async fn write_frames(
+    mut send: SendStream,
+    mut outbound: mpsc::Receiver<Outbound>,
+    connection: quinn::Connection,
+) {
     let mut buffer = BytesMut::new();
     while let Some(first) = outbound.recv().await {
         let mut next = Some(first);
         let mut batched = 0;
-        while let Some(payload) = next.take() {
-            buffer.extend_from_slice(&frame_header(payload.len()));
-            buffer.extend_from_slice(&payload);
+        let mut close = None;
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(payload) => {
+                    buffer.extend_from_slice(&frame_header(payload.len()));
+                    buffer.extend_from_slice(&payload);
+                }
+                Outbound::Close(code, reason) => {
+                    close = Some((code, reason));
+                    break;
+                }
+            }
             batched += 1;
             if batched < WRITE_BATCH {
                 next = outbound.try_recv().ok();
@@ -553,6 +571,15 @@ async fn write_frames(mut send: SendStream, mut outbound: mpsc::Receiver<Bytes>)
             return;
         }
         buffer.clear();
+        if let Some((code, reason)) = close {
+            // Closing at once would discard frames the client has not
+            // acknowledged yet: finish the stream and wait until it has them.
+            if send.finish().is_ok() {
+                let _ = tokio::time::timeout(CLOSE_GRACE, send.stopped()).await;
+            }
+            connection.close(code.code().into(), reason.as_bytes());
+            return;
+        }
     }
     let _ = send.finish();
 }

@@ -77,10 +77,19 @@ impl std::fmt::Display for Disconnect {
     }
 }
 
+/// What a session's writer task is asked to do.
+pub(crate) enum Outbound {
+    /// Write one frame.
+    Frame(Bytes),
+    /// Write everything queued before, wait until the client has it, then
+    /// close the connection with this code and reason.
+    Close(CloseCode, String),
+}
+
 /// What the gateway keeps about one live session.
 pub(crate) struct SessionLink {
     pub(crate) connection: quinn::Connection,
-    pub(crate) frames: mpsc::Sender<Bytes>,
+    pub(crate) frames: mpsc::Sender<Outbound>,
     pub(crate) max_frame: usize,
     /// Why the gateway itself closed the connection, once it has.
     pub(crate) closing: Arc<Mutex<Option<Disconnect>>>,
@@ -98,6 +107,23 @@ impl SessionLink {
         }
         self.connection
             .close(code.code().into(), truncate_reason(reason).as_bytes());
+    }
+
+    /// Like [`SessionLink::close`], but the frames already queued for the
+    /// client reach it first.
+    pub(crate) fn close_after_queued(&self, code: CloseCode, reason: &str, why: Disconnect) {
+        {
+            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+            if closing.is_some() {
+                return;
+            }
+            *closing = Some(why);
+        }
+        let close = Outbound::Close(code, truncate_reason(reason).to_owned());
+        if self.frames.try_send(close).is_err() {
+            self.connection
+                .close(code.code().into(), truncate_reason(reason).as_bytes());
+        }
     }
 }
 
@@ -187,12 +213,13 @@ impl Sessions {
     }
 
     /// Closes `session`, sending the client `reason` with the code
-    /// `closed-by-actor`; returns whether it was live.
+    /// `closed-by-actor` once the frames queued for it have been delivered;
+    /// returns whether it was live.
     pub fn close(&self, session: SessionId, reason: &str) -> bool {
         let Some(link) = self.inner.live.get(&session) else {
             return false;
         };
-        link.close(
+        link.close_after_queued(
             CloseCode::ClosedByActor,
             reason,
             Disconnect::ClosedByActor(reason.to_owned()),
@@ -227,7 +254,7 @@ fn send_frame(session: SessionId, link: &SessionLink, payload: Bytes) -> Result<
             limit: link.max_frame,
         });
     }
-    match link.frames.try_send(payload) {
+    match link.frames.try_send(Outbound::Frame(payload)) {
         Ok(()) => Ok(()),
         Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::UnknownSession(session)),
         Err(mpsc::error::TrySendError::Full(_)) => {

@@ -161,6 +161,13 @@ impl Identity {
         })
     }
 
+    /// The fingerprint of the first certificate in PEM text, for clients
+    /// that pin a certificate file they were given.
+    pub fn certificate_fingerprint(pem: &[u8]) -> Option<Fingerprint> {
+        let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+        Some(Fingerprint::of(&first))
+    }
+
     /// The leaf certificate's fingerprint, for clients to pin.
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of(&self.chain[0])
@@ -267,6 +274,11 @@ mod tests {
         let kept = Identity::self_signed_in(&dir.join("kept"), &["localhost".into()]).unwrap();
         let again = Identity::self_signed_in(&dir.join("kept"), &["localhost".into()]).unwrap();
         assert_eq!(kept.fingerprint(), again.fingerprint());
+        let pem = std::fs::read(dir.join("kept/cert.pem")).unwrap();
+        assert_eq!(
+            Identity::certificate_fingerprint(&pem),
+            Some(kept.fingerprint())
+        );
         std::fs::write(&cert, "not pem").unwrap();
         let error = Identity::from_pem_files(&cert, &key).unwrap_err();
         assert!(error.to_string().contains("no CERTIFICATE"), "{error}");

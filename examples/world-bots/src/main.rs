@@ -1,1 +1,415 @@
-fn main() {}
+//! Load bots for the multiplayer world demo (`examples/world`).
+//!
+//! Run with: `cargo run --release -p world-bots -- --cert .grove/gateway/cert.pem --clients 500`
+//! against `./scripts/demo` (or any `grove run --gateway ... --gateway-auth world-auth.login`).
+//!
+//! Each bot is one QUIC client: it logs in with its name, then sends commands
+//! at a fixed rate (2 per second by default, the seed's method) for a set
+//! time — `set-velocity`, `aoe` and `query` (some of them over the whole
+//! world) — and finally logs out. The report gives, per command type, the
+//! count, errors and p50/p95/p99/max latency from sending a command to
+//! reading its reply, then messages per second and connection failures.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use grove_gateway_quic::client::{Client, ClientConfig, Received, Session};
+use grove_gateway_quic::{Fingerprint, Identity};
+use tokio::sync::Semaphore;
+use world_shared::{Command, Rect, Reply, Request, MAX_SPEED, WORLD_SIZE};
+
+#[derive(Parser)]
+#[command(about = "Load bots for Grove's multiplayer world demo")]
+struct Args {
+    /// The gateway's address.
+    #[arg(long, default_value = "127.0.0.1:7071")]
+    gateway: SocketAddr,
+    /// The gateway certificate's SHA-256 fingerprint, as `grove run` prints it.
+    #[arg(long, conflicts_with = "cert")]
+    pin: Option<Fingerprint>,
+    /// The gateway's certificate (PEM) to pin, e.g. `.grove/gateway/cert.pem`.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Bots to run.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Commands per second per bot.
+    #[arg(long, default_value_t = 2.0)]
+    rate: f64,
+    /// How long the bots send commands, in seconds.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Share of commands that are queries.
+    #[arg(long, default_value_t = 0.4)]
+    query_share: f64,
+    /// Share of commands that are area attacks.
+    #[arg(long, default_value_t = 0.2)]
+    aoe_share: f64,
+    /// Share of queries that cover the whole world (the rest cover 200 × 200
+    /// units around a random point).
+    #[arg(long, default_value_t = 0.1)]
+    world_query_share: f64,
+    /// Bots per UDP socket.
+    #[arg(long, default_value_t = 100)]
+    per_socket: usize,
+    /// Logins in flight at once while the bots connect.
+    #[arg(long, default_value_t = 100)]
+    connect_concurrency: usize,
+    /// Bot names are `<prefix>-<n>`.
+    #[arg(long, default_value = "bot")]
+    prefix: String,
+}
+
+/// Latencies in microseconds and error counts, per command type.
+#[derive(Default)]
+struct Stats {
+    latencies: HashMap<&'static str, Vec<u32>>,
+    errors: HashMap<&'static str, u64>,
+}
+
+impl Stats {
+    fn record(&mut self, kind: &'static str, took: Duration) {
+        let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        self.latencies.entry(kind).or_default().push(micros);
+    }
+
+    fn error(&mut self, kind: &'static str) {
+        *self.errors.entry(kind).or_default() += 1;
+    }
+}
+
+/// Counters shared by all bots.
+#[derive(Default)]
+struct Totals {
+    stats: Mutex<Stats>,
+    sent: AtomicU64,
+    frames: AtomicU64,
+    datagrams: AtomicU64,
+    connect_failures: AtomicU64,
+    dropped_sessions: AtomicU64,
+}
+
+/// A small deterministic generator, one per bot.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn coord(&mut self) -> f32 {
+        self.unit() as f32 * WORLD_SIZE
+    }
+}
+
+/// Commands waiting for their reply: id -> (kind, sent at).
+type Pending = Arc<Mutex<HashMap<u64, (&'static str, Instant)>>>;
+
+fn pick(args: &Args, rng: &mut Rng) -> (&'static str, Command) {
+    let roll = rng.unit();
+    if roll < args.query_share {
+        if rng.unit() < args.world_query_share {
+            let area = Rect::world();
+            return ("query-world", Command::Query { area, limit: 50 });
+        }
+        let area = Rect::around(rng.coord(), rng.coord(), 100.0);
+        ("query", Command::Query { area, limit: 50 })
+    } else if roll < args.query_share + args.aoe_share {
+        let (x, y) = (rng.coord(), rng.coord());
+        let command = Command::Aoe {
+            x,
+            y,
+            radius: 20.0,
+            damage: 5,
+        };
+        ("aoe", command)
+    } else {
+        let angle = rng.unit() * std::f64::consts::TAU;
+        let speed = rng.unit() * f64::from(MAX_SPEED);
+        let command = Command::SetVelocity {
+            vx: (angle.cos() * speed) as f32,
+            vy: (angle.sin() * speed) as f32,
+        };
+        ("set-velocity", command)
+    }
+}
+
+/// Reads a session's frames and datagrams, matching replies to commands.
+async fn read_replies(
+    session: Session,
+    pending: Pending,
+    totals: Arc<Totals>,
+    logout: Arc<Mutex<Option<Instant>>>,
+) {
+    while let Ok(received) = session.recv().await {
+        let bytes = match received {
+            Received::Datagram(_) => {
+                totals.datagrams.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Received::Frame(bytes) => bytes,
+        };
+        totals.frames.fetch_add(1, Ordering::Relaxed);
+        let (id, ok) = match serde_json::from_slice::<Reply>(&bytes) {
+            Ok(Reply::Ok { id, .. }) => (id, true),
+            Ok(Reply::Error { id, .. }) => (id, false),
+            _ => continue,
+        };
+        let Some((kind, sent)) = pending.lock().unwrap().remove(&id) else {
+            continue;
+        };
+        let mut stats = totals.stats.lock().unwrap();
+        if ok {
+            stats.record(kind, sent.elapsed());
+        } else {
+            stats.error(kind);
+        }
+        if kind == "logout" {
+            *logout.lock().unwrap() = Some(Instant::now());
+        }
+    }
+}
+
+/// Logs one bot in; returns its session once the player is in the world.
+async fn login(client: &Client, args: &Args, n: usize, totals: &Totals) -> Option<Session> {
+    let name = format!("{}-{n}", args.prefix);
+    let started = Instant::now();
+    let session = match client.connect(args.gateway, name.as_bytes()).await {
+        Ok(session) => session,
+        Err(error) => {
+            eprintln!("{name}: cannot connect: {error}");
+            totals.connect_failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), session.recv()).await {
+            Ok(Ok(Received::Frame(bytes))) => {
+                if let Ok(Reply::Welcome { .. }) = serde_json::from_slice(&bytes) {
+                    totals
+                        .stats
+                        .lock()
+                        .unwrap()
+                        .record("login", started.elapsed());
+                    return Some(session);
+                }
+            }
+            Ok(Ok(Received::Datagram(_))) => {}
+            Ok(Err(closed)) => {
+                eprintln!("{name}: closed before entering the world: {closed}");
+                break;
+            }
+            Err(_) => {
+                eprintln!("{name}: no welcome within 10 s");
+                break;
+            }
+        }
+    }
+    totals.stats.lock().unwrap().error("login");
+    totals.connect_failures.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+/// Sends commands at the bot's rate until `until`, then logs out.
+async fn play(
+    session: Session,
+    args: Arc<Args>,
+    n: usize,
+    start: Instant,
+    until: Instant,
+    totals: Arc<Totals>,
+) {
+    let pending: Pending = Arc::default();
+    let logged_out = Arc::new(Mutex::new(None));
+    let reader = tokio::spawn(read_replies(
+        session.clone(),
+        pending.clone(),
+        totals.clone(),
+        logged_out.clone(),
+    ));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let period = Duration::from_secs_f64(1.0 / args.rate.max(0.001));
+    // Spread the bots' sends evenly over one period.
+    let mut next = start + period.mul_f64(rng.unit());
+    let mut id = 0;
+    while next < until {
+        tokio::time::sleep_until(next.into()).await;
+        next += period;
+        let (kind, command) = pick(&args, &mut rng);
+        id += 1;
+        let frame = serde_json::to_vec(&Request { id, command }).unwrap_or_default();
+        pending.lock().unwrap().insert(id, (kind, Instant::now()));
+        if session.send(&frame).await.is_err() {
+            totals.dropped_sessions.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        totals.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    // Give the last replies a moment, then log out.
+    let drain = Instant::now() + Duration::from_secs(5);
+    while !pending.lock().unwrap().is_empty() && Instant::now() < drain {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unanswered: Vec<&'static str> = pending
+        .lock()
+        .unwrap()
+        .drain()
+        .map(|(_, (k, _))| k)
+        .collect();
+    {
+        let mut stats = totals.stats.lock().unwrap();
+        for kind in unanswered {
+            stats.error(kind);
+        }
+    }
+    id += 1;
+    let frame = serde_json::to_vec(&Request {
+        id,
+        command: Command::Logout,
+    })
+    .unwrap_or_default();
+    pending
+        .lock()
+        .unwrap()
+        .insert(id, ("logout", Instant::now()));
+    if session.send(&frame).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), session.closed()).await;
+    }
+    if logged_out.lock().unwrap().is_none() {
+        totals.stats.lock().unwrap().error("logout");
+    }
+    reader.abort();
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+}
+
+fn report(args: &Args, totals: &Totals, connected: usize, run: Duration) {
+    let stats = totals.stats.lock().unwrap();
+    println!(
+        "world-bots: {} clients ({connected} in the world, {} connection failures), {} commands/s each for {} s",
+        args.clients,
+        totals.connect_failures.load(Ordering::Relaxed),
+        args.rate,
+        run.as_secs()
+    );
+    println!(
+        "{:<14}{:>9}{:>8}{:>10}{:>10}{:>10}{:>10}",
+        "command", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"
+    );
+    for kind in [
+        "login",
+        "set-velocity",
+        "aoe",
+        "query",
+        "query-world",
+        "logout",
+    ] {
+        let mut latencies = stats.latencies.get(kind).cloned().unwrap_or_default();
+        latencies.sort_unstable();
+        println!(
+            "{kind:<14}{:>9}{:>8}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+            latencies.len(),
+            stats.errors.get(kind).copied().unwrap_or(0),
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 95.0),
+            percentile(&latencies, 99.0),
+            latencies.last().map_or(0.0, |m| f64::from(*m) / 1000.0),
+        );
+    }
+    let secs = run.as_secs_f64().max(0.001);
+    let sent = totals.sent.load(Ordering::Relaxed) as f64 / secs;
+    let frames = totals.frames.load(Ordering::Relaxed) as f64 / secs;
+    let datagrams = totals.datagrams.load(Ordering::Relaxed) as f64 / secs;
+    println!(
+        "messages/s: {:.0} commands sent, {:.0} frames and {:.0} snapshot datagrams received ({:.0} in all)",
+        sent,
+        frames,
+        datagrams,
+        sent + frames + datagrams
+    );
+    println!(
+        "sessions dropped during the run: {}",
+        totals.dropped_sessions.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Arc::new(Args::parse());
+    let pin = match (&args.pin, &args.cert) {
+        (Some(pin), _) => *pin,
+        (None, Some(cert)) => {
+            let pem =
+                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            Identity::certificate_fingerprint(&pem)
+                .with_context(|| format!("{} holds no certificate", cert.display()))?
+        }
+        (None, None) => anyhow::bail!("give the gateway's --pin or --cert"),
+    };
+    let sockets = args.clients.div_ceil(args.per_socket.max(1)).max(1);
+    let clients = (0..sockets)
+        .map(|_| Client::new(ClientConfig::pinned(pin)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let totals = Arc::new(Totals::default());
+
+    // Log everybody in first, a bounded number at a time.
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let logins: Vec<_> = (0..args.clients)
+        .map(|n| {
+            let (client, args, totals, gate) = (
+                clients[n % sockets].clone(),
+                args.clone(),
+                totals.clone(),
+                gate.clone(),
+            );
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.ok()?;
+                login(&client, &args, n, &totals).await.map(|s| (n, s))
+            })
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for login in logins {
+        if let Ok(Some(session)) = login.await {
+            sessions.push(session);
+        }
+    }
+    let connected = sessions.len();
+    eprintln!(
+        "{connected} bots in the world; sending commands for {} s",
+        args.seconds
+    );
+
+    let start = Instant::now();
+    let until = start + Duration::from_secs(args.seconds);
+    let players: Vec<_> = sessions
+        .into_iter()
+        .map(|(n, session)| {
+            tokio::spawn(play(session, args.clone(), n, start, until, totals.clone()))
+        })
+        .collect();
+    for player in players {
+        let _ = player.await;
+    }
+    report(&args, &totals, connected, until - start);
+    Ok(())
+}
