@@ -12,16 +12,22 @@ fn repo(path: &str) -> PathBuf {
 
 #[test]
 fn committed_proxies_match_their_callees() {
-    for callee in ["player", "guild", "probe"] {
-        let source = repo(&format!("wit/examples/{callee}.wit"));
+    let callees = [
+        "wit/examples/player",
+        "wit/examples/guild",
+        "wit/examples/probe",
+        "examples/world/wit/world-cell",
+        "examples/world/wit/world-player",
+    ];
+    for callee in callees {
+        let source = repo(&format!("{callee}.wit"));
         let generated =
             grove_host::proxy_wit::from_wit(&[&repo("wit/actor"), &source], None).unwrap();
-        let committed =
-            std::fs::read_to_string(repo(&format!("wit/examples/{callee}-proxy.wit"))).unwrap();
+        let committed = std::fs::read_to_string(repo(&format!("{callee}-proxy.wit"))).unwrap();
         assert_eq!(
             generated, committed,
-            "wit/examples/{callee}-proxy.wit is stale: regenerate it with \
-             `grove wit proxy wit/actor wit/examples/{callee}.wit -o wit/examples/{callee}-proxy.wit`"
+            "{callee}-proxy.wit is stale: regenerate it with \
+             `grove wit proxy wit/actor {callee}.wit -o {callee}-proxy.wit`"
         );
     }
 }
