@@ -90,7 +90,11 @@ async fn raw_echo(identity: Identity) -> SocketAddr {
 }
 
 /// Connects `count` clients to `addr`.
-async fn connect_all(pin: grove_gateway_quic::Fingerprint, addr: SocketAddr, count: usize) -> Vec<Session> {
+async fn connect_all(
+    pin: grove_gateway_quic::Fingerprint,
+    addr: SocketAddr,
+    count: usize,
+) -> Vec<Session> {
     let clients: Vec<Client> = (0..count.div_ceil(PER_SOCKET))
         .map(|_| Client::new(ClientConfig::pinned(pin)).unwrap())
         .collect();
@@ -101,7 +105,10 @@ async fn connect_all(pin: grove_gateway_quic::Fingerprint, addr: SocketAddr, cou
             let gate = gate.clone();
             tokio::spawn(async move {
                 let _permit = gate.acquire().await.unwrap();
-                client.connect(addr, format!("c{n}").as_bytes()).await.unwrap()
+                client
+                    .connect(addr, format!("c{n}").as_bytes())
+                    .await
+                    .unwrap()
             })
         })
         .collect();
@@ -170,7 +177,10 @@ fn main() {
             "clients", "server", "msgs/s", "p50 ms", "p99 ms"
         );
         for &count in &counts {
-            for (name, addr) in [("raw quinn echo", raw), ("grove gateway+actor", gateway.local_addr())] {
+            for (name, addr) in [
+                ("raw quinn echo", raw),
+                ("grove gateway+actor", gateway.local_addr()),
+            ] {
                 let sessions = connect_all(pin, addr, count).await;
                 let times = round_trips(&sessions, phase).await;
                 println!(
