@@ -132,11 +132,11 @@ impl Cell {
                 self.players.push(p);
             }
         }
-        if self.tick % 50 == 0 {
+        if self.tick.is_multiple_of(50) {
             let now = self.tick;
             self.departed.retain(|_, (_, at)| now - *at < FORWARD_TICKS);
         }
-        if self.tick % SNAPSHOT_EVERY == 0 && !self.players.is_empty() {
+        if self.tick.is_multiple_of(SNAPSHOT_EVERY) && !self.players.is_empty() {
             self.push_snapshot(me);
         }
         if self.players.is_empty() && self.departed.is_empty() {
