@@ -424,3 +424,27 @@ async fn shutting_the_gateway_down_tells_clients_and_owners() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
+    let setup = start_with(|c| c.outbound_queue = 4).await;
+    let bystander = setup.connect("bren").await;
+    let session = setup.connect("ayla").await;
+    // Each command makes the actor queue a 60 KB frame this client never
+    // reads: once QUIC's flow-control window is full, the queue fills.
+    for _ in 0..100 {
+        if session.send(b"big 60000").await.is_err() {
+            break;
+        }
+    }
+    let closed = closed_within(&session).await;
+    assert_eq!(closed.code, Some(CloseCode::SlowConsumer), "{closed}");
+    setup
+        .wait_for_event(
+            "echo/ayla",
+            &format!("disconnect {} kicked: slow-consumer", session.id()),
+        )
+        .await;
+    bystander.send(b"unaffected").await.unwrap();
+    assert_eq!(recv_frame(&bystander).await, "unaffected");
+}
