@@ -96,28 +96,30 @@ pub(crate) struct SessionLink {
 }
 
 impl SessionLink {
+    /// Records why the gateway is closing the session; `false` if it
+    /// already was.
+    fn mark_closing(&self, why: Disconnect) -> bool {
+        let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        if closing.is_some() {
+            return false;
+        }
+        *closing = Some(why);
+        true
+    }
+
     /// Records why, then closes the connection with `code` and `reason`.
     pub(crate) fn close(&self, code: CloseCode, reason: &str, why: Disconnect) {
-        {
-            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
-            if closing.is_some() {
-                return;
-            }
-            *closing = Some(why);
+        if self.mark_closing(why) {
+            self.connection
+                .close(code.code().into(), truncate_reason(reason).as_bytes());
         }
-        self.connection
-            .close(code.code().into(), truncate_reason(reason).as_bytes());
     }
 
     /// Like [`SessionLink::close`], but the frames already queued for the
     /// client reach it first.
     pub(crate) fn close_after_queued(&self, code: CloseCode, reason: &str, why: Disconnect) {
-        {
-            let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
-            if closing.is_some() {
-                return;
-            }
-            *closing = Some(why);
+        if !self.mark_closing(why) {
+            return;
         }
         let close = Outbound::Close(code, truncate_reason(reason).to_owned());
         if self.frames.try_send(close).is_err() {
