@@ -38,6 +38,7 @@ thread_local! {
     static OVERLAPS: Cell<u32> = const { Cell::new(0) };
     static MEMO: RefCell<Option<String>> = const { RefCell::new(None) };
     static HOARD: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static FLOOD_TICKS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn now_ms() -> u64 {
@@ -72,6 +73,10 @@ impl grove_guest::Actor for Probe {
     }
 
     fn on_reminder(name: String) {
+        if name.starts_with("trap") {
+            bump(&format!("tries-{name}"));
+            panic!("reminder {name} traps on purpose");
+        }
         let key = grove_guest::self_key();
         let table = "probe-reminders";
         let mut fired: Vec<u64> = state::load(table, &key, Some(&name))
@@ -82,6 +87,10 @@ impl grove_guest::Actor for Probe {
     }
 
     fn on_timer(name: String) {
+        if name.starts_with("flood-") {
+            FLOOD_TICKS.set(FLOOD_TICKS.get() + 1);
+            return;
+        }
         let now = now_ms();
         TICKS.with_borrow_mut(|ticks| ticks.entry(name).or_default().push(now));
     }
@@ -216,6 +225,27 @@ impl Guest for Probe {
         state::load(TABLE, &grove_guest::self_key(), Some("notes"))
             .expect("load")
             .unwrap_or_default()
+    }
+
+    fn flood_timers(count: u32, period_ms: u64) {
+        for n in 0..count {
+            grove_guest::host::set_timer(&format!("flood-{n}"), period_ms, Some(period_ms), false);
+        }
+    }
+
+    fn flood_ticks() -> u64 {
+        FLOOD_TICKS.get()
+    }
+
+    fn write_rows(count: u32, size: u32) -> u32 {
+        let key = grove_guest::self_key();
+        let value = vec![7u8; size as usize];
+        for n in 0..count {
+            if state::put("rows", &key, Some(&n.to_string()), &value).is_err() {
+                return n;
+            }
+        }
+        count
     }
 
     fn start_reminder(name: String, due_ms: u64, period_ms: Option<u64>) -> Result<(), String> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 /// A plugin built by `scripts/build-plugins`.
 pub fn plugin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../plugins/target/wasm32-wasip2/release/{name}.wasm"
+        "../../plugins/target/wasm32-wasip2/release/{name}.wasm"
     ))
 }
 

@@ -15,7 +15,7 @@ use common::{eventually, ok};
 
 fn python() -> PathBuf {
     let python =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/py-venv/bin/python");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/py-venv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run scripts/build-plugins first",

@@ -1,24 +1,30 @@
 //! The data each activation's `Store` holds, and the host side of the
 //! `grove:actor/host` imports that a guest calls during its turns.
+//!
+//! A guest import reaches only the [`Services`] an actor may use — the
+//! directory (to call and send to other actors), its state store, the
+//! reminder schedule and the gateway's sessions — never the host as a whole.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grove_gateway_quic::SendError;
+use grove_gateway_quic::{SendError, Sessions};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::catalog::Catalog;
+use crate::directory::Directory;
 use crate::guest_output::GuestOutput;
-use crate::host::Host;
-use crate::proxy::CallChain;
+use crate::reminders::Reminders;
 use crate::state::{RowKey, StateError, StateStore};
-use crate::timers::Timers;
 use crate::ActorRef;
+use grove_core::timers::Timers;
+use grove_core::CallChain;
 
 wasmtime::component::bindgen!({
-    path: "../wit/actor",
+    path: "../../wit/actor",
     world: "imports",
     imports: { default: async | trappable },
 });
@@ -77,11 +83,24 @@ impl ResourceLimiter for ActivationLimiter {
     }
 }
 
+/// What the host lends its actors: cheap to clone, one per activation.
+#[derive(Clone)]
+pub(crate) struct Services {
+    /// Where calls and one-way sends to other actors go.
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) state: StateStore,
+    pub(crate) reminders: Arc<Reminders>,
+    pub(crate) sessions: Sessions,
+    /// The functions of every actor type, for proxies.
+    pub(crate) catalog: Catalog,
+    /// How long a call to another actor waits, unless its proxy says otherwise.
+    pub(crate) call_timeout: Duration,
+}
+
 /// Everything one activation's `Store` holds.
 pub(crate) struct ActivationState {
-    pub(crate) host: Host,
+    pub(crate) services: Services,
     pub(crate) actor: ActorRef,
-    pub(crate) state: StateStore,
     /// The call chain of the call being run, if the turn is a call.
     pub(crate) chain: CallChain,
     /// Proxy handles (see [`crate::proxy`]) the guest holds.
@@ -101,7 +120,7 @@ pub(crate) struct ActivationState {
 
 impl ActivationState {
     pub(crate) fn new(
-        host: Host,
+        services: Services,
         actor: ActorRef,
         max_memory: usize,
         turn_limit: Duration,
@@ -114,8 +133,7 @@ impl ActivationState {
             .stderr(output.clone())
             .build();
         ActivationState {
-            state: host.state().clone(),
-            host,
+            services,
             actor,
             chain: None,
             proxies: ResourceTable::new(),
@@ -210,7 +228,7 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wit::StateError>> {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
-        let r = self.state.get(key).await;
+        let r = self.services.state.get(key).await;
         Ok(self.state_result(started, r))
     }
 
@@ -223,7 +241,7 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<(), wit::StateError>> {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
-        let r = self.state.put(key, value).await;
+        let r = self.services.state.put(key, value).await;
         Ok(self.state_result(started, r))
     }
 
@@ -235,7 +253,7 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
-        let r = self.state.delete(key).await;
+        let r = self.services.state.delete(key).await;
         Ok(self.state_result(started, r))
     }
 
@@ -245,7 +263,11 @@ impl grove::actor::host::Host for ActivationState {
         key1: String,
     ) -> wasmtime::Result<Result<Vec<wit::Row>, wit::StateError>> {
         let started = Instant::now();
-        let rows = self.state.list(&self.actor.actor_type, &table, &key1).await;
+        let rows = self
+            .services
+            .state
+            .list(&self.actor.actor_type, &table, &key1)
+            .await;
         Ok(self.state_result(started, rows).map(|rows| {
             rows.into_iter()
                 .map(|r| wit::Row {
@@ -291,13 +313,11 @@ impl grove::actor::host::Host for ActivationState {
         due_ms: u64,
         period_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), wit::StateError>> {
-        self.host.run_reminders();
         let started = Instant::now();
         let r = self
-            .host
-            .reminders()
+            .services
+            .reminders
             .set(
-                &self.state,
                 &self.actor,
                 &name,
                 Duration::from_millis(due_ms),
@@ -312,11 +332,7 @@ impl grove::actor::host::Host for ActivationState {
         name: String,
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
         let started = Instant::now();
-        let r = self
-            .host
-            .reminders()
-            .cancel(&self.state, &self.actor, &name)
-            .await;
+        let r = self.services.reminders.cancel(&self.actor, &name).await;
         Ok(self.state_result(started, r))
     }
 
@@ -327,8 +343,8 @@ impl grove::actor::host::Host for ActivationState {
         reliable: bool,
     ) -> wasmtime::Result<Result<(), wit::SessionError>> {
         let sent = self
-            .host
-            .sessions()
+            .services
+            .sessions
             .send(session, Bytes::from(payload), reliable);
         Ok(sent.map_err(|e| match e {
             SendError::UnknownSession(_) => wit::SessionError::UnknownSession,
@@ -348,14 +364,14 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<u32> {
         let payload = Bytes::from(payload);
         let sent = self
-            .host
-            .sessions()
+            .services
+            .sessions
             .send_many(&sessions, &payload, reliable);
         Ok(u32::try_from(sent).unwrap_or(u32::MAX))
     }
 
     async fn close_session(&mut self, session: u64, reason: String) -> wasmtime::Result<bool> {
-        Ok(self.host.sessions().close(session, &reason))
+        Ok(self.services.sessions.close(session, &reason))
     }
 
     async fn deactivate_after_turn(&mut self) -> wasmtime::Result<()> {

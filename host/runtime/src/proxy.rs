@@ -20,12 +20,17 @@
 //! Whatever goes wrong on the callee's side comes back as a `call-error` value;
 //! the caller's turn goes on.
 //!
-//! Every call carries its [call chain](CallChain). An actor waits for the
-//! answer inside its turn, so a call back into any actor on the chain
+//! Every call carries its [call chain](grove_core::chain). An actor waits for
+//! the answer inside its turn, so a call back into any actor on the chain
 //! (A → B → A) could never be answered: it fails at once with `reentrancy`.
+//!
+//! The callee's function is named in the message and resolved by the
+//! activation that runs it, against the plugin that activation runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use grove_core::{chain, Message};
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{
@@ -33,8 +38,9 @@ use wasmtime::component::{
 };
 use wasmtime::{Engine, StoreContextMut};
 
-use crate::error::CallError;
+use crate::directory::Call;
 use crate::imports::ActivationState;
+use crate::mailbox::Envelope;
 use crate::ActorRef;
 
 /// Proxy packages are named `<namespace>:<package>-proxy`.
@@ -43,64 +49,7 @@ pub const PROXY_PACKAGE_SUFFIX: &str = "-proxy";
 /// The method every proxy resource has for changing its call timeout.
 pub const SET_TIMEOUT: &str = "set-timeout";
 
-/// The prefix of one-way methods: `send-take-hit` queues `take-hit`.
-pub const SEND_PREFIX: &str = "send-";
-
-/// Deepest call chain allowed (A → B → C → ... ); deeper calls fail.
-pub const MAX_CHAIN_DEPTH: usize = 64;
-
-/// One link of a call chain: the actor that made a call, and the chain that
-/// actor was itself called in.
-#[derive(Debug)]
-pub struct ChainLink {
-    actor: ActorRef,
-    parent: CallChain,
-    depth: usize,
-}
-
-/// The actors waiting, each in a turn, for the call at hand to be answered;
-/// `None` for a call from outside any actor (HTTP, CLI, the Rust API, a timer).
-pub type CallChain = Option<Arc<ChainLink>>;
-
-/// The chain of a call that `caller`, itself called in `chain`, makes to
-/// `target`; a reentrancy error if `target` is waiting on the chain already.
-pub fn extend_chain(
-    chain: &CallChain,
-    caller: &ActorRef,
-    target: &ActorRef,
-) -> Result<CallChain, CallError> {
-    let depth = chain.as_ref().map_or(0, |link| link.depth) + 1;
-    let mut link = chain.as_deref();
-    let mut reenters = caller == target;
-    while let (false, Some(l)) = (reenters, link) {
-        reenters = l.actor == *target;
-        link = l.parent.as_deref();
-    }
-    if reenters {
-        let mut actors = vec![target.to_string(), caller.to_string()];
-        let mut link = chain.as_deref();
-        while let Some(l) = link {
-            actors.push(l.actor.to_string());
-            link = l.parent.as_deref();
-        }
-        actors.reverse();
-        return Err(CallError::Reentrancy {
-            target: target.to_string(),
-            chain: actors.join(" -> "),
-        });
-    }
-    if depth > MAX_CHAIN_DEPTH {
-        return Err(CallError::ChainTooDeep {
-            depth,
-            limit: MAX_CHAIN_DEPTH,
-        });
-    }
-    Ok(Some(Arc::new(ChainLink {
-        actor: caller.clone(),
-        parent: chain.clone(),
-        depth,
-    })))
-}
+pub use crate::catalog::SEND_PREFIX;
 
 /// What a proxy resource handle stands for: one actor, and how long calls
 /// through this handle wait for an answer.
@@ -116,7 +65,7 @@ enum Method {
     SetTimeout,
     /// A call of the callee's function of this name, or — if the callee has
     /// no such function and the name starts with `send-` — a one-way send of
-    /// the rest.
+    /// the rest (see [`Catalog`](crate::catalog::Catalog)).
     Invoke(Arc<str>),
 }
 
@@ -170,6 +119,7 @@ pub(crate) fn define_imports(
             )
             .map_err(|e| format!("cannot define proxy `{name}`: {e}"))?;
             let actor_type: Arc<str> = resource.as_str().into();
+            let prefix = format!("[method]{resource}.");
             for (func, f) in &funcs {
                 if *func == format!("[constructor]{resource}") {
                     check_constructor(name, func, f)?;
@@ -178,7 +128,7 @@ pub(crate) fn define_imports(
                         construct(store, &actor_type, type_id, params, results)
                     })
                     .map_err(|e| format!("cannot define `{name}#{func}`: {e}"))?;
-                } else if let Some(method) = func.strip_prefix(&format!("[method]{resource}.")) {
+                } else if let Some(method) = func.strip_prefix(&prefix) {
                     let method = if method == SET_TIMEOUT {
                         Method::SetTimeout
                     } else {
@@ -250,7 +200,7 @@ fn construct(
             actor_type: actor_type.clone(),
             key: key.as_str().into(),
         },
-        timeout: store.data().host.call_timeout(),
+        timeout: store.data().services.call_timeout,
     };
     let handle = store.data_mut().proxies.push(proxy)?;
     let any = ResourceDynamic::new_own(handle.rep(), type_id).try_into_resource_any(&mut store)?;
@@ -279,87 +229,70 @@ async fn invoke(
 ) -> wasmtime::Result<()> {
     let rep = proxy_rep(&mut store, params)?;
     let handle = Resource::<ProxyRef>::new_borrow(rep);
-    let name = match method {
-        Method::SetTimeout => {
-            let Some(Val::U32(ms)) = params.get(1) else {
-                return Err(wasmtime::Error::msg("set-timeout takes milliseconds (u32)"));
-            };
-            store.data_mut().proxies.get_mut(&handle)?.timeout =
-                Duration::from_millis(u64::from(*ms).max(1));
-            return Ok(());
-        }
-        Method::Invoke(name) => name,
-    };
+    if let Method::SetTimeout = method {
+        let Some(Val::U32(ms)) = params.get(1) else {
+            return Err(wasmtime::Error::msg("set-timeout takes milliseconds (u32)"));
+        };
+        store.data_mut().proxies.get_mut(&handle)?.timeout =
+            Duration::from_millis(u64::from(*ms).max(1));
+        return Ok(());
+    }
     let proxy = store.data().proxies.get(&handle)?.clone();
-    let args = params[1..].to_vec();
-    let (host, chain, caller) = {
+    let args = params.get(1..).unwrap_or_default().to_vec();
+    let (directory, chain, caller) = {
         let state = store.data();
-        (state.host.clone(), state.chain.clone(), state.actor.clone())
+        (
+            state.services.directory.clone(),
+            state.chain.clone(),
+            state.actor.clone(),
+        )
     };
-    let outcome = match host.plugin(&proxy.target.actor_type) {
-        Err(e) => Err(e),
-        Ok(plugin) => match (plugin.function(&name), name.strip_prefix(SEND_PREFIX)) {
-            (None, Some(one_way)) if plugin.function(one_way).is_some() => {
-                host.send(&proxy.target, one_way, args).await.map(|()| None)
+    let Method::Invoke(method) = method else {
+        return Ok(());
+    };
+    let (function, one_way) = store
+        .data()
+        .services
+        .catalog
+        .resolve(&proxy.target.actor_type, &method);
+    let started = Instant::now();
+    let outcome = if one_way {
+        let message = Message {
+            target: proxy.target.clone(),
+            function,
+            args,
+            chain: None,
+            deadline: started + proxy.timeout,
+            reply: None,
+        };
+        directory
+            .deliver(&proxy.target, Envelope::Call(message), Some(&caller))
+            .await
+            .map(|()| None)
+    } else {
+        match chain::extend(&chain, &caller, &proxy.target) {
+            Err(e) => Err(e.into()),
+            Ok(chain) => {
+                let call = Call {
+                    target: &proxy.target,
+                    function,
+                    args,
+                    chain,
+                    timeout: proxy.timeout,
+                    sender: Some(&caller),
+                };
+                directory.call(call).await
             }
-            _ => match extend_chain(&chain, &caller, &proxy.target) {
-                Err(e) => Err(e),
-                Ok(chain) => {
-                    let started = Instant::now();
-                    let outcome = host
-                        .call_in_chain(&proxy.target, &name, args, chain, Some(proxy.timeout))
-                        .await;
-                    // Time spent waiting for the callee is not the caller's
-                    // own turn time.
-                    store.data_mut().turn_deadline += started.elapsed();
-                    outcome
-                }
-            },
-        },
-    };
-    results[0] = Val::Result(match outcome {
-        Ok(value) => Ok(value.map(Box::new)),
-        Err(error) => Err(Some(Box::new(error.to_wit_val()))),
-    });
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(s: &str) -> ActorRef {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn a_call_back_into_the_chain_is_reentrancy() {
-        let a_to_b = extend_chain(&None, &r("a/1"), &r("b/1")).unwrap();
-        let b_to_c = extend_chain(&a_to_b, &r("b/1"), &r("c/1")).unwrap();
-        let err = extend_chain(&b_to_c, &r("c/1"), &r("a/1")).unwrap_err();
-        assert_eq!(err.kind(), "reentrancy");
-        assert!(
-            err.to_string().contains("a/1 -> b/1 -> c/1 -> a/1"),
-            "{err}"
-        );
-        assert_eq!(
-            extend_chain(&None, &r("a/1"), &r("a/1"))
-                .unwrap_err()
-                .kind(),
-            "reentrancy"
-        );
-        // Another key of the same type is another actor.
-        assert!(extend_chain(&b_to_c, &r("c/1"), &r("a/2")).is_ok());
-    }
-
-    #[test]
-    fn chains_have_a_depth_limit() {
-        let mut chain = None;
-        for i in 0..MAX_CHAIN_DEPTH {
-            chain =
-                extend_chain(&chain, &r(&format!("a/{i}")), &r(&format!("a/{}", i + 1))).unwrap();
         }
-        let err = extend_chain(&chain, &r("a/x"), &r("a/y")).unwrap_err();
-        assert_eq!(err.kind(), "chain-too-deep");
+    };
+    // Time spent waiting for the callee, or for room in its mailbox, is not
+    // the caller's own turn time; the turn's wall-clock bound still counts it.
+    store.data_mut().turn_deadline += started.elapsed();
+    if let Some(result) = results.first_mut() {
+        *result = Val::Result(match outcome {
+            Ok(value) => Ok(value.map(Box::new)),
+            Err(error) => Err(Some(Box::new(error.to_wit_val()))),
+        });
     }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The HTTP API.
 //!
 //! * `POST /v1/actors/{type}/{key}/{function}` — body: a JSON array of the
-//!   arguments (mapped by the WIT types, see [`crate::values`]); answer: the
+//!   arguments (mapped by the WIT types, see [`grove_host::values`]); answer: the
 //!   result as JSON (`null` for a function without a result). With
 //!   `?encoding=wave` the body is a JSON array of WAVE texts, one per argument,
 //!   and the answer is the result's WAVE text as a JSON string.
@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::{values, ActorRef, CallError, Host};
+use grove_host::{values, ActorRef, CallError, Host};
 
 /// The HTTP status for a call error.
 pub fn status_of(error: &CallError) -> StatusCode {
@@ -38,6 +38,7 @@ pub fn status_of(error: &CallError) -> StatusCode {
         | CallError::Reentrancy { .. }
         | CallError::ChainTooDeep { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        CallError::MailboxFull { .. } => StatusCode::TOO_MANY_REQUESTS,
         CallError::ActivationFailed { .. }
         | CallError::ShuttingDown
         | CallError::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -57,19 +58,18 @@ fn error_response(
     (status, Json(json!({ "error": error }))).into_response()
 }
 
-impl IntoResponse for CallError {
-    fn into_response(self) -> Response {
-        let backtrace = match &self {
-            CallError::Trapped { backtrace, .. } => backtrace.clone(),
-            _ => None,
-        };
-        error_response(
-            status_of(&self),
-            self.kind(),
-            self.to_string(),
-            backtrace.as_deref(),
-        )
-    }
+/// A call error as the API's JSON error, with its status.
+fn call_error(error: CallError) -> Response {
+    let backtrace = match &error {
+        CallError::Trapped { backtrace, .. } => backtrace.clone(),
+        _ => None,
+    };
+    error_response(
+        status_of(&error),
+        error.kind(),
+        error.to_string(),
+        backtrace.as_deref(),
+    )
 }
 
 /// The router serving the API for `host`.
@@ -117,14 +117,13 @@ async fn call(
     let actor = ActorRef::new(&actor_type, &key);
     let plugin = match host.plugin(&actor_type) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return call_error(e),
     };
     let Some((_, func)) = plugin.function(&function) else {
-        return CallError::UnknownFunction {
+        return call_error(CallError::UnknownFunction {
             actor_type,
             function,
-        }
-        .into_response();
+        });
     };
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!([])
@@ -150,7 +149,7 @@ async fn call(
     };
     let args = match args {
         Ok(args) => args,
-        Err(message) => return CallError::BadArguments { function, message }.into_response(),
+        Err(message) => return call_error(CallError::BadArguments { function, message }),
     };
     match host.call(&actor, &function, args).await {
         Ok(result) if wave => match result.as_ref().map(values::to_wave).transpose() {
@@ -160,7 +159,7 @@ async fn call(
             }
         },
         Ok(result) => Json(result.as_ref().map_or(Value::Null, values::to_json)).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => call_error(e),
     }
 }
 

@@ -1,5 +1,7 @@
 //! The `grove` command: run a host, call an actor, inspect a plugin.
 
+mod http;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -271,7 +273,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "grove is serving"
     );
     let gateway = args.gateway.start(&host, &args.data).await?;
-    grove_host::http::serve(host.clone(), listener, shutdown_signal()).await?;
+    http::serve(host.clone(), listener, shutdown_signal()).await?;
     if let Some(gateway) = gateway {
         tracing::info!(
             sessions = host.sessions().len(),

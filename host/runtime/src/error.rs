@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use grove_core::{BadActorRef, ChainError};
+
 /// Why a call to an actor failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
@@ -99,6 +101,16 @@ pub enum CallError {
         /// The timeout that ran out.
         timeout: Duration,
     },
+    /// The actor's mailbox stayed full until the message's deadline (or the
+    /// actor sent to itself while its own mailbox was full, which only it
+    /// could have emptied).
+    #[error("the mailbox of {actor} is full ({capacity} messages)")]
+    MailboxFull {
+        /// The actor sent to.
+        actor: String,
+        /// The mailbox's capacity.
+        capacity: usize,
+    },
     /// The actor's turn failed because its state backend is unreachable.
     #[error("actor {actor} could not reach its state store in `{function}`: {message}")]
     StateUnavailable {
@@ -128,6 +140,7 @@ impl CallError {
             CallError::ChainTooDeep { .. } => "chain-too-deep",
             CallError::Timeout { .. } => "timeout",
             CallError::StateUnavailable { .. } => "state-unavailable",
+            CallError::MailboxFull { .. } => "mailbox-full",
         }
     }
 
@@ -146,11 +159,27 @@ impl CallError {
             CallError::ActivationFailed { .. }
             | CallError::ShuttingDown
             | CallError::ChainTooDeep { .. }
+            | CallError::MailboxFull { .. }
             | CallError::StateUnavailable { .. } => "unavailable",
         };
         wasmtime::component::Val::Variant(
             case.to_owned(),
             Some(Box::new(wasmtime::component::Val::String(self.to_string()))),
         )
+    }
+}
+
+impl From<BadActorRef> for CallError {
+    fn from(e: BadActorRef) -> Self {
+        CallError::BadActorRef(e.0)
+    }
+}
+
+impl From<ChainError> for CallError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Reentrancy { target, chain } => CallError::Reentrancy { target, chain },
+            ChainError::TooDeep { depth, limit } => CallError::ChainTooDeep { depth, limit },
+        }
     }
 }

@@ -415,7 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("callee.wit");
         std::fs::write(&file, wit).unwrap();
-        let actor = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/actor");
+        let actor = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/actor");
         from_wit(&[&actor, &file], None)
     }
 
@@ -451,7 +451,7 @@ mod tests {
         // The generated WIT parses.
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("proxy.wit"), &wit).unwrap();
-        let actor = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/actor");
+        let actor = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/actor");
         let mut resolve = Resolve::default();
         resolve.push_path(&actor).unwrap();
         resolve.push_path(dir.path().join("proxy.wit")).unwrap();

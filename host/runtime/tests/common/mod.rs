@@ -14,7 +14,7 @@ use grove_host::{Host, HostConfig};
 /// The plugins built by `scripts/build-plugins`.
 pub fn plugin(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release")
+        .join("../../plugins/target/wasm32-wasip2/release")
         .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
@@ -35,7 +35,7 @@ pub fn plugin_dir(names: &[&str]) -> tempfile::TempDir {
 
 /// Compiled plugins are cached across the tests of one build.
 pub fn compile_cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/grove-test-cache")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/grove-test-cache")
 }
 
 /// Test settings: a short idle timeout and turn deadline, small limits.
@@ -51,6 +51,7 @@ pub fn config() -> HostConfig {
         mailbox_capacity: 256,
         compile_cache: Some(compile_cache()),
         call_timeout: Duration::from_secs(10),
+        shutdown_timeout: Duration::from_secs(10),
     }
 }
 

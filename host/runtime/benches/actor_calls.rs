@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{phase, plugin};
 
+use grove_host::chain::extend as extend_chain;
 use grove_host::engine::Limits;
-use grove_host::proxy::extend_chain;
 use grove_host::state::{RowKey, StateStore};
 use grove_host::{ActorRef, Host, HostConfig};
 use wasmtime::component::Val;
@@ -43,7 +43,7 @@ fn host(state: StateStore) -> Host {
         },
         compile_cache: Some(
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/grove-bench-cache"),
+                .join("../../target/grove-bench-cache"),
         ),
         ..HostConfig::default()
     };

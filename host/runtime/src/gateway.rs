@@ -16,8 +16,8 @@ use bytes::Bytes;
 use grove_gateway_quic::{AuthError, Backend, Disconnect, Gateway, GatewayConfig, SessionId};
 use wasmtime::component::{Type, Val};
 
-use crate::activation::SessionEvent;
 use crate::imports::DisconnectReason;
+use crate::mailbox::SessionEvent;
 use crate::{ActorRef, Host};
 
 /// The actor function that authenticates game clients, written

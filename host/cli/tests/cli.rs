@@ -1,6 +1,7 @@
 //! The `grove` binary end to end: `grove run` on a plugins directory, `grove
 //! call` and the HTTP API against it, a restart, and `grove inspect`.
 
+#[path = "../../runtime/tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -1,13 +1,16 @@
 //! `grove wit proxy`: the committed proxies are what the tool generates from
 //! their callee's WIT, and the tool works from a built plugin too.
 
+#[path = "../../runtime/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 #[test]

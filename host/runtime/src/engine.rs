@@ -29,11 +29,12 @@ pub struct Limits {
     pub max_activations: u32,
     /// Most linear memory one activation may use, in bytes.
     pub max_memory: usize,
-    /// Longest a single turn may run before it is stopped.
+    /// Longest a single turn may run guest code before it is stopped (time
+    /// spent waiting in host calls — state, other actors — not counted).
     pub turn_deadline: Duration,
-    /// Most turns in progress at once (running, or suspended in a host call).
-    /// Each holds a fiber stack; a turn beyond the limit fails to start.
-    pub max_running_turns: u32,
+    /// Longest a single turn may take on the wall clock, host calls
+    /// included; a turn past it is stopped and its activation ends.
+    pub turn_wall_time: Duration,
 }
 
 impl Default for Limits {
@@ -42,7 +43,7 @@ impl Default for Limits {
             max_activations: 20_000,
             max_memory: 64 << 20,
             turn_deadline: Duration::from_secs(5),
-            max_running_turns: 1_000,
+            turn_wall_time: Duration::from_secs(30),
         }
     }
 }

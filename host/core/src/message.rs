@@ -1,0 +1,69 @@
+//! The message: one call or one-way send, as a plain value.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::{ActorRef, CallChain};
+
+/// One call (or one-way send) to an actor.
+///
+/// Nothing in it is valid only against the plugin of the moment: the function
+/// is named, not numbered, and is resolved by the activation that runs the
+/// message against the plugin *it* runs. The deadline is absolute, so a
+/// message that waited in a mailbox, or crossed to another host, keeps the
+/// caller's budget instead of starting a new one.
+///
+/// `Args` is how the arguments travel (component values inside a host, the
+/// binary value encoding between hosts); `Reply` is the route the answer
+/// takes (a channel back to a local caller, or `None` for a one-way send).
+#[derive(Debug)]
+pub struct Message<Args, Reply> {
+    /// The actor called.
+    pub target: ActorRef,
+    /// The function of the target's actor interface, e.g. `add-item`.
+    pub function: Arc<str>,
+    /// The arguments, in parameter order.
+    pub args: Args,
+    /// The actors waiting on this call, each in a turn of its own.
+    pub chain: CallChain,
+    /// After this instant nobody waits for the answer: a message still queued
+    /// then is dropped unrun, with a timeout answer.
+    pub deadline: Instant,
+    /// Where the answer goes; `None` for a one-way send.
+    pub reply: Option<Reply>,
+}
+
+impl<Args, Reply> Message<Args, Reply> {
+    /// Whether the caller has stopped waiting at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        now >= self.deadline
+    }
+
+    /// Whether the sender waits for an answer.
+    pub fn is_call(&self) -> bool {
+        self.reply.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_message_expires_at_its_deadline() {
+        let now = Instant::now();
+        let message: Message<(), ()> = Message {
+            target: ActorRef::new("counter", "7"),
+            function: "add".into(),
+            args: (),
+            chain: None,
+            deadline: now + Duration::from_millis(5),
+            reply: None,
+        };
+        assert!(!message.expired(now));
+        assert!(message.expired(now + Duration::from_millis(5)));
+        assert!(!message.is_call());
+    }
+}

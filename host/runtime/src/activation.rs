@@ -1,0 +1,512 @@
+//! One activation: the live instance of one actor, owned by one tokio task.
+//!
+//! The task owns the wasmtime `Store` and the actor's [`Slot`] (its place in
+//! the directory and its mailbox); it runs one turn at a time (a call, a
+//! timer tick, a reminder or a session hook), so guest code is never entered
+//! twice at once. Every turn is bounded twice: by the CPU deadline checked at
+//! each epoch tick while guest code runs, and by a wall-clock bound that also
+//! covers time spent in host calls (state, calls to other actors). A turn
+//! past either bound ends the activation.
+//!
+//! Timer ticks interleave with messages — at most one tick runs between two
+//! looks at the mailbox — and take at most half of the actor's time: after a
+//! tick that ran for `d`, the next one waits at least `d`. So an actor with a
+//! thousand 1 ms timers still answers calls, is deactivated when idle, and
+//! leaves when the host shuts down.
+//!
+//! It ends in one of two ways:
+//!
+//! * **Deactivation** (idle timeout, the actor's own request, host shutdown):
+//!   timers are cancelled, `on-deactivate` runs, and the slot is left; any
+//!   message that arrived meanwhile goes to a successor activation.
+//! * **Death** (a trap, a deadline overrun, the memory limit): the failing
+//!   turn's caller gets the error, the instance is thrown away without
+//!   running guest code again, and queued messages go to a fresh activation.
+//!
+//! However the task ends — a panic included — dropping the slot hands over
+//! the mailbox, so no caller is left waiting on an actor nobody serves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+use tokio::time::sleep;
+use wasmtime::component::{Func, Instance, TypedFunc, Val};
+use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
+
+use crate::directory::Slot;
+use crate::engine::Limits;
+use crate::error::CallError;
+use crate::imports::{
+    ActivationState, DeadlineExceeded, DisconnectReason, MemoryLimitExceeded, Services,
+};
+use crate::mailbox::{Answer, CallMessage, Envelope, SessionEvent};
+use crate::plugin::Plugin;
+use crate::values;
+use crate::ActorRef;
+
+/// Messages handled in a row before the task looks at its timers again.
+const BATCH: usize = 64;
+
+/// What an activation needs from its host.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) engine: Engine,
+    pub(crate) limits: Limits,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) services: Services,
+}
+
+/// Marks a turn stopped by its wall-clock bound.
+#[derive(Debug, thiserror::Error)]
+#[error("the turn took longer than its wall-clock bound of {0:?}, host calls included")]
+struct WallClockExceeded(Duration);
+
+/// How the serving loop ended.
+enum End {
+    Deactivate,
+    Died,
+}
+
+struct Activation {
+    plugin: Arc<Plugin>,
+    actor: ActorRef,
+    wall_limit: Duration,
+    store: Store<ActivationState>,
+    instance: Instance,
+    funcs: Vec<Option<Func>>,
+    on_deactivate: TypedFunc<(), ()>,
+    on_timer: TypedFunc<(String,), ()>,
+    on_reminder: TypedFunc<(String,), ()>,
+    on_connect: TypedFunc<(u64,), ()>,
+    on_message: TypedFunc<(u64, Vec<u8>, bool), ()>,
+    on_disconnect: TypedFunc<(u64, DisconnectReason), ()>,
+}
+
+/// Runs the activation holding `slot` until it deactivates or dies.
+pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, mut slot: Slot) {
+    let actor = slot.actor().clone();
+    match Activation::start(&context, plugin, actor.clone()).await {
+        Ok(activation) => activation.serve(&context, slot).await,
+        Err(error) => {
+            tracing::warn!(%actor, %error, "activation failed");
+            // Everything already queued for this attempt fails with the same
+            // error; the slot is left empty so the next call tries afresh.
+            while let Some(envelope) = slot.try_recv() {
+                envelope.fail(error.clone());
+            }
+            slot.leave().await;
+        }
+    }
+}
+
+/// Resolves once the host shuts down.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Runs `turn` within `limit` of wall-clock time.
+async fn bounded<T>(
+    limit: Duration,
+    turn: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    tokio::time::timeout(limit, turn)
+        .await
+        .unwrap_or_else(|_| Err(WallClockExceeded(limit).into()))
+}
+
+impl Activation {
+    async fn start(
+        context: &Context,
+        plugin: Arc<Plugin>,
+        actor: ActorRef,
+    ) -> Result<Self, CallError> {
+        let limits = &context.limits;
+        let data = ActivationState::new(
+            context.services.clone(),
+            actor.clone(),
+            limits.max_memory,
+            limits.turn_deadline,
+        );
+        let mut store = Store::new(&context.engine, data);
+        store.limiter(|s| &mut s.limiter);
+        // Checked at every epoch tick while guest code runs: long turns yield
+        // to other tasks, and a turn past its deadline is stopped.
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if Instant::now() >= state.turn_deadline {
+                return Err(DeadlineExceeded(state.turn_limit).into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let name = actor.to_string();
+        let failed = |message: String| CallError::ActivationFailed {
+            actor: name.clone(),
+            message,
+        };
+        // Instantiation runs guest start code: it is part of the first turn.
+        store.set_epoch_deadline(1);
+        let wall_limit = limits.turn_wall_time;
+        let instance = bounded(wall_limit, plugin.pre.instantiate_async(&mut store))
+            .await
+            .map_err(|e| failed(format!("{e:#}")))?;
+        let lifecycle = plugin.lifecycle;
+        macro_rules! hook {
+            ($export:ident) => {
+                instance
+                    .get_typed_func(&mut store, &lifecycle.$export)
+                    .map_err(|e| failed(format!("{e:#}")))?
+            };
+        }
+        let on_activate: TypedFunc<(), ()> = hook!(on_activate);
+        let funcs = vec![None; plugin.functions.len()];
+        let mut activation = Activation {
+            on_deactivate: hook!(on_deactivate),
+            on_timer: hook!(on_timer),
+            on_reminder: hook!(on_reminder),
+            on_connect: hook!(on_connect),
+            on_message: hook!(on_message),
+            on_disconnect: hook!(on_disconnect),
+            plugin,
+            actor,
+            wall_limit,
+            store,
+            instance,
+            funcs,
+        };
+        activation.begin_turn();
+        let activated = bounded(
+            wall_limit,
+            on_activate.call_async(&mut activation.store, ()),
+        )
+        .await;
+        if let Err(e) = activated {
+            return Err(match activation.classify("on-activate", e) {
+                unavailable @ CallError::StateUnavailable { .. } => unavailable,
+                other => failed(format!("on-activate failed: {other}")),
+            });
+        }
+        tracing::debug!(actor = %activation.actor, "activated");
+        Ok(activation)
+    }
+
+    fn begin_turn(&mut self) {
+        let state = self.store.data_mut();
+        state.turn_deadline = Instant::now() + state.turn_limit;
+        state.state_failure = None;
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Turns a failed turn's error into what the caller sees.
+    fn classify(&self, function: &str, error: wasmtime::Error) -> CallError {
+        let actor = self.actor.to_string();
+        let function = function.to_owned();
+        if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
+            return CallError::DeadlineExceeded {
+                actor,
+                function,
+                limit: d.0,
+            };
+        }
+        if let Some(w) = error.downcast_ref::<WallClockExceeded>() {
+            return CallError::DeadlineExceeded {
+                actor,
+                function,
+                limit: w.0,
+            };
+        }
+        if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {
+            return CallError::OutOfMemory {
+                actor,
+                function,
+                message: m.to_string(),
+            };
+        }
+        if let Some(message) = self.store.data().state_failure.clone() {
+            return CallError::StateUnavailable {
+                actor,
+                function,
+                message,
+            };
+        }
+        let mut reason = error.root_cause().to_string();
+        if let Some(output) = self.store.data().output.tail() {
+            let last: Vec<&str> = output.lines().rev().take(5).collect();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            reason.push_str("; guest output: ");
+            reason.push_str(&last.join(" | "));
+        }
+        let backtrace = error
+            .downcast_ref::<WasmBacktrace>()
+            .map(|bt| bt.to_string());
+        CallError::Trapped {
+            actor,
+            function,
+            reason,
+            backtrace,
+        }
+    }
+
+    /// The function called `name` in the plugin this activation runs.
+    fn func(&mut self, name: &str) -> Result<(usize, Func), CallError> {
+        let unknown = || CallError::UnknownFunction {
+            actor_type: self.actor.actor_type.to_string(),
+            function: name.to_owned(),
+        };
+        let (index, function) = self.plugin.function(name).ok_or_else(unknown)?;
+        if let Some(Some(f)) = self.funcs.get(index) {
+            return Ok((index, *f));
+        }
+        let f = self
+            .instance
+            .get_func(&mut self.store, function.index)
+            .ok_or_else(unknown)?;
+        if let Some(slot) = self.funcs.get_mut(index) {
+            *slot = Some(f);
+        }
+        Ok((index, f))
+    }
+
+    /// Runs one call as a turn. `Err` means the activation died.
+    async fn call(&mut self, message: CallMessage) -> Result<(), ()> {
+        let CallMessage {
+            function,
+            args,
+            chain,
+            deadline,
+            reply,
+            ..
+        } = message;
+        // A caller that stopped waiting has had its answer (a timeout): do
+        // not run its call now. One-way sends always run.
+        if reply
+            .as_ref()
+            .is_some_and(|r| r.is_closed() || Instant::now() >= deadline)
+        {
+            tracing::debug!(actor = %self.actor, %function, "dropped a call whose caller stopped waiting");
+            return Ok(());
+        }
+        let answer = |outcome: Answer| match reply {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            None => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "one-way message failed");
+                }
+            }
+        };
+        let (index, func) = match self.func(&function) {
+            Ok(found) => found,
+            Err(error) => {
+                answer(Err(error));
+                return Ok(());
+            }
+        };
+        let Some(signature) = self.plugin.functions.get(index) else {
+            return Ok(());
+        };
+        if let Err(message) = values::check_args(signature, &args) {
+            answer(Err(CallError::BadArguments {
+                function: function.to_string(),
+                message,
+            }));
+            return Ok(());
+        }
+        let mut results = if signature.result.is_some() {
+            vec![Val::Bool(false)]
+        } else {
+            Vec::new()
+        };
+        self.begin_turn();
+        self.store.data_mut().chain = chain;
+        let outcome = bounded(
+            self.wall_limit,
+            func.call_async(&mut self.store, &args, &mut results),
+        )
+        .await;
+        self.store.data_mut().chain = None;
+        match outcome {
+            Ok(()) => {
+                answer(Ok(results.pop()));
+                Ok(())
+            }
+            Err(e) => {
+                let error = self.classify(&function, e);
+                tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
+                answer(Err(error));
+                Err(())
+            }
+        }
+    }
+
+    /// Runs a lifecycle hook as a turn, reporting the outcome on `done`.
+    /// `Err` means the activation died.
+    fn hook(
+        &mut self,
+        hook: &str,
+        done: Option<oneshot::Sender<Result<(), CallError>>>,
+        outcome: wasmtime::Result<()>,
+    ) -> Result<(), ()> {
+        let result = outcome.map_err(|e| self.classify(hook, e));
+        if let Err(error) = &result {
+            tracing::warn!(actor = %self.actor, %error, "activation ended by a failed {hook}");
+        }
+        let died = result.is_err();
+        if let Some(done) = done {
+            let _ = done.send(result);
+        }
+        if died {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs one envelope as a turn. `Err` means the activation died.
+    async fn handle(&mut self, envelope: Envelope) -> Result<(), ()> {
+        match envelope {
+            Envelope::Call(message) => self.call(message).await,
+            Envelope::Reminder { name, done, .. } => {
+                self.begin_turn();
+                let store = &mut self.store;
+                let outcome =
+                    bounded(self.wall_limit, self.on_reminder.call_async(store, (name,))).await;
+                self.hook("on-reminder", Some(done), outcome)
+            }
+            Envelope::Session { event, done, .. } => {
+                let hook = event.hook();
+                self.begin_turn();
+                let store = &mut self.store;
+                let turn = async {
+                    match event {
+                        SessionEvent::Connect(session) => {
+                            self.on_connect.call_async(store, (session,)).await
+                        }
+                        SessionEvent::Message {
+                            session,
+                            payload,
+                            reliable,
+                        } => {
+                            self.on_message
+                                .call_async(store, (session, payload, reliable))
+                                .await
+                        }
+                        SessionEvent::Disconnect { session, reason } => {
+                            self.on_disconnect
+                                .call_async(store, (session, reason))
+                                .await
+                        }
+                    }
+                };
+                let outcome = bounded(self.wall_limit, turn).await;
+                self.hook(hook, done, outcome)
+            }
+        }
+    }
+
+    /// Runs one timer tick as a turn. `Err` means the activation died.
+    async fn tick(&mut self, name: String) -> Result<(), ()> {
+        self.begin_turn();
+        let store = &mut self.store;
+        let outcome = bounded(self.wall_limit, self.on_timer.call_async(store, (name,))).await;
+        self.hook("on-timer", None, outcome)
+    }
+
+    async fn serve(mut self, context: &Context, mut slot: Slot) {
+        let idle_timeout = context.idle_timeout;
+        let mut stop = slot.stop_signal();
+        let mut last_activity = Instant::now();
+        let idle = sleep(idle_timeout);
+        tokio::pin!(idle);
+        let timer = sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut timer_armed: Option<Instant> = None;
+        // Timer ticks may not start before this: they get at most half of
+        // the actor's time.
+        let mut timer_gate = Instant::now();
+
+        let end = 'serve: loop {
+            let next_tick = self
+                .store
+                .data()
+                .timers
+                .next_due()
+                .map(|at| at.max(timer_gate));
+            if next_tick != timer_armed {
+                if let Some(at) = next_tick {
+                    timer.as_mut().reset(at.into());
+                }
+                timer_armed = next_tick;
+            }
+            tokio::select! {
+                () = stopped(&mut stop) => break 'serve End::Deactivate,
+                envelope = slot.recv() => {
+                    let Some(mut envelope) = envelope else { break 'serve End::Deactivate };
+                    last_activity = Instant::now();
+                    for handled in 1.. {
+                        if self.handle(envelope).await.is_err() {
+                            break 'serve End::Died;
+                        }
+                        if self.store.data().deactivate_requested {
+                            break 'serve End::Deactivate;
+                        }
+                        if handled == BATCH {
+                            break;
+                        }
+                        match slot.try_recv() {
+                            Some(next) => envelope = next,
+                            None => break,
+                        }
+                    }
+                }
+                () = &mut timer, if timer_armed.is_some() => {
+                    timer_armed = None;
+                    if let Some(tick) = self.store.data_mut().timers.take_next_due(Instant::now()) {
+                        if tick.keep_alive {
+                            last_activity = Instant::now();
+                        }
+                        let started = Instant::now();
+                        if self.tick(tick.name).await.is_err() {
+                            break 'serve End::Died;
+                        }
+                        let now = Instant::now();
+                        timer_gate = now + now.duration_since(started);
+                        if self.store.data().deactivate_requested {
+                            break 'serve End::Deactivate;
+                        }
+                    }
+                }
+                () = &mut idle => {
+                    if last_activity.elapsed() >= idle_timeout {
+                        break 'serve End::Deactivate;
+                    }
+                    idle.as_mut().reset((last_activity + idle_timeout).into());
+                }
+            }
+        };
+
+        if let End::Deactivate = end {
+            self.deactivate().await;
+        }
+        // The instance goes back to the pool before a successor needs one.
+        drop(self);
+        slot.leave().await;
+    }
+
+    /// Cancels the timers and runs `on-deactivate`.
+    async fn deactivate(&mut self) {
+        self.store.data_mut().timers.clear();
+        self.begin_turn();
+        let store = &mut self.store;
+        let outcome = bounded(self.wall_limit, self.on_deactivate.call_async(store, ())).await;
+        match outcome {
+            Err(e) => {
+                let error = self.classify("on-deactivate", e);
+                tracing::warn!(actor = %self.actor, %error, "on-deactivate failed");
+            }
+            Ok(()) => tracing::debug!(actor = %self.actor, "deactivated"),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Which functions each actor type served here has.
+//!
+//! Proxies need it to tell a one-way `send-f` from a call of a function that
+//! is itself named `send-f`: a caller's component imports only the proxy
+//! methods it uses, so the proxy's own shape cannot tell.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The prefix of one-way proxy methods: `send-take-hit` queues `take-hit`.
+pub const SEND_PREFIX: &str = "send-";
+
+/// The function names of every actor type this host serves. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Catalog {
+    types: Arc<RwLock<HashMap<String, Arc<HashSet<String>>>>>,
+}
+
+impl Catalog {
+    /// Records the functions of `actor_type`.
+    pub(crate) fn insert(&self, actor_type: &str, functions: impl IntoIterator<Item = String>) {
+        let functions = Arc::new(functions.into_iter().collect());
+        self.types
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(actor_type.to_owned(), functions);
+    }
+
+    /// The function proxy method `method` runs on `actor_type`, and whether
+    /// it is a one-way send of it.
+    pub(crate) fn resolve(&self, actor_type: &str, method: &Arc<str>) -> (Arc<str>, bool) {
+        let types = self.types.read().unwrap_or_else(PoisonError::into_inner);
+        let functions = types.get(actor_type);
+        let has = |f: &str| functions.is_some_and(|fs| fs.contains(f));
+        match method.strip_prefix(SEND_PREFIX) {
+            Some(called) if !has(method) && has(called) => (called.into(), true),
+            _ => (method.clone(), false),
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! The local directory: which actors have an activation on this host, and the
+//! mailbox protocol that gets every message to exactly one of them.
+//!
+//! Each entry maps an actor ref to the mailbox of its one activation. The
+//! protocol between senders and an ending activation keeps three promises:
+//!
+//! 1. **No message is lost or reordered by a deactivation.** An ending
+//!    activation closes its mailbox, drains it, and — under the directory's
+//!    entry lock — either removes its entry or puts a successor in its place
+//!    whose mailbox holds the drained messages first, before any later
+//!    message can reach the actor.
+//! 2. **No sender spins or waits forever.** A sender that finds a mailbox
+//!    closed waits on the activation's [`Slot`] being released (a watch
+//!    channel whose sender the slot owns), then looks the actor up again. The
+//!    slot is released on every path out of an activation task — return,
+//!    panic or abort — because the hand-over runs in its `Drop`.
+//! 3. **A full mailbox pushes back, but not past a deadline.** A sender waits
+//!    for room at most until its message's deadline; an actor sending to
+//!    itself never waits (it is the only one who could make room).
+//!
+//! Activations are started through the [`Activator`] the host installs, so
+//! this module knows nothing of plugins or wasmtime. This is also the seam
+//! where a cluster routes a message to another host instead of activating it
+//! here.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use grove_core::{CallChain, Message};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::AbortHandle;
+use wasmtime::component::Val;
+
+use crate::error::CallError;
+use crate::mailbox::{Answer, Envelope};
+use crate::ActorRef;
+
+/// A call to make: the message's parts, and who makes it.
+pub(crate) struct Call<'a> {
+    pub(crate) target: &'a ActorRef,
+    pub(crate) function: Arc<str>,
+    pub(crate) args: Vec<Val>,
+    pub(crate) chain: CallChain,
+    /// How long the caller waits for the answer; the message's deadline.
+    pub(crate) timeout: Duration,
+    /// The actor calling, if the call comes from one.
+    pub(crate) sender: Option<&'a ActorRef>,
+}
+
+/// Starts activations for the directory.
+pub(crate) trait Activator: Send + Sync + 'static {
+    /// Checks that `actor`'s type is served here.
+    fn check(&self, actor: &ActorRef) -> Result<(), CallError>;
+    /// Spawns the task of a new activation, which reads `slot`'s mailbox and
+    /// releases the slot when it ends; returns the task's abort handle.
+    fn start(&self, slot: Slot) -> AbortHandle;
+}
+
+struct Listed {
+    id: u64,
+    mailbox: mpsc::Sender<Envelope>,
+    released: watch::Receiver<()>,
+    task: Option<AbortHandle>,
+}
+
+/// The directory of a host's activations. Shared behind an `Arc`.
+pub(crate) struct Directory {
+    entries: DashMap<ActorRef, Listed>,
+    next_id: AtomicU64,
+    capacity: usize,
+    stopping: AtomicBool,
+    /// Raised once when the host shuts down; every activation watches it.
+    stop: watch::Sender<bool>,
+    /// Notified whenever an entry is removed.
+    removed: Notify,
+    activator: OnceLock<Weak<dyn Activator>>,
+}
+
+/// An activation's place in the directory and its mailbox, owned by the
+/// activation's task. Dropping it (however the task ends) hands over what is
+/// left in the mailbox and releases the place.
+pub(crate) struct Slot {
+    directory: Arc<Directory>,
+    actor: ActorRef,
+    id: u64,
+    mailbox: mpsc::Receiver<Envelope>,
+    /// Dropped after the hand-over: wakes senders waiting to look again.
+    _released: watch::Sender<()>,
+}
+
+impl Directory {
+    /// A directory whose mailboxes hold `capacity` messages.
+    pub(crate) fn new(capacity: usize) -> Arc<Directory> {
+        Arc::new(Directory {
+            entries: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            capacity: capacity.max(1),
+            stopping: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
+            removed: Notify::new(),
+            activator: OnceLock::new(),
+        })
+    }
+
+    /// Installs the activator; only the first call has an effect.
+    pub(crate) fn set_activator(&self, activator: Weak<dyn Activator>) {
+        let _ = self.activator.set(activator);
+    }
+
+    fn activator(&self) -> Result<Arc<dyn Activator>, CallError> {
+        self.activator
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or(CallError::ShuttingDown)
+    }
+
+    /// Whether the host is shutting down.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees `true` once the host shuts down.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Whether `actor` has an activation here.
+    pub(crate) fn contains(&self, actor: &ActorRef) -> bool {
+        self.entries.contains_key(actor)
+    }
+
+    /// How many activations are listed.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Puts `envelope` in the mailbox of `actor`'s activation, activating it
+    /// first if needed. If it cannot be delivered before its deadline, it is
+    /// answered with the error, which is also returned (for one-way sends,
+    /// whose sender has no other way to learn it). `sender` is the actor
+    /// sending, if any: an actor never waits for room in its own mailbox.
+    pub(crate) async fn deliver(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+        envelope: Envelope,
+        sender: Option<&ActorRef>,
+    ) -> Result<(), CallError> {
+        let undelivered = |envelope: Envelope, error: CallError| {
+            envelope.fail(error.clone());
+            Err(error)
+        };
+        let deadline = envelope.deadline();
+        loop {
+            if self.is_stopping() {
+                return undelivered(envelope, CallError::ShuttingDown);
+            }
+            let (mailbox, mut released) = match self.lookup(actor) {
+                Ok(found) => found,
+                Err(error) => return undelivered(envelope, error),
+            };
+            let permit = if sender == Some(actor) {
+                match mailbox.try_reserve() {
+                    Ok(permit) => Ok(permit),
+                    Err(mpsc::error::TrySendError::Full(())) => {
+                        let full = CallError::MailboxFull {
+                            actor: actor.to_string(),
+                            capacity: self.capacity,
+                        };
+                        return undelivered(envelope, full);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(())) => Err(()),
+                }
+            } else {
+                match tokio::time::timeout_at(deadline.into(), mailbox.reserve()).await {
+                    Ok(reserved) => reserved.map_err(|_| ()),
+                    Err(_) => {
+                        let full = CallError::MailboxFull {
+                            actor: actor.to_string(),
+                            capacity: self.capacity,
+                        };
+                        return undelivered(envelope, full);
+                    }
+                }
+            };
+            match permit {
+                Ok(permit) => {
+                    permit.send(envelope);
+                    return Ok(());
+                }
+                // The activation is ending: look again once its slot is
+                // released (at once if it already is).
+                Err(()) => {
+                    let _ = released.changed().await;
+                }
+            }
+        }
+    }
+
+    /// Makes `call` and waits, until its deadline, for the answer.
+    pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Answer {
+        let Call {
+            target,
+            function,
+            args,
+            chain,
+            timeout,
+            sender,
+        } = call;
+        let deadline = Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let message = Message {
+            target: target.clone(),
+            function: function.clone(),
+            args,
+            chain,
+            deadline,
+            reply: Some(reply),
+        };
+        let answered = async {
+            // An undelivered call is answered with the error.
+            let _ = self.deliver(target, Envelope::Call(message), sender).await;
+            answer.await.unwrap_or_else(|_| {
+                Err(CallError::ActivationFailed {
+                    actor: target.to_string(),
+                    message: "the activation ended before answering".into(),
+                })
+            })
+        };
+        tokio::time::timeout_at(deadline.into(), answered)
+            .await
+            .unwrap_or_else(|_| {
+                Err(CallError::Timeout {
+                    actor: target.to_string(),
+                    function: function.to_string(),
+                    timeout,
+                })
+            })
+    }
+
+    /// The mailbox of `actor`'s activation, activating it if it has none.
+    fn lookup(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+    ) -> Result<(mpsc::Sender<Envelope>, watch::Receiver<()>), CallError> {
+        if let Some(listed) = self.entries.get(actor) {
+            return Ok((listed.mailbox.clone(), listed.released.clone()));
+        }
+        let activator = self.activator()?;
+        activator.check(actor)?;
+        match self.entries.entry(actor.clone()) {
+            Entry::Occupied(e) => Ok((e.get().mailbox.clone(), e.get().released.clone())),
+            Entry::Vacant(e) => {
+                let (listed, slot) = self.new_slot(actor, self.capacity);
+                let found = (listed.mailbox.clone(), listed.released.clone());
+                let listed = e.insert(listed);
+                // The entry lock is held: the new task cannot hand over
+                // before its abort handle is recorded.
+                drop(listed);
+                self.start(actor, slot, &activator);
+                Ok(found)
+            }
+        }
+    }
+
+    fn start(&self, actor: &ActorRef, slot: Slot, activator: &Arc<dyn Activator>) {
+        let id = slot.id;
+        let task = activator.start(slot);
+        if let Some(mut listed) = self.entries.get_mut(actor).filter(|l| l.id == id) {
+            listed.task = Some(task);
+        }
+    }
+
+    fn new_slot(self: &Arc<Self>, actor: &ActorRef, capacity: usize) -> (Listed, Slot) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (mailbox, receiver) = mpsc::channel(capacity);
+        let (released_tx, released) = watch::channel(());
+        let listed = Listed {
+            id,
+            mailbox,
+            released,
+            task: None,
+        };
+        let slot = Slot {
+            directory: self.clone(),
+            actor: actor.clone(),
+            id,
+            mailbox: receiver,
+            _released: released_tx,
+        };
+        (listed, slot)
+    }
+
+    /// Called as activation `id` of `actor` ends, its mailbox closed and
+    /// drained into `left`: removes its entry or, if messages were left, lists
+    /// a successor whose mailbox holds them first.
+    fn hand_over(self: &Arc<Self>, actor: &ActorRef, id: u64, left: Vec<Envelope>) {
+        let Entry::Occupied(mut entry) = self.entries.entry(actor.clone()) else {
+            return fail_all(left, CallError::ShuttingDown);
+        };
+        if entry.get().id != id {
+            return fail_all(left, CallError::ShuttingDown);
+        }
+        let successor = match (left.is_empty(), self.is_stopping()) {
+            (true, _) => None,
+            (false, true) => {
+                fail_all(left, CallError::ShuttingDown);
+                None
+            }
+            (false, false) => match self.activator() {
+                Ok(activator) => Some((activator, left)),
+                Err(error) => {
+                    fail_all(left, error);
+                    None
+                }
+            },
+        };
+        let Some((activator, left)) = successor else {
+            entry.remove();
+            self.removed.notify_waiters();
+            return;
+        };
+        let (listed, slot) = self.new_slot(actor, self.capacity.max(left.len()));
+        for envelope in left {
+            if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) =
+                listed.mailbox.try_send(envelope)
+            {
+                e.fail(CallError::ShuttingDown);
+            }
+        }
+        entry.insert(listed);
+        drop(entry);
+        self.start(actor, slot, &activator);
+    }
+
+    /// Starts shutting down: no new activations or messages; every
+    /// activation sees the stop signal.
+    pub(crate) fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until every activation has left, or `deadline` passes; then
+    /// aborts those still running. Returns how many were aborted.
+    pub(crate) async fn wait_empty(&self, deadline: Instant) -> usize {
+        loop {
+            let removed = self.removed.notified();
+            tokio::pin!(removed);
+            removed.as_mut().enable();
+            if self.entries.is_empty() {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline.into(), removed)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let stuck: Vec<AbortHandle> = self
+            .entries
+            .iter()
+            .filter_map(|listed| listed.task.clone())
+            .collect();
+        for task in &stuck {
+            task.abort();
+        }
+        stuck.len()
+    }
+}
+
+fn fail_all(envelopes: Vec<Envelope>, error: CallError) {
+    for envelope in envelopes {
+        envelope.fail(error.clone());
+    }
+}
+
+impl Slot {
+    /// The actor this activation serves.
+    pub(crate) fn actor(&self) -> &ActorRef {
+        &self.actor
+    }
+
+    /// The next message, or `None` once the mailbox is closed and empty.
+    pub(crate) async fn recv(&mut self) -> Option<Envelope> {
+        self.mailbox.recv().await
+    }
+
+    /// The next message if one is waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Envelope> {
+        self.mailbox.try_recv().ok()
+    }
+
+    /// Whether the host is shutting down.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.directory.stop_signal()
+    }
+
+    /// Ends the activation in order: closes the mailbox, waits for senders
+    /// already holding room in it, and hands what is left to a successor.
+    pub(crate) async fn leave(mut self) {
+        self.mailbox.close();
+        let mut left = Vec::new();
+        while let Some(envelope) = self.mailbox.recv().await {
+            left.push(envelope);
+        }
+        self.directory.hand_over(&self.actor, self.id, left);
+        // `Drop` finds the mailbox drained and the entry gone.
+    }
+}
+
+impl Drop for Slot {
+    /// Runs on every way out of an activation task, a panic included: takes
+    /// what is still queued and hands it over, so the actor never stays
+    /// listed with a mailbox nobody reads.
+    fn drop(&mut self) {
+        self.mailbox.close();
+        let mut left = Vec::new();
+        loop {
+            match self.mailbox.try_recv() {
+                Ok(envelope) => left.push(envelope),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                // A sender holds room it has not filled yet; it fills it
+                // without waiting.
+                Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
+        self.directory.hand_over(&self.actor, self.id, left);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The mailbox protocol against a model activator whose activations
+    //! answer, deactivate after some messages, or panic: every call gets
+    //! exactly one answer in whatever interleaving the runtime produces, and
+    //! shutdown always finishes.
+
+    use std::future::Future;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A model activation answers each call with its own number, records
+    /// one-way sends, panics on a call whose argument is `"panic"`, and
+    /// leaves after every `leave_every` messages.
+    struct Model {
+        leave_every: usize,
+        started: AtomicUsize,
+        ran: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Activator for Model {
+        fn check(&self, actor: &ActorRef) -> Result<(), CallError> {
+            match &*actor.actor_type {
+                "model" => Ok(()),
+                other => Err(CallError::UnknownActorType(other.to_owned())),
+            }
+        }
+
+        fn start(&self, mut slot: Slot) -> AbortHandle {
+            let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+            let (leave_every, ran) = (self.leave_every, self.ran.clone());
+            tokio::spawn(async move {
+                let mut handled = 0;
+                let mut stop = slot.stop_signal();
+                loop {
+                    let envelope = tokio::select! {
+                        () = crate::activation::stopped(&mut stop) => break,
+                        envelope = slot.recv() => envelope,
+                    };
+                    let Some(Envelope::Call(message)) = envelope else {
+                        break;
+                    };
+                    if let Some(Val::String(s)) = message.args.first() {
+                        assert_ne!(s, "panic", "model activation {n} panics on purpose");
+                    }
+                    handled += 1;
+                    if let Some(reply) = message.reply {
+                        let _ = reply.send(Ok(Some(Val::U64(n as u64))));
+                    } else if let Some(Val::U64(i)) = message.args.first() {
+                        ran.lock().unwrap().push(*i);
+                    }
+                    if handled % leave_every == 0 {
+                        break;
+                    }
+                }
+                slot.leave().await;
+            })
+            .abort_handle()
+        }
+    }
+
+    fn model(leave_every: usize, capacity: usize) -> (Arc<Model>, Arc<Directory>) {
+        let model = Arc::new(Model {
+            leave_every,
+            started: AtomicUsize::new(0),
+            ran: Arc::default(),
+        });
+        let directory = Directory::new(capacity);
+        let activator: Arc<dyn Activator> = model.clone();
+        directory.set_activator(Arc::downgrade(&activator));
+        (model, directory)
+    }
+
+    fn call(
+        directory: &Arc<Directory>,
+        key: &str,
+        args: Vec<Val>,
+    ) -> impl Future<Output = Answer> + 'static {
+        let directory = directory.clone();
+        let target = ActorRef::new("model", key);
+        async move {
+            let call = Call {
+                target: &target,
+                function: "f".into(),
+                args,
+                chain: None,
+                timeout: Duration::from_secs(20),
+                sender: None,
+            };
+            directory.call(call).await
+        }
+    }
+
+    fn one_way(target: &ActorRef, i: u64) -> Envelope {
+        Envelope::Call(Message {
+            target: target.clone(),
+            function: "f".into(),
+            args: vec![Val::U64(i)],
+            chain: None,
+            deadline: Instant::now() + Duration::from_secs(20),
+            reply: None,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_racing_deactivations_each_get_one_answer() {
+        let (model, directory) = model(3, 4);
+        let calls: Vec<_> = (0..2_000)
+            .map(|i| tokio::spawn(call(&directory, &format!("{}", i % 7), vec![])))
+            .collect();
+        for call in calls {
+            let answer = tokio::time::timeout(Duration::from_secs(20), call)
+                .await
+                .expect("a call hung")
+                .unwrap();
+            assert!(matches!(answer, Ok(Some(Val::U64(_)))), "{answer:?}");
+        }
+        // Each activation left after three messages: many came and went.
+        assert!(model.started.load(Ordering::SeqCst) >= 2_000 / 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_activation_hands_over_instead_of_wedging_its_actor() {
+        let (model, directory) = model(usize::MAX, 64);
+        let panic = tokio::spawn(call(&directory, "a", vec![Val::String("panic".into())]));
+        let queued: Vec<_> = (0..10)
+            .map(|_| tokio::spawn(call(&directory, "a", vec![])))
+            .collect();
+        let lost = tokio::time::timeout(Duration::from_secs(10), panic)
+            .await
+            .expect("the panicking call hung")
+            .unwrap();
+        assert!(
+            matches!(lost, Err(CallError::ActivationFailed { .. })),
+            "{lost:?}"
+        );
+        for queued in queued {
+            let answer = tokio::time::timeout(Duration::from_secs(10), queued)
+                .await
+                .expect("a caller of a panicked actor hung")
+                .unwrap();
+            assert!(matches!(answer, Ok(Some(Val::U64(_)))), "{answer:?}");
+        }
+        assert!(model.started.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_way_sends_keep_their_order_across_deactivations_and_shutdown_ends_all() {
+        let (model, directory) = model(5, 8);
+        let target = ActorRef::new("model", "order");
+        for i in 0..500u64 {
+            directory
+                .deliver(&target, one_way(&target, i), None)
+                .await
+                .unwrap();
+        }
+        let ran = || model.ran.lock().unwrap().clone();
+        let start = Instant::now();
+        while ran().len() < 500 {
+            assert!(start.elapsed() < Duration::from_secs(20), "sends were lost");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ran(), (0..500).collect::<Vec<_>>());
+
+        // Shutdown: every activation sees the signal and leaves; later calls
+        // are refused.
+        for i in 0..20 {
+            drop(tokio::spawn(call(&directory, &i.to_string(), vec![])));
+        }
+        directory.begin_stop();
+        let aborted = directory
+            .wait_empty(Instant::now() + Duration::from_secs(10))
+            .await;
+        assert_eq!(aborted, 0);
+        assert_eq!(directory.len(), 0);
+        assert!(matches!(
+            call(&directory, "late", vec![]).await,
+            Err(CallError::ShuttingDown)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_actor_never_waits_for_room_in_its_own_mailbox() {
+        let (_model, directory) = model(usize::MAX, 1);
+        let target = ActorRef::new("model", "self");
+        // Hold the one place in the mailbox, as a message being queued would.
+        let (mailbox, _) = directory.lookup(&target).unwrap();
+        let permit = mailbox.reserve().await.unwrap();
+        let (reply, answer) = oneshot::channel();
+        let envelope = Envelope::Call(Message {
+            target: target.clone(),
+            function: "f".into(),
+            args: vec![],
+            chain: None,
+            deadline: Instant::now() + Duration::from_secs(20),
+            reply: Some(reply),
+        });
+        let sent = tokio::time::timeout(
+            Duration::from_secs(5),
+            directory.deliver(&target, envelope, Some(&target)),
+        )
+        .await
+        .expect("a send to itself waited for room");
+        assert!(matches!(sent, Err(CallError::MailboxFull { .. })));
+        assert!(matches!(
+            answer.await,
+            Ok(Err(CallError::MailboxFull { .. }))
+        ));
+        permit.send(one_way(&target, 0));
+    }
+}

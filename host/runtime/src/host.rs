@@ -1,0 +1,404 @@
+//! The host: plugins, the activation directory, and the call path every
+//! interface (Rust API, HTTP, CLI, the gateway) goes through.
+//!
+//! [`Host`] is a cheap handle (`Arc` inside); clone it freely. It owns the
+//! engine, the loaded plugins, the [`Directory`] of activations and the
+//! services actors use, and it is the directory's [`Activator`]: the one
+//! place that knows which plugin serves an actor type. Activations and guest
+//! imports never hold the host itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use grove_core::Message;
+use grove_gateway_quic::Sessions;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use wasmtime::component::{Linker, Val};
+
+use crate::activation;
+use crate::catalog::Catalog;
+use crate::directory::{Activator, Call, Directory, Slot};
+use crate::engine::{build_engine, CompileCache, EpochClock, Limits};
+use crate::error::CallError;
+use crate::imports::{linker, ActivationState, Services};
+use crate::mailbox::{Envelope, SessionEvent};
+use crate::plugin::{Plugin, PluginError};
+use crate::reminders::Reminders;
+use crate::state::StateError;
+use crate::state::StateStore;
+use crate::values;
+use crate::ActorRef;
+
+/// How a host runs its actors.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Memory, deadline and activation-count limits.
+    pub limits: Limits,
+    /// An activation with no calls for this long is deactivated.
+    pub idle_timeout: Duration,
+    /// Messages an activation's mailbox holds before senders wait.
+    pub mailbox_capacity: usize,
+    /// Where compiled plugins are cached; `None` compiles on every start.
+    pub compile_cache: Option<PathBuf>,
+    /// How long a call waits for its answer (room in the mailbox included):
+    /// calls through the Rust API, HTTP and the CLI, and an actor's calls to
+    /// other actors unless it sets its own timeout on the proxy.
+    pub call_timeout: Duration,
+    /// How long [`Host::shutdown`] waits for activations to finish their turn
+    /// and deactivate before it aborts them.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(600),
+            mailbox_capacity: 1024,
+            compile_cache: None,
+            call_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a host holds. Activations never see it: they get the
+/// [`Services`] and [`activation::Context`] it lends them.
+struct Inner {
+    config: HostConfig,
+    linker: Linker<ActivationState>,
+    cache: Option<CompileCache>,
+    plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+    rejected: RwLock<Vec<PluginError>>,
+    directory: Arc<Directory>,
+    reminders: Arc<Reminders>,
+    context: activation::Context,
+    _epoch: EpochClock,
+}
+
+/// A Grove host. Cheap to clone: clones share the same actors.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+impl Activator for Inner {
+    fn check(&self, actor: &ActorRef) -> Result<(), CallError> {
+        self.plugin(&actor.actor_type).map(drop)
+    }
+
+    fn start(&self, mut slot: Slot) -> AbortHandle {
+        let plugin = match self.plugin(&slot.actor().actor_type) {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                while let Some(envelope) = slot.try_recv() {
+                    envelope.fail(error.clone());
+                }
+                return tokio::spawn(slot.leave()).abort_handle();
+            }
+        };
+        tokio::spawn(activation::run(self.context.clone(), plugin, slot)).abort_handle()
+    }
+}
+
+impl Inner {
+    fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .get(actor_type)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownActorType(actor_type.to_owned()))
+    }
+}
+
+impl Host {
+    /// Creates a host with no plugins, keeping actor state in `state`.
+    pub fn new(config: HostConfig, state: StateStore) -> anyhow::Result<Host> {
+        let engine = build_engine(&config.limits)?;
+        crate::engine::check_map_count(&config.limits);
+        let linker = linker(&engine)?;
+        let epoch = EpochClock::start(&engine)?;
+        let cache = config.compile_cache.clone().map(CompileCache::new);
+        let directory = Directory::new(config.mailbox_capacity);
+        let reminders = Reminders::new(
+            state.clone(),
+            Arc::downgrade(&directory),
+            config.call_timeout,
+        );
+        let services = Services {
+            directory: directory.clone(),
+            state,
+            reminders: reminders.clone(),
+            sessions: Sessions::new(),
+            catalog: Catalog::default(),
+            call_timeout: config.call_timeout,
+        };
+        let context = activation::Context {
+            engine,
+            limits: config.limits.clone(),
+            idle_timeout: config.idle_timeout,
+            services,
+        };
+        let inner = Arc::new(Inner {
+            config,
+            linker,
+            cache,
+            plugins: RwLock::default(),
+            rejected: RwLock::default(),
+            directory,
+            reminders,
+            context,
+            _epoch: epoch,
+        });
+        let activator: Arc<dyn Activator> = inner.clone();
+        inner.directory.set_activator(Arc::downgrade(&activator));
+        Ok(Host { inner })
+    }
+
+    /// Loads the durable reminders of every loaded actor type from the state
+    /// backend and starts firing them; returns how many were loaded. Call it
+    /// once the plugins are loaded. Reminders set by actors from then on are
+    /// scheduled as they are set.
+    pub async fn start_reminders(&self) -> Result<usize, StateError> {
+        let mut loaded = 0;
+        for plugin in self.plugins() {
+            loaded += self.inner.reminders.load(&plugin.actor_type).await?;
+        }
+        Ok(loaded)
+    }
+
+    /// One-shot reminders given up, since start, after failing every try.
+    pub fn dead_letters(&self) -> u64 {
+        self.inner.reminders.dead_letters()
+    }
+
+    /// Loads one plugin file. A plugin whose actor type is already loaded is
+    /// rejected. The error is also kept for [`Host::rejected`].
+    pub fn load_plugin(&self, file: &Path) -> Result<Arc<Plugin>, PluginError> {
+        let result = Plugin::load(
+            &self.inner.context.engine,
+            &self.inner.linker,
+            self.inner.cache.as_ref(),
+            file,
+        )
+        .and_then(|plugin| {
+            let mut plugins = self
+                .inner
+                .plugins
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(other) = plugins.get(&plugin.actor_type) {
+                return Err(PluginError::Duplicate {
+                    file: file.into(),
+                    actor_type: plugin.actor_type.clone(),
+                    other: other.file.clone(),
+                });
+            }
+            let plugin = Arc::new(plugin);
+            let functions = plugin.functions.iter().map(|f| f.name.clone());
+            self.inner
+                .context
+                .services
+                .catalog
+                .insert(&plugin.actor_type, functions);
+            plugins.insert(plugin.actor_type.clone(), plugin.clone());
+            Ok(plugin)
+        });
+        match &result {
+            Ok(plugin) => {
+                tracing::info!(actor_type = %plugin.actor_type, file = %file.display(), "plugin loaded")
+            }
+            Err(error) => {
+                tracing::error!("plugin rejected: {error}");
+                self.inner
+                    .rejected
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(error.clone());
+            }
+        }
+        result
+    }
+
+    /// Loads every `.wasm` file in `dir`, in name order. Files that fail are
+    /// reported (and kept in [`Host::rejected`]); the others are served.
+    pub fn load_plugin_dir(
+        &self,
+        dir: &Path,
+    ) -> anyhow::Result<(Vec<Arc<Plugin>>, Vec<PluginError>)> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        files.sort();
+        let (mut loaded, mut rejected) = (Vec::new(), Vec::new());
+        for file in files {
+            match self.load_plugin(&file) {
+                Ok(plugin) => loaded.push(plugin),
+                Err(error) => rejected.push(error),
+            }
+        }
+        Ok((loaded, rejected))
+    }
+
+    /// Every loaded plugin, ordered by actor type.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        let plugins = self.inner.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<_> = plugins.values().cloned().collect();
+        list.sort_by(|a, b| a.actor_type.cmp(&b.actor_type));
+        list
+    }
+
+    /// Plugin files that were rejected, with why.
+    pub fn rejected(&self) -> Vec<PluginError> {
+        self.inner
+            .rejected
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The plugin providing `actor_type`.
+    pub fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
+        self.inner.plugin(actor_type)
+    }
+
+    /// Calls `function` on `actor` with `args`, activating the actor if it is
+    /// not active. Waits while the actor's mailbox is full, and for the
+    /// answer, at most the host's call timeout in all.
+    pub async fn call(
+        &self,
+        actor: &ActorRef,
+        function: &str,
+        args: Vec<Val>,
+    ) -> Result<Option<Val>, CallError> {
+        self.prepare(actor, function, &args)?;
+        let call = Call {
+            target: actor,
+            function: function.into(),
+            args,
+            chain: None,
+            timeout: self.inner.config.call_timeout,
+            sender: None,
+        };
+        self.inner.directory.call(call).await
+    }
+
+    /// Checks a call against the plugin serving `actor` now, so that a bad
+    /// call fails before it activates anything.
+    fn prepare(&self, actor: &ActorRef, function: &str, args: &[Val]) -> Result<(), CallError> {
+        if self.inner.directory.is_stopping() {
+            return Err(CallError::ShuttingDown);
+        }
+        let plugin = self.plugin(&actor.actor_type)?;
+        let (_, func) = plugin
+            .function(function)
+            .ok_or_else(|| CallError::UnknownFunction {
+                actor_type: actor.actor_type.to_string(),
+                function: function.to_owned(),
+            })?;
+        values::check_args(func, args).map_err(|message| CallError::BadArguments {
+            function: function.to_owned(),
+            message,
+        })
+    }
+
+    /// Sends a one-way message: calls `function` on `actor` without waiting
+    /// for it to run. Returns once the message is in the actor's mailbox
+    /// (waiting while it is full, at most the call timeout); the result, or
+    /// an error while running it, is only logged. Messages one sender sends
+    /// to one actor run in the order they were sent.
+    pub async fn send(
+        &self,
+        actor: &ActorRef,
+        function: &str,
+        args: Vec<Val>,
+    ) -> Result<(), CallError> {
+        self.prepare(actor, function, &args)?;
+        let message = Message {
+            target: actor.clone(),
+            function: function.into(),
+            args,
+            chain: None,
+            deadline: Instant::now() + self.inner.config.call_timeout,
+            reply: None,
+        };
+        self.inner
+            .directory
+            .deliver(actor, Envelope::Call(message), None)
+            .await
+    }
+
+    /// The game client sessions connected to this host through its gateway.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.context.services.sessions
+    }
+
+    /// Runs a session event's hook on `actor`, activating it if needed. With
+    /// `wait`, returns once the hook has run; otherwise once it is queued.
+    pub(crate) async fn session_event(
+        &self,
+        actor: &ActorRef,
+        event: SessionEvent,
+        wait: bool,
+    ) -> Result<(), CallError> {
+        self.plugin(&actor.actor_type)?;
+        let deadline = Instant::now() + self.inner.config.call_timeout;
+        let directory = &self.inner.directory;
+        if !wait {
+            let envelope = Envelope::Session {
+                event,
+                deadline,
+                done: None,
+            };
+            return directory.deliver(actor, envelope, None).await;
+        }
+        let (done, outcome) = oneshot::channel();
+        let envelope = Envelope::Session {
+            event,
+            deadline,
+            done: Some(done),
+        };
+        // An undelivered event is answered with the error.
+        let _ = directory.deliver(actor, envelope, None).await;
+        outcome.await.unwrap_or_else(|_| {
+            Err(CallError::ActivationFailed {
+                actor: actor.to_string(),
+                message: "the activation ended before running the hook".into(),
+            })
+        })
+    }
+
+    /// Whether `actor` has an activation on this host right now.
+    pub fn is_active(&self, actor: &ActorRef) -> bool {
+        self.inner.directory.contains(actor)
+    }
+
+    /// How many activations this host holds.
+    pub fn active_count(&self) -> usize {
+        self.inner.directory.len()
+    }
+
+    /// Stops taking calls and deactivates every actor (each finishes its
+    /// turn, runs `on-deactivate`, and fails what is still queued with
+    /// `shutting-down`). Returns within the configured shutdown timeout
+    /// whatever the actors do: activations still running then are aborted.
+    /// Returns how many were aborted.
+    pub async fn shutdown(&self) -> usize {
+        self.inner.directory.begin_stop();
+        self.inner.reminders.wake();
+        let deadline = Instant::now() + self.inner.config.shutdown_timeout;
+        let aborted = self.inner.directory.wait_empty(deadline).await;
+        if aborted > 0 {
+            tracing::warn!(
+                aborted,
+                "activations still running at the shutdown timeout were aborted"
+            );
+        }
+        aborted
+    }
+}

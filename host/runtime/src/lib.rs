@@ -1,0 +1,45 @@
+//! Grove: a host for virtual actors written as WebAssembly components.
+//!
+//! Actor logic lives in plugins — components whose world includes
+//! `grove:actor/actor` and exports one actor interface. A [`Host`] loads
+//! plugins, activates an actor on its first call, runs one turn at a time per
+//! actor, keeps actor state in a [`state::StateStore`], and deactivates idle
+//! actors. Calls arrive as [`wasmtime::component::Val`]s from the Rust API, as
+//! JSON over HTTP or as WAVE text from the `grove` CLI (crate `grove-cli`).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use grove_host::{ActorRef, Host, HostConfig, state::StateStore};
+//! use wasmtime::component::Val;
+//!
+//! let host = Host::new(HostConfig::default(), StateStore::memory())?;
+//! host.load_plugin_dir("plugins/dist".as_ref())?;
+//! let counter: ActorRef = "counter/7".parse()?;
+//! let value = host.call(&counter, "add", vec![Val::U64(5)]).await?;
+//! assert_eq!(value, Some(Val::U64(5)));
+//! # Ok(()) }
+//! ```
+
+mod activation;
+mod catalog;
+mod directory;
+pub mod engine;
+pub mod error;
+pub mod gateway;
+mod guest_output;
+pub mod host;
+mod imports;
+mod mailbox;
+pub mod plugin;
+pub mod proxy;
+pub mod proxy_wit;
+pub mod reminders;
+pub mod state;
+pub mod values;
+pub mod wit_text;
+
+pub use error::CallError;
+pub use grove_core::{chain, timers, ActorRef, BadActorRef};
+pub use host::{Host, HostConfig};
+pub use imports::{DeadlineExceeded, MemoryLimitExceeded};
+pub use plugin::{Plugin, PluginError};
