@@ -99,9 +99,22 @@ struct RunArgs {
     /// Seconds without calls after which an actor is deactivated.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
-    /// Longest a single turn may run, in milliseconds.
+    /// Longest a single turn may run guest code, in milliseconds (time spent
+    /// waiting in host calls not counted).
     #[arg(long, default_value_t = 5000)]
     turn_deadline_ms: u64,
+    /// Longest a single turn may take on the wall clock, host calls
+    /// included, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    turn_wall_ms: u64,
+    /// Messages an actor's mailbox holds before senders wait.
+    #[arg(long, default_value_t = 1024)]
+    mailbox_capacity: usize,
+    /// On SIGINT or SIGTERM, how long open HTTP requests, client sessions
+    /// and actors get to finish, in milliseconds, before they are cut off.
+    /// A second signal exits at once.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_timeout_ms: u64,
     /// Most linear memory one activation may use, in MiB.
     #[arg(long, default_value_t = 64)]
     max_memory_mib: usize,
@@ -243,8 +256,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }),
             max_memory: args.max_memory_mib << 20,
             turn_deadline: Duration::from_millis(args.turn_deadline_ms),
-            ..Limits::default()
+            turn_wall_time: Duration::from_millis(args.turn_wall_ms.max(1)),
         },
+        mailbox_capacity: args.mailbox_capacity.max(1),
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         compile_cache: Some(args.data.join("cache")),
         call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
@@ -273,13 +288,43 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "grove is serving"
     );
     let gateway = args.gateway.start(&host, &args.data).await?;
-    http::serve(host.clone(), listener, shutdown_signal()).await?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(host.clone(), listener, async move {
+        let _ = http_stopped.await;
+    }));
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    // Every stage below is bounded, so that a stuck actor or client cannot
+    // hold the process: HTTP requests in flight, client sessions, actors.
+    let bound = Duration::from_millis(args.shutdown_timeout_ms);
+    tracing::info!("shutting down: finishing HTTP requests in flight");
+    let _ = stop_http.send(());
+    match tokio::time::timeout(bound, server).await {
+        Ok(Ok(served)) => served?,
+        Ok(Err(panicked)) => tracing::error!(%panicked, "the HTTP server failed"),
+        Err(_) => tracing::warn!(
+            ?bound,
+            "HTTP requests still open at the shutdown timeout were dropped"
+        ),
+    }
     if let Some(gateway) = gateway {
         tracing::info!(
             sessions = host.sessions().len(),
             "shutting down: closing client sessions"
         );
-        gateway.shutdown().await;
+        if tokio::time::timeout(bound, gateway.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?bound,
+                "client sessions still closing at the shutdown timeout were dropped"
+            );
+        }
     }
     tracing::info!(
         activations = host.active_count(),

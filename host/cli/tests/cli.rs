@@ -19,6 +19,10 @@ struct RunningHost {
 
 impl RunningHost {
     fn start(plugins: &Path, data: &Path) -> RunningHost {
+        Self::start_with(plugins, data, &[])
+    }
+
+    fn start_with(plugins: &Path, data: &Path, flags: &[&str]) -> RunningHost {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -30,6 +34,7 @@ impl RunningHost {
             .arg("--data")
             .arg(data)
             .args(["--http", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -280,4 +285,54 @@ fn a_killed_host_keeps_its_reminders() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_stuck_actor_answers_http_with_504_and_cannot_hold_up_sigterm() {
+    let plugins = common::plugin_dir(&["counter", "probe"]);
+    let data = tempfile::tempdir().unwrap();
+    let mut host = RunningHost::start_with(
+        plugins.path(),
+        data.path(),
+        &[
+            "--call-timeout-ms",
+            "1000",
+            "--shutdown-timeout-ms",
+            "1500",
+            "--memory-state",
+        ],
+    );
+    // A turn that keeps writing state for longer than anyone waits.
+    let started = Instant::now();
+    let (status, body) = host.post("/v1/actors/probe/stuck/write-rows", "[100000000, 1024]");
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["kind"], "timeout", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Another actor is unaffected.
+    assert_eq!(host.call_ok(&["counter/7", "add", "2"]), "2");
+
+    // SIGTERM while the actor is still stuck: the host exits within its
+    // shutdown bound.
+    let stopping = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &host.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = loop {
+        if let Some(status) = host.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "grove run ignored SIGTERM while an actor was stuck"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exited.success(), "{exited:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopping.elapsed()
+    );
 }
