@@ -18,6 +18,8 @@
 use std::future::Future;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,6 +28,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use grove_host::{values, ActorRef, CallError, Host};
+
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
 
 /// The HTTP status for a call error.
 pub fn status_of(error: &CallError) -> StatusCode {
@@ -86,6 +91,7 @@ pub fn router(host: Host) -> Router {
                 None,
             )
         })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host)
 }
 
@@ -104,8 +110,18 @@ async fn call(
     State(host): State<Host>,
     Path((actor_type, key, function)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let message = format!(
+                "{}; a request body may hold at most {MAX_BODY_BYTES} bytes",
+                rejection.body_text()
+            );
+            return error_response(rejection.status(), "body-too-large", message, None);
+        }
+    };
     let wave = match query.as_deref() {
         None | Some("") | Some("encoding=json") => false,
         Some("encoding=wave") => true,

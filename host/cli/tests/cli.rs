@@ -310,6 +310,11 @@ fn a_stuck_actor_answers_http_with_504_and_cannot_hold_up_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // Another actor is unaffected.
     assert_eq!(host.call_ok(&["counter/7", "add", "2"]), "2");
+    // A body over the limit gets the API's JSON error, not plain text.
+    let huge = format!("[\"{}\"]", "x".repeat(3 << 20));
+    let (status, body) = host.post("/v1/actors/counter/7/add", &huge);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["kind"], "body-too-large", "{body}");
 
     // SIGTERM while the actor is still stuck: the host exits within its
     // shutdown bound.
