@@ -24,7 +24,9 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Largest table name, `key1` or `key2`.
 pub const MAX_KEY_BYTES: usize = 1 << 10;
 
-/// Why a state operation failed. A failed write stored nothing.
+/// Why a state operation failed. After [`StateError::TooLarge`] nothing was
+/// stored; after [`StateError::Unavailable`] a write may or may not have been
+/// stored (the backend may have applied it before its answer was lost).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StateError {
     /// The backend could not be reached or failed; the operation may succeed later.

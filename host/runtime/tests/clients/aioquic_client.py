@@ -1,5 +1,5 @@
 """A game client for Grove's gateway in Python, written from docs/protocol.md
-alone, with aioquic. Run by host/tests/python_client.rs against a host serving
+alone, with aioquic. Run by host/runtime/tests/python_client.rs against a host serving
 the `echo` actor:
 
     python aioquic_client.py HOST PORT SHA256_FINGERPRINT
