@@ -2,8 +2,8 @@
 //! interface (Rust API, HTTP, CLI, the gateway) goes through.
 //!
 //! [`Host`] is a cheap handle (`Arc` inside); clone it freely. It owns the
-//! engine, the loaded plugins, the [`Directory`] of activations and the
-//! services actors use, and it is the directory's [`Activator`]: the one
+//! engine, the loaded plugins, the directory of activations and the
+//! services actors use, and it is the directory's activator: the one
 //! place that knows which plugin serves an actor type. Activations and guest
 //! imports never hold the host itself.
 

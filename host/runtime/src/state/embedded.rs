@@ -1,17 +1,19 @@
 //! Embedded on-disk state backend: one redb file, the default for a single host.
 //!
-//! Reads go straight to redb. Writes go to one writer thread that commits them
+//! Reads run on tokio's blocking threads, so a slow disk never stalls the
+//! workers that run actors. Writes go to one writer thread that commits them
 //! in groups: it takes every write that is waiting, applies them in order in a
 //! single durable transaction and only then acknowledges each of them. Many
 //! actors writing at once therefore share one fsync, and no write is
-//! acknowledged before it is on disk.
+//! acknowledged before it is on disk. The writer's queue is bounded
+//! ([`MAX_QUEUED_WRITES`]): past it, writers wait for room.
 
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 
 use redb::{Database, TableDefinition};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::StateError;
 
@@ -19,6 +21,9 @@ const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rows");
 
 /// Writes committed together at most; bounds the size of one transaction.
 const MAX_GROUP: usize = 4096;
+
+/// Writes waiting for the writer thread at most; more wait for room.
+pub const MAX_QUEUED_WRITES: usize = 2 * MAX_GROUP;
 
 struct WriteRequest {
     key: Vec<u8>,
@@ -69,11 +74,11 @@ impl EmbeddedStore {
         txn.open_table(ROWS)?;
         txn.commit()?;
         let db = Arc::new(db);
-        let (writes, queue) = mpsc::channel();
+        let (writes, mut queue) = mpsc::channel(MAX_QUEUED_WRITES);
         let writer_db = db.clone();
         let writer = thread::Builder::new()
             .name("grove-state-writer".into())
-            .spawn(move || write_loop(&writer_db, &queue))?;
+            .spawn(move || write_loop(&writer_db, &mut queue))?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,
@@ -83,25 +88,42 @@ impl EmbeddedStore {
         })
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let txn = self.inner.db.begin_read().map_err(unavailable)?;
-        let table = txn.open_table(ROWS).map_err(unavailable)?;
-        let value = table.get(key).map_err(unavailable)?;
-        Ok(value.map(|v| v.value().to_vec()))
+    /// Runs a read on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Database) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || read(&db))
+            .await
+            .map_err(unavailable)?
     }
 
-    pub(crate) fn scan(&self, prefix: &[u8]) -> Result<super::EncodedRows, StateError> {
-        let txn = self.inner.db.begin_read().map_err(unavailable)?;
-        let table = txn.open_table(ROWS).map_err(unavailable)?;
-        let mut rows = Vec::new();
-        for entry in table.range(prefix..).map_err(unavailable)? {
-            let (k, v) = entry.map_err(unavailable)?;
-            if !k.value().starts_with(prefix) {
-                break;
+    pub(crate) async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ROWS).map_err(unavailable)?;
+            let value = table.get(key.as_slice()).map_err(unavailable)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    pub(crate) async fn scan(&self, prefix: Vec<u8>) -> Result<super::EncodedRows, StateError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ROWS).map_err(unavailable)?;
+            let mut rows = Vec::new();
+            for entry in table.range(prefix.as_slice()..).map_err(unavailable)? {
+                let (k, v) = entry.map_err(unavailable)?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                rows.push((k.value().to_vec(), v.value().to_vec()));
             }
-            rows.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(rows)
+            Ok(rows)
+        })
+        .await
     }
 
     /// Queues a write and waits until its group is committed.
@@ -116,14 +138,15 @@ impl EmbeddedStore {
             .as_ref()
             .ok_or_else(|| unavailable("the state writer has stopped"))?
             .send(WriteRequest { key, value, ack })
+            .await
             .map_err(|_| unavailable("the state writer has stopped"))?;
         done.await
             .map_err(|_| unavailable("the state writer has stopped"))?
     }
 }
 
-fn write_loop(db: &Database, queue: &mpsc::Receiver<WriteRequest>) {
-    while let Ok(first) = queue.recv() {
+fn write_loop(db: &Database, queue: &mut mpsc::Receiver<WriteRequest>) {
+    while let Some(first) = queue.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match queue.try_recv() {

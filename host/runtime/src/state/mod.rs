@@ -160,7 +160,7 @@ impl StateStore {
         key.check()?;
         match self {
             StateStore::Memory(s) => Ok(s.get(&key.encode())),
-            StateStore::Embedded(s) => s.get(&key.encode()),
+            StateStore::Embedded(s) => s.get(key.encode()).await,
             StateStore::Redis(s) => s.get(&key).await,
         }
     }
@@ -206,7 +206,7 @@ impl StateStore {
         let prefix = group_prefix(namespace, table, key1);
         let rows = match self {
             StateStore::Memory(s) => s.scan(&prefix),
-            StateStore::Embedded(s) => s.scan(&prefix)?,
+            StateStore::Embedded(s) => s.scan(prefix.clone()).await?,
             StateStore::Redis(s) => return s.list(namespace, table, key1).await,
         };
         Ok(rows
