@@ -15,7 +15,7 @@
 //! | `tuple<...>` | arrays |
 //! | `record` | objects keyed by field name (kebab-case, as in WIT) |
 //! | `enum` | the case name as a string |
-//! | `flags` | array of the set flag names |
+//! | `flags` | array of the set flag names (read in any order, kept in declaration order) |
 //! | `variant` | `"case"` for a case without payload, `{"case": payload}` otherwise |
 //! | `option<T>` | `null` or the value; an `option` directly inside an `option` is `{"some": value}` |
 //! | `result<T, E>` | `{"ok": value}` or `{"err": value}` (`null` when that side has no type) |
@@ -204,16 +204,23 @@ pub fn from_json(json: &Json, ty: &Type) -> Result<Val, String> {
             Val::Enum(s.to_owned())
         }
         Type::Flags(f) => {
-            let mut set = Vec::new();
-            for item in array(json, "an array of flag names")? {
+            let given = array(json, "an array of flag names")?;
+            for item in given {
                 match item.as_str() {
-                    Some(name) if f.names().any(|n| n == name) => set.push(name.to_owned()),
+                    Some(name) if f.names().any(|n| n == name) => {}
                     _ => {
                         let names = f.names().collect::<Vec<_>>().join(", ");
                         return Err(expected(&format!("flags from {names}"), item));
                     }
                 }
             }
+            // A set: declaration order, each flag once, as wasmtime lifts
+            // flags from a guest.
+            let set = f
+                .names()
+                .filter(|&n| given.iter().any(|g| g.as_str() == Some(n)))
+                .map(str::to_owned)
+                .collect();
             Val::Flags(set)
         }
         Type::Option(o) => {
