@@ -16,7 +16,9 @@ use crate::check::type_name;
 /// WAVE text for a value.
 pub fn to_wave(val: &Val) -> Result<String, String> {
     if let Some(kind) = unprintable(val) {
-        return Err(format!("cannot print the result as WAVE: it holds a {kind}"));
+        return Err(format!(
+            "cannot print the result as WAVE: it holds a {kind}"
+        ));
     }
     val.to_wave()
         .map_err(|e| format!("cannot print the result as WAVE: {e}"))
@@ -115,7 +117,9 @@ fn unparsable(ty: &Type) -> Option<&'static str> {
         Type::List(list) => unparsable(&list.ty()),
         Type::Record(record) => record.fields().find_map(|f| unparsable(&f.ty)),
         Type::Tuple(tuple) => tuple.types().find_map(|t| unparsable(&t)),
-        Type::Variant(variant) => variant.cases().find_map(|c| c.ty.as_ref().and_then(unparsable)),
+        Type::Variant(variant) => variant
+            .cases()
+            .find_map(|c| c.ty.as_ref().and_then(unparsable)),
         Type::Option(option) => unparsable(&option.ty()),
         Type::Result(result) => result
             .ok()

@@ -563,10 +563,8 @@ impl Encoder<'_> {
                 for (i, (key, value)) in entries.iter().enumerate() {
                     self.value(key, &key_ty)
                         .map_err(|e| e.within(PathSegment::Key).within(PathSegment::Index(i)))?;
-                    self.value(value, &value_ty).map_err(|e| {
-                        e.within(PathSegment::Value)
-                            .within(PathSegment::Index(i))
-                    })?;
+                    self.value(value, &value_ty)
+                        .map_err(|e| e.within(PathSegment::Value).within(PathSegment::Index(i)))?;
                 }
             }
             (Type::Record(record), Val::Record(fields)) => {
@@ -687,7 +685,12 @@ impl Encoder<'_> {
     }
 
     /// The payload of a variant case or a result side.
-    fn payload(&mut self, val: Option<&Val>, ty: Option<Type>, case: &str) -> Result<(), EncodeError> {
+    fn payload(
+        &mut self,
+        val: Option<&Val>,
+        ty: Option<Type>,
+        case: &str,
+    ) -> Result<(), EncodeError> {
         match (val, ty) {
             (None, None) => Ok(()),
             (Some(val), Some(ty)) => self.value(val, &ty),
@@ -751,7 +754,10 @@ impl<'a> Decoder<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let (bytes, rest) = self.rest.split_first_chunk::<N>().ok_or_else(|| self.end(N))?;
+        let (bytes, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or_else(|| self.end(N))?;
         self.rest = rest;
         Ok(*bytes)
     }
@@ -905,10 +911,9 @@ impl<'a> Decoder<'a> {
                     let key = self
                         .value(&key_ty)
                         .map_err(|e| e.within(PathSegment::Key).within(PathSegment::Index(i)))?;
-                    let value = self.value(&value_ty).map_err(|e| {
-                        e.within(PathSegment::Value)
-                            .within(PathSegment::Index(i))
-                    })?;
+                    let value = self
+                        .value(&value_ty)
+                        .map_err(|e| e.within(PathSegment::Value).within(PathSegment::Index(i)))?;
                     entries.push((key, value));
                 }
                 self.depth -= 1;
@@ -1013,7 +1018,11 @@ impl<'a> Decoder<'a> {
                 }
                 Val::Flags(set)
             }
-            Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+            Type::Own(_)
+            | Type::Borrow(_)
+            | Type::Future(_)
+            | Type::Stream(_)
+            | Type::ErrorContext => {
                 return Err(self.error(DecodeErrorKind::Unsupported { ty: type_name(ty) }));
             }
         })
@@ -1078,7 +1087,10 @@ impl<'a> Decoder<'a> {
         match self.byte()? {
             0 => Ok(false),
             1 => Ok(true),
-            byte => Err(self.error_at(self.offset() - 1, DecodeErrorKind::InvalidTag { what, byte })),
+            byte => Err(self.error_at(
+                self.offset() - 1,
+                DecodeErrorKind::InvalidTag { what, byte },
+            )),
         }
     }
 
@@ -1104,7 +1116,8 @@ impl<'a> Decoder<'a> {
             // Overlong: a shorter form exists.
             return Err(self.error_at(start, DecodeErrorKind::InvalidUtf8));
         }
-        char::from_u32(scalar).ok_or_else(|| self.error_at(start, DecodeErrorKind::InvalidChar { scalar }))
+        char::from_u32(scalar)
+            .ok_or_else(|| self.error_at(start, DecodeErrorKind::InvalidChar { scalar }))
     }
 }
 
@@ -1113,9 +1126,9 @@ fn min_encoded_len(ty: &Type) -> usize {
     match ty {
         Type::Float32 => 4,
         Type::Float64 => 8,
-        Type::Record(record) => record
-            .fields()
-            .fold(0, |sum, field| sum.saturating_add(min_encoded_len(&field.ty))),
+        Type::Record(record) => record.fields().fold(0, |sum, field| {
+            sum.saturating_add(min_encoded_len(&field.ty))
+        }),
         Type::Tuple(tuple) => tuple
             .types()
             .fold(0, |sum, ty| sum.saturating_add(min_encoded_len(&ty))),
@@ -1124,8 +1137,95 @@ fn min_encoded_len(ty: &Type) -> usize {
         }
         Type::Flags(flags) => flags_len(flags.names().len()),
         // Resources and the like are refused before any byte is read.
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => 0,
+        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+            0
+        }
         // Everything else starts with at least one byte of its own.
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leb_unsigned(n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        Encoder {
+            out: &mut out,
+            start: 0,
+        }
+        .unsigned(n);
+        out
+    }
+
+    fn leb_signed(n: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        Encoder {
+            out: &mut out,
+            start: 0,
+        }
+        .signed(n);
+        out
+    }
+
+    fn read<T>(
+        bytes: &[u8],
+        f: impl FnOnce(&mut Decoder<'_>) -> Result<T, DecodeError>,
+    ) -> Option<T> {
+        let mut decoder = Decoder::new(bytes, &DecodeLimits::default());
+        let value = f(&mut decoder).ok()?;
+        decoder.rest.is_empty().then_some(value)
+    }
+
+    #[test]
+    fn every_16_bit_integer_round_trips_in_at_most_three_bytes() {
+        for n in 0..=u16::MAX {
+            let bytes = leb_unsigned(u64::from(n));
+            assert!(bytes.len() <= 3);
+            assert_eq!(read(&bytes, |d| d.unsigned(16, "u16")), Some(u64::from(n)));
+        }
+        for n in i16::MIN..=i16::MAX {
+            let bytes = leb_signed(i64::from(n));
+            assert!(bytes.len() <= 3);
+            assert_eq!(read(&bytes, |d| d.signed(16, "s16")), Some(i64::from(n)));
+        }
+    }
+
+    #[test]
+    fn every_three_byte_sequence_reads_as_a_16_bit_integer_in_range_or_not_at_all() {
+        for lead in [0x80u8, 0xff] {
+            for mid in [0x80u8, 0xff] {
+                for last in 0..=u8::MAX {
+                    let bytes = [lead, mid, last];
+                    let low = u64::from(lead & 0x7f) | u64::from(mid & 0x7f) << 7;
+                    let unsigned = read(&bytes, |d| d.unsigned(16, "u16"));
+                    let fits = last < 0x04;
+                    assert_eq!(unsigned, fits.then(|| low | u64::from(last) << 14));
+                    // Signed: the last byte's 7 bits must be a 2-bit
+                    // signed number, sign-extended.
+                    let signed = read(&bytes, |d| d.signed(16, "s16"));
+                    let fits = last <= 0x01 || (0x7e..=0x7f).contains(&last);
+                    assert_eq!(signed.is_some(), fits, "{bytes:02x?}");
+                    if let Some(n) = signed {
+                        assert!(i16::try_from(n).is_ok());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extremes_of_64_bit_integers_round_trip() {
+        for n in [0, 1, 127, 128, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            assert_eq!(read(&leb_unsigned(n), |d| d.unsigned(64, "u64")), Some(n));
+        }
+        for n in [0, -1, 63, 64, -64, -65, i64::MIN, i64::MIN + 1, i64::MAX] {
+            assert_eq!(read(&leb_signed(n), |d| d.signed(64, "s64")), Some(n));
+        }
+        // Eleven bytes is one too many, even as padding.
+        let mut padded = vec![0x80; 10];
+        padded.push(0x00);
+        assert_eq!(read(&padded, |d| d.unsigned(64, "u64")), None);
     }
 }

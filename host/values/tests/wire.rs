@@ -221,7 +221,11 @@ fn malformed_scalars_are_named_with_their_offset() {
             DecodeErrorKind::InvalidUtf8,
         ),
         // An overlong NUL.
-        (tuple("char"), vec![0, 0xc0, 0x80], DecodeErrorKind::InvalidUtf8),
+        (
+            tuple("char"),
+            vec![0, 0xc0, 0x80],
+            DecodeErrorKind::InvalidUtf8,
+        ),
         (tuple("char"), vec![0, 0x80], DecodeErrorKind::InvalidUtf8),
         // A surrogate, and a number past the last code point.
         (
@@ -321,9 +325,11 @@ fn trailing_bytes_are_an_error_and_decode_prefix_reports_the_length() {
     assert_eq!(err.offset(), 2);
     let (val, used) = wire::decode_prefix(&ty, &input, &DecodeLimits::default()).unwrap();
     assert_eq!((val, used), (Val::String("a".into()), 2));
-    assert!(wire::decode_prefix(&ty, &input[..1], &DecodeLimits::default())
-        .unwrap_err()
-        .is_incomplete());
+    assert!(
+        wire::decode_prefix(&ty, &input[..1], &DecodeLimits::default())
+            .unwrap_err()
+            .is_incomplete()
+    );
 }
 
 #[test]
@@ -333,7 +339,13 @@ fn a_huge_length_prefix_fails_on_the_input_not_on_memory() {
         max_elements: usize::MAX,
         max_depth: 64,
     };
-    for expr in ["list<u8>", "list<u64>", "list<list<u8>>", "string", "map<u8, u8>"] {
+    for expr in [
+        "list<u8>",
+        "list<u64>",
+        "list<list<u8>>",
+        "string",
+        "map<u8, u8>",
+    ] {
         let ty = wit("", expr);
         let mut input = max_u32.to_vec();
         input.extend_from_slice(&[0, 0, 0]);
@@ -490,15 +502,9 @@ fn values_that_do_not_fit_the_type_are_refused_and_leave_the_buffer_alone() {
 fn resources_cannot_cross_the_wire() {
     let ty = wit("resource door;", "own<door>");
     let err = decode_err(&ty, &[0x00]);
-    assert_eq!(
-        err.kind(),
-        &DecodeErrorKind::Unsupported { ty: "resource" }
-    );
+    assert_eq!(err.kind(), &DecodeErrorKind::Unsupported { ty: "resource" });
     let ty = wit("resource door;", "option<borrow<door>>");
     let err = decode_err(&ty, &[0x01, 0x00]);
-    assert_eq!(
-        err.kind(),
-        &DecodeErrorKind::Unsupported { ty: "resource" }
-    );
+    assert_eq!(err.kind(), &DecodeErrorKind::Unsupported { ty: "resource" });
     assert_eq!(err.path().to_string(), ".some");
 }

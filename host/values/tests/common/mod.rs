@@ -7,7 +7,10 @@
 //! cached by their WIT text, since proptest revisits the same types while it
 //! shrinks.
 
-#![allow(dead_code, reason = "each test binary uses its own part of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own part of the helpers"
+)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -132,11 +135,7 @@ fn render(ty: &Wit, decls: &mut String, next: &mut usize) -> String {
         }
         Wit::Enum(n) => {
             let parts: Vec<_> = (0..*n).map(enum_name).collect();
-            declare(
-                format!("enum NAME {{ {} }}", parts.join(", ")),
-                decls,
-                next,
-            )
+            declare(format!("enum NAME {{ {} }}", parts.join(", ")), decls, next)
         }
         Wit::Flags(n) => {
             let parts: Vec<_> = (0..*n).map(flag_name).collect();
@@ -225,10 +224,7 @@ pub fn param_types(wit: &str) -> anyhow::Result<Vec<Type>> {
         return Err(anyhow!("run is not a function"));
     };
     let types: Vec<Type> = run.params().map(|(_, ty)| ty).collect();
-    CACHE
-        .lock()
-        .unwrap()
-        .insert(wit.to_owned(), types.clone());
+    CACHE.lock().unwrap().insert(wit.to_owned(), types.clone());
     Ok(types)
 }
 
