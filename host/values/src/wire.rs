@@ -42,12 +42,14 @@
 //!   refuses them.
 //!
 //! ## Decoding untrusted bytes
-//! [`decode`] takes bytes from the network. It never panics, and it keeps
-//! memory bounded whatever the bytes claim: a length prefix only reserves
-//! room for as many elements as the remaining input could hold, and
-//! [`DecodeLimits`] caps the total number of list and map elements in one
-//! value (element types such as `tuple<>` take no bytes at all, so a five-byte
-//! input could otherwise claim four billion of them) and the nesting depth.
+//! [`decode`] takes bytes from the network. It never panics, and the memory
+//! it uses is bounded by the length of its input whatever the bytes claim: a
+//! length prefix only reserves room for as many elements as the rest of the
+//! input could hold, and [`DecodeLimits`] caps the total number of list and
+//! map elements in one value and the nesting depth. (Every WIT type encodes
+//! to at least one byte today — the component model forbids `tuple<>` and
+//! empty flags — but the decoder does not rely on it: a count is checked
+//! against the element limit before anything is decoded or reserved.)
 //! Every error says at which byte and in which part of the value it occurred.
 
 use std::fmt;
