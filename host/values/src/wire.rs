@@ -854,7 +854,7 @@ impl<'a> Decoder<'a> {
                 1 => Val::Bool(true),
                 byte => {
                     let kind = DecodeErrorKind::InvalidBool { byte };
-                    return Err(self.error_at(self.offset() - 1, kind));
+                    return Err(self.error_at(self.offset().saturating_sub(1), kind));
                 }
             },
             Type::S8 => Val::S8(i8::from_le_bytes(self.array()?)),
@@ -1090,7 +1090,7 @@ impl<'a> Decoder<'a> {
             0 => Ok(false),
             1 => Ok(true),
             byte => Err(self.error_at(
-                self.offset() - 1,
+                self.offset().saturating_sub(1),
                 DecodeErrorKind::InvalidTag { what, byte },
             )),
         }
