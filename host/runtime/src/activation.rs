@@ -38,9 +38,8 @@ use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
 use crate::directory::Slot;
 use crate::engine::Limits;
 use crate::error::CallError;
-use crate::imports::{
-    ActivationState, DeadlineExceeded, DisconnectReason, MemoryLimitExceeded, Services,
-};
+use crate::bindings::DisconnectReason;
+use crate::imports::{ActivationState, DeadlineExceeded, MemoryLimitExceeded, Services};
 use crate::mailbox::{Answer, CallMessage, Envelope, SessionEvent};
 use crate::plugin::Plugin;
 use crate::values;

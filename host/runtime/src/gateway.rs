@@ -16,7 +16,7 @@ use bytes::Bytes;
 use grove_gateway_quic::{AuthError, Backend, Disconnect, Gateway, GatewayConfig, SessionId};
 use wasmtime::component::{Type, Val};
 
-use crate::imports::DisconnectReason;
+use crate::bindings::DisconnectReason;
 use crate::mailbox::SessionEvent;
 use crate::{ActorRef, Host};
 

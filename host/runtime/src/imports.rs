@@ -23,14 +23,9 @@ use crate::ActorRef;
 use grove_core::timers::Timers;
 use grove_core::CallChain;
 
-wasmtime::component::bindgen!({
-    path: "../../wit/actor",
-    world: "imports",
-    imports: { default: async | trappable },
-});
-
-use grove::actor::types as wit;
-pub(crate) use grove::actor::types::DisconnectReason;
+use crate::bindings::grove;
+use crate::bindings::grove::actor::types as wit;
+use crate::bindings::Imports;
 
 /// Most table elements one activation may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;

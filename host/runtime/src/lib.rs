@@ -21,6 +21,7 @@
 //! ```
 
 mod activation;
+mod bindings;
 mod catalog;
 mod directory;
 pub mod engine;

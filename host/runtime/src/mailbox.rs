@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use wasmtime::component::Val;
 
 use crate::error::CallError;
-use crate::imports::DisconnectReason;
+use crate::bindings::DisconnectReason;
 
 /// What a call answers: the function's result, if it has one.
 pub(crate) type Answer = Result<Option<Val>, CallError>;
