@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -115,6 +115,13 @@ impl Rng {
     }
 }
 
+/// Locks one of the bots' shared tables. A poisoned lock is taken as it is:
+/// the tables hold plain counters and timestamps that a panicking holder
+/// cannot leave half-updated in a way that matters to the report.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Commands waiting for their reply: id -> (kind, sent at).
 type Pending = Arc<Mutex<HashMap<u64, (&'static str, Instant)>>>;
 
@@ -168,17 +175,17 @@ async fn read_replies(
             Ok(Reply::Error { id, .. }) => (id, false),
             _ => continue,
         };
-        let Some((kind, sent)) = pending.lock().unwrap().remove(&id) else {
+        let Some((kind, sent)) = lock(&pending).remove(&id) else {
             continue;
         };
-        let mut stats = totals.stats.lock().unwrap();
+        let mut stats = lock(&totals.stats);
         if ok {
             stats.record(kind, sent.elapsed());
         } else {
             stats.error(kind);
         }
         if kind == "logout" {
-            *logout.lock().unwrap() = Some(Instant::now());
+            *lock(&logout) = Some(Instant::now());
         }
     }
 }
@@ -199,11 +206,7 @@ async fn login(client: &Client, args: &Args, n: usize, totals: &Totals) -> Optio
         match tokio::time::timeout(Duration::from_secs(10), session.recv()).await {
             Ok(Ok(Received::Frame(bytes))) => {
                 if let Ok(Reply::Welcome { .. }) = serde_json::from_slice(&bytes) {
-                    totals
-                        .stats
-                        .lock()
-                        .unwrap()
-                        .record("login", started.elapsed());
+                    lock(&totals.stats).record("login", started.elapsed());
                     return Some(session);
                 }
             }
@@ -218,7 +221,7 @@ async fn login(client: &Client, args: &Args, n: usize, totals: &Totals) -> Optio
             }
         }
     }
-    totals.stats.lock().unwrap().error("login");
+    lock(&totals.stats).error("login");
     totals.connect_failures.fetch_add(1, Ordering::Relaxed);
     None
 }
@@ -251,7 +254,7 @@ async fn play(
         let (kind, command) = pick(&args, &mut rng);
         id += 1;
         let frame = serde_json::to_vec(&Request { id, command }).unwrap_or_default();
-        pending.lock().unwrap().insert(id, (kind, Instant::now()));
+        lock(&pending).insert(id, (kind, Instant::now()));
         if session.send(&frame).await.is_err() {
             totals.dropped_sessions.fetch_add(1, Ordering::Relaxed);
             break;
@@ -260,17 +263,12 @@ async fn play(
     }
     // Give the last replies a moment, then log out.
     let drain = Instant::now() + Duration::from_secs(5);
-    while !pending.lock().unwrap().is_empty() && Instant::now() < drain {
+    while !lock(&pending).is_empty() && Instant::now() < drain {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let unanswered: Vec<&'static str> = pending
-        .lock()
-        .unwrap()
-        .drain()
-        .map(|(_, (k, _))| k)
-        .collect();
+    let unanswered: Vec<&'static str> = lock(&pending).drain().map(|(_, (k, _))| k).collect();
     {
-        let mut stats = totals.stats.lock().unwrap();
+        let mut stats = lock(&totals.stats);
         for kind in unanswered {
             stats.error(kind);
         }
@@ -281,29 +279,28 @@ async fn play(
         command: Command::Logout,
     })
     .unwrap_or_default();
-    pending
-        .lock()
-        .unwrap()
-        .insert(id, ("logout", Instant::now()));
+    lock(&pending).insert(id, ("logout", Instant::now()));
     if session.send(&frame).await.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(10), session.closed()).await;
     }
-    if logged_out.lock().unwrap().is_none() {
-        totals.stats.lock().unwrap().error("logout");
+    if lock(&logged_out).is_none() {
+        lock(&totals.stats).error("logout");
     }
     reader.abort();
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
+    let Some(last) = sorted.len().checked_sub(1) else {
         return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    f64::from(sorted[rank.min(sorted.len() - 1)]) / 1000.0
+    };
+    let rank = ((p / 100.0) * last as f64).round() as usize;
+    sorted
+        .get(rank.min(last))
+        .map_or(0.0, |&micros| f64::from(micros) / 1000.0)
 }
 
 fn report(args: &Args, totals: &Totals, connected: usize, run: Duration) {
-    let stats = totals.stats.lock().unwrap();
+    let stats = lock(&totals.stats);
     println!(
         "world-bots: {} clients ({connected} in the world, {} connection failures), {} commands/s each for {} s",
         args.clients,
@@ -374,13 +371,10 @@ async fn main() -> anyhow::Result<()> {
     // Log everybody in first, a bounded number at a time.
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let logins: Vec<_> = (0..args.clients)
-        .map(|n| {
-            let (client, args, totals, gate) = (
-                clients[n % sockets].clone(),
-                args.clone(),
-                totals.clone(),
-                gate.clone(),
-            );
+        .zip(clients.iter().cycle())
+        .map(|(n, client)| {
+            let (client, args, totals, gate) =
+                (client.clone(), args.clone(), totals.clone(), gate.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire().await.ok()?;
                 login(&client, &args, n, &totals).await.map(|s| (n, s))

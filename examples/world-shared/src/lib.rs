@@ -280,7 +280,8 @@ pub fn encode_snapshots(cell: u32, tick: u64, entries: &[SnapshotEntry]) -> Vec<
     header(&mut current);
     let empty = current.len();
     for entry in entries {
-        let name = &entry.name.as_bytes()[..entry.name.len().min(255)];
+        let name = entry.name.as_bytes();
+        let name = name.get(..255).unwrap_or(name);
         if current.len() + 1 + name.len() + 9 > MAX_SNAPSHOT_BYTES {
             datagrams.push(std::mem::take(&mut current));
             header(&mut current);
@@ -297,33 +298,35 @@ pub fn encode_snapshots(cell: u32, tick: u64, entries: &[SnapshotEntry]) -> Vec<
     datagrams
 }
 
-/// Reads a snapshot datagram: the cell, the tick and the players.
+/// Reads a snapshot datagram: the cell, the tick and the players. A datagram
+/// that is not a snapshot, is cut short or holds a name that is not UTF-8
+/// reads as `None`.
 pub fn decode_snapshot(bytes: &[u8]) -> Option<(u32, u64, Vec<SnapshotEntry>)> {
     let (&tag, rest) = bytes.split_first()?;
-    if tag != SNAPSHOT || rest.len() < 12 {
+    if tag != SNAPSHOT {
         return None;
     }
-    let cell = u32::from_be_bytes(rest[..4].try_into().ok()?);
-    let tick = u64::from_be_bytes(rest[4..12].try_into().ok()?);
-    let mut rest = &rest[12..];
+    let (cell, rest) = rest.split_first_chunk::<4>()?;
+    let (tick, mut rest) = rest.split_first_chunk::<8>()?;
     let mut entries = Vec::new();
     while let Some((&len, tail)) = rest.split_first() {
-        let len = usize::from(len);
-        if tail.len() < len + 9 {
-            return None;
-        }
-        let name = String::from_utf8(tail[..len].to_vec()).ok()?;
-        let f =
-            |at: usize| f32::from_be_bytes([tail[at], tail[at + 1], tail[at + 2], tail[at + 3]]);
+        let (name, tail) = tail.split_at_checked(usize::from(len))?;
+        let (x, tail) = tail.split_first_chunk::<4>()?;
+        let (y, tail) = tail.split_first_chunk::<4>()?;
+        let (&hp, tail) = tail.split_first()?;
         entries.push(SnapshotEntry {
-            name,
-            x: f(len),
-            y: f(len + 4),
-            hp: tail[len + 8],
+            name: String::from_utf8(name.to_vec()).ok()?,
+            x: f32::from_be_bytes(*x),
+            y: f32::from_be_bytes(*y),
+            hp,
         });
-        rest = &tail[len + 9..];
+        rest = tail;
     }
-    Some((cell, tick, entries))
+    Some((
+        u32::from_be_bytes(*cell),
+        u64::from_be_bytes(*tick),
+        entries,
+    ))
 }
 
 #[cfg(test)]
@@ -408,6 +411,63 @@ mod tests {
             .collect();
         assert_eq!(decoded, entries);
         assert_eq!(decode_snapshot(&[1, 0, 0]), None);
+    }
+
+    #[test]
+    fn malformed_snapshots_read_as_none() {
+        let entries = [
+            SnapshotEntry {
+                name: "ann".into(),
+                x: 1.0,
+                y: 2.0,
+                hp: 3,
+            },
+            SnapshotEntry {
+                name: "bo".into(),
+                x: 4.0,
+                y: 5.0,
+                hp: 6,
+            },
+        ];
+        let datagram = encode_snapshots(7, 8, &entries).remove(0);
+        // Header, then 1 + 3 + 9 and 1 + 2 + 9 bytes per player.
+        let boundaries = [13, 26, 38];
+        assert_eq!(datagram.len(), 38);
+        // Every cut reads as nothing, except right after the header or a player.
+        for end in 0..=datagram.len() {
+            let decoded = decode_snapshot(&datagram[..end]);
+            assert_eq!(decoded.is_some(), boundaries.contains(&end), "cut at {end}");
+        }
+        assert_eq!(
+            decode_snapshot(&datagram[..26]),
+            Some((7, 8, entries[..1].to_vec()))
+        );
+        // A name length reaching past the end, the largest one included.
+        let mut long = datagram[..13].to_vec();
+        long.extend_from_slice(&[255, b'a', b'b']);
+        assert_eq!(decode_snapshot(&long), None);
+        let mut long = datagram[..13].to_vec();
+        long.extend_from_slice(&[20; 20]);
+        assert_eq!(decode_snapshot(&long), None);
+        // A name that is not UTF-8.
+        let mut bad = datagram.clone();
+        bad[14] = 0xff;
+        assert_eq!(decode_snapshot(&bad), None);
+        // Not a snapshot.
+        let mut other = datagram.clone();
+        other[0] = 2;
+        assert_eq!(decode_snapshot(&other), None);
+        assert_eq!(decode_snapshot(&[]), None);
+        // A name longer than a length byte can say is cut to 255 bytes.
+        let long_name = SnapshotEntry {
+            name: "n".repeat(300),
+            x: 0.0,
+            y: 0.0,
+            hp: 1,
+        };
+        let datagrams = encode_snapshots(0, 0, &[long_name]);
+        let (_, _, read) = decode_snapshot(&datagrams[0]).unwrap();
+        assert_eq!(read[0].name, "n".repeat(255));
     }
 
     #[test]

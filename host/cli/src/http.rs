@@ -56,10 +56,10 @@ fn error_response(
     message: String,
     backtrace: Option<&str>,
 ) -> Response {
-    let mut error = json!({ "kind": kind, "message": message });
-    if let Some(bt) = backtrace {
-        error["backtrace"] = json!(bt);
-    }
+    let error = match backtrace {
+        Some(bt) => json!({ "kind": kind, "message": message, "backtrace": bt }),
+        None => json!({ "kind": kind, "message": message }),
+    };
     (status, Json(json!({ "error": error }))).into_response()
 }
 

@@ -263,7 +263,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         compile_cache: Some(args.data.join("cache")),
         call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
-        ..HostConfig::default()
     };
     let host = Host::new(config, state)?;
     let started = std::time::Instant::now();
@@ -373,7 +372,10 @@ async fn call(host: &str, actor: &str, function: &str, args: &[String]) -> anyho
         .await
         .with_context(|| format!("bad answer from {host}"))?;
     if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("unknown error");
+        let message = body
+            .pointer("/error/message")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown error");
         anyhow::bail!("{message}");
     }
     if let Some(text) = body.as_str() {

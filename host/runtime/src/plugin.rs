@@ -225,7 +225,8 @@ impl Plugin {
 
     /// The function called `name`, with its index.
     pub fn function(&self, name: &str) -> Option<(usize, &Function)> {
-        self.by_name.get(name).map(|&i| (i, &self.functions[i]))
+        let &i = self.by_name.get(name)?;
+        self.functions.get(i).map(|f| (i, f))
     }
 }
 

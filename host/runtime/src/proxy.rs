@@ -195,6 +195,11 @@ fn construct(
             "proxy constructor takes the actor's key",
         ));
     };
+    let Some(result) = results.first_mut() else {
+        return Err(wasmtime::Error::msg(
+            "proxy constructor returns the new handle",
+        ));
+    };
     let proxy = ProxyRef {
         target: ActorRef {
             actor_type: actor_type.clone(),
@@ -204,7 +209,7 @@ fn construct(
     };
     let handle = store.data_mut().proxies.push(proxy)?;
     let any = ResourceDynamic::new_own(handle.rep(), type_id).try_into_resource_any(&mut store)?;
-    results[0] = Val::Resource(any);
+    *result = Val::Resource(any);
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _};
-use wit_parser::{InterfaceId, Resolve, Type, TypeDefKind, TypeId, TypeOwner, WorldItem};
+use wit_parser::{InterfaceId, Resolve, Type, TypeDef, TypeDefKind, TypeId, TypeOwner, WorldItem};
 
 use crate::plugin::LIFECYCLE_INTERFACE;
 use crate::proxy::{PROXY_PACKAGE_SUFFIX, SEND_PREFIX, SET_TIMEOUT};
@@ -38,7 +38,10 @@ pub fn from_component(bytes: &[u8]) -> anyhow::Result<String> {
     else {
         bail!("not a component");
     };
-    let exports: Vec<InterfaceId> = resolve.worlds[world]
+    let exports: Vec<InterfaceId> = resolve
+        .worlds
+        .get(world)
+        .ok_or_else(|| anyhow!("the component's WIT lacks the world it names"))?
         .exports
         .values()
         .filter_map(|item| match item {
@@ -71,7 +74,10 @@ pub fn from_wit(paths: &[&Path], interface: Option<&str>) -> anyhow::Result<Stri
         last = Some(package);
     }
     let package = last.ok_or_else(|| anyhow!("no WIT given"))?;
-    let pkg = &resolve.packages[package];
+    let pkg = resolve
+        .packages
+        .get(package)
+        .ok_or_else(|| anyhow!("the WIT lacks the package it was read into"))?;
     let id = match interface {
         Some(name) => *pkg
             .interfaces
@@ -80,7 +86,11 @@ pub fn from_wit(paths: &[&Path], interface: Option<&str>) -> anyhow::Result<Stri
         None => {
             let mut exported: BTreeSet<InterfaceId> = BTreeSet::new();
             for world in pkg.worlds.values() {
-                for item in resolve.worlds[*world].exports.values() {
+                let world = resolve
+                    .worlds
+                    .get(*world)
+                    .ok_or_else(|| anyhow!("package {} lacks one of its worlds", pkg.name))?;
+                for item in world.exports.values() {
                     if let WorldItem::Interface { id, .. } = item {
                         if is_actor_interface(&resolve, *id) {
                             exported.insert(*id);
@@ -116,16 +126,27 @@ fn is_grove_types(resolve: &Resolve, owner: TypeOwner) -> bool {
     let TypeOwner::Interface(id) = owner else {
         return false;
     };
-    let iface = &resolve.interfaces[id];
-    let Some(package) = iface.package else {
+    let Some(iface) = resolve.interfaces.get(id) else {
         return false;
     };
-    let name = &resolve.packages[package].name;
+    let Some(package) = iface.package.and_then(|p| resolve.packages.get(p)) else {
+        return false;
+    };
+    let name = &package.name;
     (
         name.namespace.as_str(),
         name.name.as_str(),
         iface.name.as_deref(),
     ) == (GROVE_TYPES.0, GROVE_TYPES.1, Some(GROVE_TYPES.2))
+}
+
+/// The definition of type `id`. Ids come from the same `Resolve`, so a miss
+/// means the WIT read was inconsistent.
+fn type_def(resolve: &Resolve, id: TypeId) -> anyhow::Result<&TypeDef> {
+    resolve
+        .types
+        .get(id)
+        .ok_or_else(|| anyhow!("the WIT refers to a type it does not define"))
 }
 
 /// Named types a proxy needs, in an order where each comes after those it uses.
@@ -142,7 +163,7 @@ impl Needed {
         let Type::Id(id) = ty else {
             return Ok(());
         };
-        let def = &resolve.types[*id];
+        let def = type_def(resolve, *id)?;
         if is_grove_types(resolve, def.owner) {
             if let Some(name) = &def.name {
                 self.grove.insert(name.clone());
@@ -186,7 +207,7 @@ impl Needed {
                 self.visit(resolve, t)?;
                 // `use x.{t}` of a type copied under its own name needs no alias.
                 if let Type::Id(target) = t {
-                    let target = &resolve.types[*target];
+                    let target = type_def(resolve, *target)?;
                     if target.name == def.name
                         || (is_grove_types(resolve, target.owner) && def.name.is_some())
                     {
@@ -283,7 +304,10 @@ fn doc_lines(out: &mut String, indent: &str, docs: &wit_parser::Docs) {
 
 /// The proxy WIT for interface `id` of `resolve`.
 pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
-    let iface = &resolve.interfaces[id];
+    let iface = resolve
+        .interfaces
+        .get(id)
+        .ok_or_else(|| anyhow!("the WIT lacks the interface to proxy"))?;
     let source = resolve
         .id_of(id)
         .ok_or_else(|| anyhow!("the interface has no package"))?;
@@ -291,7 +315,11 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
         .name
         .clone()
         .ok_or_else(|| anyhow!("an inline interface cannot be an actor interface"))?;
-    let package = &resolve.packages[iface.package.expect("named interfaces have a package")].name;
+    let package = &iface
+        .package
+        .and_then(|p| resolve.packages.get(p))
+        .ok_or_else(|| anyhow!("the interface has no package"))?
+        .name;
 
     let mut needed = Needed::default();
     for f in iface.functions.values() {
@@ -353,7 +381,7 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
             .join(", ")
     );
     for ty in &needed.copied {
-        let def = &resolve.types[*ty];
+        let def = type_def(resolve, *ty)?;
         doc_lines(&mut out, "    ", &def.docs);
         let text = match &def.kind {
             TypeDefKind::Type(t) => format!(

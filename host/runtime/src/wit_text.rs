@@ -4,6 +4,10 @@
 
 use wit_parser::{Docs, Function, Handle, Interface, Resolve, Type, TypeDefKind};
 
+/// Stands for a type id that `resolve` does not hold. Ids come from the same
+/// `Resolve`, so this shows only if the WIT read was inconsistent.
+const UNKNOWN: &str = "<unknown>";
+
 /// A rendered interface: the type definitions and each function's signature.
 #[derive(Debug, Clone, Default)]
 pub struct InterfaceText {
@@ -21,7 +25,9 @@ pub fn render_export(bytes: &[u8], name: &str) -> Option<InterfaceText> {
     else {
         return None;
     };
-    let id = resolve.worlds[world]
+    let id = resolve
+        .worlds
+        .get(world)?
         .exports
         .iter()
         .find_map(|(_, item)| match item {
@@ -32,12 +38,12 @@ pub fn render_export(bytes: &[u8], name: &str) -> Option<InterfaceText> {
             }
             _ => None,
         })?;
-    Some(render_interface(&resolve, &resolve.interfaces[id]))
+    Some(render_interface(&resolve, resolve.interfaces.get(id)?))
 }
 
 fn interface_name(resolve: &Resolve, id: wit_parser::InterfaceId) -> Option<String> {
-    let iface = &resolve.interfaces[id];
-    let package = &resolve.packages[iface.package?].name;
+    let iface = resolve.interfaces.get(id)?;
+    let package = &resolve.packages.get(iface.package?)?.name;
     let mut name = format!(
         "{}:{}/{}",
         package.namespace,
@@ -88,7 +94,9 @@ pub fn signature(resolve: &Resolve, f: &Function) -> String {
 
 /// The WIT definition of the named type `id`, e.g. `record item { ... }`.
 pub fn render_typedef(resolve: &Resolve, id: wit_parser::TypeId) -> String {
-    let def = &resolve.types[id];
+    let Some(def) = resolve.types.get(id) else {
+        return UNKNOWN.into();
+    };
     let name = def.name.clone().unwrap_or_default();
     let body = |items: Vec<String>| {
         if items.is_empty() {
@@ -137,7 +145,12 @@ pub fn render_typedef(resolve: &Resolve, id: wit_parser::TypeId) -> String {
             body(f.flags.iter().map(|c| c.name.clone()).collect())
         ),
         TypeDefKind::Resource => format!("resource {name}"),
-        TypeDefKind::Type(Type::Id(other)) if resolve.types[*other].owner != def.owner => {
+        TypeDefKind::Type(Type::Id(other))
+            if resolve
+                .types
+                .get(*other)
+                .is_some_and(|o| o.owner != def.owner) =>
+        {
             format!("use {}", ty(resolve, &Type::Id(*other)))
         }
         _ => format!("type {name} = {}", anonymous(resolve, &def.kind)),
@@ -161,13 +174,13 @@ pub fn ty(resolve: &Resolve, t: &Type) -> String {
         Type::Char => "char".into(),
         Type::String => "string".into(),
         Type::ErrorContext => "error-context".into(),
-        Type::Id(id) => {
-            let def = &resolve.types[*id];
-            match &def.name {
+        Type::Id(id) => match resolve.types.get(*id) {
+            Some(def) => match &def.name {
                 Some(name) => name.clone(),
                 None => anonymous(resolve, &def.kind),
-            }
-        }
+            },
+            None => UNKNOWN.into(),
+        },
     }
 }
 

@@ -108,8 +108,8 @@ pub fn group_prefix(namespace: &str, table: &str, key1: &str) -> Vec<u8> {
 
 /// Decodes the `key2` part of an encoded row key, given its group prefix length.
 fn decode_key2(encoded: &[u8], prefix_len: usize) -> Option<String> {
-    match encoded.get(prefix_len) {
-        Some(1) => Some(String::from_utf8_lossy(&encoded[prefix_len + 1..]).into_owned()),
+    match encoded.get(prefix_len..)?.split_first() {
+        Some((1, key2)) => Some(String::from_utf8_lossy(key2).into_owned()),
         _ => None,
     }
 }
