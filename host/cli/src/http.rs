@@ -44,6 +44,7 @@ pub fn status_of(error: &CallError) -> StatusCode {
         | CallError::ChainTooDeep { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         CallError::MailboxFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        CallError::MessageTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         CallError::ActivationFailed { .. }
         | CallError::ShuttingDown
         | CallError::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -30,15 +30,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use grove_values::size::{message_size, MAX_MESSAGE_SIZE};
 use tokio::sync::{oneshot, watch};
 use tokio::time::sleep;
 use wasmtime::component::{Func, Instance, TypedFunc, Val};
 use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
 
+use crate::bindings::DisconnectReason;
 use crate::directory::Slot;
 use crate::engine::Limits;
 use crate::error::CallError;
-use crate::bindings::DisconnectReason;
 use crate::imports::{ActivationState, DeadlineExceeded, MemoryLimitExceeded, Services};
 use crate::mailbox::{Answer, CallMessage, Envelope, SessionEvent};
 use crate::plugin::Plugin;
@@ -318,6 +319,8 @@ impl Activation {
         } else {
             Vec::new()
         };
+        // Results go back to a calling actor as a message: they are capped.
+        let from_actor = chain.is_some();
         self.begin_turn();
         self.store.data_mut().chain = chain;
         let outcome = bounded(
@@ -328,7 +331,16 @@ impl Activation {
         self.store.data_mut().chain = None;
         match outcome {
             Ok(()) => {
-                answer(Ok(results.pop()));
+                let size = message_size(&results);
+                if from_actor && size > MAX_MESSAGE_SIZE {
+                    answer(Err(CallError::MessageTooLarge {
+                        actor: self.actor.to_string(),
+                        size,
+                        limit: MAX_MESSAGE_SIZE,
+                    }));
+                } else {
+                    answer(Ok(results.pop()));
+                }
                 Ok(())
             }
             Err(e) => {

@@ -111,6 +111,17 @@ pub enum CallError {
         /// The mailbox's capacity.
         capacity: usize,
     },
+    /// A message between actors — the arguments of a call, or its result — is
+    /// larger than the host allows.
+    #[error("a message to or from {actor} is too large: {size} units; the limit is {limit}")]
+    MessageTooLarge {
+        /// The actor called.
+        actor: String,
+        /// The message's size (values, plus the bytes of strings).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The actor's turn failed because its state backend is unreachable.
     #[error("actor {actor} could not reach its state store in `{function}`: {message}")]
     StateUnavailable {
@@ -141,6 +152,7 @@ impl CallError {
             CallError::Timeout { .. } => "timeout",
             CallError::StateUnavailable { .. } => "state-unavailable",
             CallError::MailboxFull { .. } => "mailbox-full",
+            CallError::MessageTooLarge { .. } => "message-too-large",
         }
     }
 
@@ -156,6 +168,7 @@ impl CallError {
             CallError::UnknownActorType(_) => "unknown-actor-type",
             CallError::UnknownFunction { .. } => "unknown-function",
             CallError::BadActorRef(_) | CallError::BadArguments { .. } => "bad-arguments",
+            CallError::MessageTooLarge { .. } => "too-large",
             CallError::ActivationFailed { .. }
             | CallError::ShuttingDown
             | CallError::ChainTooDeep { .. }

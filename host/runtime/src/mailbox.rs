@@ -11,8 +11,8 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use wasmtime::component::Val;
 
-use crate::error::CallError;
 use crate::bindings::DisconnectReason;
+use crate::error::CallError;
 
 /// What a call answers: the function's result, if it has one.
 pub(crate) type Answer = Result<Option<Val>, CallError>;

@@ -39,8 +39,10 @@ use wasmtime::component::{
 use wasmtime::{Engine, StoreContextMut};
 
 use crate::directory::Call;
+use crate::error::CallError;
 use crate::imports::ActivationState;
 use crate::mailbox::Envelope;
+
 use crate::ActorRef;
 
 /// Proxy packages are named `<namespace>:<package>-proxy`.
@@ -243,7 +245,20 @@ async fn invoke(
         return Ok(());
     }
     let proxy = store.data().proxies.get(&handle)?.clone();
-    let args = params.get(1..).unwrap_or_default().to_vec();
+    let args = params.get(1..).unwrap_or_default();
+    let size = grove_values::size::message_size(args);
+    if size > grove_values::size::MAX_MESSAGE_SIZE {
+        let error = CallError::MessageTooLarge {
+            actor: proxy.target.to_string(),
+            size,
+            limit: grove_values::size::MAX_MESSAGE_SIZE,
+        };
+        if let Some(result) = results.first_mut() {
+            *result = Val::Result(Err(Some(Box::new(error.to_wit_val()))));
+        }
+        return Ok(());
+    }
+    let args = args.to_vec();
     let (directory, chain, caller) = {
         let state = store.data();
         (

@@ -183,3 +183,35 @@ async fn a_one_shot_reminder_that_keeps_trapping_backs_off() {
     assert_eq!(String::from_utf8(tries).unwrap(), "3");
     assert_eq!(host.dead_letters(), 0, "not given up yet");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_between_actors_is_refused_before_it_is_copied() {
+    let host = common::host();
+    let huge = "x".repeat(5 << 20);
+    let answer = ok(
+        &host,
+        "probe/sender",
+        "relay",
+        &[&format!(r#"["receiver", "{huge}"]"#)],
+    )
+    .await;
+    assert!(
+        answer.starts_with("err(too-large("),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert!(
+        answer.contains("the limit is 4194304"),
+        "{}",
+        &answer[..200]
+    );
+    assert!(
+        !host.is_active(&"probe/receiver".parse().unwrap()),
+        "nothing was delivered"
+    );
+    // A message under the limit goes through.
+    assert_eq!(
+        ok(&host, "probe/sender", "relay", &[r#"["receiver"]"#]).await,
+        r#"ok(["sender", "receiver"])"#
+    );
+}

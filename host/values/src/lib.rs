@@ -19,5 +19,6 @@
 
 pub mod check;
 pub mod json;
+pub mod size;
 pub mod wave;
 pub mod wire;
