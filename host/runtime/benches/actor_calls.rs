@@ -94,6 +94,46 @@ async fn actor_latency(host: &Host) -> f64 {
     )
 }
 
+/// Median ns of one `take-bytes` call carrying `size` bytes: made by an
+/// actor through its proxy, and made directly from Rust.
+async fn bytes_latency(host: &Host, size: u32) -> (f64, f64) {
+    let answer = host
+        .call(
+            &probe("caller"),
+            "ping-bytes",
+            vec![
+                Val::String("target".into()),
+                Val::U32(PINGS / 4),
+                Val::U32(size),
+            ],
+        )
+        .await
+        .unwrap();
+    let Some(Val::Result(Ok(Some(list)))) = answer else {
+        panic!("ping-bytes failed: {answer:?}")
+    };
+    let Val::List(took) = *list else { panic!() };
+    let actor = median_u64(
+        took.into_iter()
+            .map(|v| match v {
+                Val::U64(n) => n,
+                _ => panic!(),
+            })
+            .collect(),
+    );
+    let payload = Val::List(vec![Val::U8(7); size as usize]);
+    let mut took = Vec::new();
+    for _ in 0..PINGS / 4 {
+        let args = vec![payload.clone()];
+        let start = Instant::now();
+        host.call(&probe("target"), "take-bytes", args)
+            .await
+            .unwrap();
+        took.push(start.elapsed().as_nanos() as u64);
+    }
+    (actor, median_u64(took))
+}
+
 /// Operations/s of `workers` tasks, each running `op(worker, n)` for
 /// n = 0, 1, 2, ... until the measured phase is over (after a warm-up).
 async fn rate<F, Fut>(workers: usize, op: F) -> f64
@@ -316,6 +356,23 @@ async fn bench() {
         chain_check_ns(1),
         chain_check_ns(8)
     );
+    println!("## A `list<u8>` argument (median of {RUNS} runs)\n");
+    println!("| payload | actor → actor p50 (µs) | direct host call p50 (µs) |");
+    println!("|---|---|---|");
+    for size in [16u32, 64 << 10] {
+        let (mut actor, mut direct) = (vec![], vec![]);
+        for _ in 0..RUNS {
+            let (a, d) = bytes_latency(&host, size).await;
+            actor.push(a);
+            direct.push(d);
+        }
+        println!(
+            "| {size} B | {:.2} | {:.2} |",
+            median(actor) / 1000.0,
+            median(direct) / 1000.0
+        );
+    }
+    println!();
     host.shutdown().await;
 
     let redis = Redis::start();

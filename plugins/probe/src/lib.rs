@@ -191,6 +191,22 @@ impl Guest for Probe {
         Ok(took)
     }
 
+    fn ping_bytes(target: String, count: u32, size: u32) -> Result<Vec<u64>, CallError> {
+        let callee = ProbeProxy::new(&target);
+        let payload = vec![7u8; size as usize];
+        let mut took = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let start = std::time::Instant::now();
+            callee.take_bytes(&payload)?;
+            took.push(start.elapsed().as_nanos() as u64);
+        }
+        Ok(took)
+    }
+
+    fn take_bytes(payload: Vec<u8>) -> u32 {
+        payload.len() as u32
+    }
+
     fn double_counter(key: String) -> Result<u64, CallError> {
         Counter::new(&key).double()
     }
