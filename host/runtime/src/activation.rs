@@ -38,7 +38,7 @@ use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
 
 use crate::bindings::DisconnectReason;
 use crate::directory::Slot;
-use crate::engine::Limits;
+use crate::engine::{EpochClock, Limits};
 use crate::error::CallError;
 use crate::imports::{ActivationState, DeadlineExceeded, MemoryLimitExceeded, Services};
 use crate::mailbox::{Answer, CallMessage, Envelope, SessionEvent};
@@ -56,6 +56,9 @@ pub(crate) struct Context {
     pub(crate) limits: Limits,
     pub(crate) idle_timeout: Duration,
     pub(crate) services: Services,
+    /// Keeps the engine's epoch advancing while any activation runs, even
+    /// after every handle to the host is gone.
+    pub(crate) _epoch: Arc<EpochClock>,
 }
 
 /// Marks a turn stopped by its wall-clock bound.

@@ -255,10 +255,9 @@ impl Directory {
             Entry::Vacant(e) => {
                 let (listed, slot) = self.new_slot(actor, self.capacity);
                 let found = (listed.mailbox.clone(), listed.released.clone());
-                let listed = e.insert(listed);
-                // The entry lock is held: the new task cannot hand over
-                // before its abort handle is recorded.
-                drop(listed);
+                drop(e.insert(listed));
+                // The task may end before its abort handle is recorded;
+                // `start` records it only while the entry is still its own.
                 self.start(actor, slot, &activator);
                 Ok(found)
             }
@@ -306,6 +305,12 @@ impl Directory {
         let successor = match (left.is_empty(), self.is_stopping()) {
             (true, _) => None,
             (false, true) => {
+                fail_all(left, CallError::ShuttingDown);
+                None
+            }
+            // Outside a runtime (it is being dropped) nothing can run a
+            // successor.
+            (false, false) if tokio::runtime::Handle::try_current().is_err() => {
                 fail_all(left, CallError::ShuttingDown);
                 None
             }

@@ -76,7 +76,6 @@ struct Inner {
     directory: Arc<Directory>,
     reminders: Arc<Reminders>,
     context: activation::Context,
-    _epoch: EpochClock,
 }
 
 /// A Grove host. Cheap to clone: clones share the same actors.
@@ -141,6 +140,7 @@ impl Host {
             limits: config.limits.clone(),
             idle_timeout: config.idle_timeout,
             services,
+            _epoch: Arc::new(epoch),
         };
         let inner = Arc::new(Inner {
             config,
@@ -151,7 +151,6 @@ impl Host {
             directory,
             reminders,
             context,
-            _epoch: epoch,
         });
         let activator: Arc<dyn Activator> = inner.clone();
         inner.directory.set_activator(Arc::downgrade(&activator));
