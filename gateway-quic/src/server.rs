@@ -4,13 +4,24 @@
 //! The gateway knows nothing of actors. A [`Backend`] (the host) decides who
 //! may connect and which actor owns the session, and receives every message as
 //! it arrives. Each connection is served by one task that reads the client's
-//! stream and datagrams in arrival order and hands each message to the backend
-//! before reading the next, so a slow actor slows down only its own client
-//! (through QUIC flow control); a writer task per session drains the frames
+//! stream and datagrams in arrival order and hands the messages to the backend
+//! one at a time, in that order; a writer task per session drains the frames
 //! actors queue for it.
+//!
+//! Reading and delivery are decoupled by a small per-session backlog, because
+//! the client's message rate is measured as messages are read off the
+//! connection: a client must not be judged by how fast its owner takes its
+//! messages. While the owner is busy the reader keeps reading (and counting)
+//! until the backlog holds [`GatewayConfig::inbound_backlog`] bytes; then it
+//! stops, QUIC flow control slows the client down, and the time it did not
+//! read is credited to the client's rate (see [`RateLimit`]). So a slow actor
+//! slows down only its own client, and a client within its rate is never
+//! closed for a burst its owner caused.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +49,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long shutdown waits for sessions to report their disconnects.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Bytes a message in a session's inbound backlog is charged beyond its
+/// payload (its bookkeeping), so that empty frames count too.
+const MESSAGE_OVERHEAD: usize = 64;
+
 /// How a gateway listens and what it allows its clients.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -56,7 +71,7 @@ pub struct GatewayConfig {
     /// answer.
     pub auth_timeout: Duration,
     /// Messages (frames and datagrams) per second a client may send on
-    /// average.
+    /// average, counted as the gateway reads them off the connection.
     pub message_rate: u32,
     /// Messages a client may send in a burst above its rate.
     pub message_burst: u32,
@@ -64,6 +79,10 @@ pub struct GatewayConfig {
     pub max_sessions: usize,
     /// Frames queued for a client before it counts as a slow reader.
     pub outbound_queue: usize,
+    /// Bytes of a client's messages (plus a little per message) the gateway
+    /// reads ahead while the owner is busy with earlier ones. Beyond this it
+    /// stops reading the client, whom QUIC flow control then slows down.
+    pub inbound_backlog: usize,
 }
 
 impl GatewayConfig {
@@ -80,6 +99,7 @@ impl GatewayConfig {
             message_burst: 400,
             max_sessions: 100_000,
             outbound_queue: 1024,
+            inbound_backlog: 256 * 1024,
         }
     }
 }
@@ -114,8 +134,9 @@ pub trait Backend: Send + Sync + 'static {
         owner: &Self::Owner,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
-    /// Hands one client message to the owner. The gateway reads nothing more
-    /// from this client until the future completes.
+    /// Hands one client message to the owner. The gateway hands over the
+    /// next message only once the future completes; meanwhile it reads ahead
+    /// at most [`GatewayConfig::inbound_backlog`] bytes from this client.
     fn message(
         &self,
         session: SessionId,
@@ -362,6 +383,13 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
             return refuse(&connection, CloseCode::AuthTimeout, &reason);
         }
     };
+    // The client's rate is measured from its credentials on. Nothing more is
+    // read until the session starts, so until then the bucket is paused: what
+    // the client sends meanwhile waits in QUIC's buffers and is counted, with
+    // credit for the wait, once the session reads it.
+    let now = Instant::now();
+    let mut limit = RateLimit::new(config.message_rate, config.message_burst, now);
+    limit.pause(now);
     let authenticated = tokio::time::timeout(
         config.auth_timeout,
         shared.backend.authenticate(opened.credentials),
@@ -415,7 +443,7 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
         session,
         owner: &owner,
         closing: &closing,
-        limit: RateLimit::new(config.message_rate, config.message_burst, Instant::now()),
+        limit,
     };
     let mut decoder = opened.decoder;
     decoder.set_limit(config.max_frame);
@@ -435,52 +463,180 @@ struct Reader<'a, B: Backend> {
     limit: RateLimit,
 }
 
-impl<B: Backend> Reader<'_, B> {
-    /// Runs until the session ends; returns why it did.
+/// Messages read from a client and not yet handed to its owner.
+#[derive(Default)]
+struct Backlog {
+    messages: VecDeque<(Bytes, bool)>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, payload: Bytes, reliable: bool) {
+        self.bytes += payload.len() + MESSAGE_OVERHEAD;
+        self.messages.push_back((payload, reliable));
+    }
+
+    fn pop(&mut self) -> Option<(Bytes, bool)> {
+        let (payload, reliable) = self.messages.pop_front()?;
+        self.bytes -= payload.len() + MESSAGE_OVERHEAD;
+        Some((payload, reliable))
+    }
+}
+
+/// A message on its way to the owner.
+type Delivery<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What woke the reader.
+enum Event {
+    /// The owner took the message being delivered.
+    Delivered,
+    /// Bytes (or the end, or an error) from the client's stream.
+    Chunk(Result<Option<quinn::Chunk>, ReadError>),
+    /// A datagram from the client, or the connection's end.
+    Datagram(Result<Bytes, ConnectionError>),
+    /// Nothing was waiting to be read.
+    CaughtUp,
+}
+
+impl<'a, B: Backend> Reader<'a, B> {
+    /// Runs until the session ends, then hands the owner what was already
+    /// read; returns why the session ended.
     async fn run(&mut self, mut recv: RecvStream, mut decoder: FrameDecoder) -> Disconnect {
-        loop {
-            loop {
-                match decoder.next_frame() {
-                    Ok(Some(frame)) => {
-                        if let Err(why) = self.deliver(frame, true).await {
-                            return why;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(error) => return self.kick(CloseCode::FrameTooLarge, error.to_string()),
-                }
+        let mut backlog = Backlog::default();
+        let mut delivering = None;
+        self.limit.resume(Instant::now());
+        let why = match self.take_frames(&mut decoder, &mut backlog) {
+            Ok(()) => {
+                self.read(&mut recv, &mut decoder, &mut backlog, &mut delivering)
+                    .await
             }
-            tokio::select! {
-                chunk = recv.read_chunk(READ_CHUNK, true) => match chunk {
-                    Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
-                    Ok(None) if decoder.has_partial_frame() => {
-                        return self.kick(CloseCode::ProtocolViolation, "the stream ended inside a frame".into());
+            Err(why) => why,
+        };
+        if let Some(delivery) = delivering {
+            delivery.await;
+        }
+        while let Some((payload, reliable)) = backlog.pop() {
+            self.deliver(payload, reliable).await;
+        }
+        why
+    }
+
+    /// Hands one message to the owner.
+    fn deliver(&self, payload: Bytes, reliable: bool) -> Delivery<'a> {
+        let (shared, owner) = (self.shared, self.owner);
+        Box::pin(
+            shared
+                .backend
+                .message(self.session, owner, payload, reliable),
+        )
+    }
+
+    /// Reads the client's messages into `backlog` while delivering them one
+    /// at a time, until the session ends; returns why it did.
+    async fn read(
+        &mut self,
+        recv: &mut RecvStream,
+        decoder: &mut FrameDecoder,
+        backlog: &mut Backlog,
+        delivering: &mut Option<Delivery<'a>>,
+    ) -> Disconnect {
+        let budget = self.shared.config.inbound_backlog.max(1);
+        // Whether the last look found nothing to read: the next one waits.
+        let mut idle = false;
+        loop {
+            if delivering.is_none() {
+                *delivering = backlog
+                    .pop()
+                    .map(|(payload, reliable)| self.deliver(payload, reliable));
+            }
+            let reading = backlog.bytes < budget;
+            if reading {
+                self.limit.resume(Instant::now());
+            } else {
+                self.limit.pause(Instant::now());
+            }
+            // Credit for a pause lasts while messages that waited through it
+            // are being read; `biased` makes `CaughtUp` mean that nothing was.
+            let credited = reading && !idle && self.limit.has_credit();
+            let event = tokio::select! {
+                biased;
+                () = async {
+                    if let Some(delivery) = delivering.as_mut() {
+                        delivery.await;
                     }
-                    Ok(None) => {
-                        self.connection.close(CloseCode::Closed.code().into(), b"stream finished");
-                        return Disconnect::ClientClosed("the client finished its stream".into());
-                    }
-                    Err(ReadError::ConnectionLost(error)) => return self.lost(error),
-                    Err(ReadError::Reset(code)) => {
-                        self.connection.close(CloseCode::Closed.code().into(), b"stream reset");
-                        return Disconnect::ClientClosed(format!("the client reset its stream (code {code})"));
-                    }
-                    Err(error) => return self.kick(CloseCode::ProtocolViolation, error.to_string()),
-                },
-                datagram = self.connection.read_datagram() => match datagram {
-                    Ok(payload) => {
-                        if let Err(why) = self.deliver(payload, false).await {
-                            return why;
-                        }
-                    }
-                    Err(error) => return self.lost(error),
-                },
+                }, if delivering.is_some() => Event::Delivered,
+                chunk = recv.read_chunk(READ_CHUNK, true), if reading => Event::Chunk(chunk),
+                datagram = self.connection.read_datagram(), if reading => Event::Datagram(datagram),
+                () = std::future::ready(()), if credited => Event::CaughtUp,
+            };
+            idle = matches!(event, Event::CaughtUp);
+            let taken = match event {
+                Event::Delivered => {
+                    *delivering = None;
+                    Ok(())
+                }
+                Event::CaughtUp => {
+                    self.limit.caught_up();
+                    Ok(())
+                }
+                Event::Chunk(Ok(Some(chunk))) => {
+                    decoder.extend(&chunk.bytes);
+                    self.take_frames(decoder, backlog)
+                }
+                Event::Chunk(Ok(None)) if decoder.has_partial_frame() => {
+                    return self.kick(
+                        CloseCode::ProtocolViolation,
+                        "the stream ended inside a frame".into(),
+                    );
+                }
+                Event::Chunk(Ok(None)) => {
+                    self.connection
+                        .close(CloseCode::Closed.code().into(), b"stream finished");
+                    return Disconnect::ClientClosed("the client finished its stream".into());
+                }
+                Event::Chunk(Err(ReadError::ConnectionLost(error))) => return self.lost(error),
+                Event::Chunk(Err(ReadError::Reset(code))) => {
+                    self.connection
+                        .close(CloseCode::Closed.code().into(), b"stream reset");
+                    return Disconnect::ClientClosed(format!(
+                        "the client reset its stream (code {code})"
+                    ));
+                }
+                Event::Chunk(Err(error)) => {
+                    return self.kick(CloseCode::ProtocolViolation, error.to_string())
+                }
+                Event::Datagram(Ok(payload)) => self.take(backlog, payload, false),
+                Event::Datagram(Err(error)) => return self.lost(error),
+            };
+            if let Err(why) = taken {
+                return why;
             }
         }
     }
 
-    /// Hands one message to the owner, if the client is within its rate.
-    async fn deliver(&mut self, payload: Bytes, reliable: bool) -> Result<(), Disconnect> {
+    /// Takes every whole frame out of `decoder`.
+    fn take_frames(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        backlog: &mut Backlog,
+    ) -> Result<(), Disconnect> {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => self.take(backlog, frame, true)?,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(self.kick(CloseCode::FrameTooLarge, error.to_string())),
+            }
+        }
+    }
+
+    /// Counts one message just read against the client's rate and queues it
+    /// for the owner; closes the session if the client is over its rate.
+    fn take(
+        &mut self,
+        backlog: &mut Backlog,
+        payload: Bytes,
+        reliable: bool,
+    ) -> Result<(), Disconnect> {
         if !self.limit.allow(Instant::now()) {
             let config = &self.shared.config;
             let reason = format!(
@@ -489,10 +645,7 @@ impl<B: Backend> Reader<'_, B> {
             );
             return Err(self.kick(CloseCode::RateLimited, reason));
         }
-        self.shared
-            .backend
-            .message(self.session, self.owner, payload, reliable)
-            .await;
+        backlog.push(payload, reliable);
         Ok(())
     }
 
