@@ -169,7 +169,8 @@ pub enum CloseCode {
     OwnerUnavailable = 10,
     /// The host is shutting down.
     HostShutdown = 11,
-    /// The gateway has as many sessions as it accepts.
+    /// The gateway has as many sessions as it accepts, counting clients that
+    /// are still authenticating.
     ServerBusy = 12,
 }
 

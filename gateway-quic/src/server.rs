@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ConnectionError, ReadError, RecvStream, SendStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::protocol::{
@@ -75,7 +75,10 @@ pub struct GatewayConfig {
     pub message_rate: u32,
     /// Messages a client may send in a burst above its rate.
     pub message_burst: u32,
-    /// Sessions the gateway serves at once; more are refused `server-busy`.
+    /// Sessions the gateway serves at once, counting clients that are
+    /// authenticating: a slot is reserved before authentication and given
+    /// back if it fails or when the session ends. More are refused
+    /// `server-busy`.
     pub max_sessions: usize,
     /// Frames queued for a client before it counts as a slow reader.
     pub outbound_queue: usize,
@@ -186,6 +189,9 @@ struct Shared<B> {
     config: GatewayConfig,
     sessions: Sessions,
     backend: Arc<B>,
+    /// One permit per session, taken before its client authenticates, so
+    /// that concurrent logins cannot overshoot `max_sessions`.
+    session_slots: Arc<Semaphore>,
 }
 
 impl Gateway {
@@ -209,10 +215,14 @@ impl Gateway {
         })?;
         let fingerprint = config.identity.fingerprint();
         let stop = Arc::new(Notify::new());
+        let session_slots = Arc::new(Semaphore::new(
+            config.max_sessions.min(Semaphore::MAX_PERMITS),
+        ));
         let shared = Arc::new(Shared {
             config,
             sessions,
             backend,
+            session_slots,
         });
         let accepting = tokio::spawn(accept(endpoint.clone(), shared, stop.clone()));
         tracing::info!(%local_addr, %fingerprint, "QUIC gateway listening");
@@ -361,26 +371,58 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
             return;
         }
     };
-    let config = &shared.config;
-    if shared.sessions.len() >= config.max_sessions {
-        let reason = format!(
-            "the gateway serves at most {} sessions",
-            config.max_sessions
-        );
-        return refuse(&connection, CloseCode::ServerBusy, &reason);
+    match admit(&shared, &connection).await {
+        Ok(admitted) => run_session(&shared, connection, admitted).await,
+        Err(Some((code, reason))) => refuse(&connection, code, &reason),
+        Err(None) => {}
     }
+}
+
+/// A client the authenticator accepted, holding its session slot.
+struct Admitted<O> {
+    owner: O,
+    send: SendStream,
+    recv: RecvStream,
+    /// Holds whatever the client sent after its credentials.
+    decoder: FrameDecoder,
+    limit: RateLimit,
+    slot: OwnedSemaphorePermit,
+}
+
+/// Reserves a session slot, reads the client's credentials and asks the
+/// authenticator. On `Err` the slot has been given back already; the error
+/// carries the close code and reason, or `None` if the client went away.
+async fn admit<B: Backend>(
+    shared: &Shared<B>,
+    connection: &quinn::Connection,
+) -> Result<Admitted<B::Owner>, Option<(CloseCode, String)>> {
+    let config = &shared.config;
+    let slot = shared
+        .session_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            let reason = format!(
+                "the gateway serves at most {} sessions",
+                config.max_sessions
+            );
+            Some((CloseCode::ServerBusy, reason))
+        })?;
     let first = tokio::time::timeout(
         config.auth_timeout,
-        read_first_frame(&connection, config.max_credentials),
+        read_first_frame(connection, config.max_credentials),
     )
     .await;
-    let opened = match first {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(Some((code, reason)))) => return refuse(&connection, code, &reason),
-        Ok(Err(None)) => return,
+    let Opened {
+        credentials,
+        send,
+        recv,
+        decoder,
+    } = match first {
+        Ok(opened) => opened?,
         Err(_) => {
             let reason = format!("no credentials within {:?}", config.auth_timeout);
-            return refuse(&connection, CloseCode::AuthTimeout, &reason);
+            return Err(Some((CloseCode::AuthTimeout, reason)));
         }
     };
     // The client's rate is measured from its credentials on. Nothing more is
@@ -392,26 +434,51 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
     limit.pause(now);
     let authenticated = tokio::time::timeout(
         config.auth_timeout,
-        shared.backend.authenticate(opened.credentials),
+        shared.backend.authenticate(credentials),
     )
     .await;
     let owner = match authenticated {
         Ok(Ok(owner)) => owner,
         Ok(Err(AuthError::Rejected(reason))) => {
-            return refuse(&connection, CloseCode::AuthRejected, &reason)
+            return Err(Some((CloseCode::AuthRejected, reason)))
         }
         Ok(Err(AuthError::Failed(reason))) => {
             tracing::warn!(%reason, "authentication failed");
-            return refuse(&connection, CloseCode::AuthFailed, &reason);
+            return Err(Some((CloseCode::AuthFailed, reason)));
         }
         Err(_) => {
             let reason = format!(
                 "the authenticator did not answer within {:?}",
                 config.auth_timeout
             );
-            return refuse(&connection, CloseCode::AuthFailed, &reason);
+            return Err(Some((CloseCode::AuthFailed, reason)));
         }
     };
+    Ok(Admitted {
+        owner,
+        send,
+        recv,
+        decoder,
+        limit,
+        slot,
+    })
+}
+
+/// Runs an admitted client's session until it ends, and tells the owner.
+async fn run_session<B: Backend>(
+    shared: &Shared<B>,
+    connection: quinn::Connection,
+    admitted: Admitted<B::Owner>,
+) {
+    let Admitted {
+        owner,
+        send,
+        recv,
+        mut decoder,
+        limit,
+        slot,
+    } = admitted;
+    let config = &shared.config;
     let session = shared.sessions.next_id();
     let (frames, outbound) = mpsc::channel(config.outbound_queue.max(1));
     let welcome = Welcome {
@@ -422,7 +489,7 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
     // The welcome is the first frame out; anything the owner sends from
     // `on-connect` follows it.
     let _ = frames.try_send(Outbound::Frame(welcome.encode()));
-    tokio::spawn(write_frames(opened.send, outbound, connection.clone()));
+    tokio::spawn(write_frames(send, outbound, connection.clone()));
     let closing = Arc::new(Mutex::new(None));
     let link = SessionLink {
         connection: connection.clone(),
@@ -434,21 +501,22 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
     tracing::debug!(session, %owner, remote = %connection.remote_address(), "session opened");
     if let Err(reason) = shared.backend.connected(session, &owner).await {
         shared.sessions.remove(session);
+        drop(slot);
         let reason = format!("{owner} cannot take the session: {reason}");
         return refuse(&connection, CloseCode::OwnerUnavailable, &reason);
     }
     let mut reader = Reader {
-        shared: &shared,
+        shared,
         connection: &connection,
         session,
         owner: &owner,
         closing: &closing,
         limit,
     };
-    let mut decoder = opened.decoder;
     decoder.set_limit(config.max_frame);
-    let why = reader.run(opened.recv, decoder).await;
+    let why = reader.run(recv, decoder).await;
     shared.sessions.remove(session);
+    drop(slot);
     tracing::debug!(session, %owner, reason = %why, "session closed");
     shared.backend.disconnected(session, &owner, why).await;
 }

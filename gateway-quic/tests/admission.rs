@@ -1,0 +1,82 @@
+//! Who gets in: the session limit holds however many clients log in at once,
+//! and a slot comes back when its login fails or its session ends.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use grove_gateway_quic::client::ConnectError;
+use grove_gateway_quic::CloseCode;
+use support::{eventually, login_eventually, start, TestBackend};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_never_exceed_max_sessions() -> anyhow::Result<()> {
+    const MAX: usize = 3;
+    let backend = TestBackend {
+        auth_delay: Duration::from_millis(500),
+        ..TestBackend::default()
+    };
+    let setup = start(backend, |config| config.max_sessions = MAX).await?;
+    let addr = setup.gateway.local_addr();
+    let mut logins = tokio::task::JoinSet::new();
+    for player in 0..3 * MAX {
+        let client = setup.client.clone();
+        logins.spawn(async move { client.connect(addr, format!("p{player}").as_bytes()).await });
+    }
+    let mut admitted = Vec::new();
+    let mut busy = 0;
+    while let Some(login) = logins.join_next().await {
+        match login? {
+            Ok(session) => admitted.push(session),
+            Err(ConnectError::Refused(closed)) if closed.code == Some(CloseCode::ServerBusy) => {
+                busy += 1
+            }
+            Err(other) => bail!("unexpected login failure: {other}"),
+        }
+    }
+    ensure!(
+        admitted.len() == MAX && busy == 2 * MAX,
+        "{} admitted, {busy} refused server-busy; expected {MAX} and {}",
+        admitted.len(),
+        2 * MAX
+    );
+    ensure!(setup.sessions.len() == MAX);
+    ensure!(
+        setup.backend.authentications() == MAX,
+        "refused clients must not reach the authenticator"
+    );
+
+    // A session that ends gives its slot back.
+    admitted
+        .pop()
+        .context("an admitted session")?
+        .close("leaving");
+    let backend = &setup.backend;
+    eventually("the owner hears of the departure", || {
+        !backend.disconnects().is_empty()
+    })
+    .await?;
+    let again = login_eventually(&setup.client, addr, b"late").await?;
+    ensure!(setup.sessions.len() == MAX);
+    again.close("done");
+    setup.gateway.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_login_gives_its_session_slot_back() -> anyhow::Result<()> {
+    let setup = start(TestBackend::default(), |config| config.max_sessions = 1).await?;
+    let addr = setup.gateway.local_addr();
+    for _ in 0..3 {
+        match setup.client.connect(addr, b"reject").await {
+            Err(ConnectError::Refused(closed)) if closed.code == Some(CloseCode::AuthRejected) => {}
+            Err(other) => bail!("unexpected refusal: {other}"),
+            Ok(_) => bail!("a rejected login was admitted"),
+        }
+    }
+    let session = login_eventually(&setup.client, addr, b"ayla").await?;
+    session.close("done");
+    setup.gateway.shutdown().await;
+    Ok(())
+}
