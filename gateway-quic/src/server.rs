@@ -80,6 +80,11 @@ pub struct GatewayConfig {
     /// back if it fails or when the session ends. More are refused
     /// `server-busy`.
     pub max_sessions: usize,
+    /// Connections that have not finished logging in: in the QUIC
+    /// handshake, waiting for their credentials, or being authenticated.
+    /// More are refused during the handshake with QUIC's `CONNECTION_REFUSED`
+    /// before any work is done for them.
+    pub max_pending_auth: usize,
     /// Frames queued for a client before it counts as a slow reader.
     pub outbound_queue: usize,
     /// Bytes of a client's messages (plus a little per message) the gateway
@@ -101,6 +106,7 @@ impl GatewayConfig {
             message_rate: 200,
             message_burst: 400,
             max_sessions: 100_000,
+            max_pending_auth: 1024,
             outbound_queue: 1024,
             inbound_backlog: 256 * 1024,
         }
@@ -192,6 +198,9 @@ struct Shared<B> {
     /// One permit per session, taken before its client authenticates, so
     /// that concurrent logins cannot overshoot `max_sessions`.
     session_slots: Arc<Semaphore>,
+    /// One permit per connection that has not finished logging in, taken
+    /// before its handshake.
+    pending_auth: Arc<Semaphore>,
 }
 
 impl Gateway {
@@ -218,11 +227,15 @@ impl Gateway {
         let session_slots = Arc::new(Semaphore::new(
             config.max_sessions.min(Semaphore::MAX_PERMITS),
         ));
+        let pending_auth = Arc::new(Semaphore::new(
+            config.max_pending_auth.min(Semaphore::MAX_PERMITS),
+        ));
         let shared = Arc::new(Shared {
             config,
             sessions,
             backend,
             session_slots,
+            pending_auth,
         });
         let accepting = tokio::spawn(accept(endpoint.clone(), shared, stop.clone()));
         tracing::info!(%local_addr, %fingerprint, "QUIC gateway listening");
@@ -290,9 +303,21 @@ async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, s
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
-                Some(incoming) => {
-                    connections.spawn(serve(shared.clone(), incoming));
-                }
+                Some(incoming) => match shared.pending_auth.clone().try_acquire_owned() {
+                    Ok(pending) => {
+                        connections.spawn(serve(shared.clone(), incoming, pending));
+                    }
+                    // Refused before the handshake: no cryptography, no task.
+                    // QUIC cannot carry an application close code this early.
+                    Err(_) => {
+                        tracing::debug!(
+                            remote = %incoming.remote_address(),
+                            limit = shared.config.max_pending_auth,
+                            "too many connections logging in; connection refused"
+                        );
+                        incoming.refuse();
+                    }
+                },
                 None => break,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -363,7 +388,13 @@ async fn read_first_frame(
     }
 }
 
-async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
+/// Serves one connection from its handshake on; `pending` is its place
+/// among the connections logging in.
+async fn serve<B: Backend>(
+    shared: Arc<Shared<B>>,
+    incoming: quinn::Incoming,
+    pending: OwnedSemaphorePermit,
+) {
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(error) => {
@@ -371,7 +402,7 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
             return;
         }
     };
-    match admit(&shared, &connection).await {
+    match admit(&shared, &connection, pending).await {
         Ok(admitted) => run_session(&shared, connection, admitted).await,
         Err(Some((code, reason))) => refuse(&connection, code, &reason),
         Err(None) => {}
@@ -390,11 +421,14 @@ struct Admitted<O> {
 }
 
 /// Reserves a session slot, reads the client's credentials and asks the
-/// authenticator. On `Err` the slot has been given back already; the error
-/// carries the close code and reason, or `None` if the client went away.
+/// authenticator; gives back the client's place among those logging in
+/// (`pending`) once it has an answer. On `Err` the slot has been given back
+/// already; the error carries the close code and reason, or `None` if the
+/// client went away.
 async fn admit<B: Backend>(
     shared: &Shared<B>,
     connection: &quinn::Connection,
+    pending: OwnedSemaphorePermit,
 ) -> Result<Admitted<B::Owner>, Option<(CloseCode, String)>> {
     let config = &shared.config;
     let slot = shared
@@ -454,6 +488,7 @@ async fn admit<B: Backend>(
             return Err(Some((CloseCode::AuthFailed, reason)));
         }
     };
+    drop(pending);
     Ok(Admitted {
         owner,
         send,

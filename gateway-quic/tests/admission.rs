@@ -1,5 +1,7 @@
 //! Who gets in: the session limit holds however many clients log in at once,
-//! and a slot comes back when its login fails or its session ends.
+//! and a slot comes back when its login fails or its session ends; clients
+//! beyond the limit on unfinished logins are turned away before the
+//! handshake.
 
 mod support;
 
@@ -8,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use grove_gateway_quic::client::ConnectError;
 use grove_gateway_quic::CloseCode;
+use quinn::{ConnectionError, TransportErrorCode};
 use support::{eventually, login_eventually, start, TestBackend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,6 +80,41 @@ async fn a_rejected_login_gives_its_session_slot_back() -> anyhow::Result<()> {
     }
     let session = login_eventually(&setup.client, addr, b"ayla").await?;
     session.close("done");
+    setup.gateway.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_pending_auth_are_refused_before_the_handshake() -> anyhow::Result<()>
+{
+    let setup = start(TestBackend::default(), |config| config.max_pending_auth = 2).await?;
+    let addr = setup.gateway.local_addr();
+    // Two connections that never send credentials take both places.
+    let silent = setup.client.handshake(addr).await?;
+    let _also_silent = setup.client.handshake(addr).await?;
+    for _ in 0..3 {
+        match setup.client.connect(addr, b"ayla").await {
+            Err(ConnectError::Handshake(ConnectionError::ConnectionClosed(close)))
+                if close.error_code == TransportErrorCode::CONNECTION_REFUSED => {}
+            Err(other) => bail!("unexpected refusal: {other}"),
+            Ok(_) => bail!("a connection beyond max_pending_auth was admitted"),
+        }
+    }
+    ensure!(
+        setup.backend.authentications() == 0,
+        "refused clients must not reach the authenticator"
+    );
+
+    // A connection that goes away gives its place back...
+    silent.close(0u32.into(), b"gone");
+    let ayla = login_eventually(&setup.client, addr, b"ayla").await?;
+    // ... and so does one that authenticates: one place stays free.
+    let bea = setup.client.connect(addr, b"bea").await?;
+    let cal = setup.client.connect(addr, b"cal").await?;
+    ensure!(setup.sessions.len() == 3);
+    for session in [ayla, bea, cal] {
+        session.close("done");
+    }
     setup.gateway.shutdown().await;
     Ok(())
 }
