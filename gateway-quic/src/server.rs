@@ -17,8 +17,16 @@
 //! read is credited to the client's rate (see [`RateLimit`]). So a slow actor
 //! slows down only its own client, and a client within its rate is never
 //! closed for a burst its owner caused.
+//!
+//! Admission is bounded twice, both with semaphore permits that go back on
+//! every path: [`GatewayConfig::max_pending_auth`] places for connections
+//! that are logging in (taken before the handshake, so those beyond it cost
+//! nothing), and [`GatewayConfig::max_sessions`] slots, taken before
+//! authentication so that clients logging in together cannot overshoot it.
+//! Datagrams that arrive before the welcome is sent are read and dropped.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -420,16 +428,19 @@ struct Admitted<O> {
     slot: OwnedSemaphorePermit,
 }
 
+/// Why a client was not admitted: the close code and reason, or `None` if
+/// it went away.
+type Refusal = Option<(CloseCode, String)>;
+
 /// Reserves a session slot, reads the client's credentials and asks the
-/// authenticator; gives back the client's place among those logging in
-/// (`pending`) once it has an answer. On `Err` the slot has been given back
-/// already; the error carries the close code and reason, or `None` if the
-/// client went away.
+/// authenticator, dropping the client's datagrams meanwhile; gives back the
+/// client's place among those logging in (`pending`) once it has an answer.
+/// On `Err` the slot has been given back already.
 async fn admit<B: Backend>(
     shared: &Shared<B>,
     connection: &quinn::Connection,
     pending: OwnedSemaphorePermit,
-) -> Result<Admitted<B::Owner>, Option<(CloseCode, String)>> {
+) -> Result<Admitted<B::Owner>, Refusal> {
     let config = &shared.config;
     let slot = shared
         .session_slots
@@ -442,6 +453,29 @@ async fn admit<B: Backend>(
             );
             Some((CloseCode::ServerBusy, reason))
         })?;
+    let (owner, send, recv, decoder, limit) = tokio::select! {
+        login = login(shared, connection) => login?,
+        never = discard_datagrams(connection) => match never {},
+    };
+    drop(pending);
+    Ok(Admitted {
+        owner,
+        send,
+        recv,
+        decoder,
+        limit,
+        slot,
+    })
+}
+
+/// Reads the client's credentials and asks the authenticator; returns the
+/// owner, the stream, what followed the credentials, and the client's rate
+/// bucket (paused).
+async fn login<B: Backend>(
+    shared: &Shared<B>,
+    connection: &quinn::Connection,
+) -> Result<(B::Owner, SendStream, RecvStream, FrameDecoder, RateLimit), Refusal> {
+    let config = &shared.config;
     let first = tokio::time::timeout(
         config.auth_timeout,
         read_first_frame(connection, config.max_credentials),
@@ -488,15 +522,34 @@ async fn admit<B: Backend>(
             return Err(Some((CloseCode::AuthFailed, reason)));
         }
     };
-    drop(pending);
-    Ok(Admitted {
-        owner,
-        send,
-        recv,
-        decoder,
-        limit,
-        slot,
-    })
+    Ok((owner, send, recv, decoder, limit))
+}
+
+/// Reads and drops the client's datagrams until the connection ends, then
+/// waits forever: a datagram that arrives before the welcome is sent is
+/// never delivered (`docs/protocol.md`), so it is not kept either.
+async fn discard_datagrams(connection: &quinn::Connection) -> Infallible {
+    while let Ok(datagram) = connection.read_datagram().await {
+        tracing::trace!(
+            remote = %connection.remote_address(),
+            len = datagram.len(),
+            "datagram before the welcome dropped"
+        );
+    }
+    std::future::pending().await
+}
+
+/// Drops the datagrams already received, without waiting for more.
+async fn drop_received_datagrams(connection: &quinn::Connection) {
+    loop {
+        tokio::select! {
+            biased;
+            datagram = connection.read_datagram() => if datagram.is_err() {
+                return;
+            },
+            () = std::future::ready(()) => return,
+        }
+    }
 }
 
 /// Runs an admitted client's session until it ends, and tells the owner.
@@ -522,8 +575,10 @@ async fn run_session<B: Backend>(
         owner: owner.to_string(),
     };
     // The welcome is the first frame out; anything the owner sends from
-    // `on-connect` follows it.
+    // `on-connect` follows it. Datagrams that came before it leaves are
+    // dropped: the client sent them before it knew it was in.
     let _ = frames.try_send(Outbound::Frame(welcome.encode()));
+    drop_received_datagrams(&connection).await;
     tokio::spawn(write_frames(send, outbound, connection.clone()));
     let closing = Arc::new(Mutex::new(None));
     let link = SessionLink {
