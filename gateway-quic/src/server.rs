@@ -266,8 +266,9 @@ impl Gateway {
         self.fingerprint
     }
 
-    /// Closes every session with `host-shutdown`, waits (a few seconds at
-    /// most) until their owners have been told, and stops listening.
+    /// Closes every session, and every connection still logging in, with
+    /// `host-shutdown`, waits (a few seconds at most) until the sessions'
+    /// owners have been told, and stops listening.
     pub async fn shutdown(&self) {
         self.stop.notify_one();
         let accepting = self
@@ -336,6 +337,12 @@ async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, s
         CloseCode::HostShutdown,
         "host is shutting down",
         &Disconnect::HostShutdown,
+    );
+    // And the connections that are not sessions (yet): nobody is told of
+    // them, so there is nothing to wait for.
+    endpoint.close(
+        CloseCode::HostShutdown.code().into(),
+        b"host is shutting down",
     );
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
@@ -411,6 +418,9 @@ async fn serve<B: Backend>(
         }
     };
     match admit(&shared, &connection, pending).await {
+        // Closed meanwhile (the gateway is shutting down, or the client
+        // left): there is no session to tell the owner of.
+        Ok(_) if connection.close_reason().is_some() => {}
         Ok(admitted) => run_session(&shared, connection, admitted).await,
         Err(Some((code, reason))) => refuse(&connection, code, &reason),
         Err(None) => {}

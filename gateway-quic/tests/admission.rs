@@ -1,7 +1,7 @@
 //! Who gets in: the session limit holds however many clients log in at once,
 //! and a slot comes back when its login fails or its session ends; clients
 //! beyond the limit on unfinished logins are turned away before the
-//! handshake.
+//! handshake, and shutting down does not wait for logins in progress.
 
 mod support;
 
@@ -11,7 +11,8 @@ use anyhow::{bail, ensure, Context};
 use grove_gateway_quic::client::ConnectError;
 use grove_gateway_quic::CloseCode;
 use quinn::{ConnectionError, TransportErrorCode};
-use support::{eventually, login_eventually, start, TestBackend};
+use support::{eventually, login_eventually, start, TestBackend, EVENTUALLY};
+use tokio::time::timeout;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_logins_never_exceed_max_sessions() -> anyhow::Result<()> {
@@ -116,5 +117,26 @@ async fn connections_beyond_max_pending_auth_are_refused_before_the_handshake() 
         session.close("done");
     }
     setup.gateway.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_logins_in_progress_at_once() -> anyhow::Result<()> {
+    let setup = start(TestBackend::default(), |_| {}).await?;
+    let silent = setup.client.handshake(setup.gateway.local_addr()).await?;
+    // Shutting down waits up to five seconds for sessions to report their
+    // disconnects; a login that has not sent its credentials is no reason to.
+    timeout(Duration::from_secs(4), setup.gateway.shutdown())
+        .await
+        .context("shutdown waited for a login in progress")?;
+    let closed = timeout(EVENTUALLY, silent.closed()).await?;
+    ensure!(
+        matches!(
+            &closed,
+            ConnectionError::ApplicationClosed(close)
+                if close.error_code == CloseCode::HostShutdown.code().into()
+        ),
+        "{closed}"
+    );
     Ok(())
 }
