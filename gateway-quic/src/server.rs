@@ -356,6 +356,10 @@ fn refuse(connection: &quinn::Connection, code: CloseCode, reason: &str) {
     connection.close(code.code().into(), reason.as_bytes());
 }
 
+/// Why a client was not admitted: the close code and reason, or `None` if
+/// it went away.
+type Refusal = Option<(CloseCode, String)>;
+
 /// The first frame and the stream it came on.
 struct Opened {
     credentials: Bytes,
@@ -364,12 +368,8 @@ struct Opened {
     decoder: FrameDecoder,
 }
 
-/// Waits for the client's stream and reads its credentials frame. `Err`
-/// carries the close code and reason, or `None` if the client went away.
-async fn read_first_frame(
-    connection: &quinn::Connection,
-    limit: usize,
-) -> Result<Opened, Option<(CloseCode, String)>> {
+/// Waits for the client's stream and reads its credentials frame.
+async fn read_first_frame(connection: &quinn::Connection, limit: usize) -> Result<Opened, Refusal> {
     let (send, mut recv) = connection.accept_bi().await.map_err(|_| None)?;
     let mut decoder = FrameDecoder::new(limit);
     loop {
@@ -437,10 +437,6 @@ struct Admitted<O> {
     limit: RateLimit,
     slot: OwnedSemaphorePermit,
 }
-
-/// Why a client was not admitted: the close code and reason, or `None` if
-/// it went away.
-type Refusal = Option<(CloseCode, String)>;
 
 /// Reserves a session slot, reads the client's credentials and asks the
 /// authenticator, dropping the client's datagrams meanwhile; gives back the
@@ -717,7 +713,9 @@ impl<'a, B: Backend> Reader<'a, B> {
                     .pop()
                     .map(|(payload, reliable)| self.deliver(payload, reliable));
             }
-            let reading = backlog.bytes < budget;
+            // A full backlog always has a message being delivered, so some
+            // branch below is enabled (`select!` panics if none is).
+            let reading = backlog.bytes < budget || delivering.is_none();
             if reading {
                 self.limit.resume(Instant::now());
             } else {
