@@ -169,7 +169,8 @@ pub enum CloseCode {
     OwnerUnavailable = 10,
     /// The host is shutting down.
     HostShutdown = 11,
-    /// The gateway has as many sessions as it accepts.
+    /// The gateway has as many sessions as it accepts, counting clients that
+    /// are still authenticating.
     ServerBusy = 12,
 }
 
@@ -231,12 +232,23 @@ impl std::fmt::Display for CloseCode {
 
 /// A token bucket: `rate` messages per second on average, bursts of up to
 /// `burst`. Time comes in as an argument so tests can drive it.
+///
+/// The gateway takes a token for each message as it reads it off the
+/// connection. While it does not read (its backlog for a busy owner is full,
+/// or the session is still being set up), it cannot tell when messages were
+/// sent; they wait in QUIC's buffers and come out together once it reads
+/// again. So the time reading was paused is credited to the client: it may
+/// have sent up to `rate` messages per second of it, on top of what its bucket
+/// held when the pause began, and those may arrive as one burst. The credit
+/// ends when reading has caught up with the client ([`RateLimit::caught_up`]),
+/// so a client cannot bank it for later.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
     rate: f64,
     burst: f64,
     tokens: f64,
     last: std::time::Instant,
+    paused_since: Option<std::time::Instant>,
 }
 
 impl RateLimit {
@@ -248,20 +260,62 @@ impl RateLimit {
             burst,
             tokens: burst,
             last: now,
+            paused_since: None,
+        }
+    }
+
+    /// Adds the tokens earned since the last update, up to the burst; credit
+    /// above the burst is kept but not added to.
+    fn refill(&mut self, now: std::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        if self.tokens < self.burst {
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         }
     }
 
     /// Takes one token; `false` if the bucket is empty.
     pub fn allow(&mut self, now: std::time::Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.resume(now);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// The reader stops reading the client at `now`.
+    pub fn pause(&mut self, now: std::time::Instant) {
+        if self.paused_since.is_none() {
+            self.refill(now);
+            self.paused_since = Some(now);
+        }
+    }
+
+    /// The reader reads again at `now`: the paused time becomes credit.
+    pub fn resume(&mut self, now: std::time::Instant) {
+        if let Some(since) = self.paused_since.take() {
+            let paused = now.saturating_duration_since(since).as_secs_f64();
+            self.tokens += paused * self.rate;
+            self.last = now;
+        }
+    }
+
+    /// Whether reading is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused_since.is_some()
+    }
+
+    /// Whether the bucket holds credit for a pause beyond its burst.
+    pub fn has_credit(&self) -> bool {
+        self.tokens > self.burst
+    }
+
+    /// Nothing more was waiting to be read: whatever credit is left goes.
+    pub fn caught_up(&mut self) {
+        self.tokens = self.tokens.min(self.burst);
     }
 }
 
@@ -328,5 +382,51 @@ mod tests {
         assert_eq!((0..10).filter(|_| limit.allow(start)).count(), 5);
         assert!(limit.allow(start + Duration::from_millis(100)));
         assert!(!limit.allow(start + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn messages_that_waited_through_a_pause_pass_at_the_sustained_rate() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(100, 10, start);
+        limit.pause(start);
+        // Two seconds paused: 200 messages at the rate, plus the full burst.
+        let resumed = start + Duration::from_secs(2);
+        limit.resume(resumed);
+        assert!(limit.has_credit());
+        assert_eq!((0..300).filter(|_| limit.allow(resumed)).count(), 210);
+        assert!(!limit.has_credit());
+    }
+
+    #[test]
+    fn credit_left_once_reading_caught_up_is_dropped() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(100, 10, start);
+        limit.pause(start);
+        let resumed = start + Duration::from_secs(2);
+        limit.resume(resumed);
+        assert_eq!((0..5).filter(|_| limit.allow(resumed)).count(), 5);
+        limit.caught_up();
+        assert!(!limit.has_credit());
+        assert_eq!((0..300).filter(|_| limit.allow(resumed)).count(), 10);
+    }
+
+    #[test]
+    fn credit_is_not_refilled_and_a_pause_starts_from_the_bucket_of_its_time() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(100, 10, start);
+        assert_eq!((0..10).filter(|_| limit.allow(start)).count(), 10);
+        limit.pause(start);
+        let resumed = start + Duration::from_millis(500);
+        limit.resume(resumed);
+        // An empty bucket, then half a second paused: 50 messages.
+        assert_eq!((0..100).filter(|_| limit.allow(resumed)).count(), 50);
+        // Time after the pause refills as usual, up to the burst only.
+        let later = resumed + Duration::from_secs(10);
+        assert_eq!((0..100).filter(|_| limit.allow(later)).count(), 10);
+        // Taking a token while paused ends the pause.
+        limit.pause(later);
+        assert!(limit.is_paused());
+        assert!(limit.allow(later + Duration::from_secs(1)));
+        assert!(!limit.is_paused());
     }
 }

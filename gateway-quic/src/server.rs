@@ -4,19 +4,38 @@
 //! The gateway knows nothing of actors. A [`Backend`] (the host) decides who
 //! may connect and which actor owns the session, and receives every message as
 //! it arrives. Each connection is served by one task that reads the client's
-//! stream and datagrams in arrival order and hands each message to the backend
-//! before reading the next, so a slow actor slows down only its own client
-//! (through QUIC flow control); a writer task per session drains the frames
+//! stream and datagrams in arrival order and hands the messages to the backend
+//! one at a time, in that order; a writer task per session drains the frames
 //! actors queue for it.
+//!
+//! Reading and delivery are decoupled by a small per-session backlog, because
+//! the client's message rate is measured as messages are read off the
+//! connection: a client must not be judged by how fast its owner takes its
+//! messages. While the owner is busy the reader keeps reading (and counting)
+//! until the backlog holds [`GatewayConfig::inbound_backlog`] bytes; then it
+//! stops, QUIC flow control slows the client down, and the time it did not
+//! read is credited to the client's rate (see [`RateLimit`]). So a slow actor
+//! slows down only its own client, and a client within its rate is never
+//! closed for a burst its owner caused.
+//!
+//! Admission is bounded twice, both with semaphore permits that go back on
+//! every path: [`GatewayConfig::max_pending_auth`] places for connections
+//! that are logging in (taken before the handshake, so those beyond it cost
+//! nothing), and [`GatewayConfig::max_sessions`] slots, taken before
+//! authentication so that clients logging in together cannot overshoot it.
+//! Datagrams that arrive before the welcome is sent are read and dropped.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ConnectionError, ReadError, RecvStream, SendStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::protocol::{
@@ -38,6 +57,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long shutdown waits for sessions to report their disconnects.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Bytes a message in a session's inbound backlog is charged beyond its
+/// payload (its bookkeeping), so that empty frames count too.
+const MESSAGE_OVERHEAD: usize = 64;
+
 /// How a gateway listens and what it allows its clients.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -56,14 +79,26 @@ pub struct GatewayConfig {
     /// answer.
     pub auth_timeout: Duration,
     /// Messages (frames and datagrams) per second a client may send on
-    /// average.
+    /// average, counted as the gateway reads them off the connection.
     pub message_rate: u32,
     /// Messages a client may send in a burst above its rate.
     pub message_burst: u32,
-    /// Sessions the gateway serves at once; more are refused `server-busy`.
+    /// Sessions the gateway serves at once, counting clients that are
+    /// authenticating: a slot is reserved before authentication and given
+    /// back if it fails or when the session ends. More are refused
+    /// `server-busy`.
     pub max_sessions: usize,
+    /// Connections that have not finished logging in: in the QUIC
+    /// handshake, waiting for their credentials, or being authenticated.
+    /// More are refused during the handshake with QUIC's `CONNECTION_REFUSED`
+    /// before any work is done for them.
+    pub max_pending_auth: usize,
     /// Frames queued for a client before it counts as a slow reader.
     pub outbound_queue: usize,
+    /// Bytes of a client's messages (plus a little per message) the gateway
+    /// reads ahead while the owner is busy with earlier ones. Beyond this it
+    /// stops reading the client, whom QUIC flow control then slows down.
+    pub inbound_backlog: usize,
 }
 
 impl GatewayConfig {
@@ -79,7 +114,9 @@ impl GatewayConfig {
             message_rate: 200,
             message_burst: 400,
             max_sessions: 100_000,
+            max_pending_auth: 1024,
             outbound_queue: 1024,
+            inbound_backlog: 256 * 1024,
         }
     }
 }
@@ -114,8 +151,9 @@ pub trait Backend: Send + Sync + 'static {
         owner: &Self::Owner,
     ) -> impl Future<Output = Result<(), String>> + Send;
 
-    /// Hands one client message to the owner. The gateway reads nothing more
-    /// from this client until the future completes.
+    /// Hands one client message to the owner. The gateway hands over the
+    /// next message only once the future completes; meanwhile it reads ahead
+    /// at most [`GatewayConfig::inbound_backlog`] bytes from this client.
     fn message(
         &self,
         session: SessionId,
@@ -165,6 +203,12 @@ struct Shared<B> {
     config: GatewayConfig,
     sessions: Sessions,
     backend: Arc<B>,
+    /// One permit per session, taken before its client authenticates, so
+    /// that concurrent logins cannot overshoot `max_sessions`.
+    session_slots: Arc<Semaphore>,
+    /// One permit per connection that has not finished logging in, taken
+    /// before its handshake.
+    pending_auth: Arc<Semaphore>,
 }
 
 impl Gateway {
@@ -188,10 +232,18 @@ impl Gateway {
         })?;
         let fingerprint = config.identity.fingerprint();
         let stop = Arc::new(Notify::new());
+        let session_slots = Arc::new(Semaphore::new(
+            config.max_sessions.min(Semaphore::MAX_PERMITS),
+        ));
+        let pending_auth = Arc::new(Semaphore::new(
+            config.max_pending_auth.min(Semaphore::MAX_PERMITS),
+        ));
         let shared = Arc::new(Shared {
             config,
             sessions,
             backend,
+            session_slots,
+            pending_auth,
         });
         let accepting = tokio::spawn(accept(endpoint.clone(), shared, stop.clone()));
         tracing::info!(%local_addr, %fingerprint, "QUIC gateway listening");
@@ -214,8 +266,9 @@ impl Gateway {
         self.fingerprint
     }
 
-    /// Closes every session with `host-shutdown`, waits (a few seconds at
-    /// most) until their owners have been told, and stops listening.
+    /// Closes every session, and every connection still logging in, with
+    /// `host-shutdown`, waits (a few seconds at most) until the sessions'
+    /// owners have been told, and stops listening.
     pub async fn shutdown(&self) {
         self.stop.notify_one();
         let accepting = self
@@ -259,9 +312,21 @@ async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, s
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
-                Some(incoming) => {
-                    connections.spawn(serve(shared.clone(), incoming));
-                }
+                Some(incoming) => match shared.pending_auth.clone().try_acquire_owned() {
+                    Ok(pending) => {
+                        connections.spawn(serve(shared.clone(), incoming, pending));
+                    }
+                    // Refused before the handshake: no cryptography, no task.
+                    // QUIC cannot carry an application close code this early.
+                    Err(_) => {
+                        tracing::debug!(
+                            remote = %incoming.remote_address(),
+                            limit = shared.config.max_pending_auth,
+                            "too many connections logging in; connection refused"
+                        );
+                        incoming.refuse();
+                    }
+                },
                 None => break,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -272,6 +337,12 @@ async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, s
         CloseCode::HostShutdown,
         "host is shutting down",
         &Disconnect::HostShutdown,
+    );
+    // And the connections that are not sessions (yet): nobody is told of
+    // them, so there is nothing to wait for.
+    endpoint.close(
+        CloseCode::HostShutdown.code().into(),
+        b"host is shutting down",
     );
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
@@ -285,6 +356,10 @@ fn refuse(connection: &quinn::Connection, code: CloseCode, reason: &str) {
     connection.close(code.code().into(), reason.as_bytes());
 }
 
+/// Why a client was not admitted: the close code and reason, or `None` if
+/// it went away.
+type Refusal = Option<(CloseCode, String)>;
+
 /// The first frame and the stream it came on.
 struct Opened {
     credentials: Bytes,
@@ -293,12 +368,8 @@ struct Opened {
     decoder: FrameDecoder,
 }
 
-/// Waits for the client's stream and reads its credentials frame. `Err`
-/// carries the close code and reason, or `None` if the client went away.
-async fn read_first_frame(
-    connection: &quinn::Connection,
-    limit: usize,
-) -> Result<Opened, Option<(CloseCode, String)>> {
+/// Waits for the client's stream and reads its credentials frame.
+async fn read_first_frame(connection: &quinn::Connection, limit: usize) -> Result<Opened, Refusal> {
     let (send, mut recv) = connection.accept_bi().await.map_err(|_| None)?;
     let mut decoder = FrameDecoder::new(limit);
     loop {
@@ -332,7 +403,13 @@ async fn read_first_frame(
     }
 }
 
-async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
+/// Serves one connection from its handshake on; `pending` is its place
+/// among the connections logging in.
+async fn serve<B: Backend>(
+    shared: Arc<Shared<B>>,
+    incoming: quinn::Incoming,
+    pending: OwnedSemaphorePermit,
+) {
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(error) => {
@@ -340,50 +417,162 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
             return;
         }
     };
-    let config = &shared.config;
-    if shared.sessions.len() >= config.max_sessions {
-        let reason = format!(
-            "the gateway serves at most {} sessions",
-            config.max_sessions
-        );
-        return refuse(&connection, CloseCode::ServerBusy, &reason);
+    match admit(&shared, &connection, pending).await {
+        // Closed meanwhile (the gateway is shutting down, or the client
+        // left): there is no session to tell the owner of.
+        Ok(_) if connection.close_reason().is_some() => {}
+        Ok(admitted) => run_session(&shared, connection, admitted).await,
+        Err(Some((code, reason))) => refuse(&connection, code, &reason),
+        Err(None) => {}
     }
+}
+
+/// A client the authenticator accepted, holding its session slot.
+struct Admitted<O> {
+    owner: O,
+    send: SendStream,
+    recv: RecvStream,
+    /// Holds whatever the client sent after its credentials.
+    decoder: FrameDecoder,
+    limit: RateLimit,
+    slot: OwnedSemaphorePermit,
+}
+
+/// Reserves a session slot, reads the client's credentials and asks the
+/// authenticator, dropping the client's datagrams meanwhile; gives back the
+/// client's place among those logging in (`pending`) once it has an answer.
+/// On `Err` the slot has been given back already.
+async fn admit<B: Backend>(
+    shared: &Shared<B>,
+    connection: &quinn::Connection,
+    pending: OwnedSemaphorePermit,
+) -> Result<Admitted<B::Owner>, Refusal> {
+    let config = &shared.config;
+    let slot = shared
+        .session_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            let reason = format!(
+                "the gateway serves at most {} sessions",
+                config.max_sessions
+            );
+            Some((CloseCode::ServerBusy, reason))
+        })?;
+    let (owner, send, recv, decoder, limit) = tokio::select! {
+        login = login(shared, connection) => login?,
+        never = discard_datagrams(connection) => match never {},
+    };
+    drop(pending);
+    Ok(Admitted {
+        owner,
+        send,
+        recv,
+        decoder,
+        limit,
+        slot,
+    })
+}
+
+/// Reads the client's credentials and asks the authenticator; returns the
+/// owner, the stream, what followed the credentials, and the client's rate
+/// bucket (paused).
+async fn login<B: Backend>(
+    shared: &Shared<B>,
+    connection: &quinn::Connection,
+) -> Result<(B::Owner, SendStream, RecvStream, FrameDecoder, RateLimit), Refusal> {
+    let config = &shared.config;
     let first = tokio::time::timeout(
         config.auth_timeout,
-        read_first_frame(&connection, config.max_credentials),
+        read_first_frame(connection, config.max_credentials),
     )
     .await;
-    let opened = match first {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(Some((code, reason)))) => return refuse(&connection, code, &reason),
-        Ok(Err(None)) => return,
+    let Opened {
+        credentials,
+        send,
+        recv,
+        decoder,
+    } = match first {
+        Ok(opened) => opened?,
         Err(_) => {
             let reason = format!("no credentials within {:?}", config.auth_timeout);
-            return refuse(&connection, CloseCode::AuthTimeout, &reason);
+            return Err(Some((CloseCode::AuthTimeout, reason)));
         }
     };
+    // The client's rate is measured from its credentials on. Nothing more is
+    // read until the session starts, so until then the bucket is paused: what
+    // the client sends meanwhile waits in QUIC's buffers and is counted, with
+    // credit for the wait, once the session reads it.
+    let now = Instant::now();
+    let mut limit = RateLimit::new(config.message_rate, config.message_burst, now);
+    limit.pause(now);
     let authenticated = tokio::time::timeout(
         config.auth_timeout,
-        shared.backend.authenticate(opened.credentials),
+        shared.backend.authenticate(credentials),
     )
     .await;
     let owner = match authenticated {
         Ok(Ok(owner)) => owner,
         Ok(Err(AuthError::Rejected(reason))) => {
-            return refuse(&connection, CloseCode::AuthRejected, &reason)
+            return Err(Some((CloseCode::AuthRejected, reason)))
         }
         Ok(Err(AuthError::Failed(reason))) => {
             tracing::warn!(%reason, "authentication failed");
-            return refuse(&connection, CloseCode::AuthFailed, &reason);
+            return Err(Some((CloseCode::AuthFailed, reason)));
         }
         Err(_) => {
             let reason = format!(
                 "the authenticator did not answer within {:?}",
                 config.auth_timeout
             );
-            return refuse(&connection, CloseCode::AuthFailed, &reason);
+            return Err(Some((CloseCode::AuthFailed, reason)));
         }
     };
+    Ok((owner, send, recv, decoder, limit))
+}
+
+/// Reads and drops the client's datagrams until the connection ends, then
+/// waits forever: a datagram that arrives before the welcome is sent is
+/// never delivered (`docs/protocol.md`), so it is not kept either.
+async fn discard_datagrams(connection: &quinn::Connection) -> Infallible {
+    while let Ok(datagram) = connection.read_datagram().await {
+        tracing::trace!(
+            remote = %connection.remote_address(),
+            len = datagram.len(),
+            "datagram before the welcome dropped"
+        );
+    }
+    std::future::pending().await
+}
+
+/// Drops the datagrams already received, without waiting for more.
+async fn drop_received_datagrams(connection: &quinn::Connection) {
+    loop {
+        tokio::select! {
+            biased;
+            datagram = connection.read_datagram() => if datagram.is_err() {
+                return;
+            },
+            () = std::future::ready(()) => return,
+        }
+    }
+}
+
+/// Runs an admitted client's session until it ends, and tells the owner.
+async fn run_session<B: Backend>(
+    shared: &Shared<B>,
+    connection: quinn::Connection,
+    admitted: Admitted<B::Owner>,
+) {
+    let Admitted {
+        owner,
+        send,
+        recv,
+        mut decoder,
+        limit,
+        slot,
+    } = admitted;
+    let config = &shared.config;
     let session = shared.sessions.next_id();
     let (frames, outbound) = mpsc::channel(config.outbound_queue.max(1));
     let welcome = Welcome {
@@ -392,9 +581,11 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
         owner: owner.to_string(),
     };
     // The welcome is the first frame out; anything the owner sends from
-    // `on-connect` follows it.
+    // `on-connect` follows it. Datagrams that came before it leaves are
+    // dropped: the client sent them before it knew it was in.
     let _ = frames.try_send(Outbound::Frame(welcome.encode()));
-    tokio::spawn(write_frames(opened.send, outbound, connection.clone()));
+    drop_received_datagrams(&connection).await;
+    tokio::spawn(write_frames(send, outbound, connection.clone()));
     let closing = Arc::new(Mutex::new(None));
     let link = SessionLink {
         connection: connection.clone(),
@@ -406,21 +597,22 @@ async fn serve<B: Backend>(shared: Arc<Shared<B>>, incoming: quinn::Incoming) {
     tracing::debug!(session, %owner, remote = %connection.remote_address(), "session opened");
     if let Err(reason) = shared.backend.connected(session, &owner).await {
         shared.sessions.remove(session);
+        drop(slot);
         let reason = format!("{owner} cannot take the session: {reason}");
         return refuse(&connection, CloseCode::OwnerUnavailable, &reason);
     }
     let mut reader = Reader {
-        shared: &shared,
+        shared,
         connection: &connection,
         session,
         owner: &owner,
         closing: &closing,
-        limit: RateLimit::new(config.message_rate, config.message_burst, Instant::now()),
+        limit,
     };
-    let mut decoder = opened.decoder;
     decoder.set_limit(config.max_frame);
-    let why = reader.run(opened.recv, decoder).await;
+    let why = reader.run(recv, decoder).await;
     shared.sessions.remove(session);
+    drop(slot);
     tracing::debug!(session, %owner, reason = %why, "session closed");
     shared.backend.disconnected(session, &owner, why).await;
 }
@@ -435,52 +627,182 @@ struct Reader<'a, B: Backend> {
     limit: RateLimit,
 }
 
-impl<B: Backend> Reader<'_, B> {
-    /// Runs until the session ends; returns why it did.
+/// Messages read from a client and not yet handed to its owner.
+#[derive(Default)]
+struct Backlog {
+    messages: VecDeque<(Bytes, bool)>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, payload: Bytes, reliable: bool) {
+        self.bytes += payload.len() + MESSAGE_OVERHEAD;
+        self.messages.push_back((payload, reliable));
+    }
+
+    fn pop(&mut self) -> Option<(Bytes, bool)> {
+        let (payload, reliable) = self.messages.pop_front()?;
+        self.bytes -= payload.len() + MESSAGE_OVERHEAD;
+        Some((payload, reliable))
+    }
+}
+
+/// A message on its way to the owner.
+type Delivery<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What woke the reader.
+enum Event {
+    /// The owner took the message being delivered.
+    Delivered,
+    /// Bytes (or the end, or an error) from the client's stream.
+    Chunk(Result<Option<quinn::Chunk>, ReadError>),
+    /// A datagram from the client, or the connection's end.
+    Datagram(Result<Bytes, ConnectionError>),
+    /// Nothing was waiting to be read.
+    CaughtUp,
+}
+
+impl<'a, B: Backend> Reader<'a, B> {
+    /// Runs until the session ends, then hands the owner what was already
+    /// read; returns why the session ended.
     async fn run(&mut self, mut recv: RecvStream, mut decoder: FrameDecoder) -> Disconnect {
-        loop {
-            loop {
-                match decoder.next_frame() {
-                    Ok(Some(frame)) => {
-                        if let Err(why) = self.deliver(frame, true).await {
-                            return why;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(error) => return self.kick(CloseCode::FrameTooLarge, error.to_string()),
-                }
+        let mut backlog = Backlog::default();
+        let mut delivering = None;
+        self.limit.resume(Instant::now());
+        let why = match self.take_frames(&mut decoder, &mut backlog) {
+            Ok(()) => {
+                self.read(&mut recv, &mut decoder, &mut backlog, &mut delivering)
+                    .await
             }
-            tokio::select! {
-                chunk = recv.read_chunk(READ_CHUNK, true) => match chunk {
-                    Ok(Some(chunk)) => decoder.extend(&chunk.bytes),
-                    Ok(None) if decoder.has_partial_frame() => {
-                        return self.kick(CloseCode::ProtocolViolation, "the stream ended inside a frame".into());
+            Err(why) => why,
+        };
+        if let Some(delivery) = delivering {
+            delivery.await;
+        }
+        while let Some((payload, reliable)) = backlog.pop() {
+            self.deliver(payload, reliable).await;
+        }
+        why
+    }
+
+    /// Hands one message to the owner.
+    fn deliver(&self, payload: Bytes, reliable: bool) -> Delivery<'a> {
+        let (shared, owner) = (self.shared, self.owner);
+        Box::pin(
+            shared
+                .backend
+                .message(self.session, owner, payload, reliable),
+        )
+    }
+
+    /// Reads the client's messages into `backlog` while delivering them one
+    /// at a time, until the session ends; returns why it did.
+    async fn read(
+        &mut self,
+        recv: &mut RecvStream,
+        decoder: &mut FrameDecoder,
+        backlog: &mut Backlog,
+        delivering: &mut Option<Delivery<'a>>,
+    ) -> Disconnect {
+        let budget = self.shared.config.inbound_backlog.max(1);
+        // Whether the last look found nothing to read: the next one waits.
+        let mut idle = false;
+        loop {
+            if delivering.is_none() {
+                *delivering = backlog
+                    .pop()
+                    .map(|(payload, reliable)| self.deliver(payload, reliable));
+            }
+            // A full backlog always has a message being delivered, so some
+            // branch below is enabled (`select!` panics if none is).
+            let reading = backlog.bytes < budget || delivering.is_none();
+            if reading {
+                self.limit.resume(Instant::now());
+            } else {
+                self.limit.pause(Instant::now());
+            }
+            // Credit for a pause lasts while messages that waited through it
+            // are being read; `biased` makes `CaughtUp` mean that nothing was.
+            let credited = reading && !idle && self.limit.has_credit();
+            let event = tokio::select! {
+                biased;
+                () = async {
+                    if let Some(delivery) = delivering.as_mut() {
+                        delivery.await;
                     }
-                    Ok(None) => {
-                        self.connection.close(CloseCode::Closed.code().into(), b"stream finished");
-                        return Disconnect::ClientClosed("the client finished its stream".into());
-                    }
-                    Err(ReadError::ConnectionLost(error)) => return self.lost(error),
-                    Err(ReadError::Reset(code)) => {
-                        self.connection.close(CloseCode::Closed.code().into(), b"stream reset");
-                        return Disconnect::ClientClosed(format!("the client reset its stream (code {code})"));
-                    }
-                    Err(error) => return self.kick(CloseCode::ProtocolViolation, error.to_string()),
-                },
-                datagram = self.connection.read_datagram() => match datagram {
-                    Ok(payload) => {
-                        if let Err(why) = self.deliver(payload, false).await {
-                            return why;
-                        }
-                    }
-                    Err(error) => return self.lost(error),
-                },
+                }, if delivering.is_some() => Event::Delivered,
+                chunk = recv.read_chunk(READ_CHUNK, true), if reading => Event::Chunk(chunk),
+                datagram = self.connection.read_datagram(), if reading => Event::Datagram(datagram),
+                () = std::future::ready(()), if credited => Event::CaughtUp,
+            };
+            idle = matches!(event, Event::CaughtUp);
+            let taken = match event {
+                Event::Delivered => {
+                    *delivering = None;
+                    Ok(())
+                }
+                Event::CaughtUp => {
+                    self.limit.caught_up();
+                    Ok(())
+                }
+                Event::Chunk(Ok(Some(chunk))) => {
+                    decoder.extend(&chunk.bytes);
+                    self.take_frames(decoder, backlog)
+                }
+                Event::Chunk(Ok(None)) if decoder.has_partial_frame() => {
+                    return self.kick(
+                        CloseCode::ProtocolViolation,
+                        "the stream ended inside a frame".into(),
+                    );
+                }
+                Event::Chunk(Ok(None)) => {
+                    self.connection
+                        .close(CloseCode::Closed.code().into(), b"stream finished");
+                    return Disconnect::ClientClosed("the client finished its stream".into());
+                }
+                Event::Chunk(Err(ReadError::ConnectionLost(error))) => return self.lost(error),
+                Event::Chunk(Err(ReadError::Reset(code))) => {
+                    self.connection
+                        .close(CloseCode::Closed.code().into(), b"stream reset");
+                    return Disconnect::ClientClosed(format!(
+                        "the client reset its stream (code {code})"
+                    ));
+                }
+                Event::Chunk(Err(error)) => {
+                    return self.kick(CloseCode::ProtocolViolation, error.to_string())
+                }
+                Event::Datagram(Ok(payload)) => self.take(backlog, payload, false),
+                Event::Datagram(Err(error)) => return self.lost(error),
+            };
+            if let Err(why) = taken {
+                return why;
             }
         }
     }
 
-    /// Hands one message to the owner, if the client is within its rate.
-    async fn deliver(&mut self, payload: Bytes, reliable: bool) -> Result<(), Disconnect> {
+    /// Takes every whole frame out of `decoder`.
+    fn take_frames(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        backlog: &mut Backlog,
+    ) -> Result<(), Disconnect> {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => self.take(backlog, frame, true)?,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(self.kick(CloseCode::FrameTooLarge, error.to_string())),
+            }
+        }
+    }
+
+    /// Counts one message just read against the client's rate and queues it
+    /// for the owner; closes the session if the client is over its rate.
+    fn take(
+        &mut self,
+        backlog: &mut Backlog,
+        payload: Bytes,
+        reliable: bool,
+    ) -> Result<(), Disconnect> {
         if !self.limit.allow(Instant::now()) {
             let config = &self.shared.config;
             let reason = format!(
@@ -489,10 +811,7 @@ impl<B: Backend> Reader<'_, B> {
             );
             return Err(self.kick(CloseCode::RateLimited, reason));
         }
-        self.shared
-            .backend
-            .message(self.session, self.owner, payload, reliable)
-            .await;
+        backlog.push(payload, reliable);
         Ok(())
     }
 
