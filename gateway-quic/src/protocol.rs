@@ -74,11 +74,9 @@ impl FrameDecoder {
 
     /// The next complete frame's payload, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if self.buffer.len() < LENGTH_PREFIX {
+        let Some(&prefix) = self.buffer.first_chunk::<LENGTH_PREFIX>() else {
             return Ok(None);
-        }
-        let mut prefix = [0; LENGTH_PREFIX];
-        prefix.copy_from_slice(&self.buffer[..LENGTH_PREFIX]);
+        };
         let len = u32::from_be_bytes(prefix) as usize;
         if len > self.limit {
             return Err(FrameError::TooLarge {
