@@ -105,7 +105,7 @@ struct RunArgs {
     turn_deadline_ms: u64,
     /// Longest a single turn may take on the wall clock, host calls
     /// included, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 60_000)]
     turn_wall_ms: u64,
     /// Messages an actor's mailbox holds before senders wait.
     #[arg(long, default_value_t = 1024)]

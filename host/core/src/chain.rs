@@ -53,6 +53,11 @@ fn actors(chain: &CallChain) -> impl Iterator<Item = &ActorRef> {
     std::iter::successors(chain.as_deref(), |link| link.parent.as_deref()).map(|l| &l.actor)
 }
 
+/// Whether `actor` is waiting, inside a turn, somewhere on `chain`.
+pub fn contains(chain: &CallChain, actor: &ActorRef) -> bool {
+    actors(chain).any(|a| a == actor)
+}
+
 /// The chain of a call that `caller`, itself called in `chain`, makes to
 /// `target`; an error if `target` is waiting on the chain already or the
 /// chain would be too deep.
@@ -61,7 +66,7 @@ pub fn extend(
     caller: &ActorRef,
     target: &ActorRef,
 ) -> Result<CallChain, ChainError> {
-    if caller == target || actors(chain).any(|a| a == target) {
+    if caller == target || contains(chain, target) {
         let mut names: Vec<String> = actors(chain).map(ToString::to_string).collect();
         names.reverse();
         names.push(caller.to_string());

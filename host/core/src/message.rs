@@ -26,8 +26,9 @@ pub struct Message<Args, Reply> {
     pub args: Args,
     /// The actors waiting on this call, each in a turn of its own.
     pub chain: CallChain,
-    /// After this instant nobody waits for the answer: a message still queued
-    /// then is dropped unrun, with a timeout answer.
+    /// After this instant nobody waits for the answer: a call still queued
+    /// then is dropped unrun (its caller has had a timeout). A one-way send
+    /// must be in the mailbox by then; once queued, it runs.
     pub deadline: Instant,
     /// Where the answer goes; `None` for a one-way send.
     pub reply: Option<Reply>,

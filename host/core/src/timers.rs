@@ -54,7 +54,10 @@ impl Timers {
         if self.timers.len() >= MAX_TIMERS && !self.timers.contains_key(name) {
             return Err(TooManyTimers);
         }
-        let first = now + due;
+        // A due time past what the clock can hold never comes.
+        let first = now
+            .checked_add(due)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
         let period = period.map(|p| p.max(Duration::from_millis(1)));
         self.timers.insert(
             name.to_owned(),

@@ -196,7 +196,9 @@ impl Activation {
 
     fn begin_turn(&mut self) {
         let state = self.store.data_mut();
-        state.turn_deadline = Instant::now() + state.turn_limit;
+        let now = Instant::now();
+        state.turn_deadline = now + state.turn_limit;
+        state.turn_wall_deadline = now + self.wall_limit;
         state.state_failure = None;
         self.store.set_epoch_deadline(1);
     }
@@ -273,11 +275,11 @@ impl Activation {
 
     /// Runs one call as a turn. `Err` means the activation died.
     async fn call(&mut self, message: CallMessage) -> Result<(), ()> {
+        let message_expired = message.expired(Instant::now());
         let CallMessage {
             function,
             args,
             chain,
-            deadline,
             reply,
             ..
         } = message;
@@ -285,7 +287,7 @@ impl Activation {
         // not run its call now. One-way sends always run.
         if reply
             .as_ref()
-            .is_some_and(|r| r.is_closed() || Instant::now() >= deadline)
+            .is_some_and(|r| r.is_closed() || message_expired)
         {
             tracing::debug!(actor = %self.actor, %function, "dropped a call whose caller stopped waiting");
             return Ok(());
@@ -455,6 +457,7 @@ impl Activation {
                 timer_armed = next_tick;
             }
             tokio::select! {
+                biased;
                 () = stopped(&mut stop) => break 'serve End::Deactivate,
                 envelope = slot.recv() => {
                     let Some(mut envelope) = envelope else { break 'serve End::Deactivate };
@@ -466,7 +469,7 @@ impl Activation {
                         if self.store.data().deactivate_requested {
                             break 'serve End::Deactivate;
                         }
-                        if handled == BATCH {
+                        if handled == BATCH || *stop.borrow() {
                             break;
                         }
                         match slot.try_recv() {

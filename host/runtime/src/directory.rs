@@ -46,8 +46,6 @@ pub(crate) struct Call<'a> {
     pub(crate) chain: CallChain,
     /// How long the caller waits for the answer; the message's deadline.
     pub(crate) timeout: Duration,
-    /// The actor calling, if the call comes from one.
-    pub(crate) sender: Option<&'a ActorRef>,
 }
 
 /// Starts activations for the directory.
@@ -87,6 +85,8 @@ pub(crate) struct Slot {
     actor: ActorRef,
     id: u64,
     mailbox: mpsc::Receiver<Envelope>,
+    /// Set once [`Slot::leave`] has handed over.
+    left: bool,
     /// Dropped after the hand-over: wakes senders waiting to look again.
     _released: watch::Sender<()>,
 }
@@ -140,13 +140,15 @@ impl Directory {
     /// Puts `envelope` in the mailbox of `actor`'s activation, activating it
     /// first if needed. If it cannot be delivered before its deadline, it is
     /// answered with the error, which is also returned (for one-way sends,
-    /// whose sender has no other way to learn it). `sender` is the actor
-    /// sending, if any: an actor never waits for room in its own mailbox.
+    /// whose sender has no other way to learn it). Without `may_wait` a full
+    /// mailbox fails at once: an actor never waits for room in the mailbox
+    /// of an actor waiting on it (itself included), which only that actor
+    /// could empty.
     pub(crate) async fn deliver(
         self: &Arc<Self>,
         actor: &ActorRef,
         envelope: Envelope,
-        sender: Option<&ActorRef>,
+        may_wait: bool,
     ) -> Result<(), CallError> {
         let undelivered = |envelope: Envelope, error: CallError| {
             envelope.fail(error.clone());
@@ -161,27 +163,17 @@ impl Directory {
                 Ok(found) => found,
                 Err(error) => return undelivered(envelope, error),
             };
-            let permit = if sender == Some(actor) {
-                match mailbox.try_reserve() {
-                    Ok(permit) => Ok(permit),
-                    Err(mpsc::error::TrySendError::Full(())) => {
-                        let full = CallError::MailboxFull {
-                            actor: actor.to_string(),
-                            capacity: self.capacity,
-                        };
-                        return undelivered(envelope, full);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(())) => Err(()),
+            // Room at once is the common case: no timer is armed for it.
+            let permit = match mailbox.try_reserve() {
+                Ok(permit) => Ok(permit),
+                Err(mpsc::error::TrySendError::Closed(())) => Err(()),
+                Err(mpsc::error::TrySendError::Full(())) if !may_wait => {
+                    return undelivered(envelope, self.mailbox_full(actor));
                 }
-            } else {
-                match tokio::time::timeout_at(deadline.into(), mailbox.reserve()).await {
-                    Ok(reserved) => reserved.map_err(|_| ()),
-                    Err(_) => {
-                        let full = CallError::MailboxFull {
-                            actor: actor.to_string(),
-                            capacity: self.capacity,
-                        };
-                        return undelivered(envelope, full);
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    match tokio::time::timeout_at(deadline.into(), mailbox.reserve()).await {
+                        Ok(reserved) => reserved.map_err(|_| ()),
+                        Err(_) => return undelivered(envelope, self.mailbox_full(actor)),
                     }
                 }
             };
@@ -199,6 +191,13 @@ impl Directory {
         }
     }
 
+    fn mailbox_full(&self, actor: &ActorRef) -> CallError {
+        CallError::MailboxFull {
+            actor: actor.to_string(),
+            capacity: self.capacity,
+        }
+    }
+
     /// Makes `call` and waits, until its deadline, for the answer.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Answer {
         let Call {
@@ -207,7 +206,6 @@ impl Directory {
             args,
             chain,
             timeout,
-            sender,
         } = call;
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
@@ -221,7 +219,7 @@ impl Directory {
         };
         let answered = async {
             // An undelivered call is answered with the error.
-            let _ = self.deliver(target, Envelope::Call(message), sender).await;
+            let _ = self.deliver(target, Envelope::Call(message), true).await;
             answer.await.unwrap_or_else(|_| {
                 Err(CallError::ActivationFailed {
                     actor: target.to_string(),
@@ -287,6 +285,7 @@ impl Directory {
             actor: actor.clone(),
             id,
             mailbox: receiver,
+            left: false,
             _released: released_tx,
         };
         (listed, slot)
@@ -308,12 +307,6 @@ impl Directory {
                 fail_all(left, CallError::ShuttingDown);
                 None
             }
-            // Outside a runtime (it is being dropped) nothing can run a
-            // successor.
-            (false, false) if tokio::runtime::Handle::try_current().is_err() => {
-                fail_all(left, CallError::ShuttingDown);
-                None
-            }
             (false, false) => match self.activator() {
                 Ok(activator) => Some((activator, left)),
                 Err(error) => {
@@ -327,7 +320,8 @@ impl Directory {
             self.removed.notify_waiters();
             return;
         };
-        let (listed, slot) = self.new_slot(actor, self.capacity.max(left.len()));
+        // `left` came out of a mailbox of the same capacity: it fits.
+        let (listed, slot) = self.new_slot(actor, self.capacity);
         for envelope in left {
             if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) =
                 listed.mailbox.try_send(envelope)
@@ -412,15 +406,19 @@ impl Slot {
             left.push(envelope);
         }
         self.directory.hand_over(&self.actor, self.id, left);
-        // `Drop` finds the mailbox drained and the entry gone.
+        self.left = true;
     }
 }
 
 impl Drop for Slot {
-    /// Runs on every way out of an activation task, a panic included: takes
-    /// what is still queued and hands it over, so the actor never stays
-    /// listed with a mailbox nobody reads.
+    /// Runs on every way out of an activation task: takes what is still
+    /// queued and, after a panic, hands it over to a successor; after an
+    /// abort (shutdown, or the runtime going away) fails it. Either way the
+    /// actor never stays listed with a mailbox nobody reads.
     fn drop(&mut self) {
+        if self.left {
+            return;
+        }
         self.mailbox.close();
         let mut left = Vec::new();
         loop {
@@ -431,6 +429,11 @@ impl Drop for Slot {
                 // without waiting.
                 Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
             }
+        }
+        // Only a panic leaves a runtime able to run a successor; a task
+        // dropped with its runtime must not spawn (and drop) another.
+        if !std::thread::panicking() {
+            fail_all(std::mem::take(&mut left), CallError::ShuttingDown);
         }
         self.directory.hand_over(&self.actor, self.id, left);
     }
@@ -525,7 +528,6 @@ mod tests {
                 args,
                 chain: None,
                 timeout: Duration::from_secs(20),
-                sender: None,
             };
             directory.call(call).await
         }
@@ -590,7 +592,7 @@ mod tests {
         let target = ActorRef::new("model", "order");
         for i in 0..500u64 {
             directory
-                .deliver(&target, one_way(&target, i), None)
+                .deliver(&target, one_way(&target, i), true)
                 .await
                 .unwrap();
         }
@@ -637,7 +639,7 @@ mod tests {
         });
         let sent = tokio::time::timeout(
             Duration::from_secs(5),
-            directory.deliver(&target, envelope, Some(&target)),
+            directory.deliver(&target, envelope, false),
         )
         .await
         .expect("a send to itself waited for room");

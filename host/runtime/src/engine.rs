@@ -43,7 +43,7 @@ impl Default for Limits {
             max_activations: 20_000,
             max_memory: 64 << 20,
             turn_deadline: Duration::from_secs(5),
-            turn_wall_time: Duration::from_secs(30),
+            turn_wall_time: Duration::from_secs(60),
         }
     }
 }

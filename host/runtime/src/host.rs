@@ -282,7 +282,6 @@ impl Host {
             args,
             chain: None,
             timeout: self.inner.config.call_timeout,
-            sender: None,
         };
         self.inner.directory.call(call).await
     }
@@ -328,7 +327,7 @@ impl Host {
         };
         self.inner
             .directory
-            .deliver(actor, Envelope::Call(message), None)
+            .deliver(actor, Envelope::Call(message), true)
             .await
     }
 
@@ -346,6 +345,7 @@ impl Host {
         wait: bool,
     ) -> Result<(), CallError> {
         self.plugin(&actor.actor_type)?;
+        let hook = event.hook();
         let deadline = Instant::now() + self.inner.config.call_timeout;
         let directory = &self.inner.directory;
         if !wait {
@@ -354,7 +354,7 @@ impl Host {
                 deadline,
                 done: None,
             };
-            return directory.deliver(actor, envelope, None).await;
+            return directory.deliver(actor, envelope, true).await;
         }
         let (done, outcome) = oneshot::channel();
         let envelope = Envelope::Session {
@@ -363,13 +363,20 @@ impl Host {
             done: Some(done),
         };
         // An undelivered event is answered with the error.
-        let _ = directory.deliver(actor, envelope, None).await;
-        outcome.await.unwrap_or_else(|_| {
-            Err(CallError::ActivationFailed {
+        let _ = directory.deliver(actor, envelope, true).await;
+        let ran = tokio::time::timeout_at(deadline.into(), outcome).await;
+        match ran {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(CallError::ActivationFailed {
                 actor: actor.to_string(),
                 message: "the activation ended before running the hook".into(),
-            })
-        })
+            }),
+            Err(_) => Err(CallError::Timeout {
+                actor: actor.to_string(),
+                function: hook.to_owned(),
+                timeout: self.inner.config.call_timeout,
+            }),
+        }
     }
 
     /// Whether `actor` has an activation on this host right now.

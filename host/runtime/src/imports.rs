@@ -27,6 +27,9 @@ use crate::bindings::grove;
 use crate::bindings::grove::actor::types as wit;
 use crate::bindings::Imports;
 
+/// Most proxy handles one activation may hold at once.
+pub(crate) const MAX_PROXIES: usize = 10_000;
+
 /// Most table elements one activation may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
@@ -106,6 +109,8 @@ pub(crate) struct ActivationState {
     pub(crate) deactivate_requested: bool,
     /// When the running turn must end.
     pub(crate) turn_deadline: Instant,
+    /// When the running turn's wall-clock bound runs out.
+    pub(crate) turn_wall_deadline: Instant,
     pub(crate) turn_limit: Duration,
     pub(crate) limiter: ActivationLimiter,
     pub(crate) output: GuestOutput,
@@ -127,15 +132,18 @@ impl ActivationState {
             .stdout(output.clone())
             .stderr(output.clone())
             .build();
+        let mut proxies = ResourceTable::new();
+        proxies.set_max_capacity(MAX_PROXIES);
         ActivationState {
             services,
             actor,
             chain: None,
-            proxies: ResourceTable::new(),
+            proxies,
             state_failure: None,
             timers: Timers::default(),
             deactivate_requested: false,
             turn_deadline: Instant::now() + turn_limit,
+            turn_wall_deadline: Instant::now() + turn_limit,
             turn_limit,
             limiter: ActivationLimiter { max_memory },
             output,

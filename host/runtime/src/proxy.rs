@@ -197,6 +197,13 @@ fn construct(
             "proxy constructor takes the actor's key",
         ));
     };
+    if key.len() > crate::state::MAX_KEY_BYTES {
+        return Err(wasmtime::Error::msg(format!(
+            "a proxy's actor key is {} bytes; the limit is {}",
+            key.len(),
+            crate::state::MAX_KEY_BYTES
+        )));
+    }
     let Some(result) = results.first_mut() else {
         return Err(wasmtime::Error::msg(
             "proxy constructor returns the new handle",
@@ -259,12 +266,13 @@ async fn invoke(
         return Ok(());
     }
     let args = args.to_vec();
-    let (directory, chain, caller) = {
+    let (directory, chain, caller, wall_deadline) = {
         let state = store.data();
         (
             state.services.directory.clone(),
             state.chain.clone(),
             state.actor.clone(),
+            state.turn_wall_deadline,
         )
     };
     let Method::Invoke(method) = method else {
@@ -276,17 +284,25 @@ async fn invoke(
         .catalog
         .resolve(&proxy.target.actor_type, &method);
     let started = Instant::now();
+    // The caller's turn outlives its wait: a wait cut short of the turn's
+    // wall-clock bound ends in `timeout`, and the caller goes on.
+    let timeout = proxy
+        .timeout
+        .min(wall_deadline.saturating_duration_since(started) * 9 / 10);
     let outcome = if one_way {
         let message = Message {
             target: proxy.target.clone(),
             function,
             args,
             chain: None,
-            deadline: started + proxy.timeout,
+            deadline: started + timeout,
             reply: None,
         };
+        // Never wait for room in the mailbox of an actor that waits on this
+        // one: only it could make some.
+        let may_wait = caller != proxy.target && !chain::contains(&chain, &proxy.target);
         directory
-            .deliver(&proxy.target, Envelope::Call(message), Some(&caller))
+            .deliver(&proxy.target, Envelope::Call(message), may_wait)
             .await
             .map(|()| None)
     } else {
@@ -298,8 +314,7 @@ async fn invoke(
                     function,
                     args,
                     chain,
-                    timeout: proxy.timeout,
-                    sender: Some(&caller),
+                    timeout,
                 };
                 directory.call(call).await
             }

@@ -225,19 +225,26 @@ impl Reminders {
     async fn fire(self: Arc<Self>, directory: Arc<Directory>, firing: Firing) {
         let (actor, name) = &firing.key;
         let (done, finished) = oneshot::channel();
+        let deadline = Instant::now() + self.turn_timeout;
         let envelope = Envelope::Reminder {
             name: name.clone(),
-            deadline: Instant::now() + self.turn_timeout,
+            deadline,
             done,
         };
         // An undelivered firing is answered with the error.
-        let _ = directory.deliver(actor, envelope, None).await;
-        let outcome = finished.await.unwrap_or_else(|_| {
-            Err(CallError::ActivationFailed {
+        let _ = directory.deliver(actor, envelope, true).await;
+        let outcome = match tokio::time::timeout_at(deadline.into(), finished).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(CallError::ActivationFailed {
                 actor: actor.to_string(),
                 message: "the activation ended before the reminder ran".into(),
-            })
-        });
+            }),
+            Err(_) => Err(CallError::Timeout {
+                actor: actor.to_string(),
+                function: "on-reminder".into(),
+                timeout: self.turn_timeout,
+            }),
+        };
         if let Err(error) = &outcome {
             tracing::warn!(%actor, reminder = %name, %error, "reminder turn failed");
         }

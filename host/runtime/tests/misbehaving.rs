@@ -187,7 +187,7 @@ async fn a_one_shot_reminder_that_keeps_trapping_backs_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_between_actors_is_refused_before_it_is_copied() {
     let host = common::host();
-    let huge = "x".repeat(5 << 20);
+    let huge = "x".repeat(2 << 20);
     let answer = ok(
         &host,
         "probe/sender",
@@ -201,7 +201,7 @@ async fn an_oversized_message_between_actors_is_refused_before_it_is_copied() {
         &answer[..answer.len().min(200)]
     );
     assert!(
-        answer.contains("the limit is 4194304"),
+        answer.contains("the limit is 1048576"),
         "{}",
         &answer[..200]
     );

@@ -5,8 +5,11 @@
 use wasmtime::component::Val;
 
 /// Largest message between actors Grove accepts, in units of
-/// [`message_size`]: 4 Mi (a 4 MiB string, or a `list<u8>` of 4 Mi bytes).
-pub const MAX_MESSAGE_SIZE: usize = 4 << 20;
+/// [`message_size`]: 1 Mi (a 1 MiB string, or a `list<u8>` of 1 Mi bytes).
+/// It stays well inside wasmtime's default per-call copy budget (128 MiB,
+/// charged per `Val`), so an oversized message meets this limit, with its
+/// own error, before the engine's.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 /// The size of `vals` as a message: one unit per value, plus the bytes of
 /// each string.
