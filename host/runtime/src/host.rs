@@ -21,11 +21,11 @@ use wasmtime::component::{Linker, Val};
 use crate::activation;
 use crate::catalog::Catalog;
 use crate::directory::{Activator, Call, Directory, Slot};
-use crate::engine::{build_engine, CompileCache, EpochClock, Limits};
+use crate::engine::{build_engine, CompileCache, EpochClock, HostError, Limits};
 use crate::error::CallError;
 use crate::imports::{linker, ActivationState, Services};
 use crate::mailbox::{Envelope, SessionEvent};
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::{Plugin, PluginDirError, PluginError};
 use crate::reminders::Reminders;
 use crate::state::StateError;
 use crate::state::StateStore;
@@ -116,10 +116,10 @@ impl Inner {
 
 impl Host {
     /// Creates a host with no plugins, keeping actor state in `state`.
-    pub fn new(config: HostConfig, state: StateStore) -> anyhow::Result<Host> {
+    pub fn new(config: HostConfig, state: StateStore) -> Result<Host, HostError> {
         let engine = build_engine(&config.limits)?;
         crate::engine::check_map_count(&config.limits);
-        let linker = linker(&engine)?;
+        let linker = linker(&engine).map_err(HostError::Imports)?;
         let epoch = EpochClock::start(&engine)?;
         let cache = config.compile_cache.clone().map(CompileCache::new);
         let directory = Directory::new(config.mailbox_capacity);
@@ -228,9 +228,12 @@ impl Host {
     pub fn load_plugin_dir(
         &self,
         dir: &Path,
-    ) -> anyhow::Result<(Vec<Arc<Plugin>>, Vec<PluginError>)> {
+    ) -> Result<(Vec<Arc<Plugin>>, Vec<PluginError>), PluginDirError> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))?
+            .map_err(|source| PluginDirError::Read {
+                dir: dir.into(),
+                source,
+            })?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
             .collect();

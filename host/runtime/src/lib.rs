@@ -8,7 +8,7 @@
 //! JSON over HTTP or as WAVE text from the `grove` CLI (crate `grove-cli`).
 //!
 //! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use grove_host::{ActorRef, Host, HostConfig, state::StateStore};
 //! use wasmtime::component::Val;
 //!
@@ -39,8 +39,9 @@ pub mod state;
 pub mod values;
 pub mod wit_text;
 
+pub use engine::HostError;
 pub use error::CallError;
 pub use grove_core::{chain, timers, ActorRef, BadActorRef};
 pub use host::{Host, HostConfig};
 pub use imports::{DeadlineExceeded, MemoryLimitExceeded};
-pub use plugin::{Plugin, PluginError};
+pub use plugin::{InspectError, Plugin, PluginDirError, PluginError};
