@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::AbortHandle;
 use wasmtime::component::Val;
 
-use crate::error::CallError;
+use crate::error::{CallError, Unavailable};
 use crate::mailbox::{Answer, Envelope};
 use crate::ActorRef;
 
@@ -114,7 +114,7 @@ impl Directory {
         self.activator
             .get()
             .and_then(Weak::upgrade)
-            .ok_or(CallError::ShuttingDown)
+            .ok_or(CallError::Unavailable(Unavailable::ShuttingDown))
     }
 
     /// Whether the host is shutting down.
@@ -155,7 +155,7 @@ impl Directory {
         let deadline = envelope.deadline();
         loop {
             if self.is_stopping() {
-                return undelivered(envelope, CallError::ShuttingDown);
+                return undelivered(envelope, CallError::Unavailable(Unavailable::ShuttingDown));
             }
             let (mailbox, mut released) = match self.lookup(actor) {
                 Ok(found) => found,
@@ -165,10 +165,10 @@ impl Directory {
                 match mailbox.try_reserve() {
                     Ok(permit) => Ok(permit),
                     Err(mpsc::error::TrySendError::Full(())) => {
-                        let full = CallError::MailboxFull {
+                        let full = CallError::Unavailable(Unavailable::MailboxFull {
                             actor: actor.to_string(),
                             capacity: self.capacity,
-                        };
+                        });
                         return undelivered(envelope, full);
                     }
                     Err(mpsc::error::TrySendError::Closed(())) => Err(()),
@@ -177,10 +177,10 @@ impl Directory {
                 match tokio::time::timeout_at(deadline.into(), mailbox.reserve()).await {
                     Ok(reserved) => reserved.map_err(|_| ()),
                     Err(_) => {
-                        let full = CallError::MailboxFull {
+                        let full = CallError::Unavailable(Unavailable::MailboxFull {
                             actor: actor.to_string(),
                             capacity: self.capacity,
-                        };
+                        });
                         return undelivered(envelope, full);
                     }
                 }
@@ -223,20 +223,20 @@ impl Directory {
             // An undelivered call is answered with the error.
             let _ = self.deliver(target, Envelope::Call(message), sender).await;
             answer.await.unwrap_or_else(|_| {
-                Err(CallError::ActivationFailed {
+                Err(CallError::Unavailable(Unavailable::ActivationFailed {
                     actor: target.to_string(),
                     message: "the activation ended before answering".into(),
-                })
+                }))
             })
         };
         tokio::time::timeout_at(deadline.into(), answered)
             .await
             .unwrap_or_else(|_| {
-                Err(CallError::Timeout {
+                Err(CallError::Unavailable(Unavailable::Timeout {
                     actor: target.to_string(),
                     function: function.to_string(),
                     timeout,
-                })
+                }))
             })
     }
 
@@ -298,15 +298,15 @@ impl Directory {
     /// a successor whose mailbox holds them first.
     fn hand_over(self: &Arc<Self>, actor: &ActorRef, id: u64, left: Vec<Envelope>) {
         let Entry::Occupied(mut entry) = self.entries.entry(actor.clone()) else {
-            return fail_all(left, CallError::ShuttingDown);
+            return fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
         };
         if entry.get().id != id {
-            return fail_all(left, CallError::ShuttingDown);
+            return fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
         }
         let successor = match (left.is_empty(), self.is_stopping()) {
             (true, _) => None,
             (false, true) => {
-                fail_all(left, CallError::ShuttingDown);
+                fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
                 None
             }
             (false, false) => match self.activator() {
@@ -327,7 +327,7 @@ impl Directory {
             if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) =
                 listed.mailbox.try_send(envelope)
             {
-                e.fail(CallError::ShuttingDown);
+                e.fail(CallError::Unavailable(Unavailable::ShuttingDown));
             }
         }
         entry.insert(listed);
@@ -443,6 +443,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::error::RejectedCall;
 
     /// A model activation answers each call with its own number, records
     /// one-way sends, panics on a call whose argument is `"panic"`, and
@@ -457,7 +458,9 @@ mod tests {
         fn check(&self, actor: &ActorRef) -> Result<(), CallError> {
             match &*actor.actor_type {
                 "model" => Ok(()),
-                other => Err(CallError::UnknownActorType(other.to_owned())),
+                other => Err(CallError::Rejected(RejectedCall::UnknownActorType(
+                    other.to_owned(),
+                ))),
             }
         }
 
@@ -566,7 +569,10 @@ mod tests {
             .expect("the panicking call hung")
             .unwrap();
         assert!(
-            matches!(lost, Err(CallError::ActivationFailed { .. })),
+            matches!(
+                lost,
+                Err(CallError::Unavailable(Unavailable::ActivationFailed { .. }))
+            ),
             "{lost:?}"
         );
         for queued in queued {
@@ -610,7 +616,7 @@ mod tests {
         assert_eq!(directory.len(), 0);
         assert!(matches!(
             call(&directory, "late", vec![]).await,
-            Err(CallError::ShuttingDown)
+            Err(CallError::Unavailable(Unavailable::ShuttingDown))
         ));
     }
 
@@ -636,10 +642,13 @@ mod tests {
         )
         .await
         .expect("a send to itself waited for room");
-        assert!(matches!(sent, Err(CallError::MailboxFull { .. })));
+        assert!(matches!(
+            sent,
+            Err(CallError::Unavailable(Unavailable::MailboxFull { .. }))
+        ));
         assert!(matches!(
             answer.await,
-            Ok(Err(CallError::MailboxFull { .. }))
+            Ok(Err(CallError::Unavailable(Unavailable::MailboxFull { .. })))
         ));
         permit.send(one_way(&target, 0));
     }

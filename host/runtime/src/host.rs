@@ -22,7 +22,7 @@ use crate::activation;
 use crate::catalog::Catalog;
 use crate::directory::{Activator, Call, Directory, Slot};
 use crate::engine::{build_engine, CompileCache, EpochClock, HostError, Limits};
-use crate::error::CallError;
+use crate::error::{CallError, RejectedCall, Unavailable};
 use crate::imports::{linker, ActivationState, Services};
 use crate::mailbox::{Envelope, SessionEvent};
 use crate::plugin::{Plugin, PluginDirError, PluginError};
@@ -107,10 +107,9 @@ impl Activator for Inner {
 impl Inner {
     fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
         let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
-        plugins
-            .get(actor_type)
-            .cloned()
-            .ok_or_else(|| CallError::UnknownActorType(actor_type.to_owned()))
+        plugins.get(actor_type).cloned().ok_or_else(|| {
+            CallError::Rejected(RejectedCall::UnknownActorType(actor_type.to_owned()))
+        })
     }
 }
 
@@ -295,18 +294,20 @@ impl Host {
     /// call fails before it activates anything.
     fn prepare(&self, actor: &ActorRef, function: &str, args: &[Val]) -> Result<(), CallError> {
         if self.inner.directory.is_stopping() {
-            return Err(CallError::ShuttingDown);
+            return Err(CallError::Unavailable(Unavailable::ShuttingDown));
         }
         let plugin = self.plugin(&actor.actor_type)?;
-        let (_, func) = plugin
-            .function(function)
-            .ok_or_else(|| CallError::UnknownFunction {
+        let (_, func) = plugin.function(function).ok_or_else(|| {
+            CallError::Rejected(RejectedCall::UnknownFunction {
                 actor_type: actor.actor_type.to_string(),
                 function: function.to_owned(),
-            })?;
-        values::check_args(func, args).map_err(|message| CallError::BadArguments {
-            function: function.to_owned(),
-            message,
+            })
+        })?;
+        values::check_args(func, args).map_err(|message| {
+            CallError::Rejected(RejectedCall::BadArguments {
+                function: function.to_owned(),
+                message,
+            })
         })
     }
 
@@ -369,10 +370,10 @@ impl Host {
         // An undelivered event is answered with the error.
         let _ = directory.deliver(actor, envelope, None).await;
         outcome.await.unwrap_or_else(|_| {
-            Err(CallError::ActivationFailed {
+            Err(CallError::Unavailable(Unavailable::ActivationFailed {
                 actor: actor.to_string(),
                 message: "the activation ended before running the hook".into(),
-            })
+            }))
         })
     }
 

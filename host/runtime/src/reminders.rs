@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
 
 use crate::directory::Directory;
-use crate::error::CallError;
+use crate::error::{CallError, Unavailable};
 use crate::mailbox::Envelope;
 use crate::state::{RowKey, StateError, StateStore};
 use crate::ActorRef;
@@ -233,10 +233,10 @@ impl Reminders {
         // An undelivered firing is answered with the error.
         let _ = directory.deliver(actor, envelope, None).await;
         let outcome = finished.await.unwrap_or_else(|_| {
-            Err(CallError::ActivationFailed {
+            Err(CallError::Unavailable(Unavailable::ActivationFailed {
                 actor: actor.to_string(),
                 message: "the activation ended before the reminder ran".into(),
-            })
+            }))
         });
         if let Err(error) = &outcome {
             tracing::warn!(%actor, reminder = %name, %error, "reminder turn failed");
