@@ -45,3 +45,27 @@ pub use grove_core::{chain, timers, ActorRef, BadActorRef};
 pub use host::{Host, HostConfig};
 pub use imports::{DeadlineExceeded, MemoryLimitExceeded};
 pub use plugin::{InspectError, Plugin, PluginDirError, PluginError};
+
+#[cfg(test)]
+mod tests {
+    /// Every public error can cross threads and be boxed or wrapped by a
+    /// caller's own error type.
+    #[test]
+    fn public_errors_are_send_sync_and_static() {
+        fn check<E: std::error::Error + Send + Sync + 'static>() {}
+        check::<crate::CallError>();
+        check::<crate::error::RejectedCall>();
+        check::<crate::error::ActorFailure>();
+        check::<crate::error::Unavailable>();
+        check::<crate::HostError>();
+        check::<crate::engine::CompileError>();
+        check::<crate::InspectError>();
+        check::<crate::PluginDirError>();
+        check::<crate::PluginError>();
+        check::<crate::state::OpenStateError>();
+        check::<crate::state::StateError>();
+        check::<crate::proxy_wit::ProxyWitError>();
+        check::<crate::gateway::AuthenticatorError>();
+        check::<crate::gateway::GatewayStartError>();
+    }
+}
