@@ -27,27 +27,33 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use grove_host::{values, ActorRef, CallError, Host};
+use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
+use grove_host::{values, ActorRef, Host};
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 2 << 20;
 
-/// The HTTP status for a call error.
+/// The HTTP status for a call error: by family, and within one where the
+/// caller should act differently (404 and 400; 429, 503 and 504).
 pub fn status_of(error: &CallError) -> StatusCode {
     match error {
-        CallError::BadActorRef(_) | CallError::BadArguments { .. } => StatusCode::BAD_REQUEST,
-        CallError::UnknownActorType(_) | CallError::UnknownFunction { .. } => StatusCode::NOT_FOUND,
-        CallError::Trapped { .. }
-        | CallError::DeadlineExceeded { .. }
-        | CallError::OutOfMemory { .. }
-        | CallError::Reentrancy { .. }
-        | CallError::ChainTooDeep { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        CallError::MailboxFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-        CallError::MessageTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        CallError::ActivationFailed { .. }
-        | CallError::ShuttingDown
-        | CallError::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        CallError::Rejected(rejected) => match rejected {
+            RejectedCall::BadActorRef(_) | RejectedCall::BadArguments { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            RejectedCall::UnknownActorType(_) | RejectedCall::UnknownFunction { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            RejectedCall::MessageTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        CallError::Failed(_) | CallError::Chain(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CallError::Unavailable(unavailable) => match unavailable {
+            Unavailable::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Unavailable::MailboxFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Unavailable::ActivationFailed { .. }
+            | Unavailable::ShuttingDown
+            | Unavailable::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        },
     }
 }
 
@@ -67,7 +73,7 @@ fn error_response(
 /// A call error as the API's JSON error, with its status.
 fn call_error(error: CallError) -> Response {
     let backtrace = match &error {
-        CallError::Trapped { backtrace, .. } => backtrace.clone(),
+        CallError::Failed(ActorFailure::Trapped { backtrace, .. }) => backtrace.clone(),
         _ => None,
     };
     error_response(
@@ -137,10 +143,10 @@ async fn call(
         Err(e) => return call_error(e),
     };
     let Some((_, func)) = plugin.function(&function) else {
-        return call_error(CallError::UnknownFunction {
+        return call_error(CallError::Rejected(RejectedCall::UnknownFunction {
             actor_type,
             function,
-        });
+        }));
     };
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!([])
@@ -166,7 +172,12 @@ async fn call(
     };
     let args = match args {
         Ok(args) => args,
-        Err(message) => return call_error(CallError::BadArguments { function, message }),
+        Err(message) => {
+            return call_error(CallError::Rejected(RejectedCall::BadArguments {
+                function,
+                message,
+            }))
+        }
     };
     match host.call(&actor, &function, args).await {
         Ok(result) if wave => match result.as_ref().map(values::to_wave).transpose() {
@@ -210,4 +221,116 @@ async fn plugins(State(host): State<Host>) -> Json<Value> {
 
 async fn health(State(host): State<Host>) -> Json<Value> {
     Json(json!({ "status": "ok", "activations": host.active_count() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use grove_host::error::{BadActorRef, ChainError};
+
+    use super::*;
+
+    /// The status of every kind, as docs/http-api.md lists them.
+    #[test]
+    fn each_kind_keeps_its_status() {
+        let actor = || "counter/7".to_owned();
+        let function = || "add".to_owned();
+        let errors: Vec<CallError> = vec![
+            BadActorRef("seven".into()).into(),
+            RejectedCall::UnknownActorType("ghost".into()).into(),
+            RejectedCall::UnknownFunction {
+                actor_type: "counter".into(),
+                function: function(),
+            }
+            .into(),
+            RejectedCall::BadArguments {
+                function: function(),
+                message: "no".into(),
+            }
+            .into(),
+            RejectedCall::MessageTooLarge {
+                actor: actor(),
+                size: 2,
+                limit: 1,
+            }
+            .into(),
+            ActorFailure::Trapped {
+                actor: actor(),
+                function: function(),
+                reason: "unreachable".into(),
+                backtrace: None,
+            }
+            .into(),
+            ActorFailure::DeadlineExceeded {
+                actor: actor(),
+                function: function(),
+                limit: Duration::from_secs(1),
+            }
+            .into(),
+            ActorFailure::OutOfMemory {
+                actor: actor(),
+                function: function(),
+                message: "big".into(),
+            }
+            .into(),
+            Unavailable::ActivationFailed {
+                actor: actor(),
+                message: "no room".into(),
+            }
+            .into(),
+            Unavailable::ShuttingDown.into(),
+            Unavailable::StateUnavailable {
+                actor: actor(),
+                function: function(),
+                message: "down".into(),
+            }
+            .into(),
+            Unavailable::MailboxFull {
+                actor: actor(),
+                capacity: 1,
+            }
+            .into(),
+            Unavailable::Timeout {
+                actor: actor(),
+                function: function(),
+                timeout: Duration::from_secs(1),
+            }
+            .into(),
+            ChainError::Reentrancy {
+                target: actor(),
+                chain: "counter/7 -> counter/7".into(),
+            }
+            .into(),
+            ChainError::TooDeep {
+                depth: 65,
+                limit: 64,
+            }
+            .into(),
+        ];
+        let statuses: Vec<(&str, u16)> = errors
+            .iter()
+            .map(|e| (e.kind(), status_of(e).as_u16()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("bad-actor-ref", 400),
+                ("unknown-actor-type", 404),
+                ("unknown-function", 404),
+                ("bad-arguments", 400),
+                ("message-too-large", 500),
+                ("trapped", 500),
+                ("deadline-exceeded", 500),
+                ("out-of-memory", 500),
+                ("activation-failed", 503),
+                ("shutting-down", 503),
+                ("state-unavailable", 503),
+                ("mailbox-full", 429),
+                ("timeout", 504),
+                ("reentrancy", 500),
+                ("chain-too-deep", 500),
+            ]
+        );
+    }
 }

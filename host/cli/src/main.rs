@@ -228,10 +228,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `error: cause: cause`, leaving out a cause whose
+/// text the message before it already shows: Grove's library errors include
+/// their source's message in their own and also return it as the source.
+fn report(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut shown = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !out.is_empty() && shown.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        shown = text;
+    }
+    out
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -428,5 +448,26 @@ fn proxy(sources: &[PathBuf], interface: Option<&str>, out: Option<&Path>) -> an
             print!("{wit}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_shows_each_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let open = grove_host::state::OpenStateError::CreateDir {
+            dir: "data".into(),
+            source: io,
+        };
+        let error = anyhow::Error::new(open).context("cannot start");
+        assert_eq!(
+            report(&error),
+            "cannot start: cannot create the directory data for the state file: disk on fire"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(report(&plain), "outer: inner");
     }
 }

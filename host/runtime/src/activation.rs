@@ -39,7 +39,7 @@ use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
 use crate::bindings::DisconnectReason;
 use crate::directory::Slot;
 use crate::engine::{EpochClock, Limits};
-use crate::error::CallError;
+use crate::error::{ActorFailure, CallError, RejectedCall, Unavailable};
 use crate::imports::{ActivationState, DeadlineExceeded, MemoryLimitExceeded, Services};
 use crate::mailbox::{Answer, CallMessage, Envelope, SessionEvent};
 use crate::plugin::Plugin;
@@ -144,9 +144,11 @@ impl Activation {
             Ok(UpdateDeadline::Yield(1))
         });
         let name = actor.to_string();
-        let failed = |message: String| CallError::ActivationFailed {
-            actor: name.clone(),
-            message,
+        let failed = |message: String| {
+            CallError::Unavailable(Unavailable::ActivationFailed {
+                actor: name.clone(),
+                message,
+            })
         };
         // Instantiation runs guest start code: it is part of the first turn.
         store.set_epoch_deadline(1);
@@ -186,7 +188,9 @@ impl Activation {
         .await;
         if let Err(e) = activated {
             return Err(match activation.classify("on-activate", e) {
-                unavailable @ CallError::StateUnavailable { .. } => unavailable,
+                unavailable @ CallError::Unavailable(Unavailable::StateUnavailable { .. }) => {
+                    unavailable
+                }
                 other => failed(format!("on-activate failed: {other}")),
             });
         }
@@ -208,32 +212,32 @@ impl Activation {
         let actor = self.actor.to_string();
         let function = function.to_owned();
         if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {
-            return CallError::DeadlineExceeded {
+            return CallError::Failed(ActorFailure::DeadlineExceeded {
                 actor,
                 function,
                 limit: d.0,
-            };
+            });
         }
         if let Some(w) = error.downcast_ref::<WallClockExceeded>() {
-            return CallError::DeadlineExceeded {
+            return CallError::Failed(ActorFailure::DeadlineExceeded {
                 actor,
                 function,
                 limit: w.0,
-            };
+            });
         }
         if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {
-            return CallError::OutOfMemory {
+            return CallError::Failed(ActorFailure::OutOfMemory {
                 actor,
                 function,
                 message: m.to_string(),
-            };
+            });
         }
         if let Some(message) = self.store.data().state_failure.clone() {
-            return CallError::StateUnavailable {
+            return CallError::Unavailable(Unavailable::StateUnavailable {
                 actor,
                 function,
                 message,
-            };
+            });
         }
         let mut reason = error.root_cause().to_string();
         if let Some(output) = self.store.data().output.tail() {
@@ -245,19 +249,21 @@ impl Activation {
         let backtrace = error
             .downcast_ref::<WasmBacktrace>()
             .map(|bt| bt.to_string());
-        CallError::Trapped {
+        CallError::Failed(ActorFailure::Trapped {
             actor,
             function,
             reason,
             backtrace,
-        }
+        })
     }
 
     /// The function called `name` in the plugin this activation runs.
     fn func(&mut self, name: &str) -> Result<(usize, Func), CallError> {
-        let unknown = || CallError::UnknownFunction {
-            actor_type: self.actor.actor_type.to_string(),
-            function: name.to_owned(),
+        let unknown = || {
+            CallError::Rejected(RejectedCall::UnknownFunction {
+                actor_type: self.actor.actor_type.to_string(),
+                function: name.to_owned(),
+            })
         };
         let (index, function) = self.plugin.function(name).ok_or_else(unknown)?;
         if let Some(Some(f)) = self.funcs.get(index) {
@@ -313,10 +319,10 @@ impl Activation {
             return Ok(());
         };
         if let Err(message) = values::check_args(signature, &args) {
-            answer(Err(CallError::BadArguments {
+            answer(Err(CallError::Rejected(RejectedCall::BadArguments {
                 function: function.to_string(),
                 message,
-            }));
+            })));
             return Ok(());
         }
         let mut results = if signature.result.is_some() {
@@ -338,11 +344,11 @@ impl Activation {
             Ok(()) => {
                 let size = message_size(&results);
                 if from_actor && size > MAX_MESSAGE_SIZE {
-                    answer(Err(CallError::MessageTooLarge {
+                    answer(Err(CallError::Rejected(RejectedCall::MessageTooLarge {
                         actor: self.actor.to_string(),
                         size,
                         limit: MAX_MESSAGE_SIZE,
-                    }));
+                    })));
                 } else {
                     answer(Ok(results.pop()));
                 }

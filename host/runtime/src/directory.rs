@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::AbortHandle;
 use wasmtime::component::Val;
 
-use crate::error::CallError;
+use crate::error::{CallError, Unavailable};
 use crate::mailbox::{Answer, Envelope};
 use crate::ActorRef;
 
@@ -114,7 +114,7 @@ impl Directory {
         self.activator
             .get()
             .and_then(Weak::upgrade)
-            .ok_or(CallError::ShuttingDown)
+            .ok_or(CallError::Unavailable(Unavailable::ShuttingDown))
     }
 
     /// Whether the host is shutting down.
@@ -157,7 +157,7 @@ impl Directory {
         let deadline = envelope.deadline();
         loop {
             if self.is_stopping() {
-                return undelivered(envelope, CallError::ShuttingDown);
+                return undelivered(envelope, CallError::Unavailable(Unavailable::ShuttingDown));
             }
             let (mailbox, mut released) = match self.lookup(actor) {
                 Ok(found) => found,
@@ -192,10 +192,10 @@ impl Directory {
     }
 
     fn mailbox_full(&self, actor: &ActorRef) -> CallError {
-        CallError::MailboxFull {
+        CallError::Unavailable(Unavailable::MailboxFull {
             actor: actor.to_string(),
             capacity: self.capacity,
-        }
+        })
     }
 
     /// Makes `call` and waits, until its deadline, for the answer.
@@ -221,20 +221,20 @@ impl Directory {
             // An undelivered call is answered with the error.
             let _ = self.deliver(target, Envelope::Call(message), true).await;
             answer.await.unwrap_or_else(|_| {
-                Err(CallError::ActivationFailed {
+                Err(CallError::Unavailable(Unavailable::ActivationFailed {
                     actor: target.to_string(),
                     message: "the activation ended before answering".into(),
-                })
+                }))
             })
         };
         tokio::time::timeout_at(deadline.into(), answered)
             .await
             .unwrap_or_else(|_| {
-                Err(CallError::Timeout {
+                Err(CallError::Unavailable(Unavailable::Timeout {
                     actor: target.to_string(),
                     function: function.to_string(),
                     timeout,
-                })
+                }))
             })
     }
 
@@ -296,15 +296,15 @@ impl Directory {
     /// a successor whose mailbox holds them first.
     fn hand_over(self: &Arc<Self>, actor: &ActorRef, id: u64, left: Vec<Envelope>) {
         let Entry::Occupied(mut entry) = self.entries.entry(actor.clone()) else {
-            return fail_all(left, CallError::ShuttingDown);
+            return fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
         };
         if entry.get().id != id {
-            return fail_all(left, CallError::ShuttingDown);
+            return fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
         }
         let successor = match (left.is_empty(), self.is_stopping()) {
             (true, _) => None,
             (false, true) => {
-                fail_all(left, CallError::ShuttingDown);
+                fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
                 None
             }
             (false, false) => match self.activator() {
@@ -326,7 +326,7 @@ impl Directory {
             if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) =
                 listed.mailbox.try_send(envelope)
             {
-                e.fail(CallError::ShuttingDown);
+                e.fail(CallError::Unavailable(Unavailable::ShuttingDown));
             }
         }
         entry.insert(listed);
@@ -433,7 +433,10 @@ impl Drop for Slot {
         // Only a panic leaves a runtime able to run a successor; a task
         // dropped with its runtime must not spawn (and drop) another.
         if !std::thread::panicking() {
-            fail_all(std::mem::take(&mut left), CallError::ShuttingDown);
+            fail_all(
+                std::mem::take(&mut left),
+                CallError::Unavailable(Unavailable::ShuttingDown),
+            );
         }
         self.directory.hand_over(&self.actor, self.id, left);
     }
@@ -451,6 +454,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::error::RejectedCall;
 
     /// A model activation answers each call with its own number, records
     /// one-way sends, panics on a call whose argument is `"panic"`, and
@@ -465,7 +469,9 @@ mod tests {
         fn check(&self, actor: &ActorRef) -> Result<(), CallError> {
             match &*actor.actor_type {
                 "model" => Ok(()),
-                other => Err(CallError::UnknownActorType(other.to_owned())),
+                other => Err(CallError::Rejected(RejectedCall::UnknownActorType(
+                    other.to_owned(),
+                ))),
             }
         }
 
@@ -573,7 +579,10 @@ mod tests {
             .expect("the panicking call hung")
             .unwrap();
         assert!(
-            matches!(lost, Err(CallError::ActivationFailed { .. })),
+            matches!(
+                lost,
+                Err(CallError::Unavailable(Unavailable::ActivationFailed { .. }))
+            ),
             "{lost:?}"
         );
         for queued in queued {
@@ -617,7 +626,7 @@ mod tests {
         assert_eq!(directory.len(), 0);
         assert!(matches!(
             call(&directory, "late", vec![]).await,
-            Err(CallError::ShuttingDown)
+            Err(CallError::Unavailable(Unavailable::ShuttingDown))
         ));
     }
 
@@ -643,10 +652,13 @@ mod tests {
         )
         .await
         .expect("a send to itself waited for room");
-        assert!(matches!(sent, Err(CallError::MailboxFull { .. })));
+        assert!(matches!(
+            sent,
+            Err(CallError::Unavailable(Unavailable::MailboxFull { .. }))
+        ));
         assert!(matches!(
             answer.await,
-            Ok(Err(CallError::MailboxFull { .. }))
+            Ok(Err(CallError::Unavailable(Unavailable::MailboxFull { .. })))
         ));
         permit.send(one_way(&target, 0));
     }

@@ -6,6 +6,10 @@
 //! allocator (instantiation in microseconds, memory reused between
 //! activations), epoch interruption (cheap deadline checks in compiled code)
 //! and no component-model concurrency (which slows every call down).
+//!
+//! Errors: [`HostError`] for what keeps a host (its engine, imports or
+//! epoch clock) from starting, [`CompileError`] for a component that does
+//! not compile.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -14,13 +18,37 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; the granularity of turn deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a host, or the engine under it, could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Wasmtime refused the engine configuration the limits ask for (e.g. a
+    /// pool too large for the address space).
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(#[source] wasmtime::Error),
+    /// The host imports (WASI and `grove:actor/host`) could not be defined.
+    #[error("cannot define the host's imports: {0}")]
+    Imports(#[source] wasmtime::Error),
+    /// The thread that advances the epoch (and so enforces turn deadlines)
+    /// could not be started.
+    #[error("cannot start the epoch clock thread: {0}")]
+    EpochClock(#[source] std::io::Error),
+}
+
+/// Why a component could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// Wasmtime rejected the bytes: not a valid component, or one it cannot
+    /// compile.
+    #[error("cannot compile the component: {0}")]
+    Invalid(#[source] wasmtime::Error),
+}
 
 /// Limits every activation runs under.
 #[derive(Debug, Clone)]
@@ -49,7 +77,7 @@ impl Default for Limits {
 }
 
 /// Builds the engine for `limits`.
-pub fn build_engine(limits: &Limits) -> anyhow::Result<Engine> {
+pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
     let n = limits.max_activations.max(1);
     let mut pool = PoolingAllocationConfig::default();
     // A component built from Rust holds one memory and a few core instances
@@ -82,9 +110,7 @@ pub fn build_engine(limits: &Limits) -> anyhow::Result<Engine> {
         .memory_init_cow(false)
         .max_wasm_stack(512 << 10)
         .async_stack_size(1 << 20);
-    Engine::new(&config)
-        .map_err(anyhow::Error::from)
-        .context("cannot configure the WebAssembly engine")
+    Engine::new(&config).map_err(HostError::Engine)
 }
 
 /// Memory mappings one activation needs at most (its linear memory, tables
@@ -122,7 +148,7 @@ pub struct EpochClock {
 
 impl EpochClock {
     /// Starts the clock thread for `engine`.
-    pub fn start(engine: &Engine) -> anyhow::Result<Self> {
+    pub fn start(engine: &Engine) -> Result<Self, HostError> {
         let stop = Arc::new(AtomicBool::new(false));
         let (engine, flag) = (engine.clone(), stop.clone());
         thread::Builder::new()
@@ -132,7 +158,8 @@ impl EpochClock {
                     thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                 }
-            })?;
+            })
+            .map_err(HostError::EpochClock)?;
         Ok(EpochClock { stop })
     }
 }
@@ -171,7 +198,7 @@ impl CompileCache {
         engine: &Engine,
         bytes: &[u8],
         content_hash: &str,
-    ) -> anyhow::Result<(Component, bool)> {
+    ) -> Result<(Component, bool), CompileError> {
         let path = self.path_for(engine, content_hash);
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of this
@@ -185,14 +212,14 @@ impl CompileCache {
                 }
             }
         }
-        let component = Component::new(engine, bytes)?;
+        let component = Component::new(engine, bytes).map_err(CompileError::Invalid)?;
         if let Err(e) = self.store(&path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
         }
         Ok((component, false))
     }
 
-    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+    fn store(&self, path: &Path, component: &Component) -> wasmtime::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         // Write then rename, so that a crash never leaves a torn entry behind
         // and hosts sharing the cache never read a half-written one.

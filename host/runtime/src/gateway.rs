@@ -7,18 +7,63 @@
 //! they run in parallel. Session events then run as turns of the owning
 //! actor: `on-connect` (awaited, so that a failure closes the session),
 //! `on-message` for every frame and datagram, and `on-disconnect`.
+//!
+//! A gateway whose authenticator does not fit ([`AuthenticatorError`]) is
+//! refused at start, before it listens ([`GatewayStartError`]).
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use grove_gateway_quic::{AuthError, Backend, Disconnect, Gateway, GatewayConfig, SessionId};
+use grove_gateway_quic::{
+    AuthError, Backend, Disconnect, Gateway, GatewayConfig, GatewayError, SessionId,
+};
 use wasmtime::component::{Type, Val};
 
 use crate::bindings::DisconnectReason;
 use crate::mailbox::SessionEvent;
 use crate::{ActorRef, Host};
+
+/// Why an authenticator does not fit the loaded plugins.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthenticatorError {
+    /// No loaded plugin provides the authenticator's actor type.
+    #[error("no plugin provides the authenticator's actor type `{actor_type}`")]
+    UnknownActorType {
+        /// The actor type.
+        actor_type: String,
+    },
+    /// The actor type has no such function.
+    #[error("the authenticator's actor type `{actor_type}` has no function `{function}`")]
+    UnknownFunction {
+        /// The actor type.
+        actor_type: String,
+        /// The function asked for.
+        function: String,
+    },
+    /// The function does not take credentials and answer with an owner.
+    #[error("the authenticator `{actor_type}.{function}` must be `func(credentials: list<u8>) -> result<actor-ref, string>`; it is `{signature}`")]
+    WrongSignature {
+        /// The actor type.
+        actor_type: String,
+        /// The function.
+        function: String,
+        /// The function's WIT signature.
+        signature: String,
+    },
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayStartError {
+    /// The authenticator does not fit the loaded plugins.
+    #[error(transparent)]
+    Authenticator(#[from] AuthenticatorError),
+    /// The QUIC endpoint could not be set up (certificate, key or socket).
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
 
 /// The actor function that authenticates game clients, written
 /// `type.function` (e.g. `world-auth.login`).
@@ -54,15 +99,19 @@ impl FromStr for Authenticator {
 impl Authenticator {
     /// Checks that a loaded plugin provides the function with the right
     /// signature.
-    pub fn check(&self, host: &Host) -> anyhow::Result<()> {
-        let plugin = host.plugin(&self.actor_type)?;
-        let (_, function) = plugin.function(&self.function).ok_or_else(|| {
-            anyhow::anyhow!(
-                "the authenticator's actor type `{}` has no function `{}`",
-                self.actor_type,
-                self.function
-            )
-        })?;
+    pub fn check(&self, host: &Host) -> Result<(), AuthenticatorError> {
+        let plugin =
+            host.plugin(&self.actor_type)
+                .map_err(|_| AuthenticatorError::UnknownActorType {
+                    actor_type: self.actor_type.clone(),
+                })?;
+        let (_, function) =
+            plugin
+                .function(&self.function)
+                .ok_or_else(|| AuthenticatorError::UnknownFunction {
+                    actor_type: self.actor_type.clone(),
+                    function: self.function.clone(),
+                })?;
         let takes_bytes = matches!(
             function.params.as_slice(),
             [p] if matches!(&p.ty, Type::List(l) if l.ty() == Type::U8)
@@ -82,12 +131,11 @@ impl Authenticator {
             _ => false,
         };
         if !takes_bytes || !answers {
-            anyhow::bail!(
-                "the authenticator `{}.{}` must be `func(credentials: list<u8>) -> result<actor-ref, string>`; it is `{}`",
-                self.actor_type,
-                self.function,
-                function.signature
-            );
+            return Err(AuthenticatorError::WrongSignature {
+                actor_type: self.actor_type.clone(),
+                function: self.function.clone(),
+                signature: function.signature.clone(),
+            });
         }
         Ok(())
     }
@@ -197,7 +245,7 @@ pub async fn start(
     host: &Host,
     config: GatewayConfig,
     authenticator: Authenticator,
-) -> anyhow::Result<Gateway> {
+) -> Result<Gateway, GatewayStartError> {
     authenticator.check(host)?;
     let backend = Arc::new(ActorBackend::new(host.clone(), authenticator));
     Ok(Gateway::start(config, host.sessions().clone(), backend).await?)

@@ -21,11 +21,11 @@ use wasmtime::component::{Linker, Val};
 use crate::activation;
 use crate::catalog::Catalog;
 use crate::directory::{Activator, Call, Directory, Slot};
-use crate::engine::{build_engine, CompileCache, EpochClock, Limits};
-use crate::error::CallError;
+use crate::engine::{build_engine, CompileCache, EpochClock, HostError, Limits};
+use crate::error::{CallError, RejectedCall, Unavailable};
 use crate::imports::{linker, ActivationState, Services};
 use crate::mailbox::{Envelope, SessionEvent};
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::{Plugin, PluginDirError, PluginError};
 use crate::reminders::Reminders;
 use crate::state::StateError;
 use crate::state::StateStore;
@@ -106,19 +106,18 @@ impl Activator for Inner {
 impl Inner {
     fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
         let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
-        plugins
-            .get(actor_type)
-            .cloned()
-            .ok_or_else(|| CallError::UnknownActorType(actor_type.to_owned()))
+        plugins.get(actor_type).cloned().ok_or_else(|| {
+            CallError::Rejected(RejectedCall::UnknownActorType(actor_type.to_owned()))
+        })
     }
 }
 
 impl Host {
     /// Creates a host with no plugins, keeping actor state in `state`.
-    pub fn new(config: HostConfig, state: StateStore) -> anyhow::Result<Host> {
+    pub fn new(config: HostConfig, state: StateStore) -> Result<Host, HostError> {
         let engine = build_engine(&config.limits)?;
         crate::engine::check_map_count(&config.limits);
-        let linker = linker(&engine)?;
+        let linker = linker(&engine).map_err(HostError::Imports)?;
         let epoch = EpochClock::start(&engine)?;
         let cache = config.compile_cache.clone().map(CompileCache::new);
         let directory = Directory::new(config.mailbox_capacity);
@@ -227,9 +226,12 @@ impl Host {
     pub fn load_plugin_dir(
         &self,
         dir: &Path,
-    ) -> anyhow::Result<(Vec<Arc<Plugin>>, Vec<PluginError>)> {
+    ) -> Result<(Vec<Arc<Plugin>>, Vec<PluginError>), PluginDirError> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))?
+            .map_err(|source| PluginDirError::Read {
+                dir: dir.into(),
+                source,
+            })?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
             .collect();
@@ -290,18 +292,20 @@ impl Host {
     /// call fails before it activates anything.
     fn prepare(&self, actor: &ActorRef, function: &str, args: &[Val]) -> Result<(), CallError> {
         if self.inner.directory.is_stopping() {
-            return Err(CallError::ShuttingDown);
+            return Err(CallError::Unavailable(Unavailable::ShuttingDown));
         }
         let plugin = self.plugin(&actor.actor_type)?;
-        let (_, func) = plugin
-            .function(function)
-            .ok_or_else(|| CallError::UnknownFunction {
+        let (_, func) = plugin.function(function).ok_or_else(|| {
+            CallError::Rejected(RejectedCall::UnknownFunction {
                 actor_type: actor.actor_type.to_string(),
                 function: function.to_owned(),
-            })?;
-        values::check_args(func, args).map_err(|message| CallError::BadArguments {
-            function: function.to_owned(),
-            message,
+            })
+        })?;
+        values::check_args(func, args).map_err(|message| {
+            CallError::Rejected(RejectedCall::BadArguments {
+                function: function.to_owned(),
+                message,
+            })
         })
     }
 
@@ -367,15 +371,15 @@ impl Host {
         let ran = tokio::time::timeout_at(deadline.into(), outcome).await;
         match ran {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(CallError::ActivationFailed {
+            Ok(Err(_)) => Err(CallError::Unavailable(Unavailable::ActivationFailed {
                 actor: actor.to_string(),
                 message: "the activation ended before running the hook".into(),
-            }),
-            Err(_) => Err(CallError::Timeout {
+            })),
+            Err(_) => Err(CallError::Unavailable(Unavailable::Timeout {
                 actor: actor.to_string(),
                 function: hook.to_owned(),
                 timeout: self.inner.config.call_timeout,
-            }),
+            })),
         }
     }
 

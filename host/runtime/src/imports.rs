@@ -172,7 +172,7 @@ impl WasiView for ActivationState {
 }
 
 /// A linker with WASI (no capabilities granted) and the Grove host imports.
-pub(crate) fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<ActivationState>> {
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<ActivationState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     Imports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;

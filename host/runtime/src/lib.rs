@@ -8,7 +8,7 @@
 //! JSON over HTTP or as WAVE text from the `grove` CLI (crate `grove-cli`).
 //!
 //! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use grove_host::{ActorRef, Host, HostConfig, state::StateStore};
 //! use wasmtime::component::Val;
 //!
@@ -39,8 +39,33 @@ pub mod state;
 pub mod values;
 pub mod wit_text;
 
+pub use engine::HostError;
 pub use error::CallError;
 pub use grove_core::{chain, timers, ActorRef, BadActorRef};
 pub use host::{Host, HostConfig};
 pub use imports::{DeadlineExceeded, MemoryLimitExceeded};
-pub use plugin::{Plugin, PluginError};
+pub use plugin::{InspectError, Plugin, PluginDirError, PluginError};
+
+#[cfg(test)]
+mod tests {
+    /// Every public error can cross threads and be boxed or wrapped by a
+    /// caller's own error type.
+    #[test]
+    fn public_errors_are_send_sync_and_static() {
+        fn check<E: std::error::Error + Send + Sync + 'static>() {}
+        check::<crate::CallError>();
+        check::<crate::error::RejectedCall>();
+        check::<crate::error::ActorFailure>();
+        check::<crate::error::Unavailable>();
+        check::<crate::HostError>();
+        check::<crate::engine::CompileError>();
+        check::<crate::InspectError>();
+        check::<crate::PluginDirError>();
+        check::<crate::PluginError>();
+        check::<crate::state::OpenStateError>();
+        check::<crate::state::StateError>();
+        check::<crate::proxy_wit::ProxyWitError>();
+        check::<crate::gateway::AuthenticatorError>();
+        check::<crate::gateway::GatewayStartError>();
+    }
+}

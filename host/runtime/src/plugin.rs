@@ -11,7 +11,7 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
 use wasmtime::Engine;
 
-use crate::engine::{content_hash, CompileCache};
+use crate::engine::{content_hash, CompileCache, CompileError, HostError};
 use crate::imports::ActivationState;
 use crate::wit_text::{self, InterfaceText};
 
@@ -67,6 +67,31 @@ impl PluginError {
             | PluginError::Duplicate { file, .. } => file,
         }
     }
+}
+
+/// Why [`Plugin::inspect`] could not read a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The engine to load it on could not be created.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The plugin itself was rejected.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Why a directory of plugins could not be loaded at all (as opposed to
+/// single files in it being rejected, which [`PluginError`] reports).
+#[derive(Debug, thiserror::Error)]
+pub enum PluginDirError {
+    /// The directory could not be listed.
+    #[error("cannot read plugins directory {}: {source}", dir.display())]
+    Read {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// One parameter of an actor function.
@@ -138,12 +163,12 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// Reads and checks the plugin at `file` on its own, outside any host
     /// (what `grove inspect` does).
-    pub fn inspect(file: &Path) -> anyhow::Result<Plugin> {
+    pub fn inspect(file: &Path) -> Result<Plugin, InspectError> {
         let engine = crate::engine::build_engine(&crate::engine::Limits {
             max_activations: 1,
             ..Default::default()
         })?;
-        let linker = crate::imports::linker(&engine)?;
+        let linker = crate::imports::linker(&engine).map_err(HostError::Imports)?;
         Ok(Self::load(&engine, &linker, None, file)?)
     }
 
@@ -178,8 +203,11 @@ impl Plugin {
         }
         let hash = content_hash(bytes);
         let component = match cache {
-            Some(cache) => cache.load(engine, bytes, &hash).map(|(c, _)| c),
-            None => Component::new(engine, bytes).map_err(anyhow::Error::from),
+            Some(cache) => cache
+                .load(engine, bytes, &hash)
+                .map(|(c, _)| c)
+                .map_err(|CompileError::Invalid(e)| e),
+            None => Component::new(engine, bytes),
         }
         .map_err(|e| invalid(format!("{e:#}")))?;
 

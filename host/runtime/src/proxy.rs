@@ -39,7 +39,7 @@ use wasmtime::component::{
 use wasmtime::{Engine, StoreContextMut};
 
 use crate::directory::Call;
-use crate::error::CallError;
+use crate::error::{CallError, RejectedCall};
 use crate::imports::ActivationState;
 use crate::mailbox::Envelope;
 
@@ -255,11 +255,11 @@ async fn invoke(
     let args = params.get(1..).unwrap_or_default();
     let size = grove_values::size::message_size(args);
     if size > grove_values::size::MAX_MESSAGE_SIZE {
-        let error = CallError::MessageTooLarge {
+        let error = CallError::Rejected(RejectedCall::MessageTooLarge {
             actor: proxy.target.to_string(),
             size,
             limit: grove_values::size::MAX_MESSAGE_SIZE,
-        };
+        });
         if let Some(result) = results.first_mut() {
             *result = Val::Result(Err(Some(Box::new(error.to_wit_val()))));
         }

@@ -16,32 +16,151 @@
 //! the rest, e.g. `Player::new("42").take_hit(&hit)` in Rust or
 //! `Player("42").take_hit(hit)` in Python. The host implements the imports
 //! (see [`crate::proxy`]).
+//!
+//! An interface a proxy cannot be made for (one passing resources, say) is
+//! refused with a [`ProxyWitError`] naming what to change.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _};
 use wit_parser::{InterfaceId, Resolve, Type, TypeDef, TypeDefKind, TypeId, TypeOwner, WorldItem};
 
 use crate::plugin::LIFECYCLE_INTERFACE;
 use crate::proxy::{PROXY_PACKAGE_SUFFIX, SEND_PREFIX, SET_TIMEOUT};
 use crate::wit_text;
 
+/// An error from `wit-parser`, which reports its errors as one opaque type.
+pub type WitParserError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why no proxy WIT could be derived.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyWitError {
+    /// The bytes are not a component whose WIT can be read.
+    #[error("cannot read the component's WIT: {0}")]
+    DecodeComponent(#[source] WitParserError),
+    /// The bytes hold a WIT package, not a component.
+    #[error("not a component")]
+    NotAComponent,
+    /// A WIT file or directory could not be read or parsed.
+    #[error("cannot read WIT from {}: {source}", path.display())]
+    ReadWit {
+        /// The file or directory.
+        path: PathBuf,
+        /// The parser's error.
+        source: WitParserError,
+    },
+    /// No WIT paths were given.
+    #[error("no WIT given")]
+    NoWit,
+    /// The WIT read is inconsistent with itself (it names a world, package,
+    /// interface or type it does not define).
+    #[error("{0}")]
+    Inconsistent(String),
+    /// A component exports no actor interface, or several.
+    #[error("the component exports {count} actor interfaces; a plugin exports exactly one")]
+    ActorInterfaceCount {
+        /// How many it exports.
+        count: usize,
+    },
+    /// The interface asked for is not in the package.
+    #[error("package {package} has no interface `{interface}`")]
+    NoSuchInterface {
+        /// The package searched.
+        package: String,
+        /// The interface asked for.
+        interface: String,
+    },
+    /// No interface was named and the package has no single candidate.
+    #[error("package {package} has {count} candidate actor interfaces; name one with --interface")]
+    AmbiguousInterface {
+        /// The package searched.
+        package: String,
+        /// How many candidates it has.
+        count: usize,
+    },
+    /// The interface is declared inline in a world; actor interfaces are
+    /// named.
+    #[error("an inline interface cannot be an actor interface")]
+    InlineInterface,
+    /// The interface holds something other than plain functions.
+    #[error("`{function}` is not a plain function; actor interfaces hold only functions")]
+    NotAFunction {
+        /// The function.
+        function: String,
+    },
+    /// A function passes a resource.
+    #[error("in `{function}`: the interface passes a resource; resources live in one actor and cannot be passed to another")]
+    PassesResource {
+        /// The function.
+        function: String,
+    },
+    /// A function passes a future or a stream.
+    #[error(
+        "in `{function}`: the interface uses futures or streams, which actor calls do not carry"
+    )]
+    PassesFutureOrStream {
+        /// The function.
+        function: String,
+    },
+    /// A function uses a `grove:actor/types` type under another name.
+    #[error(
+        "in `{function}`: type `{name}` renames a grove:actor type; use it under its own name"
+    )]
+    RenamesGroveType {
+        /// The function.
+        function: String,
+        /// The new name.
+        name: String,
+    },
+    /// Two different types the proxy would copy have the same name.
+    #[error("in `{function}`: two different types are both named `{name}`; rename one")]
+    DuplicateTypeName {
+        /// The function where the second one was found.
+        function: String,
+        /// The name.
+        name: String,
+    },
+    /// A type has the actor type's name, which the proxy's resource takes.
+    #[error(
+        "a type is named `{actor}`, like the actor type; the proxy's resource needs that name"
+    )]
+    TypeNamedLikeActor {
+        /// The actor type.
+        actor: String,
+    },
+    /// A function has a name proxies reserve.
+    #[error("a function is named `{function}`, which proxies use to set call timeouts")]
+    ReservedName {
+        /// The function.
+        function: String,
+    },
+    /// Functions `f` and `send-f` both exist, so the one-way method for `f`
+    /// would clash with the call method for `send-f`.
+    #[error("functions `{function}` and `{SEND_PREFIX}{function}` would make the one-way method `{SEND_PREFIX}{function}` ambiguous")]
+    AmbiguousSend {
+        /// The function.
+        function: String,
+    },
+}
+
 /// The interface whose types a proxy refers to instead of copying.
 const GROVE_TYPES: (&str, &str, &str) = ("grove", "actor", "types");
 
 /// The proxy WIT for the actor interface of the component in `bytes`.
-pub fn from_component(bytes: &[u8]) -> anyhow::Result<String> {
+pub fn from_component(bytes: &[u8]) -> Result<String, ProxyWitError> {
     let wit_parser::decoding::DecodedWasm::Component(resolve, world) =
-        wit_parser::decoding::decode(bytes).context("cannot read the component's WIT")?
+        wit_parser::decoding::decode(bytes)
+            .map_err(|e| ProxyWitError::DecodeComponent(e.into()))?
     else {
-        bail!("not a component");
+        return Err(ProxyWitError::NotAComponent);
     };
     let exports: Vec<InterfaceId> = resolve
         .worlds
         .get(world)
-        .ok_or_else(|| anyhow!("the component's WIT lacks the world it names"))?
+        .ok_or_else(|| {
+            ProxyWitError::Inconsistent("the component's WIT lacks the world it names".into())
+        })?
         .exports
         .values()
         .filter_map(|item| match item {
@@ -52,10 +171,9 @@ pub fn from_component(bytes: &[u8]) -> anyhow::Result<String> {
         .collect();
     match exports.as_slice() {
         [id] => generate(&resolve, *id),
-        _ => bail!(
-            "the component exports {} actor interfaces; a plugin exports exactly one",
-            exports.len()
-        ),
+        _ => Err(ProxyWitError::ActorInterfaceCount {
+            count: exports.len(),
+        }),
     }
 }
 
@@ -64,32 +182,39 @@ pub fn from_component(bytes: &[u8]) -> anyhow::Result<String> {
 /// file); the interface is looked up in the last one: `interface` names it,
 /// or else it is the one interface that package's worlds export (or the one
 /// interface the package has).
-pub fn from_wit(paths: &[&Path], interface: Option<&str>) -> anyhow::Result<String> {
+pub fn from_wit(paths: &[&Path], interface: Option<&str>) -> Result<String, ProxyWitError> {
     let mut resolve = Resolve::default();
     let mut last = None;
     for path in paths {
         let (package, _) = resolve
             .push_path(path)
-            .with_context(|| format!("cannot read WIT from {}", path.display()))?;
+            .map_err(|e| ProxyWitError::ReadWit {
+                path: path.into(),
+                source: e.into(),
+            })?;
         last = Some(package);
     }
-    let package = last.ok_or_else(|| anyhow!("no WIT given"))?;
-    let pkg = resolve
-        .packages
-        .get(package)
-        .ok_or_else(|| anyhow!("the WIT lacks the package it was read into"))?;
+    let package = last.ok_or(ProxyWitError::NoWit)?;
+    let pkg = resolve.packages.get(package).ok_or_else(|| {
+        ProxyWitError::Inconsistent("the WIT lacks the package it was read into".into())
+    })?;
     let id = match interface {
         Some(name) => *pkg
             .interfaces
             .get(name)
-            .ok_or_else(|| anyhow!("package {} has no interface `{name}`", pkg.name))?,
+            .ok_or_else(|| ProxyWitError::NoSuchInterface {
+                package: pkg.name.to_string(),
+                interface: name.to_owned(),
+            })?,
         None => {
             let mut exported: BTreeSet<InterfaceId> = BTreeSet::new();
             for world in pkg.worlds.values() {
-                let world = resolve
-                    .worlds
-                    .get(*world)
-                    .ok_or_else(|| anyhow!("package {} lacks one of its worlds", pkg.name))?;
+                let world = resolve.worlds.get(*world).ok_or_else(|| {
+                    ProxyWitError::Inconsistent(format!(
+                        "package {} lacks one of its worlds",
+                        pkg.name
+                    ))
+                })?;
                 for item in world.exports.values() {
                     if let WorldItem::Interface { id, .. } = item {
                         if is_actor_interface(&resolve, *id) {
@@ -105,11 +230,12 @@ pub fn from_wit(paths: &[&Path], interface: Option<&str>) -> anyhow::Result<Stri
             };
             match candidates.as_slice() {
                 [id] => *id,
-                _ => bail!(
-                    "package {} has {} candidate actor interfaces; name one with --interface",
-                    pkg.name,
-                    candidates.len()
-                ),
+                _ => {
+                    return Err(ProxyWitError::AmbiguousInterface {
+                        package: pkg.name.to_string(),
+                        count: candidates.len(),
+                    })
+                }
             }
         }
     };
@@ -142,11 +268,10 @@ fn is_grove_types(resolve: &Resolve, owner: TypeOwner) -> bool {
 
 /// The definition of type `id`. Ids come from the same `Resolve`, so a miss
 /// means the WIT read was inconsistent.
-fn type_def(resolve: &Resolve, id: TypeId) -> anyhow::Result<&TypeDef> {
-    resolve
-        .types
-        .get(id)
-        .ok_or_else(|| anyhow!("the WIT refers to a type it does not define"))
+fn type_def(resolve: &Resolve, id: TypeId) -> Result<&TypeDef, ProxyWitError> {
+    resolve.types.get(id).ok_or_else(|| {
+        ProxyWitError::Inconsistent("the WIT refers to a type it does not define".into())
+    })
 }
 
 /// Named types a proxy needs, in an order where each comes after those it uses.
@@ -159,7 +284,8 @@ struct Needed {
 }
 
 impl Needed {
-    fn visit(&mut self, resolve: &Resolve, ty: &Type) -> anyhow::Result<()> {
+    /// Notes the named types `ty`, used by `function`, needs.
+    fn visit(&mut self, resolve: &Resolve, function: &str, ty: &Type) -> Result<(), ProxyWitError> {
         let Type::Id(id) = ty else {
             return Ok(());
         };
@@ -176,35 +302,35 @@ impl Needed {
         match &def.kind {
             TypeDefKind::Record(r) => {
                 for f in &r.fields {
-                    self.visit(resolve, &f.ty)?;
+                    self.visit(resolve, function, &f.ty)?;
                 }
             }
             TypeDefKind::Variant(v) => {
                 for c in &v.cases {
                     if let Some(t) = &c.ty {
-                        self.visit(resolve, t)?;
+                        self.visit(resolve, function, t)?;
                     }
                 }
             }
             TypeDefKind::Tuple(t) => {
                 for t in &t.types {
-                    self.visit(resolve, t)?;
+                    self.visit(resolve, function, t)?;
                 }
             }
             TypeDefKind::Option(t) | TypeDefKind::List(t) | TypeDefKind::FixedLengthList(t, _) => {
-                self.visit(resolve, t)?
+                self.visit(resolve, function, t)?
             }
             TypeDefKind::Map(k, v) => {
-                self.visit(resolve, k)?;
-                self.visit(resolve, v)?;
+                self.visit(resolve, function, k)?;
+                self.visit(resolve, function, v)?;
             }
             TypeDefKind::Result(r) => {
                 for t in r.ok.iter().chain(r.err.iter()) {
-                    self.visit(resolve, t)?;
+                    self.visit(resolve, function, t)?;
                 }
             }
             TypeDefKind::Type(t) => {
-                self.visit(resolve, t)?;
+                self.visit(resolve, function, t)?;
                 // `use x.{t}` of a type copied under its own name needs no alias.
                 if let Type::Id(target) = t {
                     let target = type_def(resolve, *target)?;
@@ -212,27 +338,34 @@ impl Needed {
                         || (is_grove_types(resolve, target.owner) && def.name.is_some())
                     {
                         if is_grove_types(resolve, target.owner) && target.name != def.name {
-                            bail!(
-                                "type `{}` renames a grove:actor type; use it under its own name",
-                                def.name.as_deref().unwrap_or_default()
-                            );
+                            return Err(ProxyWitError::RenamesGroveType {
+                                function: function.to_owned(),
+                                name: def.name.clone().unwrap_or_default(),
+                            });
                         }
                         return Ok(());
                     }
                 }
             }
             TypeDefKind::Enum(_) | TypeDefKind::Flags(_) => {}
-            TypeDefKind::Resource | TypeDefKind::Handle(_) => bail!(
-                "the interface passes a resource; resources live in one actor and cannot be passed to another"
-            ),
-            TypeDefKind::Future(_) | TypeDefKind::Stream(_) | TypeDefKind::Unknown => bail!(
-                "the interface uses futures or streams, which actor calls do not carry"
-            ),
+            TypeDefKind::Resource | TypeDefKind::Handle(_) => {
+                return Err(ProxyWitError::PassesResource {
+                    function: function.to_owned(),
+                })
+            }
+            TypeDefKind::Future(_) | TypeDefKind::Stream(_) | TypeDefKind::Unknown => {
+                return Err(ProxyWitError::PassesFutureOrStream {
+                    function: function.to_owned(),
+                })
+            }
         }
         if let Some(name) = &def.name {
             if let Some(other) = self.names.insert(name.clone(), *id) {
                 if other != *id {
-                    bail!("two different types are both named `{name}`; rename one");
+                    return Err(ProxyWitError::DuplicateTypeName {
+                        function: function.to_owned(),
+                        name: name.clone(),
+                    });
                 }
             }
             self.copied.push(*id);
@@ -303,55 +436,47 @@ fn doc_lines(out: &mut String, indent: &str, docs: &wit_parser::Docs) {
 }
 
 /// The proxy WIT for interface `id` of `resolve`.
-pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
-    let iface = resolve
-        .interfaces
-        .get(id)
-        .ok_or_else(|| anyhow!("the WIT lacks the interface to proxy"))?;
-    let source = resolve
-        .id_of(id)
-        .ok_or_else(|| anyhow!("the interface has no package"))?;
-    let actor = iface
-        .name
-        .clone()
-        .ok_or_else(|| anyhow!("an inline interface cannot be an actor interface"))?;
+pub fn generate(resolve: &Resolve, id: InterfaceId) -> Result<String, ProxyWitError> {
+    let no_package = || ProxyWitError::Inconsistent("the interface has no package".into());
+    let iface = resolve.interfaces.get(id).ok_or_else(|| {
+        ProxyWitError::Inconsistent("the WIT lacks the interface to proxy".into())
+    })?;
+    let source = resolve.id_of(id).ok_or_else(no_package)?;
+    let actor = iface.name.clone().ok_or(ProxyWitError::InlineInterface)?;
     let package = &iface
         .package
         .and_then(|p| resolve.packages.get(p))
-        .ok_or_else(|| anyhow!("the interface has no package"))?
+        .ok_or_else(no_package)?
         .name;
 
     let mut needed = Needed::default();
     for f in iface.functions.values() {
         if !matches!(f.kind, wit_parser::FunctionKind::Freestanding) {
-            bail!(
-                "`{}` is not a plain function; actor interfaces hold only functions",
-                f.name
-            );
+            return Err(ProxyWitError::NotAFunction {
+                function: f.name.clone(),
+            });
         }
         for p in &f.params {
-            needed
-                .visit(resolve, &p.ty)
-                .with_context(|| format!("in `{}`", f.name))?;
+            needed.visit(resolve, &f.name, &p.ty)?;
         }
         if let Some(r) = &f.result {
-            needed
-                .visit(resolve, r)
-                .with_context(|| format!("in `{}`", f.name))?;
+            needed.visit(resolve, &f.name, r)?;
         }
     }
     let names: HashSet<&str> = iface.functions.keys().map(String::as_str).collect();
     if needed.names.contains_key(&actor) {
-        bail!(
-            "a type is named `{actor}`, like the actor type; the proxy's resource needs that name"
-        );
+        return Err(ProxyWitError::TypeNamedLikeActor { actor });
     }
     for name in &names {
         if *name == SET_TIMEOUT {
-            bail!("a function is named `{SET_TIMEOUT}`, which proxies use to set call timeouts");
+            return Err(ProxyWitError::ReservedName {
+                function: SET_TIMEOUT.to_owned(),
+            });
         }
         if names.contains(format!("{SEND_PREFIX}{name}").as_str()) {
-            bail!("functions `{name}` and `{SEND_PREFIX}{name}` would make the one-way method `{SEND_PREFIX}{name}` ambiguous");
+            return Err(ProxyWitError::AmbiguousSend {
+                function: (*name).to_owned(),
+            });
         }
     }
 
@@ -439,7 +564,7 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
-    fn proxy(wit: &str) -> anyhow::Result<String> {
+    fn proxy(wit: &str) -> Result<String, ProxyWitError> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("callee.wit");
         std::fs::write(&file, wit).unwrap();
@@ -492,6 +617,10 @@ mod tests {
         assert!(err.to_string().contains("ambiguous"), "{err}");
         let err =
             proxy("package acme:y;\ninterface y { resource r; take: func(r: r); }").unwrap_err();
-        assert!(format!("{err:#}").contains("resource"), "{err:#}");
+        assert!(
+            matches!(&err, ProxyWitError::PassesResource { function } if function == "take"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("resource"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
 
 use crate::directory::Directory;
-use crate::error::CallError;
+use crate::error::{CallError, Unavailable};
 use crate::mailbox::Envelope;
 use crate::state::{RowKey, StateError, StateStore};
 use crate::ActorRef;
@@ -235,15 +235,15 @@ impl Reminders {
         let _ = directory.deliver(actor, envelope, true).await;
         let outcome = match tokio::time::timeout_at(deadline.into(), finished).await {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(CallError::ActivationFailed {
+            Ok(Err(_)) => Err(CallError::Unavailable(Unavailable::ActivationFailed {
                 actor: actor.to_string(),
                 message: "the activation ended before the reminder ran".into(),
-            }),
-            Err(_) => Err(CallError::Timeout {
+            })),
+            Err(_) => Err(CallError::Unavailable(Unavailable::Timeout {
                 actor: actor.to_string(),
                 function: "on-reminder".into(),
                 timeout: self.turn_timeout,
-            }),
+            })),
         };
         if let Err(error) = &outcome {
             tracing::warn!(%actor, reminder = %name, %error, "reminder turn failed");

@@ -2,7 +2,8 @@
 
 mod common;
 
-use grove_host::{ActorRef, CallError};
+use grove_host::error::{ActorFailure, CallError, RejectedCall};
+use grove_host::ActorRef;
 use wasmtime::component::Val;
 
 fn probe(key: &str) -> ActorRef {
@@ -29,7 +30,7 @@ async fn unknown_types_and_functions_are_named_in_the_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, CallError::UnknownActorType(ref t) if t == "ghost"),
+        matches!(err, CallError::Rejected(RejectedCall::UnknownActorType(ref t)) if t == "ghost"),
         "{err}"
     );
     let err = host
@@ -83,11 +84,11 @@ async fn a_trap_ends_only_that_activation_and_carries_the_guest_panic() {
         )
         .await
         .unwrap_err();
-    let CallError::Trapped {
+    let CallError::Failed(ActorFailure::Trapped {
         ref reason,
         ref backtrace,
         ..
-    } = err
+    }) = err
     else {
         panic!("expected a trap, got {err}")
     };

@@ -15,7 +15,7 @@ use std::thread;
 use redb::{Database, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StateError;
+use super::{OpenStateError, StateError};
 
 const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rows");
 
@@ -63,22 +63,29 @@ fn unavailable(e: impl std::fmt::Display) -> StateError {
 
 impl EmbeddedStore {
     /// Opens or creates the state file at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self, OpenStateError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|source| OpenStateError::CreateDir {
+                dir: dir.into(),
+                source,
+            })?;
         }
-        let db = Database::create(path)
-            .map_err(|e| anyhow::anyhow!("cannot open state file {}: {e}", path.display()))?;
+        let failed = |e: redb::Error| OpenStateError::Embedded {
+            path: path.into(),
+            source: Box::new(e),
+        };
+        let db = Database::create(path).map_err(|e| failed(e.into()))?;
         // Create the table up front so that readers never find it missing.
-        let txn = db.begin_write()?;
-        txn.open_table(ROWS)?;
-        txn.commit()?;
+        let txn = db.begin_write().map_err(|e| failed(e.into()))?;
+        txn.open_table(ROWS).map_err(|e| failed(e.into()))?;
+        txn.commit().map_err(|e| failed(e.into()))?;
         let db = Arc::new(db);
         let (writes, mut queue) = mpsc::channel(MAX_QUEUED_WRITES);
         let writer_db = db.clone();
         let writer = thread::Builder::new()
             .name("grove-state-writer".into())
-            .spawn(move || write_loop(&writer_db, &mut queue))?;
+            .spawn(move || write_loop(&writer_db, &mut queue))
+            .map_err(OpenStateError::Writer)?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 db,

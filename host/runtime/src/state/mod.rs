@@ -15,7 +15,7 @@ pub mod embedded;
 pub mod memory;
 pub mod redis;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::state::{embedded::EmbeddedStore, memory::MemoryStore, redis::RedisStore};
 
@@ -35,6 +35,49 @@ pub enum StateError {
     /// A name, key or value exceeds the host's limits.
     #[error("{0}")]
     TooLarge(String),
+}
+
+/// Why a state backend could not be opened. Once open, a backend reports
+/// failures per operation, as [`StateError`].
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStateError {
+    /// The directory for the embedded state file could not be created.
+    #[error("cannot create the directory {} for the state file: {source}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The embedded state file could not be opened or prepared (it may be
+    /// open in another process, or not a state file).
+    #[error("cannot open state file {}: {source}", path.display())]
+    Embedded {
+        /// The state file.
+        path: PathBuf,
+        /// redb's error (boxed: it is large).
+        source: Box<redb::Error>,
+    },
+    /// The embedded store's writer thread could not be started.
+    #[error("cannot start the state writer thread: {0}")]
+    Writer(#[source] std::io::Error),
+    /// The Redis URL is malformed.
+    #[error("bad Redis URL `{url}`: {source}")]
+    RedisUrl {
+        /// The URL given.
+        url: String,
+        /// Why the Redis client refused it.
+        source: ::redis::RedisError,
+    },
+    /// Redis could not be reached (it is checked once at start; later
+    /// outages are survived).
+    #[error("cannot connect to Redis at {url}: {source}")]
+    RedisConnect {
+        /// The URL given.
+        url: String,
+        /// The connection error.
+        source: ::redis::RedisError,
+    },
 }
 
 /// The address of one row. `namespace` is the actor type that owns the table,
@@ -146,12 +189,12 @@ impl StateStore {
     }
 
     /// Opens (or creates) the embedded store at `path`.
-    pub fn open_embedded(path: &Path) -> anyhow::Result<Self> {
+    pub fn open_embedded(path: &Path) -> Result<Self, OpenStateError> {
         Ok(StateStore::Embedded(EmbeddedStore::open(path)?))
     }
 
     /// Connects to Redis at `url` (see [`redis`] for the layout).
-    pub async fn connect_redis(url: &str) -> anyhow::Result<Self> {
+    pub async fn connect_redis(url: &str) -> Result<Self, OpenStateError> {
         Ok(StateStore::Redis(RedisStore::connect(url).await?))
     }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Row, RowKey, StateError};
+use super::{OpenStateError, Row, RowKey, StateError};
 
 /// Most writes sent in one pipeline.
 const MAX_BATCH: usize = 1024;
@@ -88,9 +88,11 @@ fn key2_of(field: String) -> Option<String> {
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://host:port[/db]`). Fails if it
     /// cannot be reached now; once connected, outages are survived.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let client =
-            redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad Redis URL `{url}`: {e}"))?;
+    pub async fn connect(url: &str) -> Result<Self, OpenStateError> {
+        let client = redis::Client::open(url).map_err(|source| OpenStateError::RedisUrl {
+            url: url.to_owned(),
+            source,
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(1))
             .set_response_timeout(Duration::from_secs(2))
@@ -99,7 +101,10 @@ impl RedisStore {
             .set_max_delay(1_000);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {url}: {e}"))?;
+            .map_err(|source| OpenStateError::RedisConnect {
+                url: url.to_owned(),
+                source,
+            })?;
         let (writes, queue) = mpsc::channel(64 * 1024);
         tokio::spawn(writer(conn.clone(), queue));
         Ok(RedisStore { conn, writes })
