@@ -180,7 +180,10 @@ async fn a_one_shot_reminder_that_keeps_trapping_backs_off() {
         .await
         .unwrap()
         .expect("the reminder ran");
-    assert_eq!(String::from_utf8(tries).unwrap(), "3");
+    let tries: u32 = String::from_utf8(tries).unwrap().parse().unwrap();
+    // Three on time; two if the machine is slow. Never the four or five of
+    // a retry every second.
+    assert!((2..=3).contains(&tries), "tried {tries} times");
     assert_eq!(host.dead_letters(), 0, "not given up yet");
 }
 
