@@ -218,3 +218,28 @@ async fn an_oversized_message_between_actors_is_refused_before_it_is_copied() {
         r#"ok(["sender", "receiver"])"#
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_waiting_on_a_slow_callee_times_out_before_its_own_turn_bound() {
+    // The callee spins until its CPU deadline (1.5 s); the caller's turn may
+    // last 1 s on the wall clock, and its call timeout (10 s) is longer.
+    let host = common::host_with(
+        wall_clock_config(Duration::from_secs(1)),
+        StateStore::memory(),
+    );
+    let started = Instant::now();
+    let answer = ok(
+        &host,
+        "probe/patient",
+        "provoke",
+        &[r#""spinner""#, "spin", "none"],
+    )
+    .await;
+    assert!(answer.starts_with("err(timeout("), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The caller's turn went on: it is the same activation afterwards.
+    assert_eq!(
+        ok(&host, "probe/patient", "lifecycle-counts", &[]).await,
+        "(1, 0)"
+    );
+}
