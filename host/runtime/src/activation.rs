@@ -27,8 +27,8 @@
 //! the mailbox, so no caller is left waiting on an actor nobody serves.
 
 use std::future::Future;
-use std::task::Poll;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use grove_values::size::{message_size, MAX_MESSAGE_SIZE};
@@ -520,8 +520,17 @@ impl Activation {
             }
         };
 
-        if let End::Deactivate = end {
-            self.deactivate().await;
+        match end {
+            End::Deactivate => self.deactivate().await,
+            // A turn cut off may have queued state writes it never saw
+            // acknowledged: let them land before a successor reads state.
+            End::Died => {
+                let settled =
+                    tokio::time::timeout(self.wall_limit, context.services.state.settle()).await;
+                if !matches!(settled, Ok(Ok(()))) {
+                    tracing::warn!(actor = %self.actor, "state writes of a failed turn did not settle");
+                }
+            }
         }
         // The instance goes back to the pool before a successor needs one.
         drop(self);

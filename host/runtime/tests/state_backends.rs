@@ -117,6 +117,21 @@ async fn contract(store: StateStore) {
         w.await.unwrap().unwrap();
     }
     assert_eq!(store.list("player", "bulk", "1").await.unwrap().len(), 500);
+
+    // A write whose caller stopped waiting (a turn cut off mid-write) still
+    // lands, and `settle` waits for it: a successor reading after `settle`
+    // sees it.
+    for i in 0..50 {
+        let k2 = format!("orphan-{i}");
+        let put = store.put(key("bulk", "2", Some(&k2)), b"late".to_vec());
+        tokio::select! {
+            biased;
+            _ = put => {}
+            () = std::future::ready(()) => {}
+        }
+    }
+    store.settle().await.unwrap();
+    assert_eq!(store.list("player", "bulk", "2").await.unwrap().len(), 50);
 }
 
 #[tokio::test]

@@ -29,6 +29,8 @@ struct WriteRequest {
     key: Vec<u8>,
     /// `None` deletes the row.
     value: Option<Vec<u8>>,
+    /// Writes nothing: its ack says every earlier write is committed.
+    barrier: bool,
     /// Receives whether the row existed before the write.
     ack: oneshot::Sender<Result<bool, StateError>>,
 }
@@ -139,12 +141,31 @@ impl EmbeddedStore {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
     ) -> Result<bool, StateError> {
+        self.queue(key, value, false).await
+    }
+
+    /// Waits until every write queued before it is committed.
+    pub(crate) async fn settle(&self) -> Result<(), StateError> {
+        self.queue(Vec::new(), None, true).await.map(drop)
+    }
+
+    async fn queue(
+        &self,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        barrier: bool,
+    ) -> Result<bool, StateError> {
         let (ack, done) = oneshot::channel();
         self.inner
             .writes
             .as_ref()
             .ok_or_else(|| unavailable("the state writer has stopped"))?
-            .send(WriteRequest { key, value, ack })
+            .send(WriteRequest {
+                key,
+                value,
+                barrier,
+                ack,
+            })
             .await
             .map_err(|_| unavailable("the state writer has stopped"))?;
         done.await
@@ -183,6 +204,10 @@ fn commit_group(db: &Database, group: &[WriteRequest]) -> Result<Vec<bool>, Stat
     {
         let mut table = txn.open_table(ROWS).map_err(unavailable)?;
         for request in group {
+            if request.barrier {
+                existed.push(false);
+                continue;
+            }
             let old = match &request.value {
                 Some(value) => table.insert(request.key.as_slice(), value.as_slice()),
                 None => table.remove(request.key.as_slice()),

@@ -232,6 +232,18 @@ impl StateStore {
         }
     }
 
+    /// Resolves once every write queued before it is applied (or has
+    /// failed). A successor activation calls it after its predecessor's turn
+    /// was cut off, so that a write that turn had queued cannot land after
+    /// the successor has read its state.
+    pub async fn settle(&self) -> Result<(), StateError> {
+        match self {
+            StateStore::Memory(_) => Ok(()),
+            StateStore::Embedded(s) => s.settle().await,
+            StateStore::Redis(s) => s.settle().await,
+        }
+    }
+
     /// Lists the rows of `(namespace, table, key1)` ordered by `key2`.
     pub async fn list(
         &self,

@@ -45,6 +45,8 @@ struct Write {
     field: String,
     /// `None` deletes the field.
     value: Option<Vec<u8>>,
+    /// Writes nothing: its answer says every earlier write was applied.
+    barrier: bool,
     done: oneshot::Sender<Result<bool, StateError>>,
 }
 
@@ -132,8 +134,30 @@ impl RedisStore {
             key: group_key(key.namespace, key.table, key.key1),
             field: field(key.key2),
             value,
+            barrier: false,
             done,
         };
+        self.queue(write, answer).await
+    }
+
+    /// Waits until every write queued before it was applied.
+    pub(crate) async fn settle(&self) -> Result<(), StateError> {
+        let (done, answer) = oneshot::channel();
+        let write = Write {
+            key: String::new(),
+            field: String::new(),
+            value: None,
+            barrier: true,
+            done,
+        };
+        self.queue(write, answer).await.map(drop)
+    }
+
+    async fn queue(
+        &self,
+        write: Write,
+        answer: oneshot::Receiver<Result<bool, StateError>>,
+    ) -> Result<bool, StateError> {
         self.writes
             .send(write)
             .await
@@ -173,8 +197,14 @@ impl RedisStore {
 async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if batch.iter().all(|w| w.barrier) {
+            for w in batch.drain(..) {
+                let _ = w.done.send(Ok(false));
+            }
+            continue;
+        }
         let mut pipe = redis::pipe();
-        for w in &batch {
+        for w in batch.iter().filter(|w| !w.barrier) {
             match &w.value {
                 Some(v) => pipe.cmd("HSET").arg(&w.key).arg(&w.field).arg(v.as_slice()),
                 None => pipe.cmd("HDEL").arg(&w.key).arg(&w.field),
@@ -182,7 +212,19 @@ async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
         }
         match pipe.query_async::<Vec<i64>>(&mut conn).await {
             Ok(replies) => {
-                for (w, reply) in batch.drain(..).zip(replies) {
+                let mut replies = replies.into_iter();
+                for w in batch.drain(..) {
+                    if w.barrier {
+                        let _ = w.done.send(Ok(false));
+                        continue;
+                    }
+                    let Some(reply) = replies.next() else {
+                        let missing = StateError::Unavailable(
+                            "Redis answered fewer replies than writes".into(),
+                        );
+                        let _ = w.done.send(Err(missing));
+                        continue;
+                    };
                     // HSET answers 1 for a new field, HDEL 1 for a deleted one.
                     let existed = if w.value.is_some() {
                         reply == 0
