@@ -41,7 +41,9 @@ use crate::bindings::DisconnectReason;
 use crate::directory::Slot;
 use crate::engine::{EpochClock, Limits};
 use crate::error::{ActorFailure, CallError, RejectedCall, Unavailable};
-use crate::imports::{ActivationState, DeadlineExceeded, MemoryLimitExceeded, Services};
+use crate::imports::{
+    ActivationState, DeadlineExceeded, LimitExceeded, MemoryLimitExceeded, Services,
+};
 use crate::mailbox::{Answer, CallMessage, Envelope, SessionEvent};
 use crate::plugin::Plugin;
 use crate::values;
@@ -233,6 +235,13 @@ impl Activation {
                 actor,
                 function,
                 limit: w.0,
+            });
+        }
+        if let Some(l) = error.downcast_ref::<LimitExceeded>() {
+            return CallError::Failed(ActorFailure::LimitExceeded {
+                actor,
+                function,
+                message: l.to_string(),
             });
         }
         if let Some(m) = error.downcast_ref::<MemoryLimitExceeded>() {

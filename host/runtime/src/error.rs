@@ -108,6 +108,18 @@ pub enum ActorFailure {
         /// The deadline.
         limit: Duration,
     },
+    /// The actor asked the host for more than a documented limit allows
+    /// (timers, proxy handles, the length of a name or key); see
+    /// `docs/limits.md`.
+    #[error("actor {actor} hit a limit in `{function}`: {message}")]
+    LimitExceeded {
+        /// The actor.
+        actor: String,
+        /// The function (or lifecycle hook) that hit the limit.
+        function: String,
+        /// Which limit, and its value.
+        message: String,
+    },
     /// The actor wanted more memory than the host allows.
     #[error("actor {actor} exceeded its memory limit in `{function}`: {message}")]
     OutOfMemory {
@@ -191,6 +203,9 @@ impl CallError {
                 RejectedCall::BadActorRef(_) | RejectedCall::BadArguments { .. } => "bad-arguments",
                 RejectedCall::MessageTooLarge { .. } => "too-large",
             },
+            // The WIT `call-error` has no case of its own for it: the
+            // callee's activation ended, as after a trap.
+            CallError::Failed(ActorFailure::LimitExceeded { .. }) => "trapped",
             CallError::Failed(e) => e.kind(),
             CallError::Unavailable(Unavailable::Timeout { .. }) => "timeout",
             CallError::Unavailable(_) => "unavailable",
@@ -224,6 +239,7 @@ impl ActorFailure {
             ActorFailure::Trapped { .. } => "trapped",
             ActorFailure::DeadlineExceeded { .. } => "deadline-exceeded",
             ActorFailure::OutOfMemory { .. } => "out-of-memory",
+            ActorFailure::LimitExceeded { .. } => "limit-exceeded",
         }
     }
 }

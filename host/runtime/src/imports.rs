@@ -38,6 +38,12 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 #[error("the turn ran past its deadline of {0:?}")]
 pub struct DeadlineExceeded(pub Duration);
 
+/// Marks a turn stopped because the guest asked for more than a documented
+/// limit allows (see `docs/limits.md`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitExceeded(pub String);
+
 /// Marks an activation stopped because it wanted more memory than allowed.
 #[derive(Debug, thiserror::Error)]
 #[error("linear memory would grow to {desired} bytes; the limit is {limit}")]
@@ -290,19 +296,22 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<()> {
         if name.len() > crate::state::MAX_KEY_BYTES {
             let limit = crate::state::MAX_KEY_BYTES;
-            return Err(wasmtime::Error::msg(format!(
+            return Err(LimitExceeded(format!(
                 "timer name is {} bytes; the limit is {limit}",
                 name.len()
-            )));
+            ))
+            .into());
         }
         let period = period_ms.map(Duration::from_millis);
-        self.timers.set(
-            &name,
-            Instant::now(),
-            Duration::from_millis(due_ms),
-            period,
-            keep_alive,
-        )?;
+        self.timers
+            .set(
+                &name,
+                Instant::now(),
+                Duration::from_millis(due_ms),
+                period,
+                keep_alive,
+            )
+            .map_err(|e| LimitExceeded(e.to_string()))?;
         Ok(())
     }
 

@@ -43,7 +43,7 @@ pub use engine::HostError;
 pub use error::CallError;
 pub use grove_core::{chain, timers, ActorRef, BadActorRef};
 pub use host::{Host, HostConfig};
-pub use imports::{DeadlineExceeded, MemoryLimitExceeded};
+pub use imports::{DeadlineExceeded, LimitExceeded, MemoryLimitExceeded};
 pub use plugin::{InspectError, Plugin, PluginDirError, PluginError};
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use wasmtime::{Engine, StoreContextMut};
 
 use crate::directory::Call;
 use crate::error::{CallError, RejectedCall};
-use crate::imports::ActivationState;
+use crate::imports::{ActivationState, LimitExceeded, MAX_PROXIES};
 use crate::mailbox::Envelope;
 
 use crate::ActorRef;
@@ -198,11 +198,12 @@ fn construct(
         ));
     };
     if key.len() > crate::state::MAX_KEY_BYTES {
-        return Err(wasmtime::Error::msg(format!(
+        return Err(LimitExceeded(format!(
             "a proxy's actor key is {} bytes; the limit is {}",
             key.len(),
             crate::state::MAX_KEY_BYTES
-        )));
+        ))
+        .into());
     }
     let Some(result) = results.first_mut() else {
         return Err(wasmtime::Error::msg(
@@ -216,7 +217,11 @@ fn construct(
         },
         timeout: store.data().services.call_timeout,
     };
-    let handle = store.data_mut().proxies.push(proxy)?;
+    let handle = store.data_mut().proxies.push(proxy).map_err(|_| {
+        LimitExceeded(format!(
+            "an activation may hold at most {MAX_PROXIES} proxy handles"
+        ))
+    })?;
     let any = ResourceDynamic::new_own(handle.rep(), type_id).try_into_resource_any(&mut store)?;
     *result = Val::Resource(any);
     Ok(())

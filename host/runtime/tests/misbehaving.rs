@@ -243,3 +243,15 @@ async fn an_actor_waiting_on_a_slow_callee_times_out_before_its_own_turn_bound()
         "(1, 0)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_past_its_timer_limit_gets_a_limit_error_of_its_own() {
+    let host = common::host();
+    let err = call(&host, "probe/greedy", "flood-timers", &["1025", "60000"])
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("limit-exceeded"), "{err}");
+    assert!(err.contains("at most 1024 timers"), "{err}");
+    // The actor comes back for the next call, within the limit.
+    ok(&host, "probe/greedy", "flood-timers", &["1024", "60000"]).await;
+}
