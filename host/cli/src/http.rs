@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 
 use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
 use grove_host::{values, ActorRef, Host};
+use wasmtime::component::Val;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 2 << 20;
@@ -179,16 +180,43 @@ async fn call(
             }))
         }
     };
-    match host.call(&actor, &function, args).await {
-        Ok(result) if wave => match result.as_ref().map(values::to_wave).transpose() {
-            Ok(text) => Json(json!(text)).into_response(),
-            Err(message) => {
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message, None)
-            }
-        },
-        Ok(result) => Json(result.as_ref().map_or(Value::Null, values::to_json)).into_response(),
-        Err(e) => call_error(e),
+    let result = match host.call(&actor, &function, args).await {
+        Ok(result) => result,
+        Err(e) => return call_error(e),
+    };
+    // A large result is converted off the async workers, so it does not
+    // stall the actors and requests they run meanwhile.
+    let large = result_size_over(&result, BLOCKING_CONVERSION);
+    let encode = move || -> Result<Value, String> {
+        match (&result, wave) {
+            (Some(value), true) => values::to_wave(value).map(Value::String),
+            (None, true) => Ok(Value::Null),
+            (value, false) => Ok(value.as_ref().map_or(Value::Null, values::to_json)),
+        }
+    };
+    let encoded = if large {
+        tokio::task::spawn_blocking(encode)
+            .await
+            .unwrap_or_else(|e| Err(format!("converting the result failed: {e}")))
+    } else {
+        encode()
+    };
+    match encoded {
+        Ok(json) => Json(json).into_response(),
+        Err(message) => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "encoding", message, None)
+        }
     }
+}
+
+/// Results larger than this (in values plus string bytes) are converted to
+/// JSON or WAVE on a blocking thread.
+const BLOCKING_CONVERSION: usize = 64 << 10;
+
+fn result_size_over(result: &Option<Val>, limit: usize) -> bool {
+    result
+        .as_ref()
+        .is_some_and(|v| grove_values::size::message_size(std::slice::from_ref(v)) > limit)
 }
 
 async fn plugins(State(host): State<Host>) -> Json<Value> {
