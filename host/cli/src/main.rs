@@ -107,6 +107,10 @@ struct RunArgs {
     /// included, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     turn_wall_ms: u64,
+    /// Most data one host call, or one call's result, may copy out of an
+    /// actor, in MiB (40 bytes per list element plus string bytes).
+    #[arg(long, default_value_t = 48)]
+    max_copy_mib: usize,
     /// Messages an actor's mailbox holds before senders wait.
     #[arg(long, default_value_t = 1024)]
     mailbox_capacity: usize,
@@ -277,6 +281,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_memory: args.max_memory_mib << 20,
             turn_deadline: Duration::from_millis(args.turn_deadline_ms),
             turn_wall_time: Duration::from_millis(args.turn_wall_ms.max(1)),
+            max_copy: args.max_copy_mib.saturating_mul(1 << 20),
         },
         mailbox_capacity: args.mailbox_capacity.max(1),
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),

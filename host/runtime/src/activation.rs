@@ -75,6 +75,10 @@ enum End {
     Died,
 }
 
+/// How wasmtime 48 words the error of a copy past the store's hostcall fuel
+/// (its type is private to wasmtime).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
 struct Activation {
     plugin: Arc<Plugin>,
     actor: ActorRef,
@@ -146,6 +150,7 @@ impl Activation {
         );
         let mut store = Store::new(&context.engine, data);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(limits.max_copy);
         // Checked at every epoch tick while guest code runs: long turns yield
         // to other tasks, and a turn past its deadline is stopped.
         store.epoch_deadline_callback(|ctx| {
@@ -249,6 +254,19 @@ impl Activation {
                 actor,
                 function,
                 message: m.to_string(),
+            });
+        }
+        if error
+            .chain()
+            .any(|cause| cause.to_string().contains(HOSTCALL_FUEL_EXHAUSTED))
+        {
+            return CallError::Failed(ActorFailure::LimitExceeded {
+                actor,
+                function,
+                message: format!(
+                    "a host call or result copied more than {} MiB out of the actor",
+                    self.store.hostcall_fuel() >> 20
+                ),
             });
         }
         if let Some(message) = self.store.data().state_failure.clone() {

@@ -63,6 +63,12 @@ pub struct Limits {
     /// Longest a single turn may take on the wall clock, host calls
     /// included; a turn past it is stopped and its activation ends.
     pub turn_wall_time: Duration,
+    /// Most data one host call's arguments, or one call's result, may copy
+    /// out of an activation, counted as wasmtime's hostcall fuel counts it:
+    /// the size of a `Val` (40 bytes) per list element, plus the bytes of
+    /// each string. It also bounds how long lifting one value can hold a
+    /// worker thread, which no epoch interrupt reaches.
+    pub max_copy: usize,
 }
 
 impl Default for Limits {
@@ -72,6 +78,9 @@ impl Default for Limits {
             max_memory: 64 << 20,
             turn_deadline: Duration::from_secs(5),
             turn_wall_time: Duration::from_secs(60),
+            // Above the largest message between actors (1 Mi elements of
+            // 40 bytes), so that limit is met first with its own error.
+            max_copy: 48 << 20,
         }
     }
 }

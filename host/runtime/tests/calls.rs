@@ -208,3 +208,52 @@ async fn one_way_sends_arrive_in_order_even_across_deactivations() {
         "the receiver was activated {activations} times"
     );
 }
+
+/// `list<u8>` has a fast path through wasmtime and the host: bytes must
+/// still arrive exactly, at every length, in both directions and through two
+/// actors, and a byte list holding something else is refused by index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_lists_cross_actors_intact_at_every_length() {
+    use grove_host::{ActorRef, CallError};
+    use wasmtime::component::Val;
+
+    let host = common::host_of(&["probe"]);
+    let bytes = |list: &[u8]| Val::List(list.iter().map(|b| Val::U8(*b)).collect());
+    for len in [0usize, 1, 7, 4096, 65_537, 1 << 19] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let mut reversed = payload.clone();
+        reversed.reverse();
+        let answer = host
+            .call(
+                &ActorRef::new("probe", "front"),
+                "bounce-bytes",
+                vec![Val::String("back".into()), bytes(&payload)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            Some(Val::Result(Ok(Some(Box::new(bytes(&reversed)))))),
+            "{len} bytes"
+        );
+    }
+
+    let mut wrong: Vec<Val> = vec![Val::U8(1); 5];
+    wrong[3] = Val::U32(300);
+    let refused = host
+        .call(
+            &ActorRef::new("probe", "back"),
+            "take-bytes",
+            vec![Val::List(wrong)],
+        )
+        .await
+        .unwrap_err();
+    let CallError::Rejected(rejected) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(refused.kind(), "bad-arguments", "{rejected}");
+    assert!(
+        refused.to_string().contains("argument `payload`: [3]: expected u8"),
+        "{refused}"
+    );
+}

@@ -255,3 +255,17 @@ async fn an_actor_past_its_timer_limit_gets_a_limit_error_of_its_own() {
     // The actor comes back for the next call, within the limit.
     ok(&host, "probe/greedy", "flood-timers", &["1024", "60000"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_past_the_copy_limit_is_a_limit_error_and_the_actor_comes_back() {
+    // 2 Mi list elements of 40 bytes each are 80 MiB, past the default 48.
+    let host = common::host();
+    let err = call(&host, "probe/hoarder", "count-up", &["2097152"])
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("limit-exceeded"), "{err}");
+    assert!(err.contains("more than 48 MiB"), "{err}");
+    // Under the limit, the same actor answers again.
+    let small = ok(&host, "probe/hoarder", "count-up", &["3"]).await;
+    assert_eq!(small, "[0, 1, 2]");
+}

@@ -60,8 +60,12 @@ pub fn check(val: &Val, ty: &Type) -> Result<(), String> {
         | (Type::String, Val::String(_)) => true,
         (Type::List(l), Val::List(items)) => {
             let t = l.ty();
-            for (i, item) in items.iter().enumerate() {
-                check(item, &t).map_err(|e| format!("[{i}]: {e}"))?;
+            let misfit = match scalar_misfit(&t, items) {
+                Some(found) => found,
+                None => items.iter().position(|item| check(item, &t).is_err()),
+            };
+            if let Some((i, item)) = misfit.and_then(|i| Some((i, items.get(i)?))) {
+                return check(item, &t).map_err(|e| format!("[{i}]: {e}"));
             }
             true
         }
@@ -157,6 +161,32 @@ pub fn check(val: &Val, ty: &Type) -> Result<(), String> {
     } else {
         Err(mismatch(ty, val))
     }
+}
+
+/// For a list of scalars (`list<u8>` above all), the index of the first item
+/// of another kind, found in one tight pass; `None` when `ty` is not a
+/// scalar.
+fn scalar_misfit(ty: &Type, items: &[Val]) -> Option<Option<usize>> {
+    macro_rules! first_not {
+        ($variant:ident) => {
+            items.iter().position(|v| !matches!(v, Val::$variant(_)))
+        };
+    }
+    Some(match ty {
+        Type::Bool => first_not!(Bool),
+        Type::S8 => first_not!(S8),
+        Type::U8 => first_not!(U8),
+        Type::S16 => first_not!(S16),
+        Type::U16 => first_not!(U16),
+        Type::S32 => first_not!(S32),
+        Type::U32 => first_not!(U32),
+        Type::S64 => first_not!(S64),
+        Type::U64 => first_not!(U64),
+        Type::Float32 => first_not!(Float32),
+        Type::Float64 => first_not!(Float64),
+        Type::Char => first_not!(Char),
+        _ => return None,
+    })
 }
 
 fn check_payload(val: Option<&Val>, ty: Option<Type>) -> Result<(), String> {

@@ -207,6 +207,19 @@ impl Guest for Probe {
         payload.len() as u32
     }
 
+    fn count_up(len: u32) -> Vec<u32> {
+        (0..len).collect()
+    }
+
+    fn reverse_bytes(mut payload: Vec<u8>) -> Vec<u8> {
+        payload.reverse();
+        payload
+    }
+
+    fn bounce_bytes(target: String, payload: Vec<u8>) -> Result<Vec<u8>, CallError> {
+        ProbeProxy::new(&target).reverse_bytes(&payload)
+    }
+
     fn double_counter(key: String) -> Result<u64, CallError> {
         Counter::new(&key).double()
     }
