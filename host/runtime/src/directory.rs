@@ -75,7 +75,12 @@ pub(crate) struct Directory {
     /// Notified whenever an entry is removed.
     removed: Notify,
     activator: OnceLock<Weak<dyn Activator>>,
+    /// Changes every [`TICK`]; see [`Directory::call`].
+    tick: watch::Sender<()>,
 }
+
+/// The period of the directory's coarse clock.
+const TICK: Duration = Duration::from_millis(100);
 
 /// An activation's place in the directory and its mailbox, owned by the
 /// activation's task. Dropping it (however the task ends) hands over what is
@@ -94,7 +99,7 @@ pub(crate) struct Slot {
 impl Directory {
     /// A directory whose mailboxes hold `capacity` messages.
     pub(crate) fn new(capacity: usize) -> Arc<Directory> {
-        Arc::new(Directory {
+        let directory = Arc::new(Directory {
             entries: DashMap::new(),
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
@@ -102,7 +107,21 @@ impl Directory {
             stop: watch::Sender::new(false),
             removed: Notify::new(),
             activator: OnceLock::new(),
-        })
+            tick: watch::Sender::new(()),
+        });
+        // A thread, not a task: it must outlive any one tokio runtime the
+        // directory is used from. It ends with the directory.
+        let clock = Arc::downgrade(&directory);
+        let _ = std::thread::Builder::new()
+            .name("grove-clock".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                match clock.upgrade() {
+                    Some(directory) => directory.tick.send_replace(()),
+                    None => return,
+                }
+            });
+        directory
     }
 
     /// Installs the activator; only the first call has an effect.
@@ -227,6 +246,19 @@ impl Directory {
                 }))
             })
         };
+        // Most calls are answered in microseconds: they wait on the coarse
+        // clock, which costs far less than arming a timer of their own. A
+        // call still waiting at the next tick (or one with a deadline that
+        // close) arms the exact timer.
+        let mut answered = std::pin::pin!(answered);
+        if timeout > 2 * TICK {
+            let mut tick = self.tick.subscribe();
+            tokio::select! {
+                biased;
+                answer = &mut answered => return answer,
+                _ = tick.changed() => {}
+            }
+        }
         tokio::time::timeout_at(deadline.into(), answered)
             .await
             .unwrap_or_else(|_| {
