@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use grove_core::reminders::{Firing, Outcome, Schedule, Timing};
 use serde::{Deserialize, Serialize};
@@ -60,9 +60,14 @@ pub(crate) struct Reminders {
     turn_timeout: Duration,
     running: AtomicBool,
     dead_letters: AtomicU64,
+    /// The wall clock in Unix ms: reminders are stored against it, so they
+    /// survive restarts. Tests give it virtual time.
+    clock: Clock,
 }
 
-fn now_ms() -> u64 {
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -94,6 +99,15 @@ impl Reminders {
         directory: Weak<Directory>,
         turn_timeout: Duration,
     ) -> Arc<Reminders> {
+        Self::with_clock(state, directory, turn_timeout, Arc::new(unix_ms))
+    }
+
+    fn with_clock(
+        state: StateStore,
+        directory: Weak<Directory>,
+        turn_timeout: Duration,
+        clock: Clock,
+    ) -> Arc<Reminders> {
         Arc::new(Reminders {
             schedule: Mutex::default(),
             changed: Notify::new(),
@@ -102,6 +116,7 @@ impl Reminders {
             turn_timeout,
             running: AtomicBool::new(false),
             dead_letters: AtomicU64::new(0),
+            clock,
         })
     }
 
@@ -129,7 +144,7 @@ impl Reminders {
         }
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let stored = Stored {
-            due_ms: now_ms().saturating_add(millis(due)),
+            due_ms: (self.clock)().saturating_add(millis(due)),
             period_ms: period.map(millis),
         };
         let key2 = row_key2(actor, name);
@@ -202,7 +217,7 @@ impl Reminders {
                 if directory.is_stopping() {
                     return;
                 }
-                let due = self.schedule().take_due(now_ms());
+                let due = self.schedule().take_due((self.clock)());
                 for firing in due {
                     tokio::spawn(self.clone().fire(directory.clone(), firing));
                 }
@@ -210,7 +225,7 @@ impl Reminders {
             let wait = self
                 .schedule()
                 .next_due()
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .map(|at| Duration::from_millis(at.saturating_sub((self.clock)())))
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_secs(1));
             tokio::select! {
@@ -225,15 +240,16 @@ impl Reminders {
     async fn fire(self: Arc<Self>, directory: Arc<Directory>, firing: Firing) {
         let (actor, name) = &firing.key;
         let (done, finished) = oneshot::channel();
-        let deadline = Instant::now() + self.turn_timeout;
+        // tokio's clock, which tests may pause.
+        let deadline = tokio::time::Instant::now() + self.turn_timeout;
         let envelope = Envelope::Reminder {
             name: name.clone(),
-            deadline,
+            deadline: deadline.into_std(),
             done,
         };
         // An undelivered firing is answered with the error.
         let _ = directory.deliver(actor, envelope, true).await;
-        let outcome = match tokio::time::timeout_at(deadline.into(), finished).await {
+        let outcome = match tokio::time::timeout_at(deadline, finished).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(CallError::Unavailable(Unavailable::ActivationFailed {
                 actor: actor.to_string(),
@@ -248,7 +264,9 @@ impl Reminders {
         if let Err(error) = &outcome {
             tracing::warn!(%actor, reminder = %name, %error, "reminder turn failed");
         }
-        let next = self.schedule().finished(&firing, outcome.is_ok(), now_ms());
+        let next = self
+            .schedule()
+            .finished(&firing, outcome.is_ok(), (self.clock)());
         let delete = match next {
             Outcome::Keep | Outcome::Retry { .. } => false,
             Outcome::Done => true,
@@ -270,7 +288,131 @@ impl Reminders {
 
 #[cfg(test)]
 mod tests {
+    //! The reminder service on virtual time: a paused tokio clock drives
+    //! both its sleeps and the wall clock reminders are stored against, so
+    //! hours of schedule run in milliseconds and never flake.
+
     use super::*;
+    use crate::directory::{Activator, Slot};
+    use crate::error::ActorFailure;
+    use tokio::task::AbortHandle;
+    use tokio::time::Instant;
+
+    /// Activations that run every reminder at once, record when (since the
+    /// test started) and succeed or fail as told.
+    struct Model {
+        fail: bool,
+        start: Instant,
+        fired: Arc<Mutex<Vec<(String, Duration)>>>,
+    }
+
+    impl Activator for Model {
+        fn check(&self, _: &ActorRef) -> Result<(), CallError> {
+            Ok(())
+        }
+
+        fn start(&self, mut slot: Slot) -> AbortHandle {
+            let (fail, start, fired) = (self.fail, self.start, self.fired.clone());
+            tokio::spawn(async move {
+                while let Some(envelope) = slot.recv().await {
+                    let Envelope::Reminder { name, done, .. } = envelope else {
+                        continue;
+                    };
+                    fired.lock().unwrap().push((name, start.elapsed()));
+                    let _ = done.send(if fail {
+                        Err(CallError::Failed(ActorFailure::Trapped {
+                            actor: slot.actor().to_string(),
+                            function: "on-reminder".into(),
+                            reason: "always".into(),
+                            backtrace: None,
+                        }))
+                    } else {
+                        Ok(())
+                    });
+                }
+                slot.leave().await;
+            })
+            .abort_handle()
+        }
+    }
+
+    struct Setup {
+        reminders: Arc<Reminders>,
+        state: StateStore,
+        fired: Arc<Mutex<Vec<(String, Duration)>>>,
+        // Kept alive: the directory holds the activator weakly.
+        _activator: Arc<dyn Activator>,
+        _directory: Arc<Directory>,
+    }
+
+    fn setup(fail: bool) -> Setup {
+        let start = Instant::now();
+        let fired = Arc::default();
+        let activator: Arc<dyn Activator> = Arc::new(Model {
+            fail,
+            start,
+            fired: Arc::clone(&fired),
+        });
+        let directory = Directory::new(16);
+        directory.set_activator(Arc::downgrade(&activator));
+        let state = StateStore::memory();
+        // The wall clock: some fixed Unix time plus the virtual time passed.
+        let clock: Clock = Arc::new(move || {
+            1_800_000_000_000 + u64::try_from(start.elapsed().as_millis()).unwrap()
+        });
+        let reminders = Reminders::with_clock(
+            state.clone(),
+            Arc::downgrade(&directory),
+            Duration::from_secs(60),
+            clock,
+        );
+        Setup {
+            reminders,
+            state,
+            fired,
+            _activator: activator,
+            _directory: directory,
+        }
+    }
+
+    fn seconds(fired: &Mutex<Vec<(String, Duration)>>) -> Vec<u64> {
+        let fired = fired.lock().unwrap();
+        fired.iter().map(|(_, at)| at.as_secs()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_one_shot_reminder_backs_off_then_becomes_a_dead_letter() {
+        let s = setup(true);
+        let actor = ActorRef::new("model", "a");
+        s.reminders
+            .set(&actor, "once", Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        // Due at 5 s, then retried after 1, 2, 4 ... s, at most 60 s apart,
+        // eight tries in all.
+        assert_eq!(seconds(&s.fired), [5, 6, 8, 12, 20, 36, 68, 128]);
+        assert_eq!(s.reminders.dead_letters(), 1);
+        let rows = s.state.list(NAMESPACE, TABLE, "model").await.unwrap();
+        assert!(rows.is_empty(), "the dead letter's row is deleted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_periodic_reminder_fires_on_its_grid_until_cancelled() {
+        let s = setup(false);
+        let actor = ActorRef::new("model", "b");
+        let ten_minutes = Duration::from_secs(600);
+        s.reminders
+            .set(&actor, "tick", ten_minutes, Some(ten_minutes))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3650)).await;
+        assert_eq!(seconds(&s.fired), [600, 1200, 1800, 2400, 3000, 3600]);
+        assert!(s.reminders.cancel(&actor, "tick").await.unwrap());
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(s.fired.lock().unwrap().len(), 6, "no firing after cancel");
+        assert_eq!(s.reminders.dead_letters(), 0);
+    }
 
     #[test]
     fn reminder_rows_name_the_actor_key_and_the_reminder() {
