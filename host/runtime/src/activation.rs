@@ -116,23 +116,38 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Runs `turn` within `limit` of wall-clock time.
+/// A turn's wall-clock bound: when it ends, and how long it is.
+#[derive(Clone, Copy)]
+struct WallBound {
+    deadline: Instant,
+    limit: Duration,
+}
+
+impl WallBound {
+    fn from(now: Instant, limit: Duration) -> WallBound {
+        WallBound {
+            deadline: now + limit,
+            limit,
+        }
+    }
+}
+
+/// Runs `turn` within its wall-clock `bound`.
 ///
 /// Most turns finish in their first poll (guest code that neither waits on
 /// the host nor runs past an epoch tick): those arm no timer at all.
 async fn bounded<T>(
-    limit: Duration,
+    bound: WallBound,
     turn: impl Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
-    let started = Instant::now();
     let mut turn = std::pin::pin!(turn);
     let first = std::future::poll_fn(|cx| Poll::Ready(turn.as_mut().poll(cx))).await;
     if let Poll::Ready(done) = first {
         return done;
     }
-    tokio::time::timeout_at((started + limit).into(), turn)
+    tokio::time::timeout_at(bound.deadline.into(), turn)
         .await
-        .unwrap_or_else(|_| Err(WallClockExceeded(limit).into()))
+        .unwrap_or_else(|_| Err(WallClockExceeded(bound.limit).into()))
 }
 
 impl Activation {
@@ -170,7 +185,8 @@ impl Activation {
         // Instantiation runs guest start code: it is part of the first turn.
         store.set_epoch_deadline(1);
         let wall_limit = limits.turn_wall_time;
-        let instance = bounded(wall_limit, plugin.pre.instantiate_async(&mut store))
+        let bound = WallBound::from(Instant::now(), wall_limit);
+        let instance = bounded(bound, plugin.pre.instantiate_async(&mut store))
             .await
             .map_err(|e| failed(format!("{e:#}")))?;
         let lifecycle = plugin.lifecycle;
@@ -197,12 +213,8 @@ impl Activation {
             instance,
             funcs,
         };
-        activation.begin_turn();
-        let activated = bounded(
-            wall_limit,
-            on_activate.call_async(&mut activation.store, ()),
-        )
-        .await;
+        let bound = activation.begin_turn(Instant::now());
+        let activated = bounded(bound, on_activate.call_async(&mut activation.store, ())).await;
         if let Err(e) = activated {
             return Err(match activation.classify("on-activate", e) {
                 unavailable @ CallError::Unavailable(Unavailable::StateUnavailable { .. }) => {
@@ -215,13 +227,15 @@ impl Activation {
         Ok(activation)
     }
 
-    fn begin_turn(&mut self) {
+    /// Starts a turn at `now`; returns its wall-clock bound.
+    fn begin_turn(&mut self, now: Instant) -> WallBound {
+        let bound = WallBound::from(now, self.wall_limit);
         let state = self.store.data_mut();
-        let now = Instant::now();
         state.turn_deadline = now + state.turn_limit;
-        state.turn_wall_deadline = now + self.wall_limit;
+        state.turn_wall_deadline = bound.deadline;
         state.state_failure = None;
         self.store.set_epoch_deadline(1);
+        bound
     }
 
     /// Turns a failed turn's error into what the caller sees.
@@ -318,7 +332,8 @@ impl Activation {
 
     /// Runs one call as a turn. `Err` means the activation died.
     async fn call(&mut self, message: CallMessage) -> Result<(), ()> {
-        let message_expired = message.expired(Instant::now());
+        let now = Instant::now();
+        let message_expired = message.expired(now);
         let CallMessage {
             function,
             args,
@@ -369,13 +384,9 @@ impl Activation {
         };
         // Results go back to a calling actor as a message: they are capped.
         let from_actor = chain.is_some();
-        self.begin_turn();
+        let bound = self.begin_turn(now);
         self.store.data_mut().chain = chain;
-        let outcome = bounded(
-            self.wall_limit,
-            func.call_async(&mut self.store, &args, &mut results),
-        )
-        .await;
+        let outcome = bounded(bound, func.call_async(&mut self.store, &args, &mut results)).await;
         self.store.data_mut().chain = None;
         match outcome {
             Ok(()) => {
@@ -428,15 +439,14 @@ impl Activation {
         match envelope {
             Envelope::Call(message) => self.call(message).await,
             Envelope::Reminder { name, done, .. } => {
-                self.begin_turn();
+                let bound = self.begin_turn(Instant::now());
                 let store = &mut self.store;
-                let outcome =
-                    bounded(self.wall_limit, self.on_reminder.call_async(store, (name,))).await;
+                let outcome = bounded(bound, self.on_reminder.call_async(store, (name,))).await;
                 self.hook("on-reminder", Some(done), outcome)
             }
             Envelope::Session { event, done, .. } => {
                 let hook = event.hook();
-                self.begin_turn();
+                let bound = self.begin_turn(Instant::now());
                 let store = &mut self.store;
                 let turn = async {
                     match event {
@@ -459,7 +469,7 @@ impl Activation {
                         }
                     }
                 };
-                let outcome = bounded(self.wall_limit, turn).await;
+                let outcome = bounded(bound, turn).await;
                 self.hook(hook, done, outcome)
             }
         }
@@ -467,9 +477,9 @@ impl Activation {
 
     /// Runs one timer tick as a turn. `Err` means the activation died.
     async fn tick(&mut self, name: String) -> Result<(), ()> {
-        self.begin_turn();
+        let bound = self.begin_turn(Instant::now());
         let store = &mut self.store;
-        let outcome = bounded(self.wall_limit, self.on_timer.call_async(store, (name,))).await;
+        let outcome = bounded(bound, self.on_timer.call_async(store, (name,))).await;
         self.hook("on-timer", None, outcome)
     }
 
@@ -567,9 +577,9 @@ impl Activation {
     /// Cancels the timers and runs `on-deactivate`.
     async fn deactivate(&mut self) {
         self.store.data_mut().timers.clear();
-        self.begin_turn();
+        let bound = self.begin_turn(Instant::now());
         let store = &mut self.store;
-        let outcome = bounded(self.wall_limit, self.on_deactivate.call_async(store, ())).await;
+        let outcome = bounded(bound, self.on_deactivate.call_async(store, ())).await;
         match outcome {
             Err(e) => {
                 let error = self.classify("on-deactivate", e);

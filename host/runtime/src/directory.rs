@@ -178,6 +178,15 @@ impl Directory {
             if self.is_stopping() {
                 return undelivered(envelope, CallError::Unavailable(Unavailable::ShuttingDown));
             }
+            // The common case — listed, with room — under the entry's read
+            // lock, cloning nothing: a hot actor's callers on all cores
+            // would otherwise contend on its channels' reference counts.
+            if let Some(listed) = self.entries.get(actor) {
+                if let Ok(permit) = listed.mailbox.try_reserve() {
+                    permit.send(envelope);
+                    return Ok(());
+                }
+            }
             let (mailbox, mut released) = match self.lookup(actor) {
                 Ok(found) => found,
                 Err(error) => return undelivered(envelope, error),
