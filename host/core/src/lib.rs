@@ -14,9 +14,11 @@
 //!   fail at once instead of hanging.
 //! * [`timers`]: an activation's timers, fixed-rate, merged when late.
 //! * [`reminders`]: the durable-reminder schedule and its retry policy.
+//! * [`keys`]: the Redis hash tag every key of one actor shares.
 
 mod actor_ref;
 pub mod chain;
+pub mod keys;
 mod message;
 pub mod reminders;
 pub mod timers;

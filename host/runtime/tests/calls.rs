@@ -253,7 +253,9 @@ async fn byte_lists_cross_actors_intact_at_every_length() {
     };
     assert_eq!(refused.kind(), "bad-arguments", "{rejected}");
     assert!(
-        refused.to_string().contains("argument `payload`: [3]: expected u8"),
+        refused
+            .to_string()
+            .contains("argument `payload`: [3]: expected u8"),
         "{refused}"
     );
 }

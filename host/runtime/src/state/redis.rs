@@ -56,16 +56,8 @@ fn unavailable(e: redis::RedisError) -> StateError {
 
 /// The Redis key of the group `(namespace, table, key1)`.
 pub fn group_key(namespace: &str, table: &str, key1: &str) -> String {
-    let mut tag = String::with_capacity(key1.len());
-    for c in key1.chars() {
-        match c {
-            '%' => tag.push_str("%25"),
-            '{' => tag.push_str("%7B"),
-            '}' => tag.push_str("%7D"),
-            c => tag.push(c),
-        }
-    }
-    format!("grove:{{{namespace}/{tag}}}:{table}")
+    let tag = grove_core::keys::hash_tag(namespace, key1);
+    format!("grove:{tag}:{table}")
 }
 
 /// The hash field of `key2`.

@@ -2,6 +2,9 @@
 //! dropped. Writes are made durable (`appendfsync always`) so that a stop and
 //! restart loses nothing Redis acknowledged.
 
+// Each test binary uses a part of these helpers.
+#![allow(dead_code)]
+
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

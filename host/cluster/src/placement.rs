@@ -1,0 +1,137 @@
+//! The placement directory: which host runs each actor, and since which
+//! epoch.
+//!
+//! One Redis hash per actor that has ever been placed:
+//!
+//! ```text
+//! grove:{player/42}:$owner@<cluster>   (hash)
+//!     host   -> the id of the host that runs it (absent when released)
+//!     epoch  -> grows by one with every claim, never reset
+//! ```
+//!
+//! The hash tag is the actor's own (see `grove_core::keys`), so the entry
+//! lives in the slot of the actor's state rows. Every change is one Lua
+//! script over that one key:
+//!
+//! * **claim**: take the entry if nobody owns it, or if it is still owned by
+//!   the host the caller found dead (`replacing`); otherwise answer who owns
+//!   it. Two hosts claiming at once both get the same single winner.
+//! * **release**: on deactivation, give the entry up — only if it is still
+//!   this host's claim of that epoch. The epoch stays, so the next claim
+//!   gets a larger one; a released entry expires after a day.
+
+use grove_core::keys::hash_tag;
+use grove_core::ActorRef;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::RedisUnavailable;
+
+/// How long a released entry is kept: far longer than any lease, so a
+/// fenced host can never come back to a reset epoch.
+const RELEASED_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// Who runs an actor, and since which claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The host's id (its membership lease).
+    pub host: String,
+    /// The claim's epoch: larger for every later claim of the same actor.
+    pub epoch: u64,
+}
+
+/// The placement directory of one cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Placement {
+    conn: ConnectionManager,
+    cluster: String,
+    claim: Script,
+    release: Script,
+}
+
+const CLAIM: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'host')
+if owner and owner ~= ARGV[2] then
+  return {owner, tonumber(redis.call('HGET', KEYS[1], 'epoch'))}
+end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'host', ARGV[1])
+redis.call('PERSIST', KEYS[1])
+return {ARGV[1], epoch}
+";
+
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'host') == ARGV[1]
+   and redis.call('HGET', KEYS[1], 'epoch') == ARGV[2] then
+  redis.call('HDEL', KEYS[1], 'host')
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+";
+
+impl Placement {
+    /// The placement directory of `cluster` in the Redis behind `conn`.
+    pub fn new(conn: ConnectionManager, cluster: &str) -> Placement {
+        Placement {
+            conn,
+            cluster: cluster.to_owned(),
+            claim: Script::new(CLAIM),
+            release: Script::new(RELEASE),
+        }
+    }
+
+    /// The Redis key of `actor`'s entry.
+    pub fn key(&self, actor: &ActorRef) -> String {
+        format!(
+            "grove:{}:$owner@{}",
+            hash_tag(&actor.actor_type, &actor.key),
+            self.cluster
+        )
+    }
+
+    /// Who owns `actor` now, if anyone.
+    pub async fn lookup(&self, actor: &ActorRef) -> Result<Option<Owner>, RedisUnavailable> {
+        let (host, epoch): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.key(actor))
+            .arg("host")
+            .arg("epoch")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(host.zip(epoch).map(|(host, epoch)| Owner { host, epoch }))
+    }
+
+    /// Claims `actor` for host `me`, unless someone else owns it. With
+    /// `replacing`, the entry is also taken from that owner (the caller
+    /// found it dead), but only if it still holds it. Returns the owner
+    /// after the attempt: `me` with a new epoch, or whoever won.
+    pub async fn claim(
+        &self,
+        actor: &ActorRef,
+        me: &str,
+        replacing: Option<&Owner>,
+    ) -> Result<Owner, RedisUnavailable> {
+        let (host, epoch): (String, u64) = self
+            .claim
+            .key(self.key(actor))
+            .arg(me)
+            .arg(replacing.map_or("", |owner| owner.host.as_str()))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Owner { host, epoch })
+    }
+
+    /// Gives up `owner`'s claim of `actor`; returns whether it still held
+    /// it (a claim taken over meanwhile is left alone).
+    pub async fn release(&self, actor: &ActorRef, owner: &Owner) -> Result<bool, RedisUnavailable> {
+        let released: i64 = self
+            .release
+            .key(self.key(actor))
+            .arg(&owner.host)
+            .arg(owner.epoch)
+            .arg(RELEASED_TTL_SECS)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(released == 1)
+    }
+}

@@ -1,0 +1,186 @@
+//! Membership and placement against a real redis-server.
+
+#[path = "../../runtime/tests/common/redis.rs"]
+mod redis_server;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use grove_cluster::membership::{JoinError, LeaseTiming, Member, Membership};
+use grove_cluster::placement::{Owner, Placement};
+use grove_core::ActorRef;
+use redis::aio::ConnectionManager;
+use redis_server::RedisServer;
+use tokio::time::Instant;
+
+async fn connect(redis: &RedisServer) -> ConnectionManager {
+    let client = redis::Client::open(redis.url()).unwrap();
+    ConnectionManager::new(client).await.unwrap()
+}
+
+fn member(id: &str) -> Member {
+    Member {
+        id: id.into(),
+        address: format!("127.0.0.1:{}", 7000 + id.len()),
+        fingerprint: "ab".repeat(32),
+        activations: 0,
+        plugins: vec!["counter@1a2b3c".into()],
+        started_ms: 1,
+        renewed_ms: 1,
+    }
+}
+
+fn timing() -> LeaseTiming {
+    LeaseTiming {
+        ttl: Duration::from_millis(1500),
+        renew_every: Duration::from_millis(250),
+        margin: Duration::from_millis(400),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_first_claims_gives_each_actor_exactly_one_owner() {
+    let redis = RedisServer::start();
+    let placement = Placement::new(connect(&redis).await, "storm");
+    let actors: Vec<ActorRef> = (0..500)
+        .map(|i| ActorRef::new("counter", &i.to_string()))
+        .collect();
+    // Four hosts claim every actor at once, each from two tasks.
+    let mut tasks = Vec::new();
+    for host in ["a", "b", "c", "d", "a", "b", "c", "d"] {
+        let (placement, actors) = (placement.clone(), actors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for actor in &actors {
+                answers.push(placement.claim(actor, host, None).await.unwrap());
+            }
+            answers
+        }));
+    }
+    let mut seen: HashMap<usize, Owner> = HashMap::new();
+    for task in tasks {
+        for (i, owner) in task.await.unwrap().into_iter().enumerate() {
+            let first = seen.entry(i).or_insert_with(|| owner.clone());
+            assert_eq!(*first, owner, "every claimer of actor {i} sees one owner");
+        }
+    }
+    for (i, actor) in actors.iter().enumerate() {
+        let stored = placement.lookup(actor).await.unwrap().unwrap();
+        assert_eq!(stored, seen[&i]);
+        assert_eq!(stored.epoch, 1, "one claim won, once");
+    }
+    // The work spread: more than one host won something.
+    let winners: std::collections::HashSet<_> = seen.values().map(|o| o.host.clone()).collect();
+    assert!(winners.len() > 1, "{winners:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owner_is_replaced_with_a_larger_epoch_and_cannot_release() {
+    let redis = RedisServer::start();
+    let placement = Placement::new(connect(&redis).await, "takeover");
+    let actor = ActorRef::new("player", "a}b{c");
+    let a = placement.claim(&actor, "host-a", None).await.unwrap();
+    assert_eq!(
+        a,
+        Owner {
+            host: "host-a".into(),
+            epoch: 1
+        }
+    );
+    // Claiming without naming the dead owner changes nothing.
+    assert_eq!(placement.claim(&actor, "host-b", None).await.unwrap(), a);
+    // Naming the wrong owner changes nothing either.
+    let wrong = Owner {
+        host: "host-c".into(),
+        epoch: 1,
+    };
+    assert_eq!(
+        placement
+            .claim(&actor, "host-b", Some(&wrong))
+            .await
+            .unwrap(),
+        a
+    );
+    let b = placement.claim(&actor, "host-b", Some(&a)).await.unwrap();
+    assert_eq!(
+        b,
+        Owner {
+            host: "host-b".into(),
+            epoch: 2
+        }
+    );
+    // The superseded owner's release is refused; the owner's succeeds.
+    assert!(!placement.release(&actor, &a).await.unwrap());
+    assert_eq!(placement.lookup(&actor).await.unwrap(), Some(b.clone()));
+    assert!(placement.release(&actor, &b).await.unwrap());
+    assert_eq!(placement.lookup(&actor).await.unwrap(), None);
+    // The epoch survives the release: the next claim is later still.
+    let c = placement.claim(&actor, "host-c", None).await.unwrap();
+    assert_eq!(c.epoch, 3);
+    // The entry shares the actor's hash tag (its state rows' slot).
+    assert_eq!(
+        placement.key(&actor),
+        "grove:{player/a%7Db%7Bc}:$owner@takeover"
+    );
+    let ttl = redis.cli(&["TTL", &placement.key(&actor)]);
+    assert_eq!(ttl.trim(), "-1", "a claimed entry does not expire");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_see_each_other_and_a_silent_host_lapses() {
+    let redis = RedisServer::start();
+    let membership = Membership::new(connect(&redis).await, "members");
+    let one = membership.join(member("one"), timing()).await.unwrap();
+    let two = membership.join(member("two"), timing()).await.unwrap();
+    let ids = |members: Vec<Member>| members.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(ids(membership.members().await.unwrap()), ["one", "two"]);
+    // An id held by a live lease cannot join twice.
+    match membership.join(member("one"), timing()).await {
+        Err(JoinError::Taken(id)) => assert_eq!(id, "one"),
+        other => panic!("{:?}", other.map(|lease| lease.id().to_owned())),
+    }
+    // Renewals keep a lease alive past its TTL, with what it publishes.
+    one.publish(|m| m.activations = 42);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(one.is_valid() && two.is_valid());
+    let members = membership.members().await.unwrap();
+    assert_eq!(members[0].activations, 42);
+    assert!(members[0].renewed_ms > 1);
+    // Leaving is seen at once; a host that stops renewing lapses after TTL.
+    one.leave().await.unwrap();
+    assert_eq!(ids(membership.members().await.unwrap()), ["two"]);
+    drop(two);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert!(membership.members().await.unwrap().is_empty());
+    assert_eq!(
+        redis
+            .cli(&["SCARD", "grove:{cluster:members}:members"])
+            .trim(),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_off_from_redis_fences_itself_before_its_lease_can_lapse() {
+    let redis = RedisServer::start();
+    let membership = Membership::new(connect(&redis).await, "fence");
+    let lease = membership.join(member("cut"), timing()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(lease.is_valid());
+    // Redis stops answering anyone for 4 s.
+    let paused_at = Instant::now();
+    redis.cli(&["CLIENT", "PAUSE", "4000", "ALL"]);
+    tokio::time::timeout(Duration::from_secs(3), lease.fenced())
+        .await
+        .expect("fenced while Redis is away");
+    let fenced_after = paused_at.elapsed();
+    // The last renewal Redis saw was sent at most `renew_every` before the
+    // pause, so the lease lives at least until `ttl - renew_every` after
+    // it; the host must be fenced before that.
+    let t = timing();
+    assert!(
+        fenced_after < t.ttl - t.renew_every,
+        "fenced after {fenced_after:?}, when the lease may already lapse"
+    );
+    assert!(!lease.is_valid(), "fencing is for good");
+}
