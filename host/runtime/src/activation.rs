@@ -485,7 +485,12 @@ impl Activation {
 
     async fn serve(mut self, context: &Context, mut slot: Slot) {
         let idle_timeout = context.idle_timeout;
+        // One wait for the host's stop, registered once for the whole life
+        // of the activation: re-registering it on every turn made every
+        // activation contend on the shared stop signal.
         let mut stop = slot.stop_signal();
+        let stopping = stopped(&mut stop);
+        tokio::pin!(stopping);
         let mut last_activity = Instant::now();
         let idle = sleep(idle_timeout);
         tokio::pin!(idle);
@@ -511,7 +516,7 @@ impl Activation {
             }
             tokio::select! {
                 biased;
-                () = stopped(&mut stop) => break 'serve End::Deactivate,
+                () = &mut stopping => break 'serve End::Deactivate,
                 envelope = slot.recv() => {
                     let Some(mut envelope) = envelope else { break 'serve End::Deactivate };
                     last_activity = Instant::now();
@@ -522,7 +527,7 @@ impl Activation {
                         if self.store.data().deactivate_requested {
                             break 'serve End::Deactivate;
                         }
-                        if handled == BATCH || *stop.borrow() {
+                        if handled == BATCH || slot.is_stopping() {
                             break;
                         }
                         match slot.try_recv() {

@@ -433,9 +433,14 @@ impl Slot {
         self.mailbox.try_recv().ok()
     }
 
-    /// Whether the host is shutting down.
+    /// A receiver that sees `true` once the host shuts down.
     pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
         self.directory.stop_signal()
+    }
+
+    /// Whether the host is shutting down.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.directory.is_stopping()
     }
 
     /// Ends the activation in order: closes the mailbox, waits for senders
