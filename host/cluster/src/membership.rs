@@ -1,12 +1,11 @@
 //! Membership: every host holds a lease in Redis.
 //!
 //! ```text
-//! grove:{cluster:<name>}:members        (set)    ids of hosts that joined
-//! grove:{cluster:<name>}:host:<id>      (string) the host's Member as JSON, with a TTL
+//! grove-cluster:{<name>}:members        (set)    ids of hosts that joined
+//! grove-cluster:{<name>}:host:<id>      (string) the host's Member as JSON, with a TTL
 //! ```
 //!
-//! Both keys share the cluster's hash tag, so one script and one `MGET`
-//! cover the whole member list. A host's lease is its `host:<id>` key: it
+//! Both keys share the cluster's hash tag, so one `MGET` reads every lease. A host's lease is its `host:<id>` key: it
 //! is written with a TTL and renewed well inside it, and only **renewed**
 //! (`SET ... XX`), never recreated: once it has lapsed the host is dead for
 //! everyone, and it must leave and join again under a new id.
@@ -19,6 +18,7 @@
 //! stops serving its activations before any other host can see the lease
 //! lapse and take them over.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
@@ -88,6 +88,10 @@ pub enum JoinError {
     /// The id is taken by a live lease.
     #[error("host id {0} is already a live member")]
     Taken(String),
+    /// The lease could lapse before its first renewal: `renew_every` must
+    /// be shorter than `ttl - margin`.
+    #[error("lease timing {0:?} renews too late: renew_every must be below ttl - margin")]
+    Timing(LeaseTiming),
 }
 
 fn unix_ms() -> u64 {
@@ -115,17 +119,20 @@ impl Membership {
     }
 
     fn members_key(&self) -> String {
-        format!("grove:{{cluster:{}}}:members", self.cluster)
+        format!("grove-cluster:{{{}}}:members", self.cluster)
     }
 
     fn lease_key(&self, id: &str) -> String {
-        format!("grove:{{cluster:{}}}:host:{id}", self.cluster)
+        format!("grove-cluster:{{{}}}:host:{id}", self.cluster)
     }
 
     /// Joins as `member`, holding a lease renewed in the background with
     /// `timing` until [`Lease::leave`] or until it could not be renewed in
     /// time.
     pub async fn join(&self, member: Member, timing: LeaseTiming) -> Result<Lease, JoinError> {
+        if timing.margin >= timing.ttl || timing.renew_every >= timing.ttl - timing.margin {
+            return Err(JoinError::Timing(timing));
+        }
         let mut conn = self.conn.clone();
         let key = self.lease_key(&member.id);
         let sent = Instant::now();
@@ -147,11 +154,12 @@ impl Membership {
             .map_err(RedisUnavailable)?;
         let (valid_tx, valid) = watch::channel(true);
         let (info_tx, info) = watch::channel(member.clone());
+        let valid_until = Arc::new(Mutex::new(sent + timing.ttl - timing.margin));
         let renewer = tokio::spawn(renew(
             self.clone(),
             key,
             timing,
-            sent + timing.ttl - timing.margin,
+            Arc::clone(&valid_until),
             info,
             valid_tx,
         ));
@@ -159,6 +167,7 @@ impl Membership {
             membership: self.clone(),
             id: member.id,
             valid,
+            valid_until,
             info: info_tx,
             renewer,
         })
@@ -178,8 +187,13 @@ impl Membership {
         let mut live = Vec::new();
         let mut lapsed = Vec::new();
         for (id, lease) in ids.into_iter().zip(leases) {
-            match lease.and_then(|json| serde_json::from_str::<Member>(&json).ok()) {
-                Some(member) => live.push(member),
+            match lease {
+                Some(json) => match serde_json::from_str::<Member>(&json) {
+                    Ok(member) => live.push(member),
+                    // Perhaps a newer version's lease: alive, but unreadable
+                    // here. It stays listed.
+                    Err(error) => tracing::warn!(host = %id, %error, "unreadable lease"),
+                },
                 None => lapsed.push(id),
             }
         }
@@ -196,6 +210,7 @@ pub struct Lease {
     membership: Membership,
     id: String,
     valid: watch::Receiver<bool>,
+    valid_until: Arc<Mutex<Instant>>,
     info: watch::Sender<Member>,
     renewer: JoinHandle<()>,
 }
@@ -206,10 +221,20 @@ impl Lease {
         &self.id
     }
 
-    /// Whether the lease is still known to be held. Once false it stays
-    /// false: the host is fenced.
+    /// Whether the lease is still known to be held, judged by the clock
+    /// (so a stalled renewal task cannot keep it looking valid). Once false
+    /// it stays false: the host is fenced.
     pub fn is_valid(&self) -> bool {
-        *self.valid.borrow()
+        *self.valid.borrow() && Instant::now() < self.valid_until()
+    }
+
+    /// Until when the lease is known to be held: the last acknowledged
+    /// renewal's send time plus the TTL, less the margin.
+    pub fn valid_until(&self) -> Instant {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Resolves once the host is fenced: it could not renew its lease in
@@ -248,18 +273,20 @@ async fn renew(
     membership: Membership,
     key: String,
     timing: LeaseTiming,
-    mut valid_until: Instant,
+    valid_until: Arc<Mutex<Instant>>,
     info: watch::Receiver<Member>,
     valid: watch::Sender<bool>,
 ) {
     let mut conn = membership.conn.clone();
+    let until = || *valid_until.lock().unwrap_or_else(PoisonError::into_inner);
     let mut next = Instant::now() + timing.renew_every;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
-            () = tokio::time::sleep_until(valid_until) => break,
+            () = tokio::time::sleep_until(until()) => break,
         }
-        next += timing.renew_every;
+        // After a stall, renew once and go on from now: no burst.
+        next = Instant::now() + timing.renew_every;
         let mut member = info.borrow().clone();
         member.renewed_ms = unix_ms();
         let sent = Instant::now();
@@ -270,8 +297,11 @@ async fn renew(
             .arg("PX")
             .arg(ms(timing.ttl));
         let renewal = set.query_async::<Option<String>>(&mut conn);
-        match tokio::time::timeout_at(valid_until, renewal).await {
-            Ok(Ok(Some(_))) => valid_until = sent + timing.ttl - timing.margin,
+        match tokio::time::timeout_at(until(), renewal).await {
+            Ok(Ok(Some(_))) => {
+                *valid_until.lock().unwrap_or_else(PoisonError::into_inner) =
+                    sent + timing.ttl - timing.margin;
+            }
             // The lease lapsed already: the others may have taken over.
             Ok(Ok(None)) => break,
             Ok(Err(error)) => tracing::warn!(%error, "lease renewal failed"),

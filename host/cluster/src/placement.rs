@@ -4,21 +4,23 @@
 //! One Redis hash per actor that has ever been placed:
 //!
 //! ```text
-//! grove:{player/42}:$owner@<cluster>   (hash)
+//! grove-cluster:{player/42}:owner@<cluster>   (hash)
 //!     host   -> the id of the host that runs it (absent when released)
 //!     epoch  -> grows by one with every claim, never reset
 //! ```
 //!
 //! The hash tag is the actor's own (see `grove_core::keys`), so the entry
-//! lives in the slot of the actor's state rows. Every change is one Lua
-//! script over that one key:
+//! lives in the slot of the actor's state rows; the `grove-cluster:` prefix
+//! keeps it apart from every state key (`grove:...`), whatever table names
+//! plugins choose. Every change is one Lua script over that one key:
 //!
 //! * **claim**: take the entry if nobody owns it, or if it is still owned by
 //!   the host the caller found dead (`replacing`); otherwise answer who owns
 //!   it. Two hosts claiming at once both get the same single winner.
 //! * **release**: on deactivation, give the entry up — only if it is still
-//!   this host's claim of that epoch. The epoch stays, so the next claim
-//!   gets a larger one; a released entry expires after a day.
+//!   this host's claim of that epoch. The entry and its epoch stay (a few
+//!   bytes per actor ever placed), so every later claim gets a larger epoch
+//!   than any earlier one.
 
 use grove_core::keys::hash_tag;
 use grove_core::ActorRef;
@@ -26,10 +28,6 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::RedisUnavailable;
-
-/// How long a released entry is kept: far longer than any lease, so a
-/// fenced host can never come back to a reset epoch.
-const RELEASED_TTL_SECS: u64 = 24 * 60 * 60;
 
 /// Who runs an actor, and since which claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +54,6 @@ if owner and owner ~= ARGV[2] then
 end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'host', ARGV[1])
-redis.call('PERSIST', KEYS[1])
 return {ARGV[1], epoch}
 ";
 
@@ -64,7 +61,6 @@ const RELEASE: &str = r"
 if redis.call('HGET', KEYS[1], 'host') == ARGV[1]
    and redis.call('HGET', KEYS[1], 'epoch') == ARGV[2] then
   redis.call('HDEL', KEYS[1], 'host')
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 return 0
@@ -84,7 +80,7 @@ impl Placement {
     /// The Redis key of `actor`'s entry.
     pub fn key(&self, actor: &ActorRef) -> String {
         format!(
-            "grove:{}:$owner@{}",
+            "grove-cluster:{}:owner@{}",
             hash_tag(&actor.actor_type, &actor.key),
             self.cluster
         )
@@ -129,7 +125,6 @@ impl Placement {
             .key(self.key(actor))
             .arg(&owner.host)
             .arg(owner.epoch)
-            .arg(RELEASED_TTL_SECS)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(released == 1)

@@ -47,19 +47,25 @@ async fn a_storm_of_first_claims_gives_each_actor_exactly_one_owner() {
         .collect();
     // Four hosts claim every actor at once, each from two tasks.
     let mut tasks = Vec::new();
-    for host in ["a", "b", "c", "d", "a", "b", "c", "d"] {
+    // Each task starts at a different place in the list, so that the
+    // races are real and different hosts win.
+    for (n, host) in ["a", "b", "c", "d", "a", "b", "c", "d"]
+        .into_iter()
+        .enumerate()
+    {
         let (placement, actors) = (placement.clone(), actors.clone());
         tasks.push(tokio::spawn(async move {
             let mut answers = Vec::new();
-            for actor in &actors {
-                answers.push(placement.claim(actor, host, None).await.unwrap());
+            for k in 0..actors.len() {
+                let i = (k + n * 63) % actors.len();
+                answers.push((i, placement.claim(&actors[i], host, None).await.unwrap()));
             }
             answers
         }));
     }
     let mut seen: HashMap<usize, Owner> = HashMap::new();
     for task in tasks {
-        for (i, owner) in task.await.unwrap().into_iter().enumerate() {
+        for (i, owner) in task.await.unwrap() {
             let first = seen.entry(i).or_insert_with(|| owner.clone());
             assert_eq!(*first, owner, "every claimer of actor {i} sees one owner");
         }
@@ -120,10 +126,10 @@ async fn a_dead_owner_is_replaced_with_a_larger_epoch_and_cannot_release() {
     // The entry shares the actor's hash tag (its state rows' slot).
     assert_eq!(
         placement.key(&actor),
-        "grove:{player/a%7Db%7Bc}:$owner@takeover"
+        "grove-cluster:{player/a%7Db%7Bc}:owner@takeover"
     );
     let ttl = redis.cli(&["TTL", &placement.key(&actor)]);
-    assert_eq!(ttl.trim(), "-1", "a claimed entry does not expire");
+    assert_eq!(ttl.trim(), "-1", "an entry, and its epoch, never expire");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +160,7 @@ async fn members_see_each_other_and_a_silent_host_lapses() {
     assert!(membership.members().await.unwrap().is_empty());
     assert_eq!(
         redis
-            .cli(&["SCARD", "grove:{cluster:members}:members"])
+            .cli(&["SCARD", "grove-cluster:{members}:members"])
             .trim(),
         "0"
     );
@@ -168,19 +174,37 @@ async fn a_host_cut_off_from_redis_fences_itself_before_its_lease_can_lapse() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(lease.is_valid());
     // Redis stops answering anyone for 4 s.
-    let paused_at = Instant::now();
     redis.cli(&["CLIENT", "PAUSE", "4000", "ALL"]);
     tokio::time::timeout(Duration::from_secs(3), lease.fenced())
         .await
         .expect("fenced while Redis is away");
-    let fenced_after = paused_at.elapsed();
-    // The last renewal Redis saw was sent at most `renew_every` before the
-    // pause, so the lease lives at least until `ttl - renew_every` after
-    // it; the host must be fenced before that.
+    let fenced_at = Instant::now();
+    // The lease lives at least until its last acknowledged renewal's send
+    // time plus the TTL, which is `valid_until() + margin`: the host must
+    // be fenced before then.
     let t = timing();
+    let lapses_no_earlier = lease.valid_until() + t.margin;
     assert!(
-        fenced_after < t.ttl - t.renew_every,
-        "fenced after {fenced_after:?}, when the lease may already lapse"
+        fenced_at < lapses_no_earlier,
+        "fenced {:?} after the lease may have lapsed",
+        fenced_at - lapses_no_earlier
     );
+    assert!(fenced_at >= lease.valid_until(), "not fenced early");
     assert!(!lease.is_valid(), "fencing is for good");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_could_lapse_before_its_first_renewal_is_refused() {
+    let redis = RedisServer::start();
+    let membership = Membership::new(connect(&redis).await, "timing");
+    let late = LeaseTiming {
+        ttl: Duration::from_secs(1),
+        renew_every: Duration::from_millis(800),
+        margin: Duration::from_millis(300),
+    };
+    assert!(matches!(
+        membership.join(member("late"), late).await,
+        Err(JoinError::Timing(_))
+    ));
+    assert!(membership.members().await.unwrap().is_empty());
 }

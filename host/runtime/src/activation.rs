@@ -485,9 +485,9 @@ impl Activation {
 
     async fn serve(mut self, context: &Context, mut slot: Slot) {
         let idle_timeout = context.idle_timeout;
-        // One wait for the host's stop, registered once for the whole life
-        // of the activation: re-registering it on every turn made every
-        // activation contend on the shared stop signal.
+        // One wait for the host's stop for the whole life of the activation:
+        // creating and dropping a waiter on every turn made every activation
+        // insert into and unlink from the shared stop signal's list.
         let mut stop = slot.stop_signal();
         let stopping = stopped(&mut stop);
         tokio::pin!(stopping);

@@ -77,6 +77,8 @@ pub(crate) struct Directory {
     activator: OnceLock<Weak<dyn Activator>>,
     /// Changes every [`TICK`]; see [`Directory::call`].
     tick: watch::Sender<()>,
+    /// Whether the thread ticking `tick` runs.
+    clock_running: AtomicBool,
 }
 
 /// The period of the directory's coarse clock.
@@ -108,11 +110,12 @@ impl Directory {
             removed: Notify::new(),
             activator: OnceLock::new(),
             tick: watch::Sender::new(()),
+            clock_running: AtomicBool::new(true),
         });
         // A thread, not a task: it must outlive any one tokio runtime the
         // directory is used from. It ends with the directory.
         let clock = Arc::downgrade(&directory);
-        let _ = std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("grove-clock".into())
             .spawn(move || loop {
                 std::thread::sleep(TICK);
@@ -121,6 +124,11 @@ impl Directory {
                     None => return,
                 }
             });
+        if let Err(error) = started {
+            // Without the clock every call arms its exact timer at once.
+            tracing::warn!(%error, "could not start the directory's clock thread");
+            directory.clock_running.store(false, Ordering::Release);
+        }
         directory
     }
 
@@ -260,7 +268,7 @@ impl Directory {
         // call still waiting at the next tick (or one with a deadline that
         // close) arms the exact timer.
         let mut answered = std::pin::pin!(answered);
-        if timeout > 2 * TICK {
+        if timeout > 2 * TICK && self.clock_running.load(Ordering::Acquire) {
             let mut tick = self.tick.subscribe();
             tokio::select! {
                 biased;

@@ -6,9 +6,10 @@ use wasmtime::component::Val;
 
 /// Largest message between actors Grove accepts, in units of
 /// [`message_size`]: 1 Mi (a 1 MiB string, or a `list<u8>` of 1 Mi bytes).
-/// It stays well inside wasmtime's default per-call copy budget (128 MiB,
-/// charged per `Val`), so an oversized message meets this limit, with its
-/// own error, before the engine's.
+/// It stays inside Grove's default per-call copy budget (48 MiB of
+/// wasmtime's hostcall fuel, 40 bytes per `Val`, about 1.2 Mi list
+/// elements), so a message somewhat over this limit meets it, with its own
+/// error, before the engine's; a far larger one runs out of fuel first.
 pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 
 /// The size of `vals` as a message: one unit per value, plus the bytes of
