@@ -44,7 +44,7 @@ use crate::error::{ActorFailure, CallError, RejectedCall, Unavailable};
 use crate::imports::{
     ActivationState, DeadlineExceeded, LimitExceeded, MemoryLimitExceeded, Services,
 };
-use crate::mailbox::{Answer, CallMessage, Envelope, SessionEvent};
+use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, SessionEvent};
 use crate::plugin::Plugin;
 use crate::values;
 use crate::ActorRef;
@@ -82,6 +82,8 @@ const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exh
 struct Activation {
     plugin: Arc<Plugin>,
     actor: ActorRef,
+    /// The mailbox this activation reads: watched during long turns.
+    mailbox: Arc<Mailbox>,
     wall_limit: Duration,
     store: Store<ActivationState>,
     instance: Instance,
@@ -95,9 +97,9 @@ struct Activation {
 }
 
 /// Runs the activation holding `slot` until it deactivates or dies.
-pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, mut slot: Slot) {
+pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot) {
     let actor = slot.actor().clone();
-    match Activation::start(&context, plugin, actor.clone()).await {
+    match Activation::start(&context, plugin, actor.clone(), slot.mailbox()).await {
         Ok(activation) => activation.serve(&context, slot).await,
         Err(error) => {
             tracing::warn!(%actor, %error, "activation failed");
@@ -106,7 +108,7 @@ pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, mut slot: Slot) {
             while let Some(envelope) = slot.try_recv() {
                 envelope.fail(error.clone());
             }
-            slot.leave().await;
+            slot.leave();
         }
     }
 }
@@ -132,12 +134,16 @@ impl WallBound {
     }
 }
 
-/// Runs `turn` within its wall-clock `bound`.
+/// Runs `turn` within its wall-clock `bound`, answering callers whose
+/// deadlines pass meanwhile: the turn's own `caller` and those of the calls
+/// queued in `mailbox`.
 ///
 /// Most turns finish in their first poll (guest code that neither waits on
 /// the host nor runs past an epoch tick): those arm no timer at all.
 async fn bounded<T>(
     bound: WallBound,
+    mailbox: &Mailbox,
+    caller: Option<Caller<'_>>,
     turn: impl Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
     let mut turn = std::pin::pin!(turn);
@@ -145,9 +151,14 @@ async fn bounded<T>(
     if let Poll::Ready(done) = first {
         return done;
     }
-    tokio::time::timeout_at(bound.deadline.into(), turn)
-        .await
-        .unwrap_or_else(|_| Err(WallClockExceeded(bound.limit).into()))
+    tokio::select! {
+        biased;
+        done = &mut turn => done,
+        () = tokio::time::sleep_until(bound.deadline.into()) => {
+            Err(WallClockExceeded(bound.limit).into())
+        }
+        never = mailbox.police(caller) => match never {},
+    }
 }
 
 impl Activation {
@@ -155,6 +166,7 @@ impl Activation {
         context: &Context,
         plugin: Arc<Plugin>,
         actor: ActorRef,
+        mailbox: Arc<Mailbox>,
     ) -> Result<Self, CallError> {
         let limits = &context.limits;
         let data = ActivationState::new(
@@ -186,7 +198,8 @@ impl Activation {
         store.set_epoch_deadline(1);
         let wall_limit = limits.turn_wall_time;
         let bound = WallBound::from(Instant::now(), wall_limit);
-        let instance = bounded(bound, plugin.pre.instantiate_async(&mut store))
+        let instantiated = plugin.pre.instantiate_async(&mut store);
+        let instance = bounded(bound, &mailbox, None, instantiated)
             .await
             .map_err(|e| failed(format!("{e:#}")))?;
         let lifecycle = plugin.lifecycle;
@@ -208,13 +221,15 @@ impl Activation {
             on_disconnect: hook!(on_disconnect),
             plugin,
             actor,
+            mailbox,
             wall_limit,
             store,
             instance,
             funcs,
         };
         let bound = activation.begin_turn(Instant::now());
-        let activated = bounded(bound, on_activate.call_async(&mut activation.store, ())).await;
+        let activated = on_activate.call_async(&mut activation.store, ());
+        let activated = bounded(bound, &activation.mailbox, None, activated).await;
         if let Err(e) = activated {
             return Err(match activation.classify("on-activate", e) {
                 unavailable @ CallError::Unavailable(Unavailable::StateUnavailable { .. }) => {
@@ -333,6 +348,7 @@ impl Activation {
     /// Runs one call as a turn. `Err` means the activation died.
     async fn call(&mut self, message: CallMessage) -> Result<(), ()> {
         let now = Instant::now();
+        let deadline = message.deadline;
         let message_expired = message.expired(now);
         let CallMessage {
             function,
@@ -341,29 +357,32 @@ impl Activation {
             reply,
             ..
         } = message;
-        // A caller that stopped waiting has had its answer (a timeout): do
-        // not run its call now. One-way sends always run.
-        if reply
-            .as_ref()
-            .is_some_and(|r| r.is_closed() || message_expired)
-        {
-            tracing::debug!(actor = %self.actor, %function, "dropped a call whose caller stopped waiting");
-            return Ok(());
-        }
-        let answer = |outcome: Answer| match reply {
-            Some(reply) => {
-                let _ = reply.send(outcome);
+        let one_way = reply.is_none();
+        let mut reply = match reply {
+            // A caller that stopped waiting is not answered; one whose
+            // deadline passed in the queue is answered with a timeout. Its
+            // call does not run. One-way sends always run.
+            Some(reply) if reply.is_closed() => return Ok(()),
+            Some(reply) if message_expired => {
+                reply.time_out(&self.actor, &function);
+                return Ok(());
             }
-            None => {
+            reply => reply,
+        };
+        // The caller, if it still waits; a one-way send's failure is logged.
+        let answer = |reply: Option<Reply>, outcome: Answer| match reply {
+            Some(reply) => reply.send(outcome),
+            None if one_way => {
                 if let Err(error) = outcome {
                     tracing::warn!(%error, "one-way message failed");
                 }
             }
+            None => tracing::debug!("a call ended after its caller's timeout"),
         };
         let (index, func) = match self.func(&function) {
             Ok(found) => found,
             Err(error) => {
-                answer(Err(error));
+                answer(reply, Err(error));
                 return Ok(());
             }
         };
@@ -371,10 +390,11 @@ impl Activation {
             return Ok(());
         };
         if let Err(message) = values::check_args(signature, &args) {
-            answer(Err(CallError::Rejected(RejectedCall::BadArguments {
+            let error = CallError::Rejected(RejectedCall::BadArguments {
                 function: function.to_string(),
                 message,
-            })));
+            });
+            answer(reply, Err(error));
             return Ok(());
         }
         let mut results = if signature.result.is_some() {
@@ -386,26 +406,34 @@ impl Activation {
         let from_actor = chain.is_some();
         let bound = self.begin_turn(now);
         self.store.data_mut().chain = chain;
-        let outcome = bounded(bound, func.call_async(&mut self.store, &args, &mut results)).await;
+        let caller = (!one_way).then_some(Caller {
+            deadline,
+            reply: &mut reply,
+            actor: &self.actor,
+            function: &function,
+        });
+        let turn = func.call_async(&mut self.store, &args, &mut results);
+        let outcome = bounded(bound, &self.mailbox, caller, turn).await;
         self.store.data_mut().chain = None;
         match outcome {
             Ok(()) => {
                 let size = message_size(&results);
-                if from_actor && size > MAX_MESSAGE_SIZE {
-                    answer(Err(CallError::Rejected(RejectedCall::MessageTooLarge {
+                let outcome = if from_actor && size > MAX_MESSAGE_SIZE {
+                    Err(CallError::Rejected(RejectedCall::MessageTooLarge {
                         actor: self.actor.to_string(),
                         size,
                         limit: MAX_MESSAGE_SIZE,
-                    })));
+                    }))
                 } else {
-                    answer(Ok(results.pop()));
-                }
+                    Ok(results.pop())
+                };
+                answer(reply.take(), outcome);
                 Ok(())
             }
             Err(e) => {
                 let error = self.classify(&function, e);
                 tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
-                answer(Err(error));
+                answer(reply.take(), Err(error));
                 Err(())
             }
         }
@@ -440,8 +468,8 @@ impl Activation {
             Envelope::Call(message) => self.call(message).await,
             Envelope::Reminder { name, done, .. } => {
                 let bound = self.begin_turn(Instant::now());
-                let store = &mut self.store;
-                let outcome = bounded(bound, self.on_reminder.call_async(store, (name,))).await;
+                let turn = self.on_reminder.call_async(&mut self.store, (name,));
+                let outcome = bounded(bound, &self.mailbox, None, turn).await;
                 self.hook("on-reminder", Some(done), outcome)
             }
             Envelope::Session { event, done, .. } => {
@@ -469,7 +497,7 @@ impl Activation {
                         }
                     }
                 };
-                let outcome = bounded(bound, turn).await;
+                let outcome = bounded(bound, &self.mailbox, None, turn).await;
                 self.hook(hook, done, outcome)
             }
         }
@@ -478,12 +506,12 @@ impl Activation {
     /// Runs one timer tick as a turn. `Err` means the activation died.
     async fn tick(&mut self, name: String) -> Result<(), ()> {
         let bound = self.begin_turn(Instant::now());
-        let store = &mut self.store;
-        let outcome = bounded(bound, self.on_timer.call_async(store, (name,))).await;
+        let turn = self.on_timer.call_async(&mut self.store, (name,));
+        let outcome = bounded(bound, &self.mailbox, None, turn).await;
         self.hook("on-timer", None, outcome)
     }
 
-    async fn serve(mut self, context: &Context, mut slot: Slot) {
+    async fn serve(mut self, context: &Context, slot: Slot) {
         let idle_timeout = context.idle_timeout;
         // One wait for the host's stop for the whole life of the activation:
         // creating and dropping a waiter on every turn made every activation
@@ -567,8 +595,11 @@ impl Activation {
             // A turn cut off may have queued state writes it never saw
             // acknowledged: let them land before a successor reads state.
             End::Died => {
-                let settled =
-                    tokio::time::timeout(self.wall_limit, context.services.state.settle()).await;
+                let settle = context.services.state.settle();
+                let settled = tokio::select! {
+                    settled = tokio::time::timeout(self.wall_limit, settle) => settled,
+                    never = self.mailbox.police(None) => match never {},
+                };
                 if !matches!(settled, Ok(Ok(()))) {
                     tracing::warn!(actor = %self.actor, "state writes of a failed turn did not settle");
                 }
@@ -576,15 +607,15 @@ impl Activation {
         }
         // The instance goes back to the pool before a successor needs one.
         drop(self);
-        slot.leave().await;
+        slot.leave();
     }
 
     /// Cancels the timers and runs `on-deactivate`.
     async fn deactivate(&mut self) {
         self.store.data_mut().timers.clear();
         let bound = self.begin_turn(Instant::now());
-        let store = &mut self.store;
-        let outcome = bounded(bound, self.on_deactivate.call_async(store, ())).await;
+        let turn = self.on_deactivate.call_async(&mut self.store, ());
+        let outcome = bounded(bound, &self.mailbox, None, turn).await;
         match outcome {
             Err(e) => {
                 let error = self.classify("on-deactivate", e);

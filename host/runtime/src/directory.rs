@@ -18,6 +18,10 @@
 //!    for room at most until its message's deadline; an actor sending to
 //!    itself never waits (it is the only one who could make room).
 //!
+//! A caller then waits for its answer without a timer of its own: the
+//! activation holding the call answers it with a timeout at its deadline
+//! (see [`crate::mailbox`]).
+//!
 //! Activations are started through the [`Activator`] the host installs, so
 //! this module knows nothing of plugins or wasmtime. This is also the seam
 //! where a cluster routes a message to another host instead of activating it
@@ -30,12 +34,12 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use grove_core::{CallChain, Message};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use wasmtime::component::Val;
 
 use crate::error::{CallError, Unavailable};
-use crate::mailbox::{Answer, Envelope};
+use crate::mailbox::{Answer, Envelope, Mailbox, Refused, Reply};
 use crate::ActorRef;
 
 /// A call to make: the message's parts, and who makes it.
@@ -59,7 +63,7 @@ pub(crate) trait Activator: Send + Sync + 'static {
 
 struct Listed {
     id: u64,
-    mailbox: mpsc::Sender<Envelope>,
+    mailbox: Arc<Mailbox>,
     released: watch::Receiver<()>,
     task: Option<AbortHandle>,
 }
@@ -75,14 +79,7 @@ pub(crate) struct Directory {
     /// Notified whenever an entry is removed.
     removed: Notify,
     activator: OnceLock<Weak<dyn Activator>>,
-    /// Changes every [`TICK`]; see [`Directory::call`].
-    tick: watch::Sender<()>,
-    /// Whether the thread ticking `tick` runs.
-    clock_running: AtomicBool,
 }
-
-/// The period of the directory's coarse clock.
-const TICK: Duration = Duration::from_millis(100);
 
 /// An activation's place in the directory and its mailbox, owned by the
 /// activation's task. Dropping it (however the task ends) hands over what is
@@ -91,7 +88,7 @@ pub(crate) struct Slot {
     directory: Arc<Directory>,
     actor: ActorRef,
     id: u64,
-    mailbox: mpsc::Receiver<Envelope>,
+    mailbox: Arc<Mailbox>,
     /// Set once [`Slot::leave`] has handed over.
     left: bool,
     /// Dropped after the hand-over: wakes senders waiting to look again.
@@ -101,7 +98,7 @@ pub(crate) struct Slot {
 impl Directory {
     /// A directory whose mailboxes hold `capacity` messages.
     pub(crate) fn new(capacity: usize) -> Arc<Directory> {
-        let directory = Arc::new(Directory {
+        Arc::new(Directory {
             entries: DashMap::new(),
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
@@ -109,27 +106,7 @@ impl Directory {
             stop: watch::Sender::new(false),
             removed: Notify::new(),
             activator: OnceLock::new(),
-            tick: watch::Sender::new(()),
-            clock_running: AtomicBool::new(true),
-        });
-        // A thread, not a task: it must outlive any one tokio runtime the
-        // directory is used from. It ends with the directory.
-        let clock = Arc::downgrade(&directory);
-        let started = std::thread::Builder::new()
-            .name("grove-clock".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
-                match clock.upgrade() {
-                    Some(directory) => directory.tick.send_replace(()),
-                    None => return,
-                }
-            });
-        if let Err(error) = started {
-            // Without the clock every call arms its exact timer at once.
-            tracing::warn!(%error, "could not start the directory's clock thread");
-            directory.clock_running.store(false, Ordering::Release);
-        }
-        directory
+        })
     }
 
     /// Installs the activator; only the first call has an effect.
@@ -182,17 +159,18 @@ impl Directory {
             Err(error)
         };
         let deadline = envelope.deadline();
+        let mut envelope = envelope;
         loop {
             if self.is_stopping() {
                 return undelivered(envelope, CallError::Unavailable(Unavailable::ShuttingDown));
             }
             // The common case — listed, with room — under the entry's read
             // lock, cloning nothing: a hot actor's callers on all cores
-            // would otherwise contend on its channels' reference counts.
+            // would otherwise contend on its mailbox's reference count.
             if let Some(listed) = self.entries.get(actor) {
-                if let Ok(permit) = listed.mailbox.try_reserve() {
-                    permit.send(envelope);
-                    return Ok(());
+                match listed.mailbox.try_send(envelope) {
+                    Ok(()) => return Ok(()),
+                    Err(Refused::Full(back) | Refused::Closed(back)) => envelope = back,
                 }
             }
             let (mailbox, mut released) = match self.lookup(actor) {
@@ -200,29 +178,31 @@ impl Directory {
                 Err(error) => return undelivered(envelope, error),
             };
             // Room at once is the common case: no timer is armed for it.
-            let permit = match mailbox.try_reserve() {
-                Ok(permit) => Ok(permit),
-                Err(mpsc::error::TrySendError::Closed(())) => Err(()),
-                Err(mpsc::error::TrySendError::Full(())) if !may_wait => {
-                    return undelivered(envelope, self.mailbox_full(actor));
+            let refused = match mailbox.try_send(envelope) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Full(back)) if !may_wait => {
+                    return undelivered(back, self.mailbox_full(actor));
                 }
-                Err(mpsc::error::TrySendError::Full(())) => {
-                    match tokio::time::timeout_at(deadline.into(), mailbox.reserve()).await {
-                        Ok(reserved) => reserved.map_err(|_| ()),
-                        Err(_) => return undelivered(envelope, self.mailbox_full(actor)),
+                Err(Refused::Full(back)) => match mailbox.send(back, deadline).await {
+                    Ok(()) => return Ok(()),
+                    Err(Refused::Full(back)) => {
+                        return undelivered(back, self.mailbox_full(actor));
                     }
-                }
+                    Err(Refused::Closed(back)) => back,
+                },
+                Err(Refused::Closed(back)) => back,
             };
-            match permit {
-                Ok(permit) => {
-                    permit.send(envelope);
-                    return Ok(());
-                }
-                // The activation is ending: look again once its slot is
-                // released (at once if it already is).
-                Err(()) => {
-                    let _ = released.changed().await;
-                }
+            envelope = refused;
+            // The activation is ending: look again once its slot is
+            // released (at once if it already is), but not past the
+            // deadline.
+            let released = tokio::time::timeout_at(deadline.into(), released.changed()).await;
+            if released.is_err() {
+                let error = CallError::Unavailable(Unavailable::ActivationFailed {
+                    actor: actor.to_string(),
+                    message: "its previous activation was still leaving at the deadline".into(),
+                });
+                return undelivered(envelope, error);
             }
         }
     }
@@ -234,7 +214,8 @@ impl Directory {
         })
     }
 
-    /// Makes `call` and waits, until its deadline, for the answer.
+    /// Makes `call` and waits for the answer, which comes by its deadline:
+    /// whoever holds the call then answers it with a timeout.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Answer {
         let Call {
             target,
@@ -243,55 +224,30 @@ impl Directory {
             chain,
             timeout,
         } = call;
-        let deadline = Instant::now() + timeout;
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = Reply::new(timeout);
         let message = Message {
             target: target.clone(),
-            function: function.clone(),
+            function,
             args,
             chain,
-            deadline,
+            deadline: Instant::now() + timeout,
             reply: Some(reply),
         };
-        let answered = async {
-            // An undelivered call is answered with the error.
-            let _ = self.deliver(target, Envelope::Call(message), true).await;
-            answer.await.unwrap_or_else(|_| {
-                Err(CallError::Unavailable(Unavailable::ActivationFailed {
-                    actor: target.to_string(),
-                    message: "the activation ended before answering".into(),
-                }))
-            })
-        };
-        // Most calls are answered in microseconds: they wait on the coarse
-        // clock, which costs far less than arming a timer of their own. A
-        // call still waiting at the next tick (or one with a deadline that
-        // close) arms the exact timer.
-        let mut answered = std::pin::pin!(answered);
-        if timeout > 2 * TICK && self.clock_running.load(Ordering::Acquire) {
-            let mut tick = self.tick.subscribe();
-            tokio::select! {
-                biased;
-                answer = &mut answered => return answer,
-                _ = tick.changed() => {}
-            }
-        }
-        tokio::time::timeout_at(deadline.into(), answered)
-            .await
-            .unwrap_or_else(|_| {
-                Err(CallError::Unavailable(Unavailable::Timeout {
-                    actor: target.to_string(),
-                    function: function.to_string(),
-                    timeout,
-                }))
-            })
+        // An undelivered call is answered with the error.
+        let _ = self.deliver(target, Envelope::Call(message), true).await;
+        answer.await.unwrap_or_else(|_| {
+            Err(CallError::Unavailable(Unavailable::ActivationFailed {
+                actor: target.to_string(),
+                message: "the activation ended before answering".into(),
+            }))
+        })
     }
 
     /// The mailbox of `actor`'s activation, activating it if it has none.
     fn lookup(
         self: &Arc<Self>,
         actor: &ActorRef,
-    ) -> Result<(mpsc::Sender<Envelope>, watch::Receiver<()>), CallError> {
+    ) -> Result<(Arc<Mailbox>, watch::Receiver<()>), CallError> {
         if let Some(listed) = self.entries.get(actor) {
             return Ok((listed.mailbox.clone(), listed.released.clone()));
         }
@@ -321,11 +277,11 @@ impl Directory {
 
     fn new_slot(self: &Arc<Self>, actor: &ActorRef, capacity: usize) -> (Listed, Slot) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (mailbox, receiver) = mpsc::channel(capacity);
+        let mailbox = Arc::new(Mailbox::new(capacity));
         let (released_tx, released) = watch::channel(());
         let listed = Listed {
             id,
-            mailbox,
+            mailbox: mailbox.clone(),
             released,
             task: None,
         };
@@ -333,7 +289,7 @@ impl Directory {
             directory: self.clone(),
             actor: actor.clone(),
             id,
-            mailbox: receiver,
+            mailbox,
             left: false,
             _released: released_tx,
         };
@@ -372,9 +328,7 @@ impl Directory {
         // `left` came out of a mailbox of the same capacity: it fits.
         let (listed, slot) = self.new_slot(actor, self.capacity);
         for envelope in left {
-            if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) =
-                listed.mailbox.try_send(envelope)
-            {
+            if let Err(Refused::Full(e) | Refused::Closed(e)) = listed.mailbox.try_send(envelope) {
                 e.fail(CallError::Unavailable(Unavailable::ShuttingDown));
             }
         }
@@ -432,13 +386,18 @@ impl Slot {
     }
 
     /// The next message, or `None` once the mailbox is closed and empty.
-    pub(crate) async fn recv(&mut self) -> Option<Envelope> {
+    pub(crate) async fn recv(&self) -> Option<Envelope> {
         self.mailbox.recv().await
     }
 
     /// The next message if one is waiting.
-    pub(crate) fn try_recv(&mut self) -> Option<Envelope> {
-        self.mailbox.try_recv().ok()
+    pub(crate) fn try_recv(&self) -> Option<Envelope> {
+        self.mailbox.try_recv()
+    }
+
+    /// The activation's mailbox, for watching deadlines during a turn.
+    pub(crate) fn mailbox(&self) -> Arc<Mailbox> {
+        self.mailbox.clone()
     }
 
     /// A receiver that sees `true` once the host shuts down.
@@ -451,14 +410,10 @@ impl Slot {
         self.directory.is_stopping()
     }
 
-    /// Ends the activation in order: closes the mailbox, waits for senders
-    /// already holding room in it, and hands what is left to a successor.
-    pub(crate) async fn leave(mut self) {
-        self.mailbox.close();
-        let mut left = Vec::new();
-        while let Some(envelope) = self.mailbox.recv().await {
-            left.push(envelope);
-        }
+    /// Ends the activation in order: closes the mailbox and hands what is
+    /// left in it to a successor.
+    pub(crate) fn leave(mut self) {
+        let left = self.mailbox.close();
         self.directory.hand_over(&self.actor, self.id, left);
         self.left = true;
     }
@@ -473,17 +428,7 @@ impl Drop for Slot {
         if self.left {
             return;
         }
-        self.mailbox.close();
-        let mut left = Vec::new();
-        loop {
-            match self.mailbox.try_recv() {
-                Ok(envelope) => left.push(envelope),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                // A sender holds room it has not filled yet; it fills it
-                // without waiting.
-                Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
-            }
-        }
+        let mut left = self.mailbox.close();
         // Only a panic leaves a runtime able to run a successor; a task
         // dropped with its runtime must not spawn (and drop) another.
         if !std::thread::panicking() {
@@ -529,7 +474,7 @@ mod tests {
             }
         }
 
-        fn start(&self, mut slot: Slot) -> AbortHandle {
+        fn start(&self, slot: Slot) -> AbortHandle {
             let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
             let (leave_every, ran) = (self.leave_every, self.ran.clone());
             tokio::spawn(async move {
@@ -548,7 +493,7 @@ mod tests {
                     }
                     handled += 1;
                     if let Some(reply) = message.reply {
-                        let _ = reply.send(Ok(Some(Val::U64(n as u64))));
+                        reply.send(Ok(Some(Val::U64(n as u64))));
                     } else if let Some(Val::U64(i)) = message.args.first() {
                         ran.lock().unwrap().push(*i);
                     }
@@ -556,7 +501,7 @@ mod tests {
                         break;
                     }
                 }
-                slot.leave().await;
+                slot.leave();
             })
             .abort_handle()
         }
@@ -684,14 +629,15 @@ mod tests {
         ));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// On one thread the new activation's task cannot run before the test
+    /// yields, so the mailbox stays as the test filled it.
+    #[tokio::test(flavor = "current_thread")]
     async fn an_actor_never_waits_for_room_in_its_own_mailbox() {
         let (_model, directory) = model(usize::MAX, 1);
         let target = ActorRef::new("model", "self");
-        // Hold the one place in the mailbox, as a message being queued would.
         let (mailbox, _) = directory.lookup(&target).unwrap();
-        let permit = mailbox.reserve().await.unwrap();
-        let (reply, answer) = oneshot::channel();
+        assert!(mailbox.try_send(one_way(&target, 0)).is_ok());
+        let (reply, answer) = Reply::new(Duration::from_secs(20));
         let envelope = Envelope::Call(Message {
             target: target.clone(),
             function: "f".into(),
@@ -714,6 +660,5 @@ mod tests {
             answer.await,
             Ok(Err(CallError::Unavailable(Unavailable::MailboxFull { .. })))
         ));
-        permit.send(one_way(&target, 0));
     }
 }

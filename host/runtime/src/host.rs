@@ -89,14 +89,14 @@ impl Activator for Inner {
         self.plugin(&actor.actor_type).map(drop)
     }
 
-    fn start(&self, mut slot: Slot) -> AbortHandle {
+    fn start(&self, slot: Slot) -> AbortHandle {
         let plugin = match self.plugin(&slot.actor().actor_type) {
             Ok(plugin) => plugin,
             Err(error) => {
                 while let Some(envelope) = slot.try_recv() {
                     envelope.fail(error.clone());
                 }
-                return tokio::spawn(slot.leave()).abort_handle();
+                return tokio::spawn(async move { slot.leave() }).abort_handle();
             }
         };
         tokio::spawn(activation::run(self.context.clone(), plugin, slot)).abort_handle()

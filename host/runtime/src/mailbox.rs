@@ -1,25 +1,77 @@
-//! What an activation's mailbox holds: calls and one-way sends as
+//! An activation's mailbox, and what it holds: calls and one-way sends as
 //! [`grove_core::Message`]s, reminder firings and gateway session events.
 //!
 //! Every envelope has a deadline and knows how to answer itself with an
 //! error, so whoever cannot deliver it (a closed host, a full mailbox, an
 //! activation that failed to start) tells the sender why instead of dropping
 //! it.
+//!
+//! A caller does not arm a timer of its own: the side holding its call
+//! answers it with a timeout at the call's deadline. Most calls are answered
+//! in microseconds, and a timer per call (registered with tokio, or with a
+//! shared clock) cost a fifth of local call throughput. So an activation
+//! watches deadlines only while a turn outlasts its first poll: then it
+//! answers the turn's caller at that caller's deadline, and every call
+//! queued behind the turn at its own ([`Mailbox::police`]). A sender that
+//! queues a call with an earlier deadline than any the activation watches
+//! wakes it.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use wasmtime::component::Val;
 
 use crate::bindings::DisconnectReason;
-use crate::error::CallError;
+use crate::error::{CallError, Unavailable};
+use crate::ActorRef;
 
 /// What a call answers: the function's result, if it has one.
 pub(crate) type Answer = Result<Option<Val>, CallError>;
 
+/// The route an answer takes back to a caller in this process.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    answer: oneshot::Sender<Answer>,
+    /// How long the caller waits in all; named in its timeout error.
+    timeout: Duration,
+}
+
+impl Reply {
+    /// A route for a caller that waits `timeout` on `answer`'s receiver.
+    pub(crate) fn new(timeout: Duration) -> (Reply, oneshot::Receiver<Answer>) {
+        let (answer, receiver) = oneshot::channel();
+        (Reply { answer, timeout }, receiver)
+    }
+
+    /// Sends the answer (a caller that stopped waiting does not get it).
+    pub(crate) fn send(self, answer: Answer) {
+        let _ = self.answer.send(answer);
+    }
+
+    /// Whether the caller stopped waiting (its future was dropped).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.answer.is_closed()
+    }
+
+    /// Answers that the call to `function` of `actor` was not answered in
+    /// time.
+    pub(crate) fn time_out(self, actor: &ActorRef, function: &str) {
+        let timeout = self.timeout;
+        self.send(Err(CallError::Unavailable(Unavailable::Timeout {
+            actor: actor.to_string(),
+            function: function.to_owned(),
+            timeout,
+        })));
+    }
+}
+
 /// A call or one-way send with component values, answered over a local
 /// channel.
-pub(crate) type CallMessage = grove_core::Message<Vec<Val>, oneshot::Sender<Answer>>;
+pub(crate) type CallMessage = grove_core::Message<Vec<Val>, Reply>;
 
 /// A message in an activation's mailbox.
 pub(crate) enum Envelope {
@@ -81,9 +133,7 @@ impl Envelope {
     pub(crate) fn fail(self, error: CallError) {
         match self {
             Envelope::Call(message) => match message.reply {
-                Some(reply) => {
-                    let _ = reply.send(Err(error));
-                }
+                Some(reply) => reply.send(Err(error)),
                 None => {
                     tracing::warn!(actor = %message.target, function = %message.function, %error, "one-way message not delivered");
                 }
@@ -102,5 +152,402 @@ impl Envelope {
                 tracing::warn!(%error, hook = event.hook(), "session event not delivered");
             }
         }
+    }
+}
+
+impl Envelope {
+    /// When the caller waiting on this envelope stops waiting; `None` when
+    /// nobody waits on it here (one-way sends run whenever they come up, and
+    /// reminders and session events are timed by whoever sent them).
+    fn caller_deadline(&self) -> Option<Instant> {
+        match self {
+            Envelope::Call(message) if message.is_call() => Some(message.deadline),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a call whose caller has stopped waiting at `now`:
+    /// `Ok(envelope)` if it still matters, `Err` once it has been answered
+    /// with a timeout (or its caller is gone).
+    fn unless_expired(self, now: Instant) -> Result<Envelope, ()> {
+        let Envelope::Call(mut message) = self else {
+            return Ok(self);
+        };
+        let expired = message.expired(now);
+        match message.reply.take() {
+            Some(reply) if reply.is_closed() => Err(()),
+            Some(reply) if expired => {
+                reply.time_out(&message.target, &message.function);
+                Err(())
+            }
+            reply => {
+                message.reply = reply;
+                Ok(Envelope::Call(message))
+            }
+        }
+    }
+}
+
+/// Why a mailbox did not take an envelope, which comes back.
+pub(crate) enum Refused {
+    /// It holds as many messages as it may.
+    Full(Envelope),
+    /// Its activation is leaving.
+    Closed(Envelope),
+}
+
+/// The mailbox of one activation: a bounded queue with one reader (the
+/// activation's task) and any number of senders.
+pub(crate) struct Mailbox {
+    queue: Mutex<Queue>,
+    capacity: usize,
+    /// Wakes senders waiting for room, when there is some or the mailbox
+    /// closes.
+    room: Notify,
+    /// Wakes the activation watching deadlines when a call with an earlier
+    /// deadline arrives.
+    sooner: Notify,
+}
+
+struct Queue {
+    envelopes: VecDeque<Envelope>,
+    closed: bool,
+    /// The activation's task, if it waits for a message.
+    reader: Option<Waker>,
+    /// No queued call's caller waits past this (it may be earlier than any
+    /// left: it is exact only after [`Mailbox::expire`]).
+    earliest: Option<Instant>,
+    /// Whether the activation watches deadlines (a long turn runs).
+    watched: bool,
+}
+
+impl Mailbox {
+    /// An empty, open mailbox holding at most `capacity` messages.
+    pub(crate) fn new(capacity: usize) -> Mailbox {
+        Mailbox {
+            queue: Mutex::new(Queue {
+                envelopes: VecDeque::new(),
+                closed: false,
+                reader: None,
+                earliest: None,
+                watched: false,
+            }),
+            capacity: capacity.max(1),
+            room: Notify::new(),
+            sooner: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while the lock is held; a poisoned queue is intact.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `envelope` if the mailbox is open and has room.
+    pub(crate) fn try_send(&self, envelope: Envelope) -> Result<(), Refused> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(Refused::Closed(envelope));
+        }
+        if queue.envelopes.len() >= self.capacity {
+            return Err(Refused::Full(envelope));
+        }
+        let mut sooner = false;
+        if let Some(deadline) = envelope.caller_deadline() {
+            if queue.earliest.is_none_or(|earliest| deadline < earliest) {
+                queue.earliest = Some(deadline);
+                sooner = queue.watched;
+            }
+        }
+        queue.envelopes.push_back(envelope);
+        let reader = queue.reader.take();
+        drop(queue);
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+        if sooner {
+            self.sooner.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues `envelope`, waiting for room until `until`; then it comes back
+    /// as [`Refused::Full`].
+    pub(crate) async fn send(&self, mut envelope: Envelope, until: Instant) -> Result<(), Refused> {
+        loop {
+            // Registered before looking, so room made after the look wakes
+            // this sender.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_send(envelope) {
+                Err(Refused::Full(back)) => envelope = back,
+                sent_or_closed => return sent_or_closed,
+            }
+            if tokio::time::timeout_at(until.into(), room).await.is_err() {
+                return Err(Refused::Full(envelope));
+            }
+        }
+    }
+
+    fn pop(&self, queue: &mut Queue) -> Option<Envelope> {
+        let was_full = queue.envelopes.len() >= self.capacity;
+        let envelope = queue.envelopes.pop_front()?;
+        if was_full {
+            self.room.notify_waiters();
+        }
+        Some(envelope)
+    }
+
+    /// The next message if one is waiting.
+    pub(crate) fn try_recv(&self) -> Option<Envelope> {
+        let mut queue = self.lock();
+        self.pop(&mut queue)
+    }
+
+    /// The next message, or `None` once the mailbox is closed and empty.
+    pub(crate) async fn recv(&self) -> Option<Envelope> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Envelope>> {
+        let mut queue = self.lock();
+        if let Some(envelope) = self.pop(&mut queue) {
+            return Poll::Ready(Some(envelope));
+        }
+        if queue.closed {
+            return Poll::Ready(None);
+        }
+        if !queue
+            .reader
+            .as_ref()
+            .is_some_and(|reader| reader.will_wake(cx.waker()))
+        {
+            queue.reader = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Closes the mailbox to senders and takes everything in it.
+    pub(crate) fn close(&self) -> Vec<Envelope> {
+        let mut queue = self.lock();
+        queue.closed = true;
+        let left = queue.envelopes.drain(..).collect();
+        drop(queue);
+        self.room.notify_waiters();
+        left
+    }
+
+    /// Answers every queued call whose caller stopped waiting at `now` with
+    /// a timeout, and drops those whose caller is gone; returns the earliest
+    /// deadline of the calls left.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut queue = self.lock();
+        if queue.earliest.is_none_or(|earliest| earliest > now) {
+            return queue.earliest;
+        }
+        let was_full = queue.envelopes.len() >= self.capacity;
+        let mut kept = VecDeque::with_capacity(queue.envelopes.len());
+        let mut earliest: Option<Instant> = None;
+        for envelope in queue.envelopes.drain(..) {
+            // Answering only sends on a oneshot: cheap under the lock.
+            if let Ok(envelope) = envelope.unless_expired(now) {
+                if let Some(deadline) = envelope.caller_deadline() {
+                    earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                }
+                kept.push_back(envelope);
+            }
+        }
+        let made_room = was_full && kept.len() < self.capacity;
+        queue.envelopes = kept;
+        queue.earliest = earliest;
+        drop(queue);
+        if made_room {
+            self.room.notify_waiters();
+        }
+        earliest
+    }
+
+    /// Answers callers at their deadlines while a turn runs: `caller` (the
+    /// turn's own, if it waits) and every call queued behind the turn.
+    /// Never returns; the turn drops it when it ends.
+    pub(crate) async fn police(&self, mut caller: Option<Caller<'_>>) -> Infallible {
+        let _watching = Watching::start(self);
+        loop {
+            let sooner = self.sooner.notified();
+            tokio::pin!(sooner);
+            sooner.as_mut().enable();
+            // tokio's clock, which tests may pause.
+            let now = tokio::time::Instant::now().into_std();
+            if caller.as_ref().is_some_and(|c| now >= c.deadline) {
+                if let Some(caller) = caller.take() {
+                    caller.time_out();
+                }
+            }
+            let queued = self.expire(now);
+            let next = match (queued, caller.as_ref().map(|c| c.deadline)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = &mut sooner => {}
+                    }
+                }
+                None => sooner.await,
+            }
+        }
+    }
+}
+
+/// Marks the mailbox watched for as long as a [`Mailbox::police`] runs.
+struct Watching<'a>(&'a Mailbox);
+
+impl<'a> Watching<'a> {
+    fn start(mailbox: &'a Mailbox) -> Watching<'a> {
+        mailbox.lock().watched = true;
+        Watching(mailbox)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.lock().watched = false;
+    }
+}
+
+/// The caller of the turn that runs now, answered with a timeout if the
+/// turn outlasts its deadline (the turn goes on; its answer is dropped).
+pub(crate) struct Caller<'a> {
+    pub(crate) deadline: Instant,
+    pub(crate) reply: &'a mut Option<Reply>,
+    pub(crate) actor: &'a ActorRef,
+    pub(crate) function: &'a str,
+}
+
+impl Caller<'_> {
+    fn time_out(self) {
+        if let Some(reply) = self.reply.take() {
+            reply.time_out(self.actor, self.function);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The mailbox on virtual time: deadlines hours apart run in
+    //! milliseconds and never flake.
+
+    use super::*;
+
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn message(deadline: Instant, reply: Option<Reply>) -> Envelope {
+        Envelope::Call(grove_core::Message {
+            target: ActorRef::new("counter", "7"),
+            function: "add".into(),
+            args: vec![],
+            chain: None,
+            deadline,
+            reply,
+        })
+    }
+
+    fn call(timeout: Duration) -> (Envelope, oneshot::Receiver<Answer>) {
+        let (reply, answer) = Reply::new(timeout);
+        (message(now() + timeout, Some(reply)), answer)
+    }
+
+    fn timed_out(answer: Result<Answer, oneshot::error::RecvError>) -> bool {
+        matches!(
+            answer,
+            Ok(Err(CallError::Unavailable(Unavailable::Timeout { .. })))
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn during_a_long_turn_every_caller_hears_timeout_at_its_own_deadline() {
+        let mailbox = Mailbox::new(8);
+        let start = tokio::time::Instant::now();
+        let (late, late_answer) = call(Duration::from_secs(10));
+        assert!(mailbox.try_send(late).is_ok());
+        let send_later = message(now() + Duration::from_secs(1), None);
+        assert!(mailbox.try_send(send_later).is_ok());
+        // The turn's own caller waits 5 s.
+        let (reply, turn_answer) = Reply::new(Duration::from_secs(5));
+        let mut reply = Some(reply);
+        let actor = ActorRef::new("counter", "7");
+        let caller = Caller {
+            deadline: now() + Duration::from_secs(5),
+            reply: &mut reply,
+            actor: &actor,
+            function: "add",
+        };
+        let policing = mailbox.police(Some(caller));
+        tokio::pin!(policing);
+        // A call with an earlier deadline than any watched arrives at 1 s.
+        let early = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (early, answer) = call(Duration::from_secs(1));
+            assert!(mailbox.try_send(early).is_ok());
+            answer.await
+        };
+        let answered = |what: &str, answer| {
+            assert!(timed_out(answer), "{what}");
+            start.elapsed().as_secs()
+        };
+        let early = tokio::select! {
+            never = &mut policing => match never {},
+            answer = early => answered("early", answer),
+        };
+        assert_eq!(early, 2, "the early call at its deadline");
+        let turn = tokio::select! {
+            never = &mut policing => match never {},
+            answer = turn_answer => answered("turn", answer),
+        };
+        assert_eq!(turn, 5, "the turn's caller at its deadline");
+        let late = tokio::select! {
+            never = &mut policing => match never {},
+            answer = late_answer => answered("late", answer),
+        };
+        assert_eq!(late, 10, "the late call at its deadline");
+        // Only the one-way send is left: it runs whenever it comes up.
+        assert!(matches!(mailbox.try_recv(), Some(Envelope::Call(m)) if !m.is_call()));
+        assert!(mailbox.try_recv().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_waits_for_room_until_its_deadline_and_a_closed_mailbox_refuses() {
+        let mailbox = std::sync::Arc::new(Mailbox::new(1));
+        let one_way = || message(now() + Duration::from_secs(60), None);
+        assert!(mailbox.try_send(one_way()).is_ok());
+        assert!(matches!(mailbox.try_send(one_way()), Err(Refused::Full(_))));
+        // Room made before the deadline lets a waiting sender in.
+        let waiting = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move {
+                let until = now() + Duration::from_secs(1);
+                mailbox.send(message(until, None), until).await.is_ok()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(mailbox.try_recv().is_some());
+        assert!(waiting.await.unwrap());
+        // No room by the deadline: the envelope comes back.
+        let until = now() + Duration::from_secs(1);
+        let refused = mailbox.send(one_way(), until).await;
+        assert!(matches!(refused, Err(Refused::Full(_))));
+        assert!(now() >= until);
+        // Closing hands back what is queued and refuses what comes later.
+        assert_eq!(mailbox.close().len(), 1);
+        assert!(matches!(
+            mailbox.try_send(one_way()),
+            Err(Refused::Closed(_))
+        ));
+        assert!(mailbox.recv().await.is_none());
     }
 }

@@ -311,7 +311,7 @@ mod tests {
             Ok(())
         }
 
-        fn start(&self, mut slot: Slot) -> AbortHandle {
+        fn start(&self, slot: Slot) -> AbortHandle {
             let (fail, start, fired) = (self.fail, self.start, self.fired.clone());
             tokio::spawn(async move {
                 while let Some(envelope) = slot.recv().await {
@@ -330,7 +330,7 @@ mod tests {
                         Ok(())
                     });
                 }
-                slot.leave().await;
+                slot.leave();
             })
             .abort_handle()
         }

@@ -269,3 +269,54 @@ async fn a_result_past_the_copy_limit_is_a_limit_error_and_the_actor_comes_back(
     let small = ok(&host, "probe/hoarder", "count-up", &["3"]).await;
     assert_eq!(small, "[0, 1, 2]");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queued_behind_a_stuck_turn_hear_timeout_at_their_own_deadlines() {
+    // `probe/stuck` spins until its CPU deadline (1.5 s). Callers arm no
+    // timers of their own: the activation answers each queued call at its
+    // caller's deadline while the stuck turn runs.
+    let host = common::host_with(common::config(), StateStore::memory());
+    let started = Instant::now();
+    let stuck = tokio::spawn({
+        let host = host.clone();
+        async move { call(&host, "probe/stuck", "spin", &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Queued with the host's call timeout (10 s): it waits out the turn.
+    let patient = tokio::spawn({
+        let host = host.clone();
+        async move { call(&host, "probe/stuck", "lifecycle-counts", &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Queued behind both with a deadline of 100 ms, earlier than any the
+    // activation watched: it hears `timeout` then, not when the turn ends.
+    let asked = Instant::now();
+    let impatient = ok(
+        &host,
+        "probe/asker",
+        "provoke",
+        &[r#""stuck""#, "spin", "some(100)"],
+    )
+    .await;
+    assert!(impatient.starts_with("err(timeout("), "{impatient}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(900),
+        "answered after {:?}, not at its deadline",
+        asked.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "before the stuck turn ended"
+    );
+    // The stuck turn ends at its CPU deadline; the patient call then runs on
+    // a fresh activation.
+    let stuck = stuck.await.unwrap();
+    assert!(
+        stuck
+            .as_ref()
+            .is_err_and(|e| e.starts_with("deadline-exceeded")),
+        "{stuck:?}"
+    );
+    let patient = patient.await.unwrap();
+    assert!(patient.is_ok(), "{patient:?}");
+}
