@@ -32,7 +32,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use grove_values::size::{message_size, MAX_MESSAGE_SIZE};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::sleep;
 use wasmtime::component::{Func, Instance, TypedFunc, Val};
 use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
@@ -88,6 +88,9 @@ struct Activation {
     store: Store<ActivationState>,
     instance: Instance,
     funcs: Vec<Option<Func>>,
+    /// The name last looked up and its index: most messages name a function
+    /// by the plugin's own shared name, and many name the same one in a row.
+    last_function: Option<(Arc<str>, usize)>,
     on_deactivate: TypedFunc<(), ()>,
     on_timer: TypedFunc<(String,), ()>,
     on_reminder: TypedFunc<(String,), ()>,
@@ -99,7 +102,14 @@ struct Activation {
 /// Runs the activation holding `slot` until it deactivates or dies.
 pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot) {
     let actor = slot.actor().clone();
-    match Activation::start(&context, plugin, actor.clone(), slot.mailbox()).await {
+    // Boxed: what starting needs stays out of the future that serves.
+    let started = Box::pin(Activation::start(
+        &context,
+        plugin,
+        actor.clone(),
+        slot.mailbox(),
+    ));
+    match started.await {
         Ok(activation) => activation.serve(&context, slot).await,
         Err(error) => {
             tracing::warn!(%actor, %error, "activation failed");
@@ -111,11 +121,6 @@ pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot) {
             slot.leave();
         }
     }
-}
-
-/// Resolves once the host shuts down.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// A turn's wall-clock bound: when it ends, and how long it is.
@@ -151,14 +156,18 @@ async fn bounded<T>(
     if let Poll::Ready(done) = first {
         return done;
     }
-    tokio::select! {
-        biased;
-        done = &mut turn => done,
-        () = tokio::time::sleep_until(bound.deadline.into()) => {
-            Err(WallClockExceeded(bound.limit).into())
+    // Boxed: the slow path's state stays out of every activation's future.
+    let slow = Box::pin(async {
+        tokio::select! {
+            biased;
+            done = &mut turn => done,
+            () = tokio::time::sleep_until(bound.deadline.into()) => {
+                Err(WallClockExceeded(bound.limit).into())
+            }
+            never = mailbox.police(caller) => match never {},
         }
-        never = mailbox.police(caller) => match never {},
-    }
+    });
+    slow.await
 }
 
 impl Activation {
@@ -226,6 +235,7 @@ impl Activation {
             store,
             instance,
             funcs,
+            last_function: None,
         };
         let bound = activation.begin_turn(Instant::now());
         let activated = on_activate.call_async(&mut activation.store, ());
@@ -324,17 +334,25 @@ impl Activation {
     }
 
     /// The function called `name` in the plugin this activation runs.
-    fn func(&mut self, name: &str) -> Result<(usize, Func), CallError> {
+    fn func(&mut self, name: &Arc<str>) -> Result<(usize, Func), CallError> {
         let unknown = || {
             CallError::Rejected(RejectedCall::UnknownFunction {
                 actor_type: self.actor.actor_type.to_string(),
-                function: name.to_owned(),
+                function: name.to_string(),
             })
         };
-        let (index, function) = self.plugin.function(name).ok_or_else(unknown)?;
+        let index = match &self.last_function {
+            Some((last, index)) if Arc::ptr_eq(last, name) => *index,
+            _ => {
+                let (index, _) = self.plugin.function(name).ok_or_else(unknown)?;
+                self.last_function = Some((name.clone(), index));
+                index
+            }
+        };
         if let Some(Some(f)) = self.funcs.get(index) {
             return Ok((index, *f));
         }
+        let function = self.plugin.functions.get(index).ok_or_else(unknown)?;
         let f = self
             .instance
             .get_func(&mut self.store, function.index)
@@ -513,12 +531,6 @@ impl Activation {
 
     async fn serve(mut self, context: &Context, slot: Slot) {
         let idle_timeout = context.idle_timeout;
-        // One wait for the host's stop for the whole life of the activation:
-        // creating and dropping a waiter on every turn made every activation
-        // insert into and unlink from the shared stop signal's list.
-        let mut stop = slot.stop_signal();
-        let stopping = stopped(&mut stop);
-        tokio::pin!(stopping);
         let mut last_activity = Instant::now();
         let idle = sleep(idle_timeout);
         tokio::pin!(idle);
@@ -542,9 +554,13 @@ impl Activation {
                 }
                 timer_armed = next_tick;
             }
+            // Shutdown stops the mailbox (`recv` answers `None`); an
+            // activation started during the shutdown sees the flag here.
+            if slot.is_stopping() {
+                break 'serve End::Deactivate;
+            }
             tokio::select! {
                 biased;
-                () = &mut stopping => break 'serve End::Deactivate,
                 envelope = slot.recv() => {
                     let Some(mut envelope) = envelope else { break 'serve End::Deactivate };
                     last_activity = Instant::now();
@@ -596,10 +612,13 @@ impl Activation {
             // acknowledged: let them land before a successor reads state.
             End::Died => {
                 let settle = context.services.state.settle();
-                let settled = tokio::select! {
-                    settled = tokio::time::timeout(self.wall_limit, settle) => settled,
-                    never = self.mailbox.police(None) => match never {},
-                };
+                let settled = Box::pin(async {
+                    tokio::select! {
+                        settled = tokio::time::timeout(self.wall_limit, settle) => settled,
+                        never = self.mailbox.police(None) => match never {},
+                    }
+                })
+                .await;
                 if !matches!(settled, Ok(Ok(()))) {
                     tracing::warn!(actor = %self.actor, "state writes of a failed turn did not settle");
                 }

@@ -74,8 +74,6 @@ pub(crate) struct Directory {
     next_id: AtomicU64,
     capacity: usize,
     stopping: AtomicBool,
-    /// Raised once when the host shuts down; every activation watches it.
-    stop: watch::Sender<bool>,
     /// Notified whenever an entry is removed.
     removed: Notify,
     activator: OnceLock<Weak<dyn Activator>>,
@@ -103,7 +101,6 @@ impl Directory {
             next_id: AtomicU64::new(1),
             capacity: capacity.max(1),
             stopping: AtomicBool::new(false),
-            stop: watch::Sender::new(false),
             removed: Notify::new(),
             activator: OnceLock::new(),
         })
@@ -124,11 +121,6 @@ impl Directory {
     /// Whether the host is shutting down.
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
-    }
-
-    /// A receiver that sees `true` once the host shuts down.
-    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
-        self.stop.subscribe()
     }
 
     /// Whether `actor` has an activation here.
@@ -338,10 +330,13 @@ impl Directory {
     }
 
     /// Starts shutting down: no new activations or messages; every
-    /// activation sees the stop signal.
+    /// activation's mailbox stops giving it messages. An activation listed
+    /// after this pass sees [`Directory::is_stopping`] before it waits.
     pub(crate) fn begin_stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.stop.send_replace(true);
+        self.stopping.store(true, Ordering::SeqCst);
+        for listed in self.entries.iter() {
+            listed.mailbox.stop();
+        }
     }
 
     /// Waits until every activation has left, or `deadline` passes; then
@@ -398,11 +393,6 @@ impl Slot {
     /// The activation's mailbox, for watching deadlines during a turn.
     pub(crate) fn mailbox(&self) -> Arc<Mailbox> {
         self.mailbox.clone()
-    }
-
-    /// A receiver that sees `true` once the host shuts down.
-    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
-        self.directory.stop_signal()
     }
 
     /// Whether the host is shutting down.
@@ -479,13 +469,11 @@ mod tests {
             let (leave_every, ran) = (self.leave_every, self.ran.clone());
             tokio::spawn(async move {
                 let mut handled = 0;
-                let mut stop = slot.stop_signal();
                 loop {
-                    let envelope = tokio::select! {
-                        () = crate::activation::stopped(&mut stop) => break,
-                        envelope = slot.recv() => envelope,
-                    };
-                    let Some(Envelope::Call(message)) = envelope else {
+                    if slot.is_stopping() {
+                        break;
+                    }
+                    let Some(Envelope::Call(message)) = slot.recv().await else {
                         break;
                     };
                     if let Some(Val::String(s)) = message.args.first() {
@@ -569,14 +557,30 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_activation_hands_over_instead_of_wedging_its_actor() {
         let (model, directory) = model(usize::MAX, 64);
-        let panic = tokio::spawn(call(&directory, "a", vec![Val::String("panic".into())]));
+        // The call that panics is queued first, then ten more behind it.
+        let target = ActorRef::new("model", "a");
+        let (reply, panic) = Reply::new(Duration::from_secs(20));
+        let envelope = Envelope::Call(Message {
+            target: target.clone(),
+            function: "f".into(),
+            args: vec![Val::String("panic".into())],
+            chain: None,
+            deadline: Instant::now() + Duration::from_secs(20),
+            reply: Some(reply),
+        });
+        directory.deliver(&target, envelope, true).await.unwrap();
         let queued: Vec<_> = (0..10)
             .map(|_| tokio::spawn(call(&directory, "a", vec![])))
             .collect();
         let lost = tokio::time::timeout(Duration::from_secs(10), panic)
             .await
             .expect("the panicking call hung")
-            .unwrap();
+            .unwrap_or_else(|_| {
+                Err(CallError::Unavailable(Unavailable::ActivationFailed {
+                    actor: target.to_string(),
+                    message: "no answer".into(),
+                }))
+            });
         assert!(
             matches!(
                 lost,

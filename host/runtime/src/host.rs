@@ -277,10 +277,10 @@ impl Host {
         function: &str,
         args: Vec<Val>,
     ) -> Result<Option<Val>, CallError> {
-        self.prepare(actor, function, &args)?;
+        let function = self.prepare(actor, function, &args)?;
         let call = Call {
             target: actor,
-            function: function.into(),
+            function,
             args,
             chain: None,
             timeout: self.inner.config.call_timeout,
@@ -290,12 +290,18 @@ impl Host {
 
     /// Checks a call against the plugin serving `actor` now, so that a bad
     /// call fails before it activates anything.
-    fn prepare(&self, actor: &ActorRef, function: &str, args: &[Val]) -> Result<(), CallError> {
+    /// Returns the function's name as the plugin shares it.
+    fn prepare(
+        &self,
+        actor: &ActorRef,
+        function: &str,
+        args: &[Val],
+    ) -> Result<Arc<str>, CallError> {
         if self.inner.directory.is_stopping() {
             return Err(CallError::Unavailable(Unavailable::ShuttingDown));
         }
         let plugin = self.plugin(&actor.actor_type)?;
-        let (_, func) = plugin.function(function).ok_or_else(|| {
+        let (index, func) = plugin.function(function).ok_or_else(|| {
             CallError::Rejected(RejectedCall::UnknownFunction {
                 actor_type: actor.actor_type.to_string(),
                 function: function.to_owned(),
@@ -306,7 +312,11 @@ impl Host {
                 function: function.to_owned(),
                 message,
             })
-        })
+        })?;
+        Ok(plugin
+            .name(index)
+            .cloned()
+            .unwrap_or_else(|| function.into()))
     }
 
     /// Sends a one-way message: calls `function` on `actor` without waiting
@@ -320,10 +330,10 @@ impl Host {
         function: &str,
         args: Vec<Val>,
     ) -> Result<(), CallError> {
-        self.prepare(actor, function, &args)?;
+        let function = self.prepare(actor, function, &args)?;
         let message = Message {
             target: actor.clone(),
-            function: function.into(),
+            function,
             args,
             chain: None,
             deadline: Instant::now() + self.inner.config.call_timeout,

@@ -212,6 +212,8 @@ pub(crate) struct Mailbox {
 struct Queue {
     envelopes: VecDeque<Envelope>,
     closed: bool,
+    /// Set when the host shuts down: the reader stops taking messages.
+    stopped: bool,
     /// The activation's task, if it waits for a message.
     reader: Option<Waker>,
     /// No queued call's caller waits past this (it may be earlier than any
@@ -228,6 +230,7 @@ impl Mailbox {
             queue: Mutex::new(Queue {
                 envelopes: VecDeque::new(),
                 closed: false,
+                stopped: false,
                 reader: None,
                 earliest: None,
                 watched: false,
@@ -305,13 +308,17 @@ impl Mailbox {
         self.pop(&mut queue)
     }
 
-    /// The next message, or `None` once the mailbox is closed and empty.
+    /// The next message, or `None` once the mailbox is closed and empty or
+    /// [stopped](Mailbox::stop).
     pub(crate) async fn recv(&self) -> Option<Envelope> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Envelope>> {
         let mut queue = self.lock();
+        if queue.stopped {
+            return Poll::Ready(None);
+        }
         if let Some(envelope) = self.pop(&mut queue) {
             return Poll::Ready(Some(envelope));
         }
@@ -326,6 +333,20 @@ impl Mailbox {
             queue.reader = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// Tells the reader the host shuts down: [`recv`](Mailbox::recv)
+    /// answers `None` from now on. An activation learns of shutdown this way
+    /// rather than by watching a signal shared by all of them, whose every
+    /// poll would take one lock from every core.
+    pub(crate) fn stop(&self) {
+        let mut queue = self.lock();
+        queue.stopped = true;
+        let reader = queue.reader.take();
+        drop(queue);
+        if let Some(reader) = reader {
+            reader.wake();
+        }
     }
 
     /// Closes the mailbox to senders and takes everything in it.

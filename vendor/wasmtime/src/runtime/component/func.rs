@@ -286,19 +286,26 @@ impl Func {
         params: &[Val],
         results: &mut [Val],
     ) -> Result<()> {
-        let ty = self.ty(&store);
-        if ty.params().len() != params.len() {
+        // Count from the component's types in place: building a
+        // `ComponentFunc` (`self.ty`) clones two `Arc`s that every instance
+        // of the component shares, on every call.
+        let instance = self.instance.id().get(store.0);
+        let types = instance.component().types();
+        let ty = &types[self.ty_index(store.0)];
+        let expected_params = types[ty.params].types.len();
+        let expected_results = types[ty.results].types.len();
+        if expected_params != params.len() {
             bail!(
                 "expected {} argument(s), got {}",
-                ty.params().len(),
+                expected_params,
                 params.len(),
             );
         }
 
-        if ty.results().len() != results.len() {
+        if expected_results != results.len() {
             bail!(
                 "expected {} result(s), got {}",
-                ty.results().len(),
+                expected_results,
                 results.len(),
             );
         }
