@@ -88,8 +88,8 @@ struct Activation {
     store: Store<ActivationState>,
     instance: Instance,
     funcs: Vec<Option<Func>>,
-    /// The name last looked up and its index: most messages name a function
-    /// by the plugin's own shared name, and many name the same one in a row.
+    /// The name last looked up and its index: many messages in a row name
+    /// the same function.
     last_function: Option<(Arc<str>, usize)>,
     on_deactivate: TypedFunc<(), ()>,
     on_timer: TypedFunc<(String,), ()>,
@@ -342,7 +342,7 @@ impl Activation {
             })
         };
         let index = match &self.last_function {
-            Some((last, index)) if Arc::ptr_eq(last, name) => *index,
+            Some((last, index)) if **last == **name => *index,
             _ => {
                 let (index, _) = self.plugin.function(name).ok_or_else(unknown)?;
                 self.last_function = Some((name.clone(), index));

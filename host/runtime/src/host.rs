@@ -7,7 +7,6 @@
 //! place that knows which plugin serves an actor type. Activations and guest
 //! imports never hold the host itself.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -71,7 +70,8 @@ struct Inner {
     config: HostConfig,
     linker: Linker<ActivationState>,
     cache: Option<CompileCache>,
-    plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+    /// Hashed with foldhash: only loading a plugin adds a key.
+    plugins: RwLock<foldhash::HashMap<String, Arc<Plugin>>>,
     rejected: RwLock<Vec<PluginError>>,
     directory: Arc<Directory>,
     reminders: Arc<Reminders>,
@@ -289,8 +289,9 @@ impl Host {
     }
 
     /// Checks a call against the plugin serving `actor` now, so that a bad
-    /// call fails before it activates anything.
-    /// Returns the function's name as the plugin shares it.
+    /// call fails before it activates anything. Returns the function's name
+    /// for the message: allocated per call, because a name shared by every
+    /// call would have its reference count bounce between the cores.
     fn prepare(
         &self,
         actor: &ActorRef,
@@ -300,8 +301,13 @@ impl Host {
         if self.inner.directory.is_stopping() {
             return Err(CallError::Unavailable(Unavailable::ShuttingDown));
         }
-        let plugin = self.plugin(&actor.actor_type)?;
-        let (index, func) = plugin.function(function).ok_or_else(|| {
+        // Checked under the read lock rather than through a clone of the
+        // plugin's `Arc`, for the same reason.
+        let plugins = self.inner.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let plugin = plugins.get(&*actor.actor_type).ok_or_else(|| {
+            CallError::Rejected(RejectedCall::UnknownActorType(actor.actor_type.to_string()))
+        })?;
+        let (_, func) = plugin.function(function).ok_or_else(|| {
             CallError::Rejected(RejectedCall::UnknownFunction {
                 actor_type: actor.actor_type.to_string(),
                 function: function.to_owned(),
@@ -313,10 +319,7 @@ impl Host {
                 message,
             })
         })?;
-        Ok(plugin
-            .name(index)
-            .cloned()
-            .unwrap_or_else(|| function.into()))
+        Ok(function.into())
     }
 
     /// Sends a one-way message: calls `function` on `actor` without waiting

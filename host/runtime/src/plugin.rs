@@ -4,9 +4,7 @@
 //! Rust types for it — and prepares an `InstancePre` so that activating an
 //! actor is a cheap instantiation.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
@@ -146,9 +144,9 @@ pub struct Plugin {
     pub functions: Vec<Function>,
     /// WIT definitions of the interface's named types.
     pub type_definitions: Vec<String>,
-    by_name: HashMap<String, usize>,
-    /// The functions' names, shared by every message that names them.
-    names: Vec<Arc<str>>,
+    /// Hashed with foldhash: the names are the plugin's own, so there is
+    /// no flooding to defend against, and SipHash showed in call profiles.
+    by_name: foldhash::HashMap<String, usize>,
     pub(crate) lifecycle: LifecycleExports,
     pub(crate) pre: InstancePre<ActivationState>,
 }
@@ -233,10 +231,6 @@ impl Plugin {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
-        let names = functions
-            .iter()
-            .map(|f| Arc::from(f.name.as_str()))
-            .collect();
         // Each plugin gets the proxies it imports, on top of the host imports.
         let mut linker = linker.clone();
         crate::proxy::define_imports(engine, &mut linker, &component).map_err(nonconforming)?;
@@ -253,7 +247,6 @@ impl Plugin {
             functions,
             type_definitions: text.types,
             by_name,
-            names,
             lifecycle,
             pre,
         })
@@ -263,12 +256,6 @@ impl Plugin {
     pub fn function(&self, name: &str) -> Option<(usize, &Function)> {
         let &i = self.by_name.get(name)?;
         self.functions.get(i).map(|f| (i, f))
-    }
-
-    /// The name of function `index`, shared: a message naming it costs no
-    /// allocation.
-    pub(crate) fn name(&self, index: usize) -> Option<&Arc<str>> {
-        self.names.get(index)
     }
 }
 
