@@ -115,7 +115,7 @@ pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot) {
             tracing::warn!(%actor, %error, "activation failed");
             // Everything already queued for this attempt fails with the same
             // error; the slot is left empty so the next call tries afresh.
-            while let Some(envelope) = slot.try_recv() {
+            while let Some(envelope) = slot.try_recv(Instant::now()) {
                 envelope.fail(error.clone());
             }
             slot.leave();
@@ -157,14 +157,16 @@ async fn bounded<T>(
         return done;
     }
     // Boxed: the slow path's state stays out of every activation's future.
+    // The police is polled first, so that it watches deadlines from the
+    // turn's first yield on, even if the turn ends at its next poll.
     let slow = Box::pin(async {
         tokio::select! {
             biased;
+            never = mailbox.police(caller) => match never {},
             done = &mut turn => done,
             () = tokio::time::sleep_until(bound.deadline.into()) => {
                 Err(WallClockExceeded(bound.limit).into())
             }
-            never = mailbox.police(caller) => match never {},
         }
     });
     slow.await
@@ -574,7 +576,7 @@ impl Activation {
                         if handled == BATCH || slot.is_stopping() {
                             break;
                         }
-                        match slot.try_recv() {
+                        match slot.try_recv(Instant::now()) {
                             Some(next) => envelope = next,
                             None => break,
                         }

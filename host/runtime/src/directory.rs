@@ -190,9 +190,11 @@ impl Directory {
             // deadline.
             let released = tokio::time::timeout_at(deadline.into(), released.changed()).await;
             if released.is_err() {
-                let error = CallError::Unavailable(Unavailable::ActivationFailed {
-                    actor: actor.to_string(),
-                    message: "its previous activation was still leaving at the deadline".into(),
+                let error = envelope.undelivered_in_time(|| {
+                    CallError::Unavailable(Unavailable::ActivationFailed {
+                        actor: actor.to_string(),
+                        message: "its previous activation was still leaving at the deadline".into(),
+                    })
                 });
                 return undelivered(envelope, error);
             }
@@ -206,8 +208,10 @@ impl Directory {
         })
     }
 
-    /// Makes `call` and waits for the answer, which comes by its deadline:
-    /// whoever holds the call then answers it with a timeout.
+    /// Makes `call` and waits for the answer. At the deadline whoever holds
+    /// the call answers it with a timeout: a sender waiting for room at
+    /// once, an activation in a long turn within an epoch tick, one busy
+    /// with short turns before its next turn.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Answer {
         let Call {
             target,
@@ -380,14 +384,16 @@ impl Slot {
         &self.actor
     }
 
-    /// The next message, or `None` once the mailbox is closed and empty.
+    /// The next message, or `None` once the mailbox is closed and empty or
+    /// the host stops.
     pub(crate) async fn recv(&self) -> Option<Envelope> {
         self.mailbox.recv().await
     }
 
-    /// The next message if one is waiting.
-    pub(crate) fn try_recv(&self) -> Option<Envelope> {
-        self.mailbox.try_recv()
+    /// The next message if one is waiting, after answering the queued calls
+    /// whose callers stopped waiting at `now`.
+    pub(crate) fn try_recv(&self, now: Instant) -> Option<Envelope> {
+        self.mailbox.try_recv(now)
     }
 
     /// The activation's mailbox, for watching deadlines during a turn.

@@ -93,7 +93,7 @@ impl Activator for Inner {
         let plugin = match self.plugin(&slot.actor().actor_type) {
             Ok(plugin) => plugin,
             Err(error) => {
-                while let Some(envelope) = slot.try_recv() {
+                while let Some(envelope) = slot.try_recv(Instant::now()) {
                     envelope.fail(error.clone());
                 }
                 return tokio::spawn(async move { slot.leave() }).abort_handle();
@@ -270,7 +270,9 @@ impl Host {
 
     /// Calls `function` on `actor` with `args`, activating the actor if it is
     /// not active. Waits while the actor's mailbox is full, and for the
-    /// answer, at most the host's call timeout in all.
+    /// answer, the host's call timeout in all: then the call is answered
+    /// with `timeout` (by the activation holding it, within an epoch tick or
+    /// before its next turn).
     pub async fn call(
         &self,
         actor: &ActorRef,

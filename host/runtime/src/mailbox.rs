@@ -22,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, Notify, Semaphore, TryAcquireError};
 use wasmtime::component::Val;
 
 use crate::bindings::DisconnectReason;
@@ -156,6 +156,22 @@ impl Envelope {
 }
 
 impl Envelope {
+    /// The error for a caller whose deadline passed before the envelope
+    /// could be delivered: `timeout` for a call, `reason` otherwise.
+    pub(crate) fn undelivered_in_time(&self, reason: impl FnOnce() -> CallError) -> CallError {
+        match self {
+            Envelope::Call(message) => match &message.reply {
+                Some(reply) => CallError::Unavailable(Unavailable::Timeout {
+                    actor: message.target.to_string(),
+                    function: message.function.to_string(),
+                    timeout: reply.timeout,
+                }),
+                None => reason(),
+            },
+            _ => reason(),
+        }
+    }
+
     /// When the caller waiting on this envelope stops waiting; `None` when
     /// nobody waits on it here (one-way sends run whenever they come up, and
     /// reminders and session events are timed by whoever sent them).
@@ -200,10 +216,10 @@ pub(crate) enum Refused {
 /// activation's task) and any number of senders.
 pub(crate) struct Mailbox {
     queue: Mutex<Queue>,
-    capacity: usize,
-    /// Wakes senders waiting for room, when there is some or the mailbox
-    /// closes.
-    room: Notify,
+    /// One permit per free place. Freed places go to waiting senders first
+    /// come, first served, before a newcomer can take one; closing the
+    /// mailbox closes it.
+    room: Semaphore,
     /// Wakes the activation watching deadlines when a call with an earlier
     /// deadline arrives.
     sooner: Notify,
@@ -235,8 +251,7 @@ impl Mailbox {
                 earliest: None,
                 watched: false,
             }),
-            capacity: capacity.max(1),
-            room: Notify::new(),
+            room: Semaphore::new(capacity.max(1)),
             sooner: Notify::new(),
         }
     }
@@ -246,14 +261,22 @@ impl Mailbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `envelope` if the mailbox is open and has room.
+    /// Queues `envelope` if the mailbox is open and has room (and no sender
+    /// waits for room before it).
     pub(crate) fn try_send(&self, envelope: Envelope) -> Result<(), Refused> {
+        match self.room.try_acquire() {
+            Ok(place) => place.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(Refused::Full(envelope)),
+            Err(TryAcquireError::Closed) => return Err(Refused::Closed(envelope)),
+        }
+        self.push(envelope)
+    }
+
+    /// Queues `envelope` in a place already taken.
+    fn push(&self, envelope: Envelope) -> Result<(), Refused> {
         let mut queue = self.lock();
         if queue.closed {
             return Err(Refused::Closed(envelope));
-        }
-        if queue.envelopes.len() >= self.capacity {
-            return Err(Refused::Full(envelope));
         }
         let mut sooner = false;
         if let Some(deadline) = envelope.caller_deadline() {
@@ -276,35 +299,35 @@ impl Mailbox {
 
     /// Queues `envelope`, waiting for room until `until`; then it comes back
     /// as [`Refused::Full`].
-    pub(crate) async fn send(&self, mut envelope: Envelope, until: Instant) -> Result<(), Refused> {
-        loop {
-            // Registered before looking, so room made after the look wakes
-            // this sender.
-            let room = self.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_send(envelope) {
-                Err(Refused::Full(back)) => envelope = back,
-                sent_or_closed => return sent_or_closed,
+    pub(crate) async fn send(&self, envelope: Envelope, until: Instant) -> Result<(), Refused> {
+        let envelope = match self.try_send(envelope) {
+            Err(Refused::Full(back)) => back,
+            sent_or_closed => return sent_or_closed,
+        };
+        match tokio::time::timeout_at(until.into(), self.room.acquire()).await {
+            Ok(Ok(place)) => {
+                place.forget();
+                self.push(envelope)
             }
-            if tokio::time::timeout_at(until.into(), room).await.is_err() {
-                return Err(Refused::Full(envelope));
-            }
+            Ok(Err(_closed)) => Err(Refused::Closed(envelope)),
+            Err(_deadline) => Err(Refused::Full(envelope)),
         }
     }
 
     fn pop(&self, queue: &mut Queue) -> Option<Envelope> {
-        let was_full = queue.envelopes.len() >= self.capacity;
         let envelope = queue.envelopes.pop_front()?;
-        if was_full {
-            self.room.notify_waiters();
-        }
+        self.room.add_permits(1);
         Some(envelope)
     }
 
-    /// The next message if one is waiting.
-    pub(crate) fn try_recv(&self) -> Option<Envelope> {
+    /// The next message if one is waiting. Calls queued whose callers
+    /// stopped waiting at `now` are answered with a timeout first, so a
+    /// backlog of short turns does not hold a caller past its deadline.
+    pub(crate) fn try_recv(&self, now: Instant) -> Option<Envelope> {
         let mut queue = self.lock();
+        if queue.earliest.is_some_and(|earliest| earliest <= now) {
+            self.expire_locked(&mut queue, now);
+        }
         self.pop(&mut queue)
     }
 
@@ -355,7 +378,7 @@ impl Mailbox {
         queue.closed = true;
         let left = queue.envelopes.drain(..).collect();
         drop(queue);
-        self.room.notify_waiters();
+        self.room.close();
         left
     }
 
@@ -367,7 +390,11 @@ impl Mailbox {
         if queue.earliest.is_none_or(|earliest| earliest > now) {
             return queue.earliest;
         }
-        let was_full = queue.envelopes.len() >= self.capacity;
+        self.expire_locked(&mut queue, now)
+    }
+
+    fn expire_locked(&self, queue: &mut Queue, now: Instant) -> Option<Instant> {
+        let before = queue.envelopes.len();
         let mut kept = VecDeque::with_capacity(queue.envelopes.len());
         let mut earliest: Option<Instant> = None;
         for envelope in queue.envelopes.drain(..) {
@@ -379,13 +406,9 @@ impl Mailbox {
                 kept.push_back(envelope);
             }
         }
-        let made_room = was_full && kept.len() < self.capacity;
+        self.room.add_permits(before - kept.len());
         queue.envelopes = kept;
         queue.earliest = earliest;
-        drop(queue);
-        if made_room {
-            self.room.notify_waiters();
-        }
         earliest
     }
 
@@ -537,8 +560,8 @@ mod tests {
         };
         assert_eq!(late, 10, "the late call at its deadline");
         // Only the one-way send is left: it runs whenever it comes up.
-        assert!(matches!(mailbox.try_recv(), Some(Envelope::Call(m)) if !m.is_call()));
-        assert!(mailbox.try_recv().is_none());
+        assert!(matches!(mailbox.try_recv(now()), Some(Envelope::Call(m)) if !m.is_call()));
+        assert!(mailbox.try_recv(now()).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -556,7 +579,7 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(mailbox.try_recv().is_some());
+        assert!(mailbox.try_recv(now()).is_some());
         assert!(waiting.await.unwrap());
         // No room by the deadline: the envelope comes back.
         let until = now() + Duration::from_secs(1);
@@ -570,5 +593,37 @@ mod tests {
             Err(Refused::Closed(_))
         ));
         assert!(mailbox.recv().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_short_turns_the_reader_answers_calls_whose_deadline_passed() {
+        let mailbox = Mailbox::new(8);
+        let (call, answer) = call(Duration::from_secs(1));
+        assert!(mailbox.try_send(call).is_ok());
+        let send = message(now() + Duration::from_secs(1), None);
+        assert!(mailbox.try_send(send).is_ok());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The expired call is answered, not handed out; the send still runs.
+        assert!(matches!(mailbox.try_recv(now()), Some(Envelope::Call(m)) if !m.is_call()));
+        assert!(timed_out(answer.await));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_place_freed_in_a_full_mailbox_goes_to_the_sender_waiting_longest() {
+        let mailbox = std::sync::Arc::new(Mailbox::new(1));
+        let one_way = || message(now() + Duration::from_secs(60), None);
+        assert!(mailbox.try_send(one_way()).is_ok());
+        let waiting = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move {
+                let until = now() + Duration::from_secs(10);
+                mailbox.send(one_way(), until).await.is_ok()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(mailbox.try_recv(now()).is_some());
+        // A newcomer does not take the place the waiting sender was owed.
+        assert!(matches!(mailbox.try_send(one_way()), Err(Refused::Full(_))));
+        assert!(waiting.await.unwrap());
     }
 }
