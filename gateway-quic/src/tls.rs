@@ -177,17 +177,27 @@ impl Identity {
     }
 }
 
-/// The crypto provider Grove uses on both sides.
-pub(crate) fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider Grove uses on both sides (and between hosts).
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Accepts exactly the server certificate with a given fingerprint; the TLS
 /// handshake signature is still checked against that certificate's key.
 #[derive(Debug)]
-pub(crate) struct PinnedCertificate {
+pub struct PinnedCertificate {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) provider: Arc<CryptoProvider>,
+}
+
+impl PinnedCertificate {
+    /// A verifier accepting exactly the certificate with `fingerprint`.
+    pub fn new(fingerprint: Fingerprint) -> PinnedCertificate {
+        PinnedCertificate {
+            fingerprint,
+            provider: provider(),
+        }
+    }
 }
 
 impl ServerCertVerifier for PinnedCertificate {

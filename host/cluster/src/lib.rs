@@ -9,6 +9,11 @@
 //!   one activation in the cluster. The epoch grows with every claim; state
 //!   writes carry it so that a superseded activation cannot overwrite its
 //!   successor's state.
+//! * [`transport`]: host-to-host QUIC with mutual TLS, each host pinning the
+//!   certificate fingerprint its peer published in its lease; one connection
+//!   per pair of hosts carries many calls at once.
+//! * [`wire`]: the frames on those connections — postcard around values in
+//!   the component model's value encoding.
 //!
 //! Every key carries a Redis Cluster hash tag, and every script touches one
 //! key, so the layout works on a Redis Cluster as on one server. The layout
@@ -16,6 +21,8 @@
 
 pub mod membership;
 pub mod placement;
+pub mod transport;
+pub mod wire;
 
 /// Redis could not be reached or refused a command.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,618 @@
+//! Host-to-host connections over QUIC: one connection per pair of hosts,
+//! many calls in flight on it at once.
+//!
+//! **Who may connect.** Both sides present a certificate (mutual TLS). A
+//! host dialling a peer pins the fingerprint the peer published in its
+//! lease, and a host accepting a connection takes it only if the client's
+//! certificate is the one a live member published: a process that is not a
+//! member cannot call into the cluster, and a member cannot be impersonated
+//! by one that is not.
+//!
+//! **One connection per pair.** The first call from A to B dials B and opens
+//! one bidirectional stream; B registers the accepted connection as its own
+//! link to A, so B's calls to A travel on it too. (Two hosts that dial each
+//! other at the same moment keep both connections; each carries its own
+//! calls and their answers.)
+//!
+//! **Frames** ([`crate::wire`]): a writer task per connection batches frames
+//! queued by callers and responders into few stream writes; a reader task
+//! answers pending calls by request id and hands requests to the host's
+//! [`Inbound`] one at a time, in the order they arrived, so per-sender order
+//! holds for one-way sends. A request is handed over when it is queued, and
+//! answered later through its [`Responder`], so a long call does not hold up
+//! the ones behind it.
+//!
+//! When a connection fails, every call pending on it is answered at once
+//! with [`LinkError`] (the caller does not know whether it ran), and the next
+//! call dials again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use grove_gateway_quic::tls::{provider, PinnedCertificate};
+use grove_gateway_quic::{Fingerprint, Identity};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, OnceCell};
+
+use crate::membership::{Member, Membership};
+use crate::wire::{self, Frame, Outcome, Request, Response, ALPN};
+
+/// The server name dialled; certificates are pinned by fingerprint, so it
+/// names no one in particular.
+const SERVER_NAME: &str = "grove-host";
+
+/// Close codes of host-to-host connections.
+const NOT_A_MEMBER: u32 = 1;
+const PROTOCOL_ERROR: u32 = 2;
+
+/// How a host's transport is set up.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// The UDP address to listen on.
+    pub listen: SocketAddr,
+    /// This host's certificate; its fingerprint goes in the lease.
+    pub identity: Identity,
+    /// A connection silent this long is dead (keep-alives run at a third).
+    pub idle_timeout: Duration,
+}
+
+impl TransportConfig {
+    /// Listens on `listen` with a fresh self-signed certificate.
+    pub fn new(listen: SocketAddr) -> Result<TransportConfig, TransportError> {
+        Ok(TransportConfig {
+            listen,
+            identity: Identity::self_signed(&[SERVER_NAME.to_owned()])
+                .map_err(|e| TransportError::Tls(e.to_string()))?,
+            idle_timeout: Duration::from_secs(3),
+        })
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The certificate or the TLS configuration was refused.
+    #[error("host-to-host TLS: {0}")]
+    Tls(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen for hosts on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why a call to another host got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// No connection could be made to the peer.
+    #[error("cannot reach host {host} at {address}: {message}")]
+    Unreachable {
+        /// The peer's id.
+        host: String,
+        /// Its address.
+        address: String,
+        /// Why.
+        message: String,
+    },
+    /// The connection failed with the call in flight: it may or may not
+    /// have run.
+    #[error("the connection to host {host} was lost with the call in flight")]
+    Lost {
+        /// The peer's id.
+        host: String,
+    },
+}
+
+/// A boxed future, as [`Inbound`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a host does with requests from its peers.
+pub trait Inbound<E>: Send + Sync + 'static {
+    /// Takes `request` from `from`. Requests from one connection are handed
+    /// over one at a time, in order: return once the request is queued (so
+    /// that order holds), and answer it later through `responder`.
+    fn request(
+        &self,
+        from: &Member,
+        request: Request,
+        responder: Responder<E>,
+    ) -> BoxFuture<'_, ()>;
+}
+
+/// Answers one request, once. Dropping it unanswered leaves the caller
+/// waiting until its own deadline: every path should answer.
+pub struct Responder<E> {
+    id: u64,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    _error: std::marker::PhantomData<fn(E)>,
+}
+
+impl<E: Serialize> Responder<E> {
+    /// Sends the answer (lost if the connection is gone: the caller hears
+    /// [`LinkError::Lost`]).
+    pub fn respond(self, outcome: Outcome<E>) {
+        let mut bytes = Vec::new();
+        wire::encode(
+            &Frame::Response(Response {
+                id: self.id,
+                outcome,
+            }),
+            &mut bytes,
+        );
+        let _ = self.writer.send(bytes);
+    }
+}
+
+/// One connection to a peer.
+struct Link<E> {
+    peer: Member,
+    connection: quinn::Connection,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Outcome<E>>>>,
+    next_id: AtomicU64,
+}
+
+/// A host's end of the cluster's connections. Cheap to clone.
+pub struct Transport<E> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E> Clone for Transport<E> {
+    fn clone(&self) -> Self {
+        Transport {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<E> {
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    membership: Membership,
+    idle_timeout: Duration,
+    inbound: Weak<dyn Inbound<E>>,
+    /// By peer id: the link, or the dial in progress that all callers share.
+    links: Mutex<HashMap<String, Arc<OnceCell<Arc<Link<E>>>>>>,
+}
+
+impl<E> Transport<E>
+where
+    E: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Listens on `config.listen`, taking connections from the live members
+    /// of `membership` and handing their requests to `inbound` (held weakly:
+    /// requests arriving after it is gone are refused).
+    pub fn start(
+        config: TransportConfig,
+        membership: Membership,
+        inbound: Weak<dyn Inbound<E>>,
+    ) -> Result<Transport<E>, TransportError> {
+        let server = server_config(&config)?;
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            TransportError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let shared = Arc::new(Shared {
+            endpoint,
+            identity: config.identity,
+            membership,
+            idle_timeout: config.idle_timeout,
+            inbound,
+            links: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(accept(Arc::downgrade(&shared)));
+        Ok(Transport { shared })
+    }
+
+    /// The address the transport listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// This host's certificate fingerprint, for its lease.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shared.identity.fingerprint()
+    }
+
+    /// Sends `request` to `peer` (its `id` is assigned here) and returns
+    /// where its answer will arrive. The receiver yields an error if the
+    /// connection is lost before the answer.
+    pub async fn request(
+        &self,
+        peer: &Member,
+        mut request: Request,
+    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
+        let link = self.link(peer).await?;
+        let (tx, rx) = oneshot::channel();
+        request.id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::with_capacity(64 + request.args.len());
+        let id = request.id;
+        wire::encode::<E>(&Frame::Request(request), &mut bytes);
+        lock(&link.pending).insert(id, tx);
+        if link.writer.send(bytes).is_err() {
+            lock(&link.pending).remove(&id);
+            self.forget(&link);
+            return Err(LinkError::Lost {
+                host: peer.id.clone(),
+            });
+        }
+        Ok(rx)
+    }
+
+    /// Closes the connection to `peer`, if any: calls pending on it are
+    /// answered with [`LinkError::Lost`]. For a peer known to be dead.
+    pub fn disconnect(&self, peer_id: &str) {
+        let cell = lock(&self.shared.links).remove(peer_id);
+        if let Some(link) = cell.and_then(|cell| cell.get().cloned()) {
+            link.connection.close(0u32.into(), b"peer left the cluster");
+        }
+    }
+
+    /// Closes every connection and the endpoint.
+    pub fn close(&self) {
+        self.shared.endpoint.close(0u32.into(), b"host leaving");
+    }
+
+    async fn link(&self, peer: &Member) -> Result<Arc<Link<E>>, LinkError> {
+        let cell = lock(&self.shared.links)
+            .entry(peer.id.clone())
+            .or_default()
+            .clone();
+        let link = cell
+            .get_or_try_init(|| dial(self.shared.clone(), peer.clone()))
+            .await;
+        match link {
+            Ok(link) if link.connection.close_reason().is_none() => Ok(link.clone()),
+            Ok(link) => {
+                let link = link.clone();
+                self.forget(&link);
+                Box::pin(self.link(peer)).await
+            }
+            Err(error) => {
+                let mut links = lock(&self.shared.links);
+                if links.get(&peer.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    links.remove(&peer.id);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn forget(&self, link: &Arc<Link<E>>) {
+        forget(&self.shared, link);
+    }
+}
+
+fn forget<E>(shared: &Shared<E>, link: &Arc<Link<E>>) {
+    let mut links = lock(&shared.links);
+    let same = links
+        .get(&link.peer.id)
+        .and_then(|cell| cell.get())
+        .is_some_and(|l| Arc::ptr_eq(l, link));
+    if same {
+        links.remove(&link.peer.id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn transport_config(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok())
+        .keep_alive_interval(Some(idle_timeout / 3))
+        .max_concurrent_bidi_streams(4u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window((16u32 << 20).into())
+        .receive_window((32u32 << 20).into())
+        .send_window(32 << 20);
+    Arc::new(transport)
+}
+
+fn server_config(config: &TransportConfig) -> Result<quinn::ServerConfig, TransportError> {
+    let tls_error = |e: &dyn std::fmt::Display| TransportError::Tls(e.to_string());
+    let identity = config.identity.clone();
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error(&e))?
+        .with_client_cert_verifier(Arc::new(MemberCertificate {
+            provider: provider(),
+        }))
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(|e| tls_error(&e))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| tls_error(&e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport_config(config.idle_timeout));
+    Ok(server)
+}
+
+fn client_config(
+    shared: &Shared<impl Sized>,
+    pin: Fingerprint,
+) -> Result<quinn::ClientConfig, String> {
+    let identity = shared.identity.clone();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCertificate::new(pin)))
+        .with_client_auth_cert(identity.chain, identity.key)
+        .map_err(|e| e.to_string())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport_config(shared.idle_timeout));
+    Ok(client)
+}
+
+async fn dial<E>(shared: Arc<Shared<E>>, peer: Member) -> Result<Arc<Link<E>>, LinkError>
+where
+    E: Serialize + DeserializeOwned + Send + 'static,
+{
+    let unreachable = |message: String| LinkError::Unreachable {
+        host: peer.id.clone(),
+        address: peer.address.clone(),
+        message,
+    };
+    let pin: Fingerprint = peer
+        .fingerprint
+        .parse()
+        .map_err(|e: grove_gateway_quic::tls::TlsError| unreachable(e.to_string()))?;
+    let addr: SocketAddr = peer
+        .address
+        .parse()
+        .map_err(|_| unreachable("not a socket address".into()))?;
+    let config = client_config(&shared, pin).map_err(&unreachable)?;
+    let connecting = shared
+        .endpoint
+        .connect_with(config, addr, SERVER_NAME)
+        .map_err(|e| unreachable(e.to_string()))?;
+    let connection = tokio::time::timeout(shared.idle_timeout, connecting)
+        .await
+        .map_err(|_| unreachable("no handshake in time".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(open_link(&shared, peer, connection, send, recv))
+}
+
+/// Starts the reader and writer of a connection's stream.
+fn open_link<E>(
+    shared: &Arc<Shared<E>>,
+    peer: Member,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) -> Arc<Link<E>>
+where
+    E: Serialize + DeserializeOwned + Send + 'static,
+{
+    let (writer, queue) = mpsc::unbounded_channel();
+    let link = Arc::new(Link {
+        peer,
+        connection,
+        writer,
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+    });
+    tokio::spawn(write(link.connection.clone(), send, queue));
+    tokio::spawn(read(Arc::downgrade(shared), link.clone(), recv));
+    link
+}
+
+/// Writes queued frames, as many at a time as are waiting.
+async fn write(
+    connection: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let mut batch = Vec::with_capacity(64);
+    let mut buffer = Vec::new();
+    while queue.recv_many(&mut batch, 256).await > 0 {
+        buffer.clear();
+        for frame in batch.drain(..) {
+            buffer.extend_from_slice(&frame);
+        }
+        if let Err(error) = send.write_all(&buffer).await {
+            tracing::debug!(%error, "host-to-host stream closed");
+            connection.close(PROTOCOL_ERROR.into(), b"write failed");
+            return;
+        }
+    }
+}
+
+/// Reads frames until the stream ends; then fails what is pending.
+async fn read<E>(shared: Weak<Shared<E>>, link: Arc<Link<E>>, mut recv: quinn::RecvStream)
+where
+    E: Serialize + DeserializeOwned + Send + 'static,
+{
+    let mut body = Vec::new();
+    let ended = loop {
+        let mut prefix = [0u8; 4];
+        if let Err(error) = recv.read_exact(&mut prefix).await {
+            break error.to_string();
+        }
+        let len = match wire::frame_len(prefix) {
+            Ok(len) => len,
+            Err(error) => break error.to_string(),
+        };
+        body.resize(len, 0);
+        if let Err(error) = recv.read_exact(&mut body).await {
+            break error.to_string();
+        }
+        match wire::decode::<E>(&body) {
+            Ok(Frame::Response(response)) => {
+                if let Some(waiting) = lock(&link.pending).remove(&response.id) {
+                    let _ = waiting.send(response.outcome);
+                }
+            }
+            Ok(Frame::Request(request)) => {
+                let responder = Responder {
+                    id: request.id,
+                    writer: link.writer.clone(),
+                    _error: std::marker::PhantomData,
+                };
+                let inbound = shared.upgrade().and_then(|s| s.inbound.upgrade());
+                match inbound {
+                    Some(inbound) => inbound.request(&link.peer, request, responder).await,
+                    None => break "the host is gone".to_owned(),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(peer = %link.peer.id, %error, "bad frame from a host");
+                link.connection
+                    .close(PROTOCOL_ERROR.into(), error.to_string().as_bytes());
+                break error.to_string();
+            }
+        }
+    };
+    tracing::debug!(peer = %link.peer.id, %ended, "host-to-host connection ended");
+    link.connection.close(0u32.into(), b"stream ended");
+    if let Some(shared) = shared.upgrade() {
+        forget(&shared, &link);
+    }
+    // Dropping the senders answers every pending call with "lost".
+    lock(&link.pending).clear();
+}
+
+async fn accept<E>(shared: Weak<Shared<E>>)
+where
+    E: Serialize + DeserializeOwned + Send + 'static,
+{
+    loop {
+        let Some(endpoint) = shared.upgrade().map(|s| s.endpoint.clone()) else {
+            return;
+        };
+        let Some(incoming) = endpoint.accept().await else {
+            return;
+        };
+        tokio::spawn(admit(shared.clone(), incoming));
+    }
+}
+
+/// Completes the handshake of an incoming connection and takes it if the
+/// client's certificate is a live member's.
+async fn admit<E>(shared: Weak<Shared<E>>, incoming: quinn::Incoming)
+where
+    E: Serialize + DeserializeOwned + Send + 'static,
+{
+    let Ok(connection) = incoming.await else {
+        return;
+    };
+    let fingerprint = connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().map(|leaf| Fingerprint::of(leaf)));
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    let member = match fingerprint {
+        Some(fingerprint) => match shared.membership.members().await {
+            Ok(members) => members
+                .into_iter()
+                .find(|m| m.fingerprint == fingerprint.to_string()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot check a connecting host's membership");
+                None
+            }
+        },
+        None => None,
+    };
+    let Some(member) = member else {
+        tracing::warn!(
+            remote = %connection.remote_address(),
+            "refused a host-to-host connection from a process that is not a member"
+        );
+        connection.close(NOT_A_MEMBER.into(), b"not a member of this cluster");
+        return;
+    };
+    let Ok((send, recv)) = connection.accept_bi().await else {
+        return;
+    };
+    let id = member.id.clone();
+    let link = open_link(&shared, member, connection, send, recv);
+    // The accepted connection is also this host's link to the peer, unless
+    // it has one already.
+    let cell = lock(&shared.links).entry(id).or_default().clone();
+    let _ = cell.set(link);
+}
+
+/// Asks every client for a certificate and checks the handshake signature
+/// against it; whether the certificate is a member's is checked once the
+/// handshake is done, against the live leases.
+#[derive(Debug)]
+struct MemberCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for MemberCertificate {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
