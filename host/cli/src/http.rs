@@ -53,6 +53,7 @@ pub fn status_of(error: &CallError) -> StatusCode {
             Unavailable::MailboxFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unavailable::ActivationFailed { .. }
             | Unavailable::ShuttingDown
+            | Unavailable::HostUnreachable { .. }
             | Unavailable::StateUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         },
     }

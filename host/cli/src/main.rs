@@ -128,6 +128,82 @@ struct RunArgs {
     max_activations: Option<u32>,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Join the cluster of this name: the hosts sharing `--redis` and a
+    /// cluster name run each actor once among them and call each other
+    /// over QUIC. Without it the host runs alone.
+    #[arg(long, requires_all = ["redis", "listen"])]
+    cluster: Option<String>,
+    /// UDP address where other hosts of the cluster reach this one.
+    #[arg(long, requires = "cluster")]
+    listen: Option<SocketAddr>,
+    /// The address other hosts dial, when it differs from `--listen`
+    /// (a wildcard listen address, NAT).
+    #[arg(long, requires = "cluster")]
+    advertise: Option<SocketAddr>,
+    /// How actors are placed when they have no live owner: `two-choices`
+    /// (the less loaded of two random hosts) or `prefer-local`.
+    #[arg(long, default_value = "two-choices", value_name = "STRATEGY")]
+    placement: String,
+    /// Placement for one actor type, e.g. `room=prefer-local`; repeatable.
+    #[arg(long = "placement-for", value_name = "TYPE=STRATEGY")]
+    placement_for: Vec<String>,
+    /// Lease TTL in milliseconds: how long a dead host's actors stay
+    /// unreachable before the others take them over.
+    #[arg(long, default_value_t = 3000)]
+    lease_ttl_ms: u64,
+}
+
+impl ClusterArgs {
+    /// Joins the cluster if one was named.
+    async fn join(
+        &self,
+        host: &Host,
+        redis: Option<&str>,
+    ) -> anyhow::Result<Option<grove_host::cluster::Cluster>> {
+        let (Some(name), Some(redis), Some(listen)) = (&self.cluster, redis, self.listen) else {
+            return Ok(None);
+        };
+        let mut config = grove_host::cluster::ClusterConfig::new(name, redis, listen);
+        config.advertise = self.advertise;
+        config.placement = self.placement.parse().map_err(anyhow::Error::msg)?;
+        for rule in &self.placement_for {
+            let (actor_type, strategy) = rule
+                .split_once('=')
+                .with_context(|| format!("`--placement-for {rule}`: write TYPE=STRATEGY"))?;
+            let strategy = strategy.parse().map_err(anyhow::Error::msg)?;
+            config
+                .placement_by_type
+                .insert(actor_type.to_owned(), strategy);
+        }
+        let ttl = Duration::from_millis(self.lease_ttl_ms.max(300));
+        config.timing = grove_cluster::membership::LeaseTiming {
+            ttl,
+            renew_every: ttl / 6,
+            margin: ttl / 4,
+        };
+        let cluster = host
+            .join_cluster(config)
+            .await
+            .with_context(|| format!("cannot join cluster {name}"))?;
+        println!(
+            "cluster: {name} as host {}, hosts dial {}",
+            cluster.id(),
+            self.advertise.map_or_else(
+                || cluster
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                |a| a.to_string()
+            )
+        );
+        Ok(Some(cluster))
+    }
 }
 
 #[derive(clap::Args)]
@@ -311,12 +387,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         load_ms = started.elapsed().as_millis() as u64,
         "grove is serving"
     );
+    let cluster = args.cluster.join(&host, args.redis.as_deref()).await?;
     let gateway = args.gateway.start(&host, &args.data).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(host.clone(), listener, async move {
         let _ = http_stopped.await;
     }));
-    shutdown_signal().await;
+    match &cluster {
+        Some(cluster) => tokio::select! {
+            () = shutdown_signal() => {}
+            () = cluster.fenced() => {
+                anyhow::bail!(
+                    "this host lost its cluster lease (Redis unreachable for too long) and stopped serving; restart it to join again"
+                );
+            }
+        },
+        None => shutdown_signal().await,
+    }
     tokio::spawn(async {
         shutdown_signal().await;
         eprintln!("second signal: exiting at once");
@@ -355,6 +442,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "shutting down: deactivating actors"
     );
     host.shutdown().await;
+    if let Some(cluster) = cluster {
+        tracing::info!("leaving the cluster");
+        if let Err(error) = cluster.leave().await {
+            tracing::warn!(%error, "cannot delete the lease; it lapses on its own");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -252,7 +252,7 @@ impl Lease {
 
     /// Leaves the cluster: stops renewing and deletes the lease, so the
     /// others see this host gone at once rather than after the TTL.
-    pub async fn leave(self) -> Result<(), RedisUnavailable> {
+    pub async fn leave(&self) -> Result<(), RedisUnavailable> {
         self.renewer.abort();
         let mut conn = self.membership.conn.clone();
         let _: i64 = conn.del(self.membership.lease_key(&self.id)).await?;

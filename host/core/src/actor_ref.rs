@@ -15,7 +15,7 @@ pub struct ActorRef {
 }
 
 /// A string that is not an actor ref.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("`{0}` is not an actor ref; write it as `type/key`, e.g. `counter/7`")]
 pub struct BadActorRef(pub String);
 

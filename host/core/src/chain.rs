@@ -28,7 +28,7 @@ pub struct ChainLink {
 pub type CallChain = Option<Arc<ChainLink>>;
 
 /// Why a call may not be made in its chain.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ChainError {
     /// The call would enter an actor already waiting further up its chain.
     #[error("call to {target} would re-enter it: call chain {chain}")]
@@ -51,6 +51,34 @@ pub enum ChainError {
 /// The actors on `chain`, innermost first.
 fn actors(chain: &CallChain) -> impl Iterator<Item = &ActorRef> {
     std::iter::successors(chain.as_deref(), |link| link.parent.as_deref()).map(|l| &l.actor)
+}
+
+/// The actors on `chain`, outermost caller first: how a chain crosses to
+/// another host.
+pub fn to_list(chain: &CallChain) -> Vec<ActorRef> {
+    let mut list: Vec<ActorRef> = actors(chain).cloned().collect();
+    list.reverse();
+    list
+}
+
+/// The chain [`to_list`] gave, rebuilt; an error if it is deeper than
+/// [`MAX_CHAIN_DEPTH`].
+pub fn from_list(list: Vec<ActorRef>) -> Result<CallChain, ChainError> {
+    if list.len() > MAX_CHAIN_DEPTH {
+        return Err(ChainError::TooDeep {
+            depth: list.len(),
+            limit: MAX_CHAIN_DEPTH,
+        });
+    }
+    let mut chain = None;
+    for (i, actor) in list.into_iter().enumerate() {
+        chain = Some(Arc::new(ChainLink {
+            actor,
+            parent: chain,
+            depth: i + 1,
+        }));
+    }
+    Ok(chain)
 }
 
 /// Whether `actor` is waiting, inside a turn, somewhere on `chain`.
@@ -113,6 +141,26 @@ mod tests {
         ));
         // Another key of the same type is another actor.
         assert!(extend(&b_to_c, &r("c/1"), &r("a/2")).is_ok());
+    }
+
+    #[test]
+    fn a_chain_rebuilt_from_its_list_refuses_the_same_calls() {
+        let a_to_b = extend(&None, &r("a/1"), &r("b/1")).unwrap();
+        let b_to_c = extend(&a_to_b, &r("b/1"), &r("c/1")).unwrap();
+        let list = to_list(&b_to_c);
+        assert_eq!(list, vec![r("a/1"), r("b/1")]);
+        let rebuilt = from_list(list).unwrap();
+        assert_eq!(to_list(&rebuilt), to_list(&b_to_c));
+        let err = extend(&rebuilt, &r("c/1"), &r("a/1")).unwrap_err();
+        assert!(
+            err.to_string().contains("a/1 -> b/1 -> c/1 -> a/1"),
+            "{err}"
+        );
+        let deep = (0..=MAX_CHAIN_DEPTH)
+            .map(|i| r(&format!("a/{i}")))
+            .collect();
+        assert!(matches!(from_list(deep), Err(ChainError::TooDeep { .. })));
+        assert!(from_list(Vec::new()).unwrap().is_none());
     }
 
     #[test]

@@ -321,8 +321,9 @@ impl Directory {
             self.removed.notify_waiters();
             return;
         };
-        // `left` came out of a mailbox of the same capacity: it fits.
-        let (listed, slot) = self.new_slot(actor, self.capacity);
+        // `left` came out of a mailbox of the same capacity, plus what a
+        // forwarder took out of it: a successor this large holds it all.
+        let (listed, slot) = self.new_slot(actor, self.capacity.max(left.len()));
         for envelope in left {
             if let Err(Refused::Full(e) | Refused::Closed(e)) = listed.mailbox.try_send(envelope) {
                 e.fail(CallError::Unavailable(Unavailable::ShuttingDown));
@@ -408,9 +409,17 @@ impl Slot {
 
     /// Ends the activation in order: closes the mailbox and hands what is
     /// left in it to a successor.
-    pub(crate) fn leave(mut self) {
-        let left = self.mailbox.close();
-        self.directory.hand_over(&self.actor, self.id, left);
+    pub(crate) fn leave(self) {
+        self.leave_with(Vec::new());
+    }
+
+    /// Ends the activation in order, handing `first` to the successor ahead
+    /// of what is left in the mailbox: messages this activation took but
+    /// could not deliver (a cluster forwarder whose host turned out not to
+    /// run the actor).
+    pub(crate) fn leave_with(mut self, mut first: Vec<Envelope>) {
+        first.extend(self.mailbox.close());
+        self.directory.hand_over(&self.actor, self.id, first);
         self.left = true;
     }
 }

@@ -27,7 +27,7 @@ pub use grove_core::{BadActorRef, ChainError};
 ///
 /// The message is that of the family error inside, which is also its
 /// [`source`](std::error::Error::source).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CallError {
     /// The call itself is wrong; retrying it unchanged fails again.
     #[error("{0}")]
@@ -45,7 +45,7 @@ pub enum CallError {
 }
 
 /// A call that is wrong in itself: sent again unchanged, it fails again.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RejectedCall {
     /// The actor ref is not of the form `type/key`.
     #[error("{0}")]
@@ -84,7 +84,7 @@ pub enum RejectedCall {
 
 /// The actor failed while running the call, and its activation has ended;
 /// the next call activates it again from its stored state.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ActorFailure {
     /// The actor trapped during the call.
     #[error("actor {actor} trapped in `{function}`: {reason}")]
@@ -135,7 +135,7 @@ pub enum ActorFailure {
 /// The call could not be delivered or answered now; retrying later may
 /// succeed. After a [`Timeout`](Unavailable::Timeout) the call may still run
 /// (or have run): retry only what is safe to run twice.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Unavailable {
     /// The actor could not be activated (instantiation or `on-activate` failed,
     /// or the host holds as many activations as it may).
@@ -168,6 +168,18 @@ pub enum Unavailable {
         actor: String,
         /// The mailbox's capacity.
         capacity: usize,
+    },
+    /// The host running the actor could not be reached, or the connection
+    /// to it was lost with the call in flight (it may or may not have run).
+    /// The actor comes back on another host once that host's lease lapses.
+    #[error("actor {actor} is on host {host}, which cannot be reached: {message}")]
+    HostUnreachable {
+        /// The actor.
+        actor: String,
+        /// The host's id.
+        host: String,
+        /// Why.
+        message: String,
     },
     /// No answer within the caller's timeout.
     #[error("no answer from {actor} to `{function}` within {timeout:?}")]
@@ -252,6 +264,7 @@ impl Unavailable {
             Unavailable::ShuttingDown => "shutting-down",
             Unavailable::StateUnavailable { .. } => "state-unavailable",
             Unavailable::MailboxFull { .. } => "mailbox-full",
+            Unavailable::HostUnreachable { .. } => "host-unreachable",
             Unavailable::Timeout { .. } => "timeout",
         }
     }

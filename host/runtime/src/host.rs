@@ -8,7 +8,7 @@
 //! imports never hold the host itself.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use grove_core::Message;
@@ -19,6 +19,7 @@ use wasmtime::component::{Linker, Val};
 
 use crate::activation;
 use crate::catalog::Catalog;
+use crate::cluster::{self, Cluster, ClusterConfig, ClusterError, Node};
 use crate::directory::{Activator, Call, Directory, Slot};
 use crate::engine::{build_engine, CompileCache, EpochClock, HostError, Limits};
 use crate::error::{CallError, RejectedCall, Unavailable};
@@ -76,6 +77,8 @@ struct Inner {
     directory: Arc<Directory>,
     reminders: Arc<Reminders>,
     context: activation::Context,
+    /// Set once the host joins a cluster.
+    cluster: OnceLock<Arc<Node>>,
 }
 
 /// A Grove host. Cheap to clone: clones share the same actors.
@@ -99,7 +102,18 @@ impl Activator for Inner {
                 return tokio::spawn(async move { slot.leave() }).abort_handle();
             }
         };
-        tokio::spawn(activation::run(self.context.clone(), plugin, slot)).abort_handle()
+        let context = self.context.clone();
+        match self.cluster.get() {
+            Some(node) => tokio::spawn(cluster::place(node.clone(), context, plugin, slot)),
+            None => tokio::spawn(activation::run(context, plugin, slot)),
+        }
+        .abort_handle()
+    }
+}
+
+impl cluster::Plugins for Inner {
+    fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
+        Inner::plugin(self, actor_type)
     }
 }
 
@@ -150,6 +164,7 @@ impl Host {
             directory,
             reminders,
             context,
+            cluster: OnceLock::new(),
         });
         let activator: Arc<dyn Activator> = inner.clone();
         inner.directory.set_activator(Arc::downgrade(&activator));
@@ -166,6 +181,41 @@ impl Host {
             loaded += self.inner.reminders.load(&plugin.actor_type).await?;
         }
         Ok(loaded)
+    }
+
+    /// Joins a cluster of hosts sharing a Redis: from then on every actor has
+    /// one activation among the hosts, and calls reach it wherever it runs
+    /// (see [`crate::cluster`]). Load the plugins first: the lease publishes
+    /// which actor types this host serves. Deactivate the actors
+    /// ([`Host::shutdown`]) before [`Cluster::leave`].
+    pub async fn join_cluster(&self, config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        if self.inner.cluster.get().is_some() {
+            return Err(ClusterError::AlreadyJoined);
+        }
+        let served = self
+            .plugins()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}@{}",
+                    p.actor_type,
+                    &p.content_hash[..12.min(p.content_hash.len())]
+                )
+            })
+            .collect();
+        let plugins: Arc<dyn cluster::Plugins> = self.inner.clone();
+        let (cluster, node) = Cluster::join(
+            config,
+            self.inner.directory.clone(),
+            Arc::downgrade(&plugins),
+            served,
+        )
+        .await?;
+        self.inner
+            .cluster
+            .set(node)
+            .map_err(|_| ClusterError::AlreadyJoined)?;
+        Ok(cluster)
     }
 
     /// One-shot reminders given up, since start, after failing every try.

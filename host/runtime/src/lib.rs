@@ -23,6 +23,7 @@
 mod activation;
 mod bindings;
 mod catalog;
+pub mod cluster;
 mod directory;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,919 @@
+//! A host as a member of a cluster: where each actor runs, and calls that
+//! cross to the host that runs it.
+//!
+//! The local [`Directory`] stays the one door every call goes through. In a
+//! cluster, the task the directory starts for an actor it has no entry for
+//! first **resolves** the actor's owner in the placement directory (Redis):
+//!
+//! * owned by no live host: the task places it — on the less loaded of two
+//!   random live hosts serving the type, or on this host with
+//!   `prefer-local` — with one atomic claim, which every host racing for the
+//!   same actor loses to the same winner;
+//! * owned by this host: the task claims it again (a new epoch, so a release
+//!   by an earlier activation here cannot undo it) and runs the activation;
+//! * owned by another live host: the task becomes a **forwarder**: it reads
+//!   the mailbox like an activation and sends each message to the owner over
+//!   the [`Transport`], arguments in the value encoding. Calls queued behind
+//!   one another go out in order on one stream, so per-sender order holds.
+//!
+//! A forwarder leaves — and its successor resolves again — when the owner
+//! answers that it does not run the actor (the entry was stale), when the
+//! owner's lease lapses (its pending calls fail with `host-unreachable` at
+//! once), or when it has been idle as long as an activation would be. A
+//! request from another host is served only if this host owns the actor
+//! (an activation here, or the placement entry names this host); otherwise
+//! it is answered [`Outcome::NotHere`], so a stale entry never makes a
+//! message hop twice.
+//!
+//! Deadlines cross as the caller's remaining time, and call chains as their
+//! list of actors, so deadlines and cycle detection hold across hosts. A
+//! host whose lease could not be renewed in time is fenced: it aborts every
+//! activation and refuses requests, before any other host can take its
+//! actors over.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use grove_cluster::membership::{JoinError, Lease, LeaseTiming, Member, Membership};
+use grove_cluster::placement::{Owner, Placement};
+use grove_cluster::transport::{
+    BoxFuture, Inbound, Responder, Transport, TransportConfig, TransportError,
+};
+use grove_cluster::wire::{Outcome, Request};
+use grove_cluster::RedisUnavailable;
+use grove_core::{chain, Message};
+use grove_values::wire::{self as values_wire, DecodeLimits};
+use tokio::sync::watch;
+use wasmtime::component::Val;
+
+use crate::activation;
+use crate::directory::{Directory, Slot};
+use crate::error::{CallError, RejectedCall, Unavailable};
+use crate::mailbox::{CallMessage, Envelope, Reply};
+use crate::plugin::{Function, Plugin};
+use crate::ActorRef;
+
+/// How an actor type is placed when it has no live owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// The less loaded (fewer activations) of two random live hosts that
+    /// serve the type.
+    #[default]
+    TwoChoices,
+    /// The host that called it first, if it serves the type.
+    PreferLocal,
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Strategy, String> {
+        match text {
+            "two-choices" => Ok(Strategy::TwoChoices),
+            "prefer-local" => Ok(Strategy::PreferLocal),
+            other => Err(format!(
+                "unknown placement strategy `{other}`: use two-choices or prefer-local"
+            )),
+        }
+    }
+}
+
+/// How a host joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The cluster's name: hosts sharing a Redis and a name form a cluster.
+    pub name: String,
+    /// The Redis the cluster coordinates through, e.g. `redis://10.0.0.2/`.
+    pub redis: String,
+    /// The UDP address host-to-host QUIC listens on.
+    pub listen: SocketAddr,
+    /// The address the other hosts dial; `listen` if `None` (which then
+    /// must not be a wildcard address).
+    pub advertise: Option<SocketAddr>,
+    /// Lease timing: the TTL bounds how long a dead host's actors stay
+    /// unreachable.
+    pub timing: LeaseTiming,
+    /// The placement of actor types not named in `placement_by_type`.
+    pub placement: Strategy,
+    /// Per actor type placement.
+    pub placement_by_type: HashMap<String, Strategy>,
+}
+
+impl ClusterConfig {
+    /// A cluster `name` in the Redis at `redis`, listening on `listen`, with
+    /// default timing and placement.
+    pub fn new(name: &str, redis: &str, listen: SocketAddr) -> ClusterConfig {
+        ClusterConfig {
+            name: name.to_owned(),
+            redis: redis.to_owned(),
+            listen,
+            advertise: None,
+            timing: LeaseTiming::default(),
+            placement: Strategy::default(),
+            placement_by_type: HashMap::new(),
+        }
+    }
+}
+
+/// Why a host could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The Redis URL is not one.
+    #[error("bad Redis URL {url}: {message}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// Redis could not be reached.
+    #[error(transparent)]
+    Redis(#[from] RedisUnavailable),
+    /// The lease could not be taken.
+    #[error("cannot join the cluster: {0}")]
+    Join(#[from] JoinError),
+    /// The host-to-host transport could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The address others would dial is a wildcard.
+    #[error("--advertise is needed: other hosts cannot dial the wildcard address {0}")]
+    Wildcard(SocketAddr),
+    /// The host is already in a cluster.
+    #[error("this host has joined a cluster already")]
+    AlreadyJoined,
+}
+
+/// Where a call to an actor goes.
+enum Route {
+    /// An activation here, under this claim.
+    Here(Owner),
+    /// The live host that runs it.
+    There(Member),
+}
+
+/// What the host's parts need of the cluster. Shared behind an `Arc`.
+pub(crate) struct Node {
+    me: String,
+    placement: Placement,
+    membership: Membership,
+    transport: Transport<CallError>,
+    roster: watch::Receiver<Arc<Vec<Member>>>,
+    /// Activations on this host, with the epoch of their claim.
+    local: DashMap<ActorRef, u64>,
+    fenced: AtomicBool,
+    strategy: Strategy,
+    by_type: HashMap<String, Strategy>,
+    directory: Arc<Directory>,
+    /// The host's plugins, to encode and decode values by their WIT types.
+    plugins: Weak<dyn Plugins>,
+    /// What the transport hands requests to.
+    _late: Arc<dyn Inbound<CallError>>,
+}
+
+/// The host's plugins, as the cluster sees them.
+pub(crate) trait Plugins: Send + Sync + 'static {
+    /// The plugin serving `actor_type`.
+    fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError>;
+}
+
+/// A host's membership of its cluster, from [`crate::Host::join_cluster`].
+pub struct Cluster {
+    node: Arc<Node>,
+    lease: Arc<Lease>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Cluster {
+    /// Joins: starts the host-to-host transport, takes a lease, and starts
+    /// keeping the view of the members fresh.
+    pub(crate) async fn join(
+        config: ClusterConfig,
+        directory: Arc<Directory>,
+        plugins: Weak<dyn Plugins>,
+        served: Vec<String>,
+    ) -> Result<(Cluster, Arc<Node>), ClusterError> {
+        let bad_url = |message: String| ClusterError::BadUrl {
+            url: config.redis.clone(),
+            message,
+        };
+        let client =
+            redis::Client::open(config.redis.as_str()).map_err(|e| bad_url(e.to_string()))?;
+        let conn = redis::aio::ConnectionManager::new(client)
+            .await
+            .map_err(RedisUnavailable)?;
+        let membership = Membership::new(conn.clone(), &config.name);
+        let placement = Placement::new(conn, &config.name);
+        let advertise = config.advertise.unwrap_or(config.listen);
+        if advertise.ip().is_unspecified() {
+            return Err(ClusterError::Wildcard(advertise));
+        }
+        // The transport starts before the node it serves exists (the node
+        // holds the transport): requests reach the node through `late`.
+        let slot: Arc<std::sync::OnceLock<Weak<Node>>> = Arc::default();
+        let late: Arc<dyn Inbound<CallError>> = Arc::new(LateInbound(slot.clone()));
+        let transport = Transport::start(
+            TransportConfig::new(config.listen)?,
+            membership.clone(),
+            Arc::downgrade(&late),
+        )?;
+        let address = match config.advertise {
+            Some(addr) => addr,
+            None => transport
+                .local_addr()
+                .map_err(|source| TransportError::Bind {
+                    addr: config.listen,
+                    source,
+                })?,
+        };
+        let me = format!("{:016x}", fastrand::u64(..));
+        let member = Member {
+            id: me.clone(),
+            address: address.to_string(),
+            fingerprint: transport.fingerprint().to_string(),
+            activations: 0,
+            plugins: served,
+            started_ms: unix_ms(),
+            renewed_ms: unix_ms(),
+        };
+        let lease = Arc::new(membership.join(member.clone(), config.timing).await?);
+        let (roster_tx, roster) = watch::channel(Arc::new(membership.members().await?));
+        let node = Arc::new(Node {
+            me,
+            placement,
+            membership: membership.clone(),
+            transport,
+            roster,
+            local: DashMap::new(),
+            fenced: AtomicBool::new(false),
+            strategy: config.placement,
+            by_type: config.placement_by_type,
+            directory,
+            plugins,
+            _late: late,
+        });
+        let _ = slot.set(Arc::downgrade(&node));
+        let every = config.timing.renew_every;
+        let tasks = vec![
+            tokio::spawn(watch_roster(Arc::downgrade(&node), roster_tx, every)).abort_handle(),
+            tokio::spawn(guard(Arc::downgrade(&node), lease.clone(), every)).abort_handle(),
+        ];
+        tracing::info!(
+            host = %node.me,
+            cluster = %config.name,
+            %address,
+            fingerprint = %member.fingerprint,
+            "joined the cluster"
+        );
+        Ok((
+            Cluster {
+                node: node.clone(),
+                lease,
+                tasks,
+            },
+            node,
+        ))
+    }
+
+    /// This host's id in the cluster (new at every start).
+    pub fn id(&self) -> &str {
+        &self.node.me
+    }
+
+    /// The address other hosts dial.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.node.transport.local_addr()
+    }
+
+    /// The live members, as of the last look (every renewal interval).
+    pub fn members(&self) -> Arc<Vec<Member>> {
+        self.node.roster.borrow().clone()
+    }
+
+    /// Resolves once this host is fenced: its lease could not be renewed in
+    /// time, its activations have been aborted, and it serves no actor. A
+    /// fenced host must leave (the process exits, or joins again).
+    pub async fn fenced(&self) {
+        self.lease.fenced().await;
+    }
+
+    /// Leaves the cluster: deletes the lease (the others see this host gone
+    /// at once) and closes the host-to-host connections. Deactivate the
+    /// actors first ([`crate::Host::shutdown`]), so their state is saved and
+    /// their placement released.
+    pub async fn leave(self) -> Result<(), RedisUnavailable> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let result = self.lease.leave().await;
+        self.node.transport.close();
+        result
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The transport's inbound before the node exists.
+struct LateInbound(Arc<std::sync::OnceLock<Weak<Node>>>);
+
+impl Inbound<CallError> for LateInbound {
+    fn request(
+        &self,
+        from: &Member,
+        request: Request,
+        responder: Responder<CallError>,
+    ) -> BoxFuture<'_, ()> {
+        let node = self.0.get().and_then(Weak::upgrade);
+        let from = from.id.clone();
+        Box::pin(async move {
+            match node {
+                Some(node) => node.serve(&from, request, responder).await,
+                None => responder.respond(Outcome::Failed(CallError::Unavailable(
+                    Unavailable::ShuttingDown,
+                ))),
+            }
+        })
+    }
+}
+
+/// Publishes the host's load with every renewal until the host is fenced;
+/// then fences it: aborts every activation.
+async fn guard(node: Weak<Node>, lease: Arc<Lease>, every: Duration) {
+    loop {
+        tokio::select! {
+            () = lease.fenced() => break,
+            () = tokio::time::sleep(every) => {
+                let Some(node) = node.upgrade() else { return };
+                let activations = node.local.len() as u64;
+                lease.publish(|m| m.activations = activations);
+            }
+        }
+    }
+    if let Some(node) = node.upgrade() {
+        node.fence().await;
+    }
+}
+
+/// Refreshes the members every `every`; drops the connections of hosts
+/// that left.
+async fn watch_roster(node: Weak<Node>, roster: watch::Sender<Arc<Vec<Member>>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        let members = match node.membership.members().await {
+            Ok(members) => members,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the cluster's members");
+                continue;
+            }
+        };
+        let before = roster.borrow().clone();
+        for gone in before
+            .iter()
+            .filter(|m| !members.iter().any(|n| n.id == m.id))
+        {
+            tracing::info!(host = %gone.id, address = %gone.address, "host left the cluster");
+            node.transport.disconnect(&gone.id);
+        }
+        roster.send_replace(Arc::new(members));
+    }
+}
+
+impl Node {
+    fn unavailable(&self, actor: &ActorRef, error: impl std::fmt::Display) -> CallError {
+        CallError::Unavailable(Unavailable::ActivationFailed {
+            actor: actor.to_string(),
+            message: format!("the cluster's placement directory: {error}"),
+        })
+    }
+
+    fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
+        match self.plugins.upgrade() {
+            Some(plugins) => plugins.plugin(actor_type),
+            None => Err(CallError::Unavailable(Unavailable::ShuttingDown)),
+        }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Stops serving: refuses requests and aborts every activation, before
+    /// the lease can lapse and another host take the actors over.
+    async fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
+        self.directory.begin_stop();
+        let aborted = self.directory.wait_empty(Instant::now()).await;
+        tracing::error!(
+            host = %self.me,
+            aborted,
+            "fenced: the lease could not be renewed in time; every activation was stopped"
+        );
+    }
+
+    /// A live member by id, looking in Redis if the last view does not have
+    /// it (it may have joined since).
+    async fn live(&self, id: &str) -> Result<Option<Member>, RedisUnavailable> {
+        if let Some(member) = self.roster.borrow().iter().find(|m| m.id == id) {
+            return Ok(Some(member.clone()));
+        }
+        let members = self.membership.members().await?;
+        Ok(members.into_iter().find(|m| m.id == id))
+    }
+
+    /// Where `actor` should be placed now.
+    fn choose(&self, actor: &ActorRef) -> String {
+        let roster = self.roster.borrow().clone();
+        let prefix = format!("{}@", actor.actor_type);
+        let serving: Vec<&Member> = roster
+            .iter()
+            .filter(|m| m.plugins.iter().any(|p| p.starts_with(&prefix)))
+            .collect();
+        let strategy = self
+            .by_type
+            .get(&*actor.actor_type)
+            .copied()
+            .unwrap_or(self.strategy);
+        let me_serving = serving.iter().any(|m| m.id == self.me);
+        match (strategy, serving.len()) {
+            (_, 0) => self.me.clone(),
+            (Strategy::PreferLocal, _) if me_serving => self.me.clone(),
+            (_, 1) => serving[0].id.clone(),
+            _ => {
+                let a = fastrand::usize(..serving.len());
+                let mut b = fastrand::usize(..serving.len() - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (serving[a], serving[b]);
+                if b.activations < a.activations {
+                    b.id.clone()
+                } else {
+                    a.id.clone()
+                }
+            }
+        }
+    }
+
+    /// Finds or places the owner of `actor`, for a directory entry that has
+    /// no activation behind it yet.
+    async fn resolve(&self, actor: &ActorRef) -> Result<Route, CallError> {
+        let fail = |e: RedisUnavailable| self.unavailable(actor, e);
+        let current = self.placement.lookup(actor).await.map_err(fail)?;
+        let replacing = match current {
+            // Claimed anew: an earlier activation here may still be
+            // releasing the old claim.
+            Some(owner) if owner.host == self.me => Some(owner),
+            Some(owner) => match self.live(&owner.host).await.map_err(fail)? {
+                Some(member) => return Ok(Route::There(member)),
+                None => Some(owner),
+            },
+            None => None,
+        };
+        let target = match &replacing {
+            Some(owner) if owner.host == self.me => self.me.clone(),
+            _ => self.choose(actor),
+        };
+        let owner = self
+            .placement
+            .claim(actor, &target, replacing.as_ref())
+            .await
+            .map_err(fail)?;
+        if owner.host == self.me {
+            return Ok(Route::Here(owner));
+        }
+        match self.live(&owner.host).await.map_err(fail)? {
+            Some(member) => Ok(Route::There(member)),
+            None => Err(CallError::Unavailable(Unavailable::HostUnreachable {
+                actor: actor.to_string(),
+                host: owner.host,
+                message: "its lease lapsed; the actor moves at the next call".into(),
+            })),
+        }
+    }
+
+    /// Serves a request from host `from`.
+    async fn serve(&self, from: &str, request: Request, responder: Responder<CallError>) {
+        match self.accept(request).await {
+            Err(outcome) => responder.respond(outcome),
+            Ok((actor, message, answer)) => {
+                let directory = self.directory.clone();
+                match answer {
+                    // A one-way send is answered once queued, in order with
+                    // the sends behind it.
+                    None => {
+                        let queued = directory
+                            .deliver(&actor, Envelope::Call(message), true)
+                            .await;
+                        responder.respond(match queued {
+                            Ok(()) => Outcome::Queued,
+                            Err(error) => Outcome::Failed(error),
+                        });
+                    }
+                    Some((answer, result_type)) => {
+                        let from = from.to_owned();
+                        tokio::spawn(async move {
+                            let _ = directory
+                                .deliver(&actor, Envelope::Call(message), true)
+                                .await;
+                            let outcome = match answer.await {
+                                Ok(Ok(val)) => encode_result(&actor, val, result_type.as_ref()),
+                                Ok(Err(error)) => Outcome::Failed(error),
+                                Err(_) => Outcome::Failed(CallError::Unavailable(
+                                    Unavailable::ActivationFailed {
+                                        actor: actor.to_string(),
+                                        message: "the activation ended before answering".into(),
+                                    },
+                                )),
+                            };
+                            tracing::trace!(%from, %actor, "answered a host's call");
+                            responder.respond(outcome);
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks a request and turns it into a message for the local
+    /// directory, with where its answer arrives for a call.
+    #[allow(clippy::type_complexity)]
+    async fn accept(
+        &self,
+        request: Request,
+    ) -> Result<
+        (
+            ActorRef,
+            CallMessage,
+            Option<(
+                tokio::sync::oneshot::Receiver<crate::mailbox::Answer>,
+                Option<wasmtime::component::Type>,
+            )>,
+        ),
+        Outcome<CallError>,
+    > {
+        let failed = |e: CallError| Outcome::Failed(e);
+        if self.is_fenced() || self.directory.is_stopping() {
+            return Err(failed(CallError::Unavailable(Unavailable::ShuttingDown)));
+        }
+        let actor = ActorRef::new(&request.actor_type, &request.key);
+        let plugin = self.plugin(&request.actor_type).map_err(failed)?;
+        let (_, function) = plugin.function(&request.function).ok_or_else(|| {
+            failed(CallError::Rejected(RejectedCall::UnknownFunction {
+                actor_type: request.actor_type.clone(),
+                function: request.function.clone(),
+            }))
+        })?;
+        let args = decode_args(function, &request.args).map_err(failed)?;
+        if !self.local.contains_key(&actor) {
+            match self.placement.lookup(&actor).await {
+                Ok(Some(owner)) if owner.host == self.me => {}
+                Ok(_) => return Err(Outcome::NotHere),
+                Err(error) => return Err(failed(self.unavailable(&actor, error))),
+            }
+        }
+        let chain_actors: Result<Vec<ActorRef>, _> = request
+            .chain
+            .iter()
+            .map(|a| a.parse::<ActorRef>())
+            .collect();
+        let chain = chain_actors
+            .map_err(|e| failed(e.into()))
+            .and_then(|list| chain::from_list(list).map_err(|e| failed(e.into())))?;
+        let timeout = Duration::from_micros(request.timeout_us);
+        let result_type = function.result.clone();
+        let function: Arc<str> = request.function.into();
+        let (reply, answer) = if request.one_way {
+            (None, None)
+        } else {
+            let (reply, answer) = Reply::new(timeout);
+            (Some(reply), Some((answer, result_type)))
+        };
+        let message = Message {
+            target: actor.clone(),
+            function,
+            args,
+            chain,
+            deadline: Instant::now() + timeout,
+            reply,
+        };
+        Ok((actor, message, answer))
+    }
+}
+
+fn decode_args(function: &Function, bytes: &[u8]) -> Result<Vec<Val>, CallError> {
+    let bad = |message: String| {
+        CallError::Rejected(RejectedCall::BadArguments {
+            function: function.name.clone(),
+            message,
+        })
+    };
+    let mut args = Vec::with_capacity(function.params.len());
+    let mut rest = bytes;
+    for param in &function.params {
+        let (val, used) = values_wire::decode_prefix(&param.ty, rest, &DecodeLimits::DEFAULT)
+            .map_err(|e| bad(format!("argument `{}`: {e}", param.name)))?;
+        args.push(val);
+        rest = &rest[used..];
+    }
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes after the last argument", rest.len())));
+    }
+    Ok(args)
+}
+
+fn encode_args(function: &Function, args: &[Val]) -> Result<Vec<u8>, CallError> {
+    let mut out = Vec::new();
+    for (param, arg) in function.params.iter().zip(args) {
+        values_wire::encode(arg, &param.ty, &mut out).map_err(|e| {
+            CallError::Rejected(RejectedCall::BadArguments {
+                function: function.name.clone(),
+                message: format!("argument `{}`: {e}", param.name),
+            })
+        })?;
+    }
+    Ok(out)
+}
+
+fn encode_result(
+    actor: &ActorRef,
+    val: Option<Val>,
+    ty: Option<&wasmtime::component::Type>,
+) -> Outcome<CallError> {
+    match (val, ty) {
+        (Some(val), Some(ty)) => {
+            let mut out = Vec::new();
+            match values_wire::encode(&val, ty, &mut out) {
+                Ok(()) => Outcome::Returned(Some(out)),
+                Err(error) => {
+                    Outcome::Failed(CallError::Unavailable(Unavailable::ActivationFailed {
+                        actor: actor.to_string(),
+                        message: format!("its result does not fit its type: {error}"),
+                    }))
+                }
+            }
+        }
+        _ => Outcome::Returned(None),
+    }
+}
+
+/// Runs the task the directory started for `slot`'s actor: resolves its
+/// owner, then runs the activation here or forwards to the owner.
+pub(crate) async fn place(
+    node: Arc<Node>,
+    context: activation::Context,
+    plugin: Arc<Plugin>,
+    slot: Slot,
+) {
+    let actor = slot.actor().clone();
+    match node.resolve(&actor).await {
+        Ok(Route::Here(owner)) => {
+            node.local.insert(actor.clone(), owner.epoch);
+            activation::run(context, plugin, slot).await;
+            node.local
+                .remove_if(&actor, |_, epoch| *epoch == owner.epoch);
+            if let Err(error) = node.placement.release(&actor, &owner).await {
+                // The entry stays this host's until its lease lapses.
+                tracing::warn!(%actor, %error, "cannot release the placement entry");
+            }
+        }
+        Ok(Route::There(member)) => {
+            forward(&node, &plugin, slot, member, context.idle_timeout).await
+        }
+        Err(error) => {
+            tracing::warn!(%actor, %error, "cannot place the actor");
+            while let Some(envelope) = slot.try_recv(Instant::now()) {
+                envelope.fail(error.clone());
+            }
+            slot.leave();
+        }
+    }
+}
+
+/// What became of one forwarded message.
+type Sent = (CallMessage, Result<Outcome<CallError>, Unanswered>);
+
+enum Unanswered {
+    Lost,
+    Timeout,
+}
+
+/// Forwards `slot`'s messages to `owner` until the entry turns stale, the
+/// owner leaves, or nothing arrives for `idle`.
+async fn forward(
+    node: &Arc<Node>,
+    plugin: &Arc<Plugin>,
+    slot: Slot,
+    owner: Member,
+    idle: Duration,
+) {
+    let actor = slot.actor().clone();
+    let mut pending: FuturesUnordered<BoxFuture<'static, Sent>> = FuturesUnordered::new();
+    let mut retry: Vec<Envelope> = Vec::new();
+    let mut roster = node.roster.clone();
+    let mut stale = false;
+    let mut idle_since = tokio::time::Instant::now();
+    loop {
+        if stale && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some((message, outcome)) = pending.next(), if !pending.is_empty() => {
+                idle_since = tokio::time::Instant::now();
+                if let Some(message) = answer(&actor, &owner, plugin, message, outcome, &mut stale) {
+                    retry.push(Envelope::Call(message));
+                }
+            }
+            changed = roster.changed() => {
+                let gone = changed.is_err()
+                    || !roster.borrow_and_update().iter().any(|m| m.id == owner.id);
+                if gone {
+                    stale = true;
+                }
+            }
+            envelope = slot.recv(), if !stale => {
+                let Some(envelope) = envelope else { break };
+                idle_since = tokio::time::Instant::now();
+                match send(node, &actor, &owner, plugin, envelope).await {
+                    Ok(Some(sent)) => pending.push(sent),
+                    Ok(None) => {}
+                    Err(()) => stale = true,
+                }
+            }
+            () = tokio::time::sleep_until(idle_since + idle), if pending.is_empty() => break,
+        }
+    }
+    slot.leave_with(retry);
+}
+
+/// Sends one message to `owner`; returns the future of its answer. `Err`
+/// when the owner cannot be reached: the message has been failed, and the
+/// forwarder should resolve again.
+async fn send(
+    node: &Node,
+    actor: &ActorRef,
+    owner: &Member,
+    plugin: &Plugin,
+    envelope: Envelope,
+) -> Result<Option<BoxFuture<'static, Sent>>, ()> {
+    let message = match envelope {
+        Envelope::Call(message) => message,
+        // The owner fires the reminders of the actors it runs.
+        Envelope::Reminder { done, .. } => {
+            let _ = done.send(Ok(()));
+            return Ok(None);
+        }
+        envelope @ Envelope::Session { .. } => {
+            envelope.fail(CallError::Unavailable(Unavailable::HostUnreachable {
+                actor: actor.to_string(),
+                host: owner.id.clone(),
+                message: "game client sessions reach actors on their own gateway's host only"
+                    .into(),
+            }));
+            return Ok(None);
+        }
+    };
+    let Some((_, function)) = plugin.function(&message.function) else {
+        let error = CallError::Rejected(RejectedCall::UnknownFunction {
+            actor_type: actor.actor_type.to_string(),
+            function: message.function.to_string(),
+        });
+        Envelope::Call(message).fail(error);
+        return Ok(None);
+    };
+    let args = match encode_args(function, &message.args) {
+        Ok(args) => args,
+        Err(error) => {
+            Envelope::Call(message).fail(error);
+            return Ok(None);
+        }
+    };
+    let now = Instant::now();
+    let request = Request {
+        id: 0,
+        actor_type: actor.actor_type.to_string(),
+        key: actor.key.to_string(),
+        function: message.function.to_string(),
+        args,
+        timeout_us: u64::try_from(message.deadline.saturating_duration_since(now).as_micros())
+            .unwrap_or(u64::MAX),
+        chain: chain::to_list(&message.chain)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        one_way: !message.is_call(),
+    };
+    match node.transport.request(owner, request).await {
+        Ok(answer) => {
+            let deadline = tokio::time::Instant::from_std(message.deadline);
+            Ok(Some(Box::pin(async move {
+                let outcome = match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(outcome)) => Ok(outcome),
+                    Ok(Err(_)) => Err(Unanswered::Lost),
+                    Err(_) => Err(Unanswered::Timeout),
+                };
+                (message, outcome)
+            })))
+        }
+        Err(error) => {
+            Envelope::Call(message).fail(CallError::Unavailable(Unavailable::HostUnreachable {
+                actor: actor.to_string(),
+                host: owner.id.clone(),
+                message: error.to_string(),
+            }));
+            Err(())
+        }
+    }
+}
+
+/// Hands a forwarded message's outcome to its caller; returns the message
+/// if it must be sent again after resolving the owner anew.
+fn answer(
+    actor: &ActorRef,
+    owner: &Member,
+    plugin: &Plugin,
+    message: CallMessage,
+    outcome: Result<Outcome<CallError>, Unanswered>,
+    stale: &mut bool,
+) -> Option<CallMessage> {
+    let outcome = match outcome {
+        Ok(Outcome::NotHere) => {
+            *stale = true;
+            return Some(message);
+        }
+        Ok(outcome) => outcome,
+        Err(Unanswered::Timeout) => {
+            if let Some(reply) = message.reply {
+                reply.time_out(actor, &message.function);
+            }
+            return None;
+        }
+        Err(Unanswered::Lost) => {
+            *stale = true;
+            Outcome::Failed(CallError::Unavailable(Unavailable::HostUnreachable {
+                actor: actor.to_string(),
+                host: owner.id.clone(),
+                message: "the connection was lost with the call in flight".into(),
+            }))
+        }
+    };
+    let result = match outcome {
+        Outcome::Returned(bytes) => decode_result(actor, plugin, &message.function, bytes),
+        Outcome::Failed(error) => Err(error),
+        Outcome::Queued | Outcome::NotHere => Ok(None),
+    };
+    match (message.reply, result) {
+        (Some(reply), result) => reply.send(result),
+        (None, Err(error)) => {
+            tracing::warn!(%actor, function = %message.function, %error, "one-way message failed on its host");
+        }
+        (None, Ok(_)) => {}
+    }
+    None
+}
+
+fn decode_result(
+    actor: &ActorRef,
+    plugin: &Plugin,
+    function: &str,
+    bytes: Option<Vec<u8>>,
+) -> Result<Option<Val>, CallError> {
+    let ty = plugin
+        .function(function)
+        .and_then(|(_, f)| f.result.clone());
+    match (bytes, ty) {
+        (None, None) => Ok(None),
+        (Some(bytes), Some(ty)) => values_wire::decode(&ty, &bytes, &DecodeLimits::DEFAULT)
+            .map(Some)
+            .map_err(|e| {
+                CallError::Unavailable(Unavailable::ActivationFailed {
+                    actor: actor.to_string(),
+                    message: format!("the result from its host does not decode: {e}"),
+                })
+            }),
+        _ => Err(CallError::Unavailable(Unavailable::ActivationFailed {
+            actor: actor.to_string(),
+            message: "its host runs a version of the plugin with another result type".into(),
+        })),
+    }
+}
