@@ -92,6 +92,7 @@ pub fn router(host: Host) -> Router {
         .route("/v1/actors/{actor_type}/{key}/{function}", post(call))
         .route("/v1/plugins", get(plugins))
         .route("/v1/health", get(health))
+        .route("/v1/cluster", get(cluster))
         .fallback(|| async {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -246,6 +247,18 @@ async fn plugins(State(host): State<Host>) -> Json<Value> {
         .map(|e| json!({ "file": e.file().display().to_string(), "error": e.to_string() }))
         .collect();
     Json(json!({ "plugins": plugins, "rejected": rejected }))
+}
+
+async fn cluster(State(host): State<Host>) -> Response {
+    match host.cluster_status() {
+        Some(status) => Json(status).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "not-clustered",
+            "this host runs alone (start it with --cluster)".into(),
+            None,
+        ),
+    }
 }
 
 async fn health(State(host): State<Host>) -> Json<Value> {

@@ -53,6 +53,19 @@ enum Command {
     /// Work with WIT.
     #[command(subcommand)]
     Wit(WitCommand),
+    /// Look at the cluster a host belongs to.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Every live host: address, activations, plugins and lease age.
+    Status {
+        /// The HTTP address of any host of the cluster.
+        #[arg(long, default_value = "http://127.0.0.1:7070", env = "GROVE_HOST")]
+        host: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +316,7 @@ fn main() -> ExitCode {
                 interface,
                 out,
             }) => proxy(&sources, interface.as_deref(), out.as_deref()),
+            Command::Cluster(ClusterCommand::Status { host }) => cluster_status(&host).await,
         }
     });
     match result {
@@ -499,6 +513,48 @@ async fn call(host: &str, actor: &str, function: &str, args: &[String]) -> anyho
     if let Some(text) = body.as_str() {
         println!("{text}");
     }
+    Ok(())
+}
+
+async fn cluster_status(host: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/cluster", host.trim_end_matches('/'));
+    let response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach the Grove host at {host}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("bad answer from {host}"))?;
+    if !status.is_success() {
+        let message = body
+            .pointer("/error/message")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown error");
+        anyhow::bail!("{message}");
+    }
+    let me = body["host"].as_str().unwrap_or_default();
+    let members = body["members"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<18} {:<22} {:>11} {:>10}  plugins",
+        "host", "address", "activations", "lease age"
+    );
+    for m in &members {
+        let id = m["id"].as_str().unwrap_or_default();
+        let marker = if id == me { "*" } else { " " };
+        let plugins: Vec<&str> = m["plugins"]
+            .as_array()
+            .map(|p| p.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{marker}{id:<17} {:<22} {:>11} {:>8}ms  {}",
+            m["address"].as_str().unwrap_or_default(),
+            m["activations"].as_u64().unwrap_or_default(),
+            m["lease_age_ms"].as_u64().unwrap_or_default(),
+            plugins.join(" ")
+        );
+    }
+    println!("{} hosts; * is {host}", members.len());
     Ok(())
 }
 

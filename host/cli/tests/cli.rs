@@ -3,127 +3,13 @@
 
 #[path = "../../runtime/tests/common/mod.rs"]
 mod common;
+mod running;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use running::{reqwest, RunningHost, GROVE};
 use serde_json::{json, Value};
-
-const GROVE: &str = env!("CARGO_BIN_EXE_grove");
-
-struct RunningHost {
-    child: Child,
-    url: String,
-}
-
-impl RunningHost {
-    fn start(plugins: &Path, data: &Path) -> RunningHost {
-        Self::start_with(plugins, data, &[])
-    }
-
-    fn start_with(plugins: &Path, data: &Path, flags: &[&str]) -> RunningHost {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(GROVE)
-            .args(["run", "--plugins"])
-            .arg(plugins)
-            .arg("--data")
-            .arg(data)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let host = RunningHost {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let start = Instant::now();
-        while reqwest::blocking_get(&format!("{}/v1/health", host.url)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "grove run did not start serving"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        host
-    }
-
-    /// Stops the host the way Ctrl-C does, and returns what it logged.
-    fn interrupt(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "grove run exited with {status:?}");
-        let mut log = String::new();
-        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut log).unwrap();
-        log
-    }
-
-    fn call(&self, args: &[&str]) -> Output {
-        Command::new(GROVE)
-            .args(["call", "--host", &self.url])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn call_ok(&self, args: &[&str]) -> String {
-        let out = self.call(args);
-        assert!(
-            out.status.success(),
-            "grove call {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let response = reqwest::blocking_post(&format!("{}{path}", self.url), body);
-        (response.0, serde_json::from_str(&response.1).unwrap())
-    }
-}
-
-impl Drop for RunningHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Tiny blocking HTTP helpers on top of reqwest's async client.
-mod reqwest {
-    pub fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    pub fn blocking_get(url: &str) -> Result<String, ::reqwest::Error> {
-        runtime().block_on(async { ::reqwest::get(url).await?.text().await })
-    }
-
-    pub fn blocking_post(url: &str, body: &str) -> (u16, String) {
-        runtime().block_on(async {
-            let response = ::reqwest::Client::new()
-                .post(url)
-                .body(body.to_owned())
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        })
-    }
-}
 
 #[test]
 fn a_host_serves_the_cli_and_http_and_keeps_state_across_restarts() {

@@ -166,6 +166,9 @@ struct Link<E> {
     next_id: AtomicU64,
 }
 
+/// A peer's link once dialled; callers arriving meanwhile share the dial.
+type Dial<E> = Arc<OnceCell<Arc<Link<E>>>>;
+
 /// A host's end of the cluster's connections. Cheap to clone.
 pub struct Transport<E> {
     shared: Arc<Shared<E>>,
@@ -186,7 +189,7 @@ struct Shared<E> {
     idle_timeout: Duration,
     inbound: Weak<dyn Inbound<E>>,
     /// By peer id: the link, or the dial in progress that all callers share.
-    links: Mutex<HashMap<String, Arc<OnceCell<Arc<Link<E>>>>>>,
+    links: Mutex<HashMap<String, Dial<E>>>,
 }
 
 impl<E> Transport<E>

@@ -85,7 +85,7 @@ fn check(bytes: &[u8]) -> bool {
 
 #[test]
 fn random_bytes_never_panic_the_decoder() {
-    let mut rng = fastrand::Rng::with_seed(0x6772_6f76_65);
+    let mut rng = fastrand::Rng::with_seed(0x0067_726f_7665);
     let mut buffer = Vec::new();
     for _ in 0..inputs() {
         let len = rng.usize(0..64);
@@ -101,7 +101,7 @@ fn mutated_frames_never_panic_the_decoder() {
     for seed in &seeds {
         assert!(check(seed), "seed does not decode: {seed:?}");
     }
-    let mut rng = fastrand::Rng::with_seed(0x6672_616d_65);
+    let mut rng = fastrand::Rng::with_seed(0x0066_7261_6d65);
     let mut input = Vec::new();
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..inputs() {

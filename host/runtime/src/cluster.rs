@@ -149,6 +149,25 @@ pub enum ClusterError {
     AlreadyJoined,
 }
 
+/// What a host knows of its cluster, as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// This host's id.
+    pub host: String,
+    /// Every live host, by id, as of the last look at the leases.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One live host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberStatus {
+    /// What it publishes in its lease.
+    #[serde(flatten)]
+    pub member: Member,
+    /// Milliseconds since it last renewed its lease.
+    pub lease_age_ms: u64,
+}
+
 /// Where a call to an actor goes.
 enum Route {
     /// An activation here, under this claim.
@@ -410,6 +429,23 @@ impl Node {
         match self.plugins.upgrade() {
             Some(plugins) => plugins.plugin(actor_type),
             None => Err(CallError::Unavailable(Unavailable::ShuttingDown)),
+        }
+    }
+
+    /// The host's view of the cluster.
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let now = unix_ms();
+        ClusterStatus {
+            host: self.me.clone(),
+            members: self
+                .roster
+                .borrow()
+                .iter()
+                .map(|member| MemberStatus {
+                    member: member.clone(),
+                    lease_age_ms: now.saturating_sub(member.renewed_ms),
+                })
+                .collect(),
         }
     }
 

@@ -218,6 +218,11 @@ impl Host {
         Ok(cluster)
     }
 
+    /// What this host knows of its cluster; `None` when it runs alone.
+    pub fn cluster_status(&self) -> Option<cluster::ClusterStatus> {
+        self.inner.cluster.get().map(|node| node.status())
+    }
+
     /// One-shot reminders given up, since start, after failing every try.
     pub fn dead_letters(&self) -> u64 {
         self.inner.reminders.dead_letters()

@@ -1,0 +1,395 @@
+//! Three real `grove run` processes on loopback, clustered through a real
+//! `redis-server`: one activation per actor whichever host is called, calls
+//! and their chains and deadlines across hosts, and failover after `kill -9`.
+
+#[path = "../../runtime/tests/common/mod.rs"]
+mod common;
+mod running;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use running::RunningHost;
+use serde_json::Value;
+
+/// Lease TTL of the test clusters: a dead host's actors move within it.
+const LEASE_TTL_MS: u64 = 1500;
+
+struct Cluster {
+    hosts: Vec<Option<RunningHost>>,
+    redis: RedisServer,
+    plugins: tempfile::TempDir,
+    data: tempfile::TempDir,
+    flags: Vec<String>,
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Redis and `n` hosts serving `plugins`, each started with `flags`.
+    fn start(n: usize, plugins: &[&str], flags: &[&str]) -> Cluster {
+        let mut cluster = Cluster {
+            hosts: Vec::new(),
+            redis: RedisServer::start(),
+            plugins: common::plugin_dir(plugins),
+            data: tempfile::tempdir().unwrap(),
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        // The first host fills the shared compile cache for the others.
+        cluster.add_host();
+        let started: Vec<RunningHost> = std::thread::scope(|s| {
+            let starting: Vec<_> = (1..n)
+                .map(|i| {
+                    let cluster = &cluster;
+                    s.spawn(move || cluster.spawn_host(i))
+                })
+                .collect();
+            starting.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        cluster.hosts.extend(started.into_iter().map(Some));
+        cluster
+    }
+
+    fn spawn_host(&self, index: usize) -> RunningHost {
+        let listen = format!("127.0.0.1:{}", free_udp_port());
+        let ttl = LEASE_TTL_MS.to_string();
+        let url = self.redis.url();
+        let mut flags = vec![
+            "--redis",
+            &url,
+            "--cluster",
+            "test",
+            "--listen",
+            &listen,
+            "--lease-ttl-ms",
+            &ttl,
+            "--call-timeout-ms",
+            "10000",
+        ];
+        flags.extend(self.flags.iter().map(String::as_str));
+        let log = self.data.path().join(format!("host-{index}.log"));
+        RunningHost::spawn(self.plugins.path(), self.data.path(), &flags, Some(&log))
+    }
+
+    /// Starts one more host.
+    fn add_host(&mut self) -> usize {
+        let host = self.spawn_host(self.hosts.len());
+        self.hosts.push(Some(host));
+        self.hosts.len() - 1
+    }
+
+    fn host(&self, i: usize) -> &RunningHost {
+        self.hosts[i].as_ref().expect("the host was killed")
+    }
+
+    /// The log of host `i` so far.
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.data.path().join(format!("host-{i}.log"))).unwrap_or_default()
+    }
+
+    /// The id of the host that owns `actor` in the placement directory.
+    fn owner(&self, actor: &str) -> String {
+        self.redis
+            .cli(&[
+                "HGET",
+                &format!("grove-cluster:{{{actor}}}:owner@test"),
+                "host",
+            ])
+            .trim()
+            .to_owned()
+    }
+
+    /// Which host has cluster id `id`, by its `GET /v1/cluster`.
+    fn index_of(&self, id: &str) -> usize {
+        (0..self.hosts.len())
+            .find(|&i| {
+                self.hosts[i].as_ref().is_some_and(|h| {
+                    let status =
+                        running::reqwest::blocking_get(&format!("{}/v1/cluster", h.url)).unwrap();
+                    serde_json::from_str::<Value>(&status).unwrap()["host"] == id
+                })
+            })
+            .unwrap_or_else(|| panic!("no host has id {id}"))
+    }
+}
+
+/// POSTs a call to `host`'s HTTP API; the status and the JSON body.
+async fn post(
+    client: &reqwest::Client,
+    host: &str,
+    actor: &str,
+    function: &str,
+    args: &str,
+) -> (u16, Value) {
+    let (actor_type, key) = actor.split_once('/').unwrap();
+    let url = format!("{host}/v1/actors/{actor_type}/{key}/{function}");
+    match client
+        .post(url)
+        .body(args.to_owned())
+        .header("content-type", "application/json")
+        .send()
+        .await
+    {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+        Err(error) => (0, Value::String(error.to_string())),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn every_host_reaches_the_one_activation_of_an_actor() {
+    let cluster = Cluster::start(3, &["counter", "probe"], &[]);
+    // The same counter through each host in turn: one activation, one value.
+    for (i, expected) in ["5", "10", "15"].iter().enumerate() {
+        assert_eq!(
+            cluster.host(i).call_ok(&["counter/7", "add", "5"]),
+            *expected
+        );
+    }
+    // A storm of first calls: 1,000 probes, each called by all three hosts
+    // at once, are each activated exactly once in the cluster.
+    let urls: Vec<String> = (0..3).map(|i| cluster.host(i).url.clone()).collect();
+    let client = reqwest::Client::new();
+    let failures = runtime().block_on(async {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(96));
+        let mut calls = tokio::task::JoinSet::new();
+        for key in 0..1000 {
+            for url in &urls {
+                let (client, url, semaphore) = (client.clone(), url.clone(), semaphore.clone());
+                calls.spawn(async move {
+                    let _permit = semaphore.acquire().await.unwrap();
+                    post(
+                        &client,
+                        &url,
+                        &format!("probe/storm-{key}"),
+                        "lifecycle-counts",
+                        "[]",
+                    )
+                    .await
+                });
+            }
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = calls.join_next().await {
+            let (status, body) = done.unwrap();
+            if status != 200 {
+                failures.push((status, body));
+            }
+        }
+        failures
+    });
+    assert!(
+        failures.is_empty(),
+        "{} calls failed, e.g. {:?}",
+        failures.len(),
+        &failures[..1]
+    );
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    for key in 0..1000 {
+        let actor = format!("probe/storm-{key}");
+        // Asked again through any host: activated once, never deactivated.
+        let counts = cluster.host(key % 3).call_ok(&[&actor, "lifecycle-counts"]);
+        assert_eq!(counts, "(1, 0)", "{actor} was activated more than once");
+        *owners.entry(cluster.owner(&actor)).or_default() += 1;
+    }
+    // Placement spreads the actors over the hosts.
+    assert_eq!(owners.len(), 3, "{owners:?}");
+    assert!(owners.values().all(|&n| n > 150), "{owners:?}");
+}
+
+#[test]
+fn chains_deadlines_and_errors_hold_across_hosts() {
+    let cluster = Cluster::start(3, &["probe"], &["--placement", "prefer-local"]);
+    // With prefer-local, an actor lives where it was first called.
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(
+            cluster
+                .host(i)
+                .call_ok(&[&format!("probe/{key}"), "recall"]),
+            "none"
+        );
+    }
+    let owners: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|k| cluster.owner(&format!("probe/{k}")))
+        .collect();
+    assert!(
+        owners[0] != owners[1] && owners[1] != owners[2] && owners[0] != owners[2],
+        "{owners:?}"
+    );
+
+    // a (host 0) -> b (host 1) -> c (host 2), called through host 2.
+    assert_eq!(
+        cluster
+            .host(2)
+            .call_ok(&["probe/a", "relay", r#"["b", "c"]"#]),
+        r#"ok(["a", "b", "c"])"#
+    );
+    // a -> b -> a: the chain crosses hosts, and the cycle is still caught.
+    let cycle = cluster
+        .host(1)
+        .call_ok(&["probe/a", "relay", r#"["b", "a"]"#]);
+    assert!(cycle.starts_with("err(reentrancy("), "{cycle}");
+    assert!(cycle.contains("probe/a -> probe/b -> probe/a"), "{cycle}");
+
+    // A caller's deadline holds on the other host: c spins, a gave it 300 ms.
+    let start = Instant::now();
+    let late = cluster
+        .host(0)
+        .call_ok(&["probe/a", "provoke", "\"c\"", "spin", "some(300)"]);
+    assert!(late.starts_with("err(timeout("), "{late}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A trap on another host comes back typed.
+    let trapped = cluster
+        .host(0)
+        .call_ok(&["probe/a", "provoke", "\"b\"", "trap", "none"]);
+    assert!(trapped.starts_with("err(trapped("), "{trapped}");
+    assert!(trapped.contains("provoked"), "{trapped}");
+
+    // Bad arguments are refused before anything crosses.
+    let (status, body) = cluster.host(1).post("/v1/actors/probe/a/relay", r#"[7]"#);
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn a_killed_host_s_actors_answer_again_on_the_survivors_with_nothing_acknowledged_lost() {
+    let mut cluster = Cluster::start(3, &["counter"], &[]);
+    let urls: Vec<String> = (0..3).map(|i| cluster.host(i).url.clone()).collect();
+    let counters: Vec<String> = (0..30).map(|k| format!("counter/fail-{k}")).collect();
+    // Every counter placed before the kill.
+    for (k, counter) in counters.iter().enumerate() {
+        assert_eq!(cluster.host(k % 3).call_ok(&[counter, "add", "0"]), "0");
+    }
+    let victim = cluster.index_of(&cluster.owner(&counters[0]));
+    let on_victim: Vec<&String> = counters
+        .iter()
+        .filter(|c| cluster.owner(c) == cluster.owner(&counters[0]))
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime();
+    // Three writers, each adding 1 to every counter in turn through every
+    // host but the victim; each counts its acknowledged and its unknown adds.
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let survivors: Vec<String> = urls
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != victim)
+                .map(|(_, u)| u.clone())
+                .collect();
+            let counters = counters.clone();
+            let stop = stop.clone();
+            rt.spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acked: HashMap<String, u64> = HashMap::new();
+                let mut unknown: HashMap<String, u64> = HashMap::new();
+                let mut round = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for (k, counter) in counters.iter().enumerate() {
+                        let url = &survivors[(k + w + round) % survivors.len()];
+                        let (status, _) = post(&client, url, counter, "add", "[1]").await;
+                        let tally = if status == 200 {
+                            &mut acked
+                        } else {
+                            &mut unknown
+                        };
+                        *tally.entry(counter.clone()).or_default() += 1;
+                    }
+                    round += 1;
+                }
+                (acked, unknown)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed_at = Instant::now();
+    cluster.hosts[victim].take().unwrap().kill();
+    // Every actor of the dead host answers again within the lease's bound.
+    let survivor = (victim + 1) % 3;
+    for counter in &on_victim {
+        loop {
+            if cluster
+                .host(survivor)
+                .call(&[counter, "get"])
+                .status
+                .success()
+            {
+                break;
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_millis(LEASE_TTL_MS * 4),
+                "{counter} did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let back = killed_at.elapsed();
+    assert!(
+        back < Duration::from_millis(LEASE_TTL_MS * 3),
+        "back after {back:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut unknown: HashMap<String, u64> = HashMap::new();
+    for writer in writers {
+        let (a, u) = rt.block_on(writer).unwrap();
+        for (k, n) in a {
+            *acked.entry(k).or_default() += n;
+        }
+        for (k, n) in u {
+            *unknown.entry(k).or_default() += n;
+        }
+    }
+    for counter in &counters {
+        let value: u64 = cluster
+            .host(survivor)
+            .call_ok(&[counter, "get"])
+            .parse()
+            .unwrap();
+        let acked = acked.get(counter).copied().unwrap_or(0);
+        let unknown = unknown.get(counter).copied().unwrap_or(0);
+        // Nothing acknowledged is lost; only a call that failed with its
+        // fate unknown (in flight on the victim) may have counted.
+        assert!(
+            value >= acked && value <= acked + unknown,
+            "{counter}: value {value}, {acked} acknowledged, {unknown} failed"
+        );
+        assert!(acked > 0, "{counter} was never written");
+    }
+    // The survivors saw the host leave.
+    let log = cluster.log(survivor);
+    assert!(log.contains("host left the cluster"), "{log}");
+    let status = std::process::Command::new(running::GROVE)
+        .args(["cluster", "status", "--host", &cluster.host(survivor).url])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("2 hosts"), "{status}");
+}
