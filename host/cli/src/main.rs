@@ -451,6 +451,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(cluster) = &cluster {
+        tracing::info!("shutting down: handing actors to the other hosts");
+        let left = cluster.drain(bound).await;
+        if left > 0 {
+            tracing::warn!(left, "actors still here at the shutdown timeout");
+        }
+    }
     tracing::info!(
         activations = host.active_count(),
         "shutting down: deactivating actors"

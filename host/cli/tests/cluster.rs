@@ -108,6 +108,14 @@ impl Cluster {
             .to_owned()
     }
 
+    /// The cluster id of host `i`, from its `GET /v1/cluster`.
+    fn id(&self, i: usize) -> String {
+        let status =
+            running::reqwest::blocking_get(&format!("{}/v1/cluster", self.host(i).url)).unwrap();
+        let status: Value = serde_json::from_str(&status).unwrap();
+        status["host"].as_str().unwrap().to_owned()
+    }
+
     /// Which host has cluster id `id`, by its `GET /v1/cluster`.
     fn index_of(&self, id: &str) -> usize {
         (0..self.hosts.len())
@@ -392,4 +400,90 @@ fn a_killed_host_s_actors_answer_again_on_the_survivors_with_nothing_acknowledge
         .unwrap();
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains("2 hosts"), "{status}");
+}
+
+#[test]
+fn a_joining_host_takes_new_actors_and_a_draining_host_leaves_without_a_failed_call() {
+    let mut cluster = Cluster::start(2, &["counter"], &[]);
+    let joined = cluster.add_host();
+    let joined_id = cluster.id(joined);
+    // The others see the new lease at their next look (a sixth of the TTL).
+    std::thread::sleep(Duration::from_millis(LEASE_TTL_MS / 2));
+    let counters: Vec<String> = (0..60).map(|k| format!("counter/join-{k}")).collect();
+    for (k, counter) in counters.iter().enumerate() {
+        assert_eq!(cluster.host(k % 2).call_ok(&[counter, "add", "0"]), "0");
+    }
+    let on_joined = counters
+        .iter()
+        .filter(|c| cluster.owner(c) == joined_id)
+        .count();
+    assert!(
+        on_joined >= 8,
+        "only {on_joined} of 60 new actors went to the new host"
+    );
+
+    // Host 1 drains while writers keep adding through hosts 0 and 2.
+    let leaving = 1;
+    let leaving_id = cluster.id(leaving);
+    let on_leaving: Vec<String> = counters
+        .iter()
+        .filter(|c| cluster.owner(c) == leaving_id)
+        .cloned()
+        .collect();
+    assert!(!on_leaving.is_empty());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime();
+    let writers: Vec<_> = [0, joined]
+        .iter()
+        .map(|&i| {
+            let url = cluster.host(i).url.clone();
+            let counters = counters.clone();
+            let stop = stop.clone();
+            rt.spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acked: HashMap<String, u64> = HashMap::new();
+                let mut failed = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for counter in &counters {
+                        let (status, body) = post(&client, &url, counter, "add", "[1]").await;
+                        if status == 200 {
+                            *acked.entry(counter.clone()).or_default() += 1;
+                        } else {
+                            failed.push((counter.clone(), status, body));
+                        }
+                    }
+                }
+                (acked, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.hosts[leaving].take().unwrap().interrupt();
+    // Its actors now live on the others.
+    for counter in &on_leaving {
+        let owner = cluster.owner(counter);
+        assert!(
+            owner.is_empty() || owner != leaving_id,
+            "{counter} still on the drained host"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    for writer in writers {
+        let (a, failed) = rt.block_on(writer).unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} calls failed during the drain, e.g. {:?}",
+            failed.len(),
+            failed[0]
+        );
+        for (k, n) in a {
+            *acked.entry(k).or_default() += n;
+        }
+    }
+    for counter in &counters {
+        let value = cluster.host(0).call_ok(&[counter, "get"]);
+        assert_eq!(value, acked[counter].to_string(), "{counter}");
+    }
 }

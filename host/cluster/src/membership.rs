@@ -47,6 +47,10 @@ pub struct Member {
     pub started_ms: u64,
     /// When it last renewed its lease, in Unix ms.
     pub renewed_ms: u64,
+    /// It is leaving: it takes no new activations, and hands its actors to
+    /// the others as they deactivate.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Lease timing.

@@ -162,6 +162,8 @@ struct Link<E> {
     peer: Member,
     connection: quinn::Connection,
     writer: mpsc::UnboundedSender<Vec<u8>>,
+    /// Tells the writer to send what is queued, end the stream and stop.
+    finish: Arc<tokio::sync::Notify>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Outcome<E>>>>,
     next_id: AtomicU64,
 }
@@ -267,8 +269,20 @@ where
         }
     }
 
-    /// Closes every connection and the endpoint.
-    pub fn close(&self) {
+    /// Leaves: every connection sends what is queued on it (answers to
+    /// calls already served above all) and ends its stream; once the peers
+    /// have read to the end and closed, or after `grace`, the endpoint
+    /// closes.
+    pub async fn close(&self, grace: Duration) {
+        let links: Vec<Arc<Link<E>>> = lock(&self.shared.links)
+            .drain()
+            .filter_map(|(_, cell)| cell.get().cloned())
+            .collect();
+        for link in &links {
+            link.finish.notify_one();
+        }
+        let closed = futures_closed(links.iter().map(|l| l.connection.clone()).collect());
+        let _ = tokio::time::timeout(grace, closed).await;
         self.shared.endpoint.close(0u32.into(), b"host leaving");
     }
 
@@ -299,6 +313,13 @@ where
 
     fn forget(&self, link: &Arc<Link<E>>) {
         forget(&self.shared, link);
+    }
+}
+
+/// Resolves once every connection is closed.
+async fn futures_closed(connections: Vec<quinn::Connection>) {
+    for connection in connections {
+        connection.closed().await;
     }
 }
 
@@ -414,27 +435,49 @@ where
     E: Serialize + DeserializeOwned + Send + 'static,
 {
     let (writer, queue) = mpsc::unbounded_channel();
+    let finish = Arc::new(tokio::sync::Notify::new());
     let link = Arc::new(Link {
         peer,
         connection,
         writer,
+        finish: finish.clone(),
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
     });
-    tokio::spawn(write(link.connection.clone(), send, queue));
+    tokio::spawn(write(link.connection.clone(), send, queue, finish));
     tokio::spawn(read(Arc::downgrade(shared), link.clone(), recv));
     link
 }
 
-/// Writes queued frames, as many at a time as are waiting.
+/// Writes queued frames, as many at a time as are waiting; once told to
+/// finish, writes what is left and ends the stream.
 async fn write(
     connection: quinn::Connection,
     mut send: quinn::SendStream,
     mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    finish: Arc<tokio::sync::Notify>,
 ) {
     let mut batch = Vec::with_capacity(64);
     let mut buffer = Vec::new();
-    while queue.recv_many(&mut batch, 256).await > 0 {
+    let mut finishing = false;
+    loop {
+        if finishing {
+            while let Ok(frame) = queue.try_recv() {
+                batch.push(frame);
+            }
+            if batch.is_empty() {
+                let _ = send.finish();
+                return;
+            }
+        } else {
+            tokio::select! {
+                received = queue.recv_many(&mut batch, 256) => if received == 0 { return },
+                () = finish.notified() => {
+                    finishing = true;
+                    continue;
+                }
+            }
+        }
         buffer.clear();
         for frame in batch.drain(..) {
             buffer.extend_from_slice(&frame);

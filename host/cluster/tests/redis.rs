@@ -27,6 +27,7 @@ fn member(id: &str) -> Member {
         plugins: vec!["counter@1a2b3c".into()],
         started_ms: 1,
         renewed_ms: 1,
+        draining: false,
     }
 }
 

@@ -186,6 +186,8 @@ pub(crate) struct Node {
     /// Activations on this host, with the epoch of their claim.
     local: DashMap<ActorRef, u64>,
     fenced: AtomicBool,
+    /// Leaving: new activations go to the other hosts.
+    draining: AtomicBool,
     strategy: Strategy,
     by_type: HashMap<String, Strategy>,
     directory: Arc<Directory>,
@@ -265,6 +267,7 @@ impl Cluster {
             plugins: served,
             started_ms: unix_ms(),
             renewed_ms: unix_ms(),
+            draining: false,
         };
         let lease = Arc::new(membership.join(member.clone(), config.timing).await?);
         let (roster_tx, roster) = watch::channel(Arc::new(membership.members().await?));
@@ -276,6 +279,7 @@ impl Cluster {
             roster,
             local: DashMap::new(),
             fenced: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             strategy: config.placement,
             by_type: config.placement_by_type,
             directory,
@@ -327,6 +331,41 @@ impl Cluster {
         self.lease.fenced().await;
     }
 
+    /// Hands every actor this host runs to the other hosts, before
+    /// [`crate::Host::shutdown`] and [`Cluster::leave`]: the lease says the
+    /// host is draining (no host places actors here any more), each
+    /// activation deactivates after its turn, saving its state, and whatever
+    /// is queued for it — and every later call — goes to its new host. Waits
+    /// until no activation is left here, or `timeout`; returns how many
+    /// were left then. With a single host (no other to take over), nothing
+    /// moves.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let node = &self.node;
+        let others = node
+            .roster
+            .borrow()
+            .iter()
+            .any(|m| m.id != node.me && !m.draining);
+        if !others {
+            return node.local.len();
+        }
+        node.draining.store(true, Ordering::Release);
+        self.lease.publish(|m| m.draining = true);
+        // Placement on the other hosts sees the flag at their next look at
+        // the leases; an actor placed here meanwhile moves like the rest.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let local: Vec<ActorRef> = node.local.iter().map(|e| e.key().clone()).collect();
+            if local.is_empty() || Instant::now() >= deadline {
+                return local.len();
+            }
+            for actor in &local {
+                node.directory.stop_one(actor);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Leaves the cluster: deletes the lease (the others see this host gone
     /// at once) and closes the host-to-host connections. Deactivate the
     /// actors first ([`crate::Host::shutdown`]), so their state is saved and
@@ -336,7 +375,7 @@ impl Cluster {
             task.abort();
         }
         let result = self.lease.leave().await;
-        self.node.transport.close();
+        self.node.transport.close(Duration::from_secs(2)).await;
         result
     }
 }
@@ -480,9 +519,11 @@ impl Node {
     fn choose(&self, actor: &ActorRef) -> String {
         let roster = self.roster.borrow().clone();
         let prefix = format!("{}@", actor.actor_type);
+        let draining = self.draining.load(Ordering::Acquire);
         let serving: Vec<&Member> = roster
             .iter()
             .filter(|m| m.plugins.iter().any(|p| p.starts_with(&prefix)))
+            .filter(|m| !m.draining && !(draining && m.id == self.me))
             .collect();
         let strategy = self
             .by_type
@@ -492,8 +533,8 @@ impl Node {
         let me_serving = serving.iter().any(|m| m.id == self.me);
         match (strategy, serving.len()) {
             (_, 0) => self.me.clone(),
-            (Strategy::PreferLocal, _) if me_serving => self.me.clone(),
             (_, 1) => serving[0].id.clone(),
+            (Strategy::PreferLocal, _) if me_serving => self.me.clone(),
             _ => {
                 let a = fastrand::usize(..serving.len());
                 let mut b = fastrand::usize(..serving.len() - 1);
@@ -525,8 +566,9 @@ impl Node {
             },
             None => None,
         };
+        let draining = self.draining.load(Ordering::Acquire);
         let target = match &replacing {
-            Some(owner) if owner.host == self.me => self.me.clone(),
+            Some(owner) if owner.host == self.me && !draining => self.me.clone(),
             _ => self.choose(actor),
         };
         let owner = self
@@ -608,7 +650,7 @@ impl Node {
         Outcome<CallError>,
     > {
         let failed = |e: CallError| Outcome::Failed(e);
-        if self.is_fenced() || self.directory.is_stopping() {
+        if self.is_fenced() {
             return Err(failed(CallError::Unavailable(Unavailable::ShuttingDown)));
         }
         let actor = ActorRef::new(&request.actor_type, &request.key);
@@ -622,10 +664,27 @@ impl Node {
         let args = decode_args(function, &request.args).map_err(failed)?;
         if !self.local.contains_key(&actor) {
             match self.placement.lookup(&actor).await {
-                Ok(Some(owner)) if owner.host == self.me => {}
+                Ok(Some(owner)) if owner.host == self.me => {
+                    let leaving =
+                        self.draining.load(Ordering::Acquire) || self.directory.is_stopping();
+                    if leaving {
+                        // Placed here just before the drain: place it on
+                        // another host, and send the caller there.
+                        let target = self.choose(&actor);
+                        if let Err(error) =
+                            self.placement.claim(&actor, &target, Some(&owner)).await
+                        {
+                            return Err(failed(self.unavailable(&actor, error)));
+                        }
+                        return Err(Outcome::NotHere);
+                    }
+                }
                 Ok(_) => return Err(Outcome::NotHere),
                 Err(error) => return Err(failed(self.unavailable(&actor, error))),
             }
+        }
+        if self.directory.is_stopping() {
+            return Err(failed(CallError::Unavailable(Unavailable::ShuttingDown)));
         }
         let chain_actors: Result<Vec<ActorRef>, _> = request
             .chain
@@ -788,12 +847,19 @@ async fn forward(
                 }
             }
             envelope = slot.recv(), if !stale => {
-                let Some(envelope) = envelope else { break };
+                // Shutting down: answer what is in flight, then leave.
+                let Some(envelope) = envelope else {
+                    stale = true;
+                    continue;
+                };
                 idle_since = tokio::time::Instant::now();
                 match send(node, &actor, &owner, plugin, envelope).await {
                     Ok(Some(sent)) => pending.push(sent),
                     Ok(None) => {}
-                    Err(()) => stale = true,
+                    Err(unsent) => {
+                        retry.push(Envelope::Call(unsent));
+                        stale = true;
+                    }
                 }
             }
             () = tokio::time::sleep_until(idle_since + idle), if pending.is_empty() => break,
@@ -803,15 +869,15 @@ async fn forward(
 }
 
 /// Sends one message to `owner`; returns the future of its answer. `Err`
-/// when the owner cannot be reached: the message has been failed, and the
-/// forwarder should resolve again.
+/// gives the message back when the owner cannot be reached: nothing was
+/// sent, so it goes to the owner found by resolving again.
 async fn send(
     node: &Node,
     actor: &ActorRef,
     owner: &Member,
     plugin: &Plugin,
     envelope: Envelope,
-) -> Result<Option<BoxFuture<'static, Sent>>, ()> {
+) -> Result<Option<BoxFuture<'static, Sent>>, CallMessage> {
     let message = match envelope {
         Envelope::Call(message) => message,
         // The owner fires the reminders of the actors it runs.
@@ -872,12 +938,8 @@ async fn send(
             })))
         }
         Err(error) => {
-            Envelope::Call(message).fail(CallError::Unavailable(Unavailable::HostUnreachable {
-                actor: actor.to_string(),
-                host: owner.id.clone(),
-                message: error.to_string(),
-            }));
-            Err(())
+            tracing::debug!(%actor, %error, "the actor's host cannot be reached; resolving again");
+            Err(message)
         }
     }
 }

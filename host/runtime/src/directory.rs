@@ -344,6 +344,15 @@ impl Directory {
         }
     }
 
+    /// Asks `actor`'s activation to deactivate after its turn, as shutdown
+    /// does, while the host goes on: what is queued behind goes to a
+    /// successor. (A cluster host that drains moves its actors this way.)
+    pub(crate) fn stop_one(&self, actor: &ActorRef) {
+        if let Some(listed) = self.entries.get(actor) {
+            listed.mailbox.stop();
+        }
+    }
+
     /// Waits until every activation has left, or `deadline` passes; then
     /// aborts those still running. Returns how many were aborted.
     pub(crate) async fn wait_empty(&self, deadline: Instant) -> usize {

@@ -75,7 +75,8 @@ impl RunningHost {
         let _ = self.child.wait();
     }
 
-    /// Stops the host the way Ctrl-C does, and returns what it logged.
+    /// Stops the host the way Ctrl-C does, and returns what it logged (if
+    /// its log was not sent to a file).
     pub fn interrupt(mut self) -> String {
         let status = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
@@ -85,7 +86,9 @@ impl RunningHost {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "grove run exited with {status:?}");
         let mut log = String::new();
-        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut log).unwrap();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+        }
         log
     }
 
