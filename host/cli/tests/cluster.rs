@@ -24,6 +24,8 @@ struct Cluster {
     plugins: tempfile::TempDir,
     data: tempfile::TempDir,
     flags: Vec<String>,
+    /// Where hosts started from now on reach Redis, if not directly.
+    redis_via: Option<String>,
 }
 
 fn free_udp_port() -> u16 {
@@ -43,6 +45,7 @@ impl Cluster {
             plugins: common::plugin_dir(plugins),
             data: tempfile::tempdir().unwrap(),
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            redis_via: None,
         };
         // The first host fills the shared compile cache for the others.
         cluster.add_host();
@@ -62,7 +65,7 @@ impl Cluster {
     fn spawn_host(&self, index: usize) -> RunningHost {
         let listen = format!("127.0.0.1:{}", free_udp_port());
         let ttl = LEASE_TTL_MS.to_string();
-        let url = self.redis.url();
+        let url = self.redis_via.clone().unwrap_or_else(|| self.redis.url());
         let mut flags = vec![
             "--redis",
             &url,
@@ -485,5 +488,101 @@ fn a_joining_host_takes_new_actors_and_a_draining_host_leaves_without_a_failed_c
     for counter in &counters {
         let value = cluster.host(0).call_ok(&[counter, "get"]);
         assert_eq!(value, acked[counter].to_string(), "{counter}");
+    }
+}
+
+/// A TCP proxy to Redis that can cut every connection through it, as a
+/// network partition between one host and Redis would.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(to: u16) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (cut2, open2) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let mut open = open2.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, cut, open }
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_host_cut_off_from_redis_stops_serving_before_its_actors_move() {
+    let mut cluster = Cluster::start(2, &["counter"], &["--placement", "prefer-local"]);
+    // A third host reaches Redis through a proxy.
+    let proxy = Proxy::start(cluster.redis.port);
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    cluster.redis_via = Some(url);
+    let isolated = cluster.add_host();
+    let counters: Vec<String> = (0..10).map(|k| format!("counter/cut-{k}")).collect();
+    for counter in &counters {
+        assert_eq!(cluster.host(isolated).call_ok(&[counter, "add", "7"]), "7");
+    }
+    let isolated_id = cluster.id(isolated);
+    assert!(counters.iter().all(|c| cluster.owner(c) == isolated_id));
+
+    let cut_at = Instant::now();
+    proxy.cut();
+    // It fences itself: the process exits with an error, within the TTL.
+    let mut host = cluster.hosts[isolated].take().unwrap();
+    let exited = loop {
+        if let Some(status) = host.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_millis(LEASE_TTL_MS * 3),
+            "the cut-off host kept running"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let fenced_after = cut_at.elapsed();
+    assert!(!exited.success());
+    assert!(
+        fenced_after < Duration::from_millis(LEASE_TTL_MS),
+        "fenced only after {fenced_after:?}"
+    );
+    assert!(
+        cluster.log(isolated).contains("fenced"),
+        "{}",
+        cluster.log(isolated)
+    );
+    // Its actors come back on the others with their state.
+    for counter in &counters {
+        assert_eq!(cluster.host(0).call_ok(&[counter, "add", "1"]), "8");
     }
 }
