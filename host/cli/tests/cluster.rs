@@ -282,6 +282,30 @@ fn chains_deadlines_and_errors_hold_across_hosts() {
     assert!(trapped.starts_with("err(trapped("), "{trapped}");
     assert!(trapped.contains("provoked"), "{trapped}");
 
+    // One-way sends from a (host 0) to c (host 2) run in the order sent,
+    // across deactivations of c every 7 notes.
+    cluster
+        .host(0)
+        .call_ok(&["probe/a", "post-notes", "\"c\"", "0", "150", "7"]);
+    let expected: Vec<String> = (0..150).map(|n| n.to_string()).collect();
+    let expected = format!("[{}]", expected.join(", "));
+    let start = Instant::now();
+    loop {
+        let notes = cluster.host(1).call_ok(&["probe/c", "notes"]);
+        if notes == expected {
+            break;
+        }
+        assert!(
+            notes.len() <= expected.len() && expected.starts_with(notes.trim_end_matches(']')),
+            "out of order: {notes}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "notes never all arrived: {notes}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // Bad arguments are refused before anything crosses.
     let (status, body) = cluster.host(1).post("/v1/actors/probe/a/relay", r#"[7]"#);
     assert_eq!(status, 400, "{body}");

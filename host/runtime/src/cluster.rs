@@ -786,6 +786,14 @@ pub(crate) async fn place(
             activation::run(context, plugin, slot).await;
             node.local
                 .remove_if(&actor, |_, epoch| *epoch == owner.epoch);
+            // A successor listed here (messages arrived as this activation
+            // left) takes the claim over with a new epoch. Released before
+            // it does, the entry could go to another host while messages
+            // for the actor still arrive here, and those could overtake
+            // the ones sent there.
+            if node.directory.contains(&actor) {
+                return;
+            }
             if let Err(error) = node.placement.release(&actor, &owner).await {
                 // The entry stays this host's until its lease lapses.
                 tracing::warn!(%actor, %error, "cannot release the placement entry");
