@@ -197,6 +197,17 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_is_encoded_as_documented() {
+        let mut out = Vec::new();
+        let answer: Frame<String> = Frame::Response(Response {
+            id: 1,
+            outcome: Outcome::Returned(Some(vec![15])),
+        });
+        encode(&answer, &mut out);
+        assert_eq!(out, [0x05, 0, 0, 0, 0x01, 0x01, 0x00, 0x01, 0x01, 0x0f]);
+    }
+
+    #[test]
     fn oversized_and_trailing_bytes_are_refused() {
         assert_eq!(
             frame_len((MAX_FRAME as u32 + 1).to_le_bytes()),
