@@ -610,3 +610,44 @@ fn a_host_cut_off_from_redis_stops_serving_before_its_actors_move() {
         assert_eq!(cluster.host(0).call_ok(&[counter, "add", "1"]), "8");
     }
 }
+
+/// The firing times a probe recorded for reminder `name`.
+fn fired(host: &RunningHost, actor: &str, name: &str) -> Vec<u64> {
+    let list = host.call_ok(&[actor, "reminders", &format!("\"{name}\"")]);
+    list.trim_matches(['[', ']'])
+        .split(", ")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn reminders_fire_once_in_the_cluster_and_survive_their_host() {
+    let mut cluster = Cluster::start(3, &["probe"], &["--placement", "prefer-local"]);
+    let victim = 2;
+    // Set on the victim (where prefer-local placed the actors): a periodic
+    // reminder every 300 ms, and a one-shot due after the victim is killed.
+    let tick = cluster.host(victim).call_ok(&["probe/tick", "start-reminder", "\"tick\"", "300", "some(300)"]);
+    assert_eq!(tick, "ok");
+    let ring = cluster.host(victim).call_ok(&["probe/ring", "start-reminder", "\"ring\"", "2500", "none"]);
+    assert_eq!(ring, "ok");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!fired(cluster.host(0), "probe/tick", "tick").is_empty(), "the periodic reminder never fired");
+    cluster.hosts[victim].take().unwrap().kill();
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+
+    // The survivors take the reminders over; each firing runs on one of
+    // them only.
+    std::thread::sleep(Duration::from_millis(LEASE_TTL_MS * 2 + 2500));
+    let ticks = fired(cluster.host(0), "probe/tick", "tick");
+    let after: Vec<u64> = ticks.iter().copied().filter(|&t| t > killed_ms + LEASE_TTL_MS).collect();
+    assert!(after.len() >= 4, "the periodic reminder stopped with its host: {ticks:?}");
+    for pair in ticks.windows(2) {
+        assert!(pair[1] - pair[0] >= 150, "one slot fired twice: {ticks:?}");
+    }
+    let rings = fired(cluster.host(1), "probe/ring", "ring");
+    assert_eq!(rings.len(), 1, "the one-shot reminder fired {} times: {rings:?}", rings.len());
+}

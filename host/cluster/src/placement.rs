@@ -45,6 +45,7 @@ pub struct Placement {
     cluster: String,
     claim: Script,
     release: Script,
+    claim_firing: Script,
 }
 
 const CLAIM: &str = r"
@@ -55,6 +56,28 @@ end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'host', ARGV[1])
 return {ARGV[1], epoch}
+";
+
+/// Claims a reminder's firing at slot ARGV[1] for host ARGV[2]; ARGV[3..]
+/// are the live hosts. The key holds `<slot>:<host>` of the last claim.
+const CLAIM_FIRING: &str = r"
+local last = redis.call('GET', KEYS[1])
+if last then
+  local slot, host = string.match(last, '^(%d+):(.*)$')
+  if host and host ~= ARGV[2] then
+    local alive = false
+    for i = 3, #ARGV do
+      if ARGV[i] == host then alive = true end
+    end
+    if alive and tonumber(slot) >= tonumber(ARGV[1]) then
+      return 0
+    end
+  elseif host and tonumber(slot) > tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', 604800000)
+return 1
 ";
 
 const RELEASE: &str = r"
@@ -74,6 +97,7 @@ impl Placement {
             cluster: cluster.to_owned(),
             claim: Script::new(CLAIM),
             release: Script::new(RELEASE),
+            claim_firing: Script::new(CLAIM_FIRING),
         }
     }
 
@@ -115,6 +139,34 @@ impl Placement {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(Owner { host, epoch })
+    }
+
+    /// Claims the firing at `at_ms` of `actor`'s reminder `name` for host
+    /// `me`: every host schedules every reminder, and the one whose claim
+    /// succeeds runs the firing. A claim by a host not in `live` (it died,
+    /// perhaps before running it) is taken over; otherwise the firing runs
+    /// once. The key (one per reminder, in the actor's slot) keeps the
+    /// last claimed slot for a week after its last firing.
+    pub async fn claim_firing(
+        &self,
+        actor: &ActorRef,
+        name: &str,
+        at_ms: u64,
+        me: &str,
+        live: &[String],
+    ) -> Result<bool, RedisUnavailable> {
+        let key = format!(
+            "grove-cluster:{}:reminder:{name}@{}",
+            hash_tag(&actor.actor_type, &actor.key),
+            self.cluster
+        );
+        let mut invocation = self.claim_firing.key(key);
+        invocation.arg(at_ms).arg(me);
+        for host in live {
+            invocation.arg(host);
+        }
+        let claimed: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(claimed == 1)
     }
 
     /// Gives up `owner`'s claim of `actor`; returns whether it still held

@@ -46,7 +46,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use crate::membership::{Member, Membership};
-use crate::wire::{self, Frame, Outcome, Request, Response, ALPN};
+use crate::wire::{self, Event, Frame, Outcome, Request, Response, ALPN};
 
 /// The server name dialled; certificates are pinned by fingerprint, so it
 /// names no one in particular.
@@ -131,6 +131,9 @@ pub trait Inbound<E>: Send + Sync + 'static {
         request: Request,
         responder: Responder<E>,
     ) -> BoxFuture<'_, ()>;
+
+    /// Takes `event` from `from`, in order with the requests.
+    fn event(&self, from: &Member, event: Event, responder: Responder<E>) -> BoxFuture<'_, ()>;
 }
 
 /// Answers one request, once. Dropping it unanswered leaves the caller
@@ -243,12 +246,39 @@ where
         peer: &Member,
         mut request: Request,
     ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
+        let capacity = 64 + request.args.len();
+        self.submit(peer, capacity, |id| {
+            request.id = id;
+            Frame::Request(request)
+        })
+        .await
+    }
+
+    /// Sends `event` to `peer` (its `id` is assigned here), as
+    /// [`Transport::request`] does a request.
+    pub async fn event(
+        &self,
+        peer: &Member,
+        mut event: Event,
+    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
+        self.submit(peer, 64, |id| {
+            event.id = id;
+            Frame::Event(event)
+        })
+        .await
+    }
+
+    async fn submit(
+        &self,
+        peer: &Member,
+        capacity: usize,
+        frame: impl FnOnce(u64) -> Frame<E>,
+    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
         let link = self.link(peer).await?;
         let (tx, rx) = oneshot::channel();
-        request.id = link.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = Vec::with_capacity(64 + request.args.len());
-        let id = request.id;
-        wire::encode::<E>(&Frame::Request(request), &mut bytes);
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::with_capacity(capacity);
+        wire::encode::<E>(&frame(id), &mut bytes);
         lock(&link.pending).insert(id, tx);
         if link.writer.send(bytes).is_err() {
             lock(&link.pending).remove(&id);
@@ -515,16 +545,25 @@ where
                     let _ = waiting.send(response.outcome);
                 }
             }
-            Ok(Frame::Request(request)) => {
-                let responder = Responder {
-                    id: request.id,
+            Ok(frame @ (Frame::Request(_) | Frame::Event(_))) => {
+                let Some(inbound) = shared.upgrade().and_then(|s| s.inbound.upgrade()) else {
+                    break "the host is gone".to_owned();
+                };
+                let responder = |id| Responder {
+                    id,
                     writer: link.writer.clone(),
                     _error: std::marker::PhantomData,
                 };
-                let inbound = shared.upgrade().and_then(|s| s.inbound.upgrade());
-                match inbound {
-                    Some(inbound) => inbound.request(&link.peer, request, responder).await,
-                    None => break "the host is gone".to_owned(),
+                match frame {
+                    Frame::Request(request) => {
+                        let responder = responder(request.id);
+                        inbound.request(&link.peer, request, responder).await;
+                    }
+                    Frame::Event(event) => {
+                        let responder = responder(event.id);
+                        inbound.event(&link.peer, event, responder).await;
+                    }
+                    Frame::Response(_) => {}
                 }
             }
             Err(error) => {

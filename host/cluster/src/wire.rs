@@ -34,8 +34,36 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub enum Frame<E> {
     /// A call or one-way send to an actor the receiving host runs.
     Request(Request),
-    /// The answer to a request the receiving host sent.
+    /// The answer to a request or event the receiving host sent.
     Response(Response<E>),
+    /// Something other than a call for an actor the receiving host runs.
+    Event(Event),
+}
+
+/// Something other than a call for an actor: answered like a call, with
+/// [`Outcome::Returned`]`(None)` once it has run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// As [`Request::id`].
+    pub id: u64,
+    /// The actor's type.
+    pub actor_type: String,
+    /// The actor's key.
+    pub key: String,
+    /// Microseconds the sender still waits.
+    pub timeout_us: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] asks the actor to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A firing of the actor's durable reminder: `on-reminder(name)`.
+    Reminder {
+        /// The reminder's name.
+        name: String,
+    },
 }
 
 /// A call or one-way send to an actor.
@@ -170,6 +198,16 @@ mod tests {
             Outcome::NotHere,
             Outcome::Failed("trapped".to_owned()),
         ] {
+            let event = Frame::Event(Event {
+                id: 3,
+                actor_type: "probe".into(),
+                key: "a".into(),
+                timeout_us: 5,
+                kind: EventKind::Reminder {
+                    name: "ring".into(),
+                },
+            });
+            assert_eq!(roundtrip(&event), event);
             let frame = Frame::Response(Response { id: 9, outcome });
             assert_eq!(roundtrip(&frame), frame);
         }

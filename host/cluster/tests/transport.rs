@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use grove_cluster::membership::{Lease, LeaseTiming, Member, Membership};
 use grove_cluster::transport::{BoxFuture, Inbound, Responder, Transport, TransportConfig};
-use grove_cluster::wire::{Outcome, Request};
+use grove_cluster::wire::{Event, Outcome, Request};
 use redis::aio::ConnectionManager;
 use redis_server::RedisServer;
 
@@ -31,6 +31,16 @@ impl Inbound<String> for Reverse {
         let mut args = request.args;
         args.reverse();
         responder.respond(Outcome::Returned(Some(args)));
+        Box::pin(async {})
+    }
+
+    fn event(
+        &self,
+        _from: &Member,
+        _event: Event,
+        responder: Responder<String>,
+    ) -> BoxFuture<'_, ()> {
+        responder.respond(Outcome::NotHere);
         Box::pin(async {})
     }
 }

@@ -3,7 +3,7 @@
 //! it accepts again. `GROVE_FUZZ_INPUTS` sets how many of each kind are
 //! tried (default 1,000,000).
 
-use grove_cluster::wire::{self, Frame, Outcome, Request, Response};
+use grove_cluster::wire::{self, Event, EventKind, Frame, Outcome, Request, Response};
 
 /// The error type travelling in `Outcome::Failed`: a string is as hostile to
 /// the decoder as any serde type.
@@ -58,6 +58,15 @@ fn seeds() -> Vec<Vec<u8>> {
         Frame::Response(Response {
             id: 7,
             outcome: Outcome::Failed("actor counter/7 trapped".into()),
+        }),
+        Frame::Event(Event {
+            id: 8,
+            actor_type: "probe".into(),
+            key: "alarm".into(),
+            timeout_us: 30_000_000,
+            kind: EventKind::Reminder {
+                name: "ring".into(),
+            },
         }),
     ];
     frames

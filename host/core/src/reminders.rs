@@ -46,6 +46,10 @@ pub struct Firing {
     /// firing runs gets a new generation, and the old firing's outcome no
     /// longer touches it.
     pub generation: u64,
+    /// The moment (Unix ms) this firing is for: a slot of a periodic
+    /// reminder's grid, a one-shot's due time or retry time. Hosts sharing
+    /// the reminders agree on it, so it names the firing among them.
+    pub at_ms: u64,
 }
 
 /// What to do once a firing's turn has ended.
@@ -161,6 +165,7 @@ impl Schedule {
                 break;
             }
             self.queue.pop_first();
+            let mut slot = at;
             let Some(key) = self.by_generation.get(&generation) else {
                 continue;
             };
@@ -175,6 +180,8 @@ impl Schedule {
                         .timing
                         .due_ms
                         .saturating_add(behind.saturating_mul(period));
+                    // Missed slots merge into the latest one passed.
+                    slot = entry.next_ms.saturating_sub(period).max(at);
                     self.queue.insert((entry.next_ms, generation));
                 }
                 None => entry.next_ms = u64::MAX,
@@ -184,6 +191,7 @@ impl Schedule {
                 due.push(Firing {
                     key: key.clone(),
                     generation,
+                    at_ms: slot,
                 });
             }
         }
@@ -219,6 +227,24 @@ impl Schedule {
         Outcome::Retry { at_ms, tries }
     }
 
+    /// Records that another host ran `firing` (hosts sharing reminders each
+    /// schedule them, and one of them runs each firing): a periodic
+    /// reminder stays on its grid; a one-shot one leaves this schedule, and
+    /// the host that ran it deletes its row.
+    pub fn passed(&mut self, firing: &Firing) {
+        let Some(entry) = self
+            .entries
+            .get_mut(&firing.key)
+            .filter(|e| e.generation == firing.generation)
+        else {
+            return;
+        };
+        entry.firing = false;
+        if entry.timing.period_ms.is_none() {
+            self.remove(&firing.key);
+        }
+    }
+
     /// When the earliest reminder fires (Unix ms).
     pub fn next_due(&self) -> Option<u64> {
         self.queue.first().map(|&(at, _)| at)
@@ -231,6 +257,38 @@ mod tests {
 
     fn key() -> Key {
         (ActorRef::new("a", "1"), "r".to_owned())
+    }
+
+    #[test]
+    fn firings_are_named_by_their_slot_and_another_host_s_firing_passes() {
+        let mut s = Schedule::default();
+        let periodic = (ActorRef::new("a", "1"), "tick".to_owned());
+        s.insert(
+            periodic.clone(),
+            Timing {
+                due_ms: 1_000,
+                period_ms: Some(100),
+            },
+        );
+        s.insert(
+            key(),
+            Timing {
+                due_ms: 1_050,
+                period_ms: None,
+            },
+        );
+        // A host that looks late fires the latest slot it missed, as one
+        // that looked in time would have at that slot.
+        let due = s.take_due(1_375);
+        let at: Vec<(String, u64)> = due.iter().map(|f| (f.key.1.clone(), f.at_ms)).collect();
+        assert_eq!(at, vec![("tick".into(), 1_300), ("r".into(), 1_050)]);
+        for firing in &due {
+            s.passed(firing);
+        }
+        // The periodic one stays on its grid; the one-shot is gone here.
+        assert!(s.contains(&periodic));
+        assert!(!s.contains(&key()));
+        assert_eq!(s.next_due(), Some(1_400));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use grove_cluster::placement::{Owner, Placement};
 use grove_cluster::transport::{
     BoxFuture, Inbound, Responder, Transport, TransportConfig, TransportError,
 };
-use grove_cluster::wire::{Outcome, Request};
+use grove_cluster::wire::{Event, EventKind, Outcome, Request};
 use grove_cluster::RedisUnavailable;
 use grove_core::{chain, Message};
 use grove_values::wire::{self as values_wire, DecodeLimits};
@@ -57,6 +57,7 @@ use crate::directory::{Directory, Slot};
 use crate::error::{CallError, RejectedCall, Unavailable};
 use crate::mailbox::{CallMessage, Envelope, Reply};
 use crate::plugin::{Function, Plugin};
+use crate::reminders::FiringGate;
 use crate::ActorRef;
 
 /// How an actor type is placed when it has no live owner.
@@ -197,10 +198,13 @@ pub(crate) struct Node {
     _late: Arc<dyn Inbound<CallError>>,
 }
 
-/// The host's plugins, as the cluster sees them.
+/// What the cluster needs of its host.
 pub(crate) trait Plugins: Send + Sync + 'static {
     /// The plugin serving `actor_type`.
     fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError>;
+    /// Loads the reminders other hosts stored since this host last looked,
+    /// so that the reminders of a host that left are fired here too.
+    fn reload_reminders(&self) -> BoxFuture<'_, ()>;
 }
 
 /// A host's membership of its cluster, from [`crate::Host::join_cluster`].
@@ -391,6 +395,24 @@ impl Drop for Cluster {
 /// The transport's inbound before the node exists.
 struct LateInbound(Arc<std::sync::OnceLock<Weak<Node>>>);
 
+impl FiringGate for Node {
+    fn claim<'a>(
+        &'a self,
+        actor: &'a ActorRef,
+        name: &'a str,
+        at_ms: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let live: Vec<String> = self.roster.borrow().iter().map(|m| m.id.clone()).collect();
+            self.placement
+                .claim_firing(actor, name, at_ms, &self.me, &live)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 impl Inbound<CallError> for LateInbound {
     fn request(
         &self,
@@ -403,6 +425,23 @@ impl Inbound<CallError> for LateInbound {
         Box::pin(async move {
             match node {
                 Some(node) => node.serve(&from, request, responder).await,
+                None => responder.respond(Outcome::Failed(CallError::Unavailable(
+                    Unavailable::ShuttingDown,
+                ))),
+            }
+        })
+    }
+
+    fn event(
+        &self,
+        _from: &Member,
+        event: Event,
+        responder: Responder<CallError>,
+    ) -> BoxFuture<'_, ()> {
+        let node = self.0.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            match node {
+                Some(node) => node.serve_event(event, responder).await,
                 None => responder.respond(Outcome::Failed(CallError::Unavailable(
                     Unavailable::ShuttingDown,
                 ))),
@@ -445,14 +484,21 @@ async fn watch_roster(node: Weak<Node>, roster: watch::Sender<Arc<Vec<Member>>>,
             }
         };
         let before = roster.borrow().clone();
+        let mut left = false;
         for gone in before
             .iter()
             .filter(|m| !members.iter().any(|n| n.id == m.id))
         {
             tracing::info!(host = %gone.id, address = %gone.address, "host left the cluster");
             node.transport.disconnect(&gone.id);
+            left = true;
         }
         roster.send_replace(Arc::new(members));
+        if left {
+            if let Some(host) = node.plugins.upgrade() {
+                host.reload_reminders().await;
+            }
+        }
     }
 }
 
@@ -523,7 +569,7 @@ impl Node {
         let serving: Vec<&Member> = roster
             .iter()
             .filter(|m| m.plugins.iter().any(|p| p.starts_with(&prefix)))
-            .filter(|m| !m.draining && !(draining && m.id == self.me))
+            .filter(|m| !(m.draining || (draining && m.id == self.me)))
             .collect();
         let strategy = self
             .by_type
@@ -632,6 +678,68 @@ impl Node {
         }
     }
 
+    /// Whether a message for `actor` from another host may be served here:
+    /// `Err` with the answer to give otherwise.
+    async fn owns(&self, actor: &ActorRef) -> Result<(), Outcome<CallError>> {
+        if self.local.contains_key(actor) {
+            return Ok(());
+        }
+        match self.placement.lookup(actor).await {
+            Ok(Some(owner)) if owner.host == self.me => {
+                let leaving = self.draining.load(Ordering::Acquire) || self.directory.is_stopping();
+                if leaving {
+                    // Placed here just before the drain: place it on
+                    // another host, and send the caller there.
+                    let target = self.choose(actor);
+                    if let Err(error) = self.placement.claim(actor, &target, Some(&owner)).await {
+                        return Err(Outcome::Failed(self.unavailable(actor, error)));
+                    }
+                    return Err(Outcome::NotHere);
+                }
+                Ok(())
+            }
+            Ok(_) => Err(Outcome::NotHere),
+            Err(error) => Err(Outcome::Failed(self.unavailable(actor, error))),
+        }
+    }
+
+    /// Runs an event from another host on an actor this host owns.
+    async fn serve_event(&self, event: Event, responder: Responder<CallError>) {
+        let actor = ActorRef::new(&event.actor_type, &event.key);
+        if self.is_fenced() {
+            return responder.respond(Outcome::Failed(CallError::Unavailable(
+                Unavailable::ShuttingDown,
+            )));
+        }
+        if let Err(outcome) = self.owns(&actor).await {
+            return responder.respond(outcome);
+        }
+        let deadline = Instant::now() + Duration::from_micros(event.timeout_us);
+        let EventKind::Reminder { name } = event.kind;
+        let (done, ran) = tokio::sync::oneshot::channel();
+        let envelope = Envelope::Reminder {
+            name,
+            deadline,
+            done,
+        };
+        let directory = self.directory.clone();
+        tokio::spawn(async move {
+            // An undelivered event is answered with the error.
+            let _ = directory.deliver(&actor, envelope, true).await;
+            let outcome = match tokio::time::timeout_at(deadline.into(), ran).await {
+                Ok(Ok(Ok(()))) => Outcome::Returned(None),
+                Ok(Ok(Err(error))) => Outcome::Failed(error),
+                Ok(Err(_)) | Err(_) => {
+                    Outcome::Failed(CallError::Unavailable(Unavailable::ActivationFailed {
+                        actor: actor.to_string(),
+                        message: "the activation ended before the reminder ran".into(),
+                    }))
+                }
+            };
+            responder.respond(outcome);
+        });
+    }
+
     /// Checks a request and turns it into a message for the local
     /// directory, with where its answer arrives for a call.
     #[allow(clippy::type_complexity)]
@@ -662,27 +770,7 @@ impl Node {
             }))
         })?;
         let args = decode_args(function, &request.args).map_err(failed)?;
-        if !self.local.contains_key(&actor) {
-            match self.placement.lookup(&actor).await {
-                Ok(Some(owner)) if owner.host == self.me => {
-                    let leaving =
-                        self.draining.load(Ordering::Acquire) || self.directory.is_stopping();
-                    if leaving {
-                        // Placed here just before the drain: place it on
-                        // another host, and send the caller there.
-                        let target = self.choose(&actor);
-                        if let Err(error) =
-                            self.placement.claim(&actor, &target, Some(&owner)).await
-                        {
-                            return Err(failed(self.unavailable(&actor, error)));
-                        }
-                        return Err(Outcome::NotHere);
-                    }
-                }
-                Ok(_) => return Err(Outcome::NotHere),
-                Err(error) => return Err(failed(self.unavailable(&actor, error))),
-            }
-        }
+        self.owns(&actor).await?;
         if self.directory.is_stopping() {
             return Err(failed(CallError::Unavailable(Unavailable::ShuttingDown)));
         }
@@ -812,8 +900,9 @@ pub(crate) async fn place(
     }
 }
 
-/// What became of one forwarded message.
-type Sent = (CallMessage, Result<Outcome<CallError>, Unanswered>);
+/// What became of one forwarded message: the message, kept to be sent
+/// again or answered, and the owner's answer.
+type Sent = (Envelope, Result<Outcome<CallError>, Unanswered>);
 
 enum Unanswered {
     Lost,
@@ -841,10 +930,10 @@ async fn forward(
         }
         tokio::select! {
             biased;
-            Some((message, outcome)) = pending.next(), if !pending.is_empty() => {
+            Some((envelope, outcome)) = pending.next(), if !pending.is_empty() => {
                 idle_since = tokio::time::Instant::now();
-                if let Some(message) = answer(&actor, &owner, plugin, message, outcome, &mut stale) {
-                    retry.push(Envelope::Call(message));
+                if let Some(envelope) = answer(&actor, &owner, plugin, envelope, outcome, &mut stale) {
+                    retry.push(envelope);
                 }
             }
             changed = roster.changed() => {
@@ -865,7 +954,7 @@ async fn forward(
                     Ok(Some(sent)) => pending.push(sent),
                     Ok(None) => {}
                     Err(unsent) => {
-                        retry.push(Envelope::Call(unsent));
+                        retry.push(unsent);
                         stale = true;
                     }
                 }
@@ -874,6 +963,15 @@ async fn forward(
         }
     }
     slot.leave_with(retry);
+}
+
+fn remaining_us(deadline: Instant) -> u64 {
+    u64::try_from(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .as_micros(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// Sends one message to `owner`; returns the future of its answer. `Err`
@@ -885,15 +983,51 @@ async fn send(
     owner: &Member,
     plugin: &Plugin,
     envelope: Envelope,
-) -> Result<Option<BoxFuture<'static, Sent>>, CallMessage> {
-    let message = match envelope {
-        Envelope::Call(message) => message,
-        // The owner fires the reminders of the actors it runs.
-        Envelope::Reminder { done, .. } => {
-            let _ = done.send(Ok(()));
-            return Ok(None);
+) -> Result<Option<BoxFuture<'static, Sent>>, Envelope> {
+    let deadline = envelope.deadline();
+    let sent = match &envelope {
+        Envelope::Call(message) => {
+            let Some((_, function)) = plugin.function(&message.function) else {
+                let error = CallError::Rejected(RejectedCall::UnknownFunction {
+                    actor_type: actor.actor_type.to_string(),
+                    function: message.function.to_string(),
+                });
+                envelope.fail(error);
+                return Ok(None);
+            };
+            let args = match encode_args(function, &message.args) {
+                Ok(args) => args,
+                Err(error) => {
+                    envelope.fail(error);
+                    return Ok(None);
+                }
+            };
+            let request = Request {
+                id: 0,
+                actor_type: actor.actor_type.to_string(),
+                key: actor.key.to_string(),
+                function: message.function.to_string(),
+                args,
+                timeout_us: remaining_us(deadline),
+                chain: chain::to_list(&message.chain)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                one_way: !message.is_call(),
+            };
+            node.transport.request(owner, request).await
         }
-        envelope @ Envelope::Session { .. } => {
+        Envelope::Reminder { name, .. } => {
+            let event = Event {
+                id: 0,
+                actor_type: actor.actor_type.to_string(),
+                key: actor.key.to_string(),
+                timeout_us: remaining_us(deadline),
+                kind: EventKind::Reminder { name: name.clone() },
+            };
+            node.transport.event(owner, event).await
+        }
+        Envelope::Session { .. } => {
             envelope.fail(CallError::Unavailable(Unavailable::HostUnreachable {
                 actor: actor.to_string(),
                 host: owner.id.clone(),
@@ -903,75 +1037,50 @@ async fn send(
             return Ok(None);
         }
     };
-    let Some((_, function)) = plugin.function(&message.function) else {
-        let error = CallError::Rejected(RejectedCall::UnknownFunction {
-            actor_type: actor.actor_type.to_string(),
-            function: message.function.to_string(),
-        });
-        Envelope::Call(message).fail(error);
-        return Ok(None);
-    };
-    let args = match encode_args(function, &message.args) {
-        Ok(args) => args,
-        Err(error) => {
-            Envelope::Call(message).fail(error);
-            return Ok(None);
-        }
-    };
-    let now = Instant::now();
-    let request = Request {
-        id: 0,
-        actor_type: actor.actor_type.to_string(),
-        key: actor.key.to_string(),
-        function: message.function.to_string(),
-        args,
-        timeout_us: u64::try_from(message.deadline.saturating_duration_since(now).as_micros())
-            .unwrap_or(u64::MAX),
-        chain: chain::to_list(&message.chain)
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        one_way: !message.is_call(),
-    };
-    match node.transport.request(owner, request).await {
+    match sent {
         Ok(answer) => {
-            let deadline = tokio::time::Instant::from_std(message.deadline);
+            let deadline = tokio::time::Instant::from_std(deadline);
             Ok(Some(Box::pin(async move {
                 let outcome = match tokio::time::timeout_at(deadline, answer).await {
                     Ok(Ok(outcome)) => Ok(outcome),
                     Ok(Err(_)) => Err(Unanswered::Lost),
                     Err(_) => Err(Unanswered::Timeout),
                 };
-                (message, outcome)
+                (envelope, outcome)
             })))
         }
         Err(error) => {
             tracing::debug!(%actor, %error, "the actor's host cannot be reached; resolving again");
-            Err(message)
+            Err(envelope)
         }
     }
 }
 
-/// Hands a forwarded message's outcome to its caller; returns the message
-/// if it must be sent again after resolving the owner anew.
+/// Hands a forwarded message's outcome to whoever waits for it; returns the
+/// message if it must be sent again after resolving the owner anew.
 fn answer(
     actor: &ActorRef,
     owner: &Member,
     plugin: &Plugin,
-    message: CallMessage,
+    envelope: Envelope,
     outcome: Result<Outcome<CallError>, Unanswered>,
     stale: &mut bool,
-) -> Option<CallMessage> {
+) -> Option<Envelope> {
     let outcome = match outcome {
         Ok(Outcome::NotHere) => {
             *stale = true;
-            return Some(message);
+            return Some(envelope);
         }
         Ok(outcome) => outcome,
         Err(Unanswered::Timeout) => {
-            if let Some(reply) = message.reply {
-                reply.time_out(actor, &message.function);
-            }
+            let error = envelope.undelivered_in_time(|| {
+                CallError::Unavailable(Unavailable::HostUnreachable {
+                    actor: actor.to_string(),
+                    host: owner.id.clone(),
+                    message: "no answer before the deadline".into(),
+                })
+            });
+            envelope.fail(error);
             return None;
         }
         Err(Unanswered::Lost) => {
@@ -983,17 +1092,28 @@ fn answer(
             }))
         }
     };
-    let result = match outcome {
-        Outcome::Returned(bytes) => decode_result(actor, plugin, &message.function, bytes),
-        Outcome::Failed(error) => Err(error),
-        Outcome::Queued | Outcome::NotHere => Ok(None),
-    };
-    match (message.reply, result) {
-        (Some(reply), result) => reply.send(result),
-        (None, Err(error)) => {
-            tracing::warn!(%actor, function = %message.function, %error, "one-way message failed on its host");
+    match envelope {
+        Envelope::Call(message) => {
+            let result = match outcome {
+                Outcome::Returned(bytes) => decode_result(actor, plugin, &message.function, bytes),
+                Outcome::Failed(error) => Err(error),
+                Outcome::Queued | Outcome::NotHere => Ok(None),
+            };
+            match (message.reply, result) {
+                (Some(reply), result) => reply.send(result),
+                (None, Err(error)) => {
+                    tracing::warn!(%actor, function = %message.function, %error, "one-way message failed on its host");
+                }
+                (None, Ok(_)) => {}
+            }
         }
-        (None, Ok(_)) => {}
+        Envelope::Reminder { done, .. } => {
+            let _ = done.send(match outcome {
+                Outcome::Failed(error) => Err(error),
+                _ => Ok(()),
+            });
+        }
+        Envelope::Session { .. } => {}
     }
     None
 }

@@ -115,6 +115,20 @@ impl cluster::Plugins for Inner {
     fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
         Inner::plugin(self, actor_type)
     }
+
+    fn reload_reminders(&self) -> grove_cluster::transport::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let types: Vec<String> = {
+                let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+                plugins.keys().cloned().collect()
+            };
+            for actor_type in types {
+                if let Err(error) = self.reminders.load(&actor_type).await {
+                    tracing::warn!(%actor_type, %error, "cannot reload reminders");
+                }
+            }
+        })
+    }
 }
 
 impl Inner {
@@ -211,6 +225,8 @@ impl Host {
             served,
         )
         .await?;
+        let gate: Arc<dyn crate::reminders::FiringGate> = node.clone();
+        self.inner.reminders.set_gate(Arc::downgrade(&gate));
         self.inner
             .cluster
             .set(node)

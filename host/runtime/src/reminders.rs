@@ -9,8 +9,10 @@
 //! dead letters); when one falls due it is delivered to its actor —
 //! activating it if needed — as an `on-reminder` turn.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use grove_core::reminders::{Firing, Outcome, Schedule, Timing};
@@ -49,6 +51,20 @@ impl From<Stored> for Timing {
     }
 }
 
+/// Picks, among hosts sharing the reminders' rows (a cluster), the one that
+/// runs each firing: every host schedules every reminder, and claims a
+/// firing before it runs it.
+pub(crate) trait FiringGate: Send + Sync + 'static {
+    /// Claims the firing at `at_ms` of `actor`'s reminder `name` for this
+    /// host: `Ok(false)` if another live host has it.
+    fn claim<'a>(
+        &'a self,
+        actor: &'a ActorRef,
+        name: &'a str,
+        at_ms: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+}
+
 /// The reminders of one host: their schedule, the store holding their rows,
 /// and the directory their firings are delivered through.
 pub(crate) struct Reminders {
@@ -60,6 +76,8 @@ pub(crate) struct Reminders {
     turn_timeout: Duration,
     running: AtomicBool,
     dead_letters: AtomicU64,
+    /// Set when the host joins a cluster.
+    gate: OnceLock<Weak<dyn FiringGate>>,
     /// The wall clock in Unix ms: reminders are stored against it, so they
     /// survive restarts. Tests give it virtual time.
     clock: Clock,
@@ -116,6 +134,7 @@ impl Reminders {
             turn_timeout,
             running: AtomicBool::new(false),
             dead_letters: AtomicU64::new(0),
+            gate: OnceLock::new(),
             clock,
         })
     }
@@ -194,6 +213,11 @@ impl Reminders {
         Ok(loaded)
     }
 
+    /// From now on, claims each firing through `gate` before running it.
+    pub(crate) fn set_gate(&self, gate: Weak<dyn FiringGate>) {
+        let _ = self.gate.set(gate);
+    }
+
     /// Wakes the schedule, e.g. to let it see that the host shuts down.
     pub(crate) fn wake(&self) {
         self.changed.notify_one();
@@ -239,6 +263,22 @@ impl Reminders {
     /// schedule says next.
     async fn fire(self: Arc<Self>, directory: Arc<Directory>, firing: Firing) {
         let (actor, name) = &firing.key;
+        if let Some(gate) = self.gate.get().and_then(Weak::upgrade) {
+            match gate.claim(actor, name, firing.at_ms).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.schedule().passed(&firing);
+                    self.changed.notify_one();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%actor, reminder = %name, %error, "cannot claim a reminder's firing");
+                    self.schedule().finished(&firing, false, (self.clock)());
+                    self.changed.notify_one();
+                    return;
+                }
+            }
+        }
         let (done, finished) = oneshot::channel();
         // tokio's clock, which tests may pause.
         let deadline = tokio::time::Instant::now() + self.turn_timeout;
