@@ -17,7 +17,14 @@ use tokio::sync::mpsc;
 use crate::protocol::CloseCode;
 
 /// Identifies one session on its host. Never reused while the host runs.
+/// In a cluster, its top 16 bits are the number of the host whose gateway
+/// holds it ([`Sessions::set_origin`]), so that any host can route to it.
 pub type SessionId = u64;
+
+/// The host number of a session id: 0 for a host outside a cluster.
+pub fn origin_of(session: SessionId) -> u16 {
+    (session >> 48) as u16
+}
 
 /// Why a payload could not be sent to a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +154,8 @@ fn truncate_reason(reason: &str) -> &str {
 struct Registry {
     live: DashMap<SessionId, SessionLink>,
     next: AtomicU64,
+    /// This host's number in its cluster, in the top 16 bits of every id.
+    origin: std::sync::atomic::AtomicU16,
 }
 
 /// The live sessions of one host. Cheap to clone: clones share the registry.
@@ -177,6 +186,23 @@ impl Sessions {
     /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.inner.live.is_empty()
+    }
+
+    /// Gives this host's sessions ids that name it: `origin` in their top
+    /// 16 bits. Set it when joining a cluster, before the gateway starts.
+    pub fn set_origin(&self, origin: u16) {
+        self.inner.origin.store(origin, Ordering::Relaxed);
+    }
+
+    /// This host's number (0 outside a cluster).
+    pub fn origin(&self) -> u16 {
+        self.inner.origin.load(Ordering::Relaxed)
+    }
+
+    /// Whether `session` would be held by this host's gateway (its id names
+    /// this host), live or not.
+    pub fn is_local(&self, session: SessionId) -> bool {
+        origin_of(session) == self.origin()
     }
 
     /// Whether `session` is live.
@@ -237,7 +263,8 @@ impl Sessions {
     }
 
     pub(crate) fn next_id(&self) -> SessionId {
-        self.inner.next.fetch_add(1, Ordering::Relaxed) + 1
+        let n = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
+        (u64::from(self.origin()) << 48) | (n & ((1 << 48) - 1))
     }
 
     pub(crate) fn insert(&self, session: SessionId, link: SessionLink) {
@@ -312,5 +339,18 @@ mod tests {
         );
         assert_eq!(sessions.send_many(&[1, 2], &Bytes::new(), false), 0);
         assert!(!sessions.close(7, "bye"));
+    }
+
+    #[test]
+    fn session_ids_name_the_host_of_their_gateway() {
+        let sessions = Sessions::new();
+        assert_eq!(sessions.next_id(), 1);
+        assert!(sessions.is_local(1));
+        sessions.set_origin(513);
+        let id = sessions.next_id();
+        assert_eq!(id, (513 << 48) | 2);
+        assert_eq!(origin_of(id), 513);
+        assert!(sessions.is_local(id));
+        assert!(!sessions.is_local(1));
     }
 }

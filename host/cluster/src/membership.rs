@@ -51,6 +51,10 @@ pub struct Member {
     /// the others as they deactivate.
     #[serde(default)]
     pub draining: bool,
+    /// Its number among the live hosts (1 to 65,535): the top 16 bits of
+    /// the ids of the game client sessions its gateway holds.
+    #[serde(default)]
+    pub number: u16,
 }
 
 /// Lease timing.
@@ -175,6 +179,21 @@ impl Membership {
             info: info_tx,
             renewer,
         })
+    }
+
+    /// A host number no live member has: the cluster's counter, counted on
+    /// past numbers still in use.
+    pub async fn free_number(&self) -> Result<u16, RedisUnavailable> {
+        let taken: Vec<u16> = self.members().await?.iter().map(|m| m.number).collect();
+        let mut conn = self.conn.clone();
+        let key = format!("grove-cluster:{{{}}}:numbers", self.cluster);
+        loop {
+            let n: u64 = conn.incr(&key, 1).await?;
+            let number = u16::try_from((n - 1) % 65_535 + 1).unwrap_or(1);
+            if !taken.contains(&number) {
+                return Ok(number);
+            }
+        }
     }
 
     /// The live members: every host whose lease has not lapsed. Ids of

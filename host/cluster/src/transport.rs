@@ -46,11 +46,14 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use crate::membership::{Member, Membership};
-use crate::wire::{self, Event, Frame, Outcome, Request, Response, ALPN};
+use crate::wire::{self, Event, Frame, Outcome, Push, Request, Response, ALPN};
 
 /// The server name dialled; certificates are pinned by fingerprint, so it
 /// names no one in particular.
 const SERVER_NAME: &str = "grove-host";
+
+/// Longest wait for a peer's handshake.
+const HANDSHAKE: Duration = Duration::from_secs(1);
 
 /// Close codes of host-to-host connections.
 const NOT_A_MEMBER: u32 = 1;
@@ -134,6 +137,9 @@ pub trait Inbound<E>: Send + Sync + 'static {
 
     /// Takes `event` from `from`, in order with the requests.
     fn event(&self, from: &Member, event: Event, responder: Responder<E>) -> BoxFuture<'_, ()>;
+
+    /// Takes `push` from `from`, in order with the requests.
+    fn push(&self, from: &Member, push: Push, responder: Responder<E>) -> BoxFuture<'_, ()>;
 }
 
 /// Answers one request, once. Dropping it unanswered leaves the caller
@@ -141,6 +147,9 @@ pub trait Inbound<E>: Send + Sync + 'static {
 pub struct Responder<E> {
     id: u64,
     writer: mpsc::UnboundedSender<Vec<u8>>,
+    /// Counts the requests this host has yet to answer: a leaving host
+    /// answers them all before it ends its streams.
+    _unanswered: Arc<()>,
     _error: std::marker::PhantomData<fn(E)>,
 }
 
@@ -195,6 +204,13 @@ struct Shared<E> {
     inbound: Weak<dyn Inbound<E>>,
     /// By peer id: the link, or the dial in progress that all callers share.
     links: Mutex<HashMap<String, Dial<E>>>,
+    /// Peers that ended their stream: they left the cluster, and dialling
+    /// them again would only wait for a handshake timeout.
+    departed: Mutex<std::collections::HashSet<String>>,
+    /// Set once this host leaves: requests are answered `NotHere` unread.
+    closing: std::sync::atomic::AtomicBool,
+    /// One reference per unanswered request, held by its responder.
+    unanswered: Arc<()>,
 }
 
 impl<E> Transport<E>
@@ -223,6 +239,9 @@ where
             idle_timeout: config.idle_timeout,
             inbound,
             links: Mutex::new(HashMap::new()),
+            departed: Mutex::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            unanswered: Arc::new(()),
         });
         tokio::spawn(accept(Arc::downgrade(&shared)));
         Ok(Transport { shared })
@@ -268,6 +287,19 @@ where
         .await
     }
 
+    /// Sends `push` to `peer` (its `id` is assigned here).
+    pub async fn push(
+        &self,
+        peer: &Member,
+        mut push: Push,
+    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
+        self.submit(peer, 64, |id| {
+            push.id = id;
+            Frame::Push(push)
+        })
+        .await
+    }
+
     async fn submit(
         &self,
         peer: &Member,
@@ -290,6 +322,11 @@ where
         Ok(rx)
     }
 
+    /// Whether `peer_id` ended its stream to this host: it left.
+    pub fn has_departed(&self, peer_id: &str) -> bool {
+        lock(&self.shared.departed).contains(peer_id)
+    }
+
     /// Closes the connection to `peer`, if any: calls pending on it are
     /// answered with [`LinkError::Lost`]. For a peer known to be dead.
     pub fn disconnect(&self, peer_id: &str) {
@@ -304,6 +341,16 @@ where
     /// have read to the end and closed, or after `grace`, the endpoint
     /// closes.
     pub async fn close(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        // From now on requests are answered `NotHere` without running, so
+        // a peer may send them elsewhere; those already taken are answered
+        // before the streams end.
+        self.shared.closing.store(true, Ordering::SeqCst);
+        while Arc::strong_count(&self.shared.unanswered) > 1
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let links: Vec<Arc<Link<E>>> = lock(&self.shared.links)
             .drain()
             .filter_map(|(_, cell)| cell.get().cloned())
@@ -312,7 +359,7 @@ where
             link.finish.notify_one();
         }
         let closed = futures_closed(links.iter().map(|l| l.connection.clone()).collect());
-        let _ = tokio::time::timeout(grace, closed).await;
+        let _ = tokio::time::timeout_at(deadline, closed).await;
         self.shared.endpoint.close(0u32.into(), b"host leaving");
     }
 
@@ -429,6 +476,9 @@ where
         address: peer.address.clone(),
         message,
     };
+    if lock(&shared.departed).contains(&peer.id) {
+        return Err(unreachable("it left the cluster".into()));
+    }
     let pin: Fingerprint = peer
         .fingerprint
         .parse()
@@ -442,7 +492,9 @@ where
         .endpoint
         .connect_with(config, addr, SERVER_NAME)
         .map_err(|e| unreachable(e.to_string()))?;
-    let connection = tokio::time::timeout(shared.idle_timeout, connecting)
+    // Loopback and a data centre answer in milliseconds; a host that does
+    // not answer in a second is not worth waiting for.
+    let connection = tokio::time::timeout(shared.idle_timeout.min(HANDSHAKE), connecting)
         .await
         .map_err(|_| unreachable("no handshake in time".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
@@ -529,6 +581,17 @@ where
     let ended = loop {
         let mut prefix = [0u8; 4];
         if let Err(error) = recv.read_exact(&mut prefix).await {
+            // A peer ends its stream only when it leaves the cluster, having
+            // answered every request it took: the ones still pending here
+            // never ran there, and may go to the actor's next host.
+            if let (quinn::ReadExactError::FinishedEarly(0), Some(shared)) =
+                (&error, shared.upgrade())
+            {
+                lock(&shared.departed).insert(link.peer.id.clone());
+                for (_, waiting) in lock(&link.pending).drain() {
+                    let _ = waiting.send(Outcome::NotHere);
+                }
+            }
             break error.to_string();
         }
         let len = match wire::frame_len(prefix) {
@@ -545,15 +608,29 @@ where
                     let _ = waiting.send(response.outcome);
                 }
             }
-            Ok(frame @ (Frame::Request(_) | Frame::Event(_))) => {
-                let Some(inbound) = shared.upgrade().and_then(|s| s.inbound.upgrade()) else {
+            Ok(frame @ (Frame::Request(_) | Frame::Event(_) | Frame::Push(_))) => {
+                let Some(shared) = shared.upgrade() else {
+                    break "the host is gone".to_owned();
+                };
+                let Some(inbound) = shared.inbound.upgrade() else {
                     break "the host is gone".to_owned();
                 };
                 let responder = |id| Responder {
                     id,
                     writer: link.writer.clone(),
+                    _unanswered: shared.unanswered.clone(),
                     _error: std::marker::PhantomData,
                 };
+                if shared.closing.load(Ordering::SeqCst) {
+                    let id = match &frame {
+                        Frame::Request(r) => r.id,
+                        Frame::Event(e) => e.id,
+                        Frame::Push(p) => p.id,
+                        Frame::Response(r) => r.id,
+                    };
+                    responder(id).respond(Outcome::NotHere);
+                    continue;
+                }
                 match frame {
                     Frame::Request(request) => {
                         let responder = responder(request.id);
@@ -562,6 +639,10 @@ where
                     Frame::Event(event) => {
                         let responder = responder(event.id);
                         inbound.event(&link.peer, event, responder).await;
+                    }
+                    Frame::Push(push) => {
+                        let responder = responder(push.id);
+                        inbound.push(&link.peer, push, responder).await;
                     }
                     Frame::Response(_) => {}
                 }

@@ -38,6 +38,52 @@ pub enum Frame<E> {
     Response(Response<E>),
     /// Something other than a call for an actor the receiving host runs.
     Event(Event),
+    /// Bytes for, or the close of, game client sessions held by the
+    /// receiving host's gateway.
+    Push(Push),
+}
+
+/// Sends to, or closes, sessions of the receiving host's gateway, for an
+/// actor on the sending host. Answered [`Outcome::Pushed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    /// As [`Request::id`].
+    pub id: u64,
+    /// The sessions, each held by the receiving host.
+    pub sessions: Vec<u64>,
+    /// What to do to them.
+    pub action: PushAction,
+}
+
+/// What a [`Push`] does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PushAction {
+    /// Send the payload to each session: on its reliable stream, or as a
+    /// datagram.
+    Send {
+        /// The bytes.
+        payload: Vec<u8>,
+        /// Reliable and ordered, or an unreliable datagram.
+        reliable: bool,
+    },
+    /// Close each session with the reason.
+    Close {
+        /// Told to the client.
+        reason: String,
+    },
+}
+
+/// Why a session refused a payload (`grove:actor/types.session-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// No such session.
+    UnknownSession,
+    /// Larger than the session takes; carries the limit.
+    TooLarge(u32),
+    /// The client does not read; it has been disconnected.
+    SlowConsumer,
+    /// The client takes no datagrams.
+    DatagramsUnsupported,
 }
 
 /// Something other than a call for an actor: answered like a call, with
@@ -64,6 +110,43 @@ pub enum EventKind {
         /// The reminder's name.
         name: String,
     },
+    /// A game client's session, held by the sending host's gateway, is
+    /// owned by the actor: `on-connect(session)`.
+    Connect {
+        /// The session.
+        session: u64,
+    },
+    /// A frame or datagram from the session: `on-message`.
+    Message {
+        /// The session.
+        session: u64,
+        /// The client's bytes.
+        payload: Vec<u8>,
+        /// A frame (true) or a datagram.
+        reliable: bool,
+    },
+    /// The session ended: `on-disconnect`.
+    Disconnect {
+        /// The session.
+        session: u64,
+        /// Why (`grove:actor/types.disconnect-reason`).
+        reason: Disconnected,
+    },
+}
+
+/// Why a session ended (`grove:actor/types.disconnect-reason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Disconnected {
+    /// The client closed; its reason.
+    ClientClosed(String),
+    /// The client went silent.
+    TimedOut,
+    /// An actor closed the session; its reason.
+    ClosedByActor(String),
+    /// The gateway closed it; the reason the client was sent.
+    Kicked(String),
+    /// The host shut down.
+    HostShutdown,
 }
 
 /// A call or one-way send to an actor.
@@ -114,6 +197,15 @@ pub enum Outcome<E> {
     NotHere,
     /// The call failed with a typed error.
     Failed(E),
+    /// What a [`Push`] did: to how many sessions the payload was queued (or
+    /// how many were closed), and, for a push to one session, why it was
+    /// refused.
+    Pushed {
+        /// Sessions reached.
+        done: u32,
+        /// Why the one session refused.
+        refused: Option<Refusal>,
+    },
 }
 
 /// Bytes that are not a frame.

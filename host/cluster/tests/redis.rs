@@ -28,6 +28,7 @@ fn member(id: &str) -> Member {
         started_ms: 1,
         renewed_ms: 1,
         draining: false,
+        number: 0,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use grove_cluster::membership::{Lease, LeaseTiming, Member, Membership};
 use grove_cluster::transport::{BoxFuture, Inbound, Responder, Transport, TransportConfig};
-use grove_cluster::wire::{Event, Outcome, Request};
+use grove_cluster::wire::{Event, Outcome, Push, Request};
 use redis::aio::ConnectionManager;
 use redis_server::RedisServer;
 
@@ -43,6 +43,11 @@ impl Inbound<String> for Reverse {
         responder.respond(Outcome::NotHere);
         Box::pin(async {})
     }
+
+    fn push(&self, _from: &Member, _push: Push, responder: Responder<String>) -> BoxFuture<'_, ()> {
+        responder.respond(Outcome::NotHere);
+        Box::pin(async {})
+    }
 }
 
 struct Node {
@@ -67,6 +72,7 @@ async fn node(membership: &Membership, id: &str, join: bool) -> Node {
         started_ms: 1,
         renewed_ms: 1,
         draining: false,
+        number: 0,
     };
     let timing = LeaseTiming {
         ttl: Duration::from_secs(3),

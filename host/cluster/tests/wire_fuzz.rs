@@ -3,7 +3,10 @@
 //! it accepts again. `GROVE_FUZZ_INPUTS` sets how many of each kind are
 //! tried (default 1,000,000).
 
-use grove_cluster::wire::{self, Event, EventKind, Frame, Outcome, Request, Response};
+use grove_cluster::wire::{
+    self, Disconnected, Event, EventKind, Frame, Outcome, Push, PushAction, Refusal, Request,
+    Response,
+};
 
 /// The error type travelling in `Outcome::Failed`: a string is as hostile to
 /// the decoder as any serde type.
@@ -58,6 +61,42 @@ fn seeds() -> Vec<Vec<u8>> {
         Frame::Response(Response {
             id: 7,
             outcome: Outcome::Failed("actor counter/7 trapped".into()),
+        }),
+        Frame::Event(Event {
+            id: 9,
+            actor_type: "player".into(),
+            key: "42".into(),
+            timeout_us: 1,
+            kind: EventKind::Message {
+                session: 1 << 48 | 7,
+                payload: vec![1, 2, 3],
+                reliable: true,
+            },
+        }),
+        Frame::Event(Event {
+            id: 10,
+            actor_type: "player".into(),
+            key: "42".into(),
+            timeout_us: 1,
+            kind: EventKind::Disconnect {
+                session: 3,
+                reason: Disconnected::Kicked("rate".into()),
+            },
+        }),
+        Frame::Push(Push {
+            id: 11,
+            sessions: vec![1, 2, 3],
+            action: PushAction::Send {
+                payload: vec![9; 20],
+                reliable: false,
+            },
+        }),
+        Frame::Response(Response {
+            id: 12,
+            outcome: Outcome::Pushed {
+                done: 0,
+                refused: Some(Refusal::TooLarge(1200)),
+            },
         }),
         Frame::Event(Event {
             id: 8,

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use grove_cluster::membership::{JoinError, Lease, LeaseTiming, Member, Membership};
@@ -45,17 +46,22 @@ use grove_cluster::placement::{Owner, Placement};
 use grove_cluster::transport::{
     BoxFuture, Inbound, Responder, Transport, TransportConfig, TransportError,
 };
-use grove_cluster::wire::{Event, EventKind, Outcome, Request};
+use grove_cluster::wire::{
+    Disconnected, Event, EventKind, Outcome, Push, PushAction, Refusal, Request,
+};
 use grove_cluster::RedisUnavailable;
 use grove_core::{chain, Message};
+use grove_gateway_quic::{SendError, Sessions};
 use grove_values::wire::{self as values_wire, DecodeLimits};
 use tokio::sync::watch;
 use wasmtime::component::Val;
 
 use crate::activation;
+use crate::bindings::DisconnectReason;
 use crate::directory::{Directory, Slot};
 use crate::error::{CallError, RejectedCall, Unavailable};
-use crate::mailbox::{CallMessage, Envelope, Reply};
+use crate::imports::RemoteSessions;
+use crate::mailbox::{CallMessage, Envelope, Reply, SessionEvent};
 use crate::plugin::{Function, Plugin};
 use crate::reminders::FiringGate;
 use crate::ActorRef;
@@ -196,6 +202,8 @@ pub(crate) struct Node {
     plugins: Weak<dyn Plugins>,
     /// What the transport hands requests to.
     _late: Arc<dyn Inbound<CallError>>,
+    /// The sessions of this host's gateway.
+    sessions: Sessions,
 }
 
 /// What the cluster needs of its host.
@@ -228,6 +236,7 @@ impl Cluster {
         directory: Arc<Directory>,
         plugins: Weak<dyn Plugins>,
         served: Vec<String>,
+        sessions: Sessions,
     ) -> Result<(Cluster, Arc<Node>), ClusterError> {
         let bad_url = |message: String| ClusterError::BadUrl {
             url: config.redis.clone(),
@@ -272,7 +281,9 @@ impl Cluster {
             started_ms: unix_ms(),
             renewed_ms: unix_ms(),
             draining: false,
+            number: membership.free_number().await?,
         };
+        sessions.set_origin(member.number);
         let lease = Arc::new(membership.join(member.clone(), config.timing).await?);
         let (roster_tx, roster) = watch::channel(Arc::new(membership.members().await?));
         let node = Arc::new(Node {
@@ -289,6 +300,7 @@ impl Cluster {
             directory,
             plugins,
             _late: late,
+            sessions,
         });
         let _ = slot.set(Arc::downgrade(&node));
         let every = config.timing.renew_every;
@@ -395,6 +407,88 @@ impl Drop for Cluster {
 /// The transport's inbound before the node exists.
 struct LateInbound(Arc<std::sync::OnceLock<Weak<Node>>>);
 
+/// How long an actor's send to a session on another host waits for that
+/// host's answer.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn refusal(error: SendError) -> Refusal {
+    match error {
+        SendError::UnknownSession(_) => Refusal::UnknownSession,
+        SendError::TooLarge { limit, .. } => {
+            Refusal::TooLarge(u32::try_from(limit).unwrap_or(u32::MAX))
+        }
+        SendError::SlowConsumer(_) => Refusal::SlowConsumer,
+        SendError::DatagramsUnsupported(_) => Refusal::DatagramsUnsupported,
+    }
+}
+
+fn send_error(session: u64, refusal: Refusal) -> SendError {
+    match refusal {
+        Refusal::UnknownSession => SendError::UnknownSession(session),
+        Refusal::TooLarge(limit) => SendError::TooLarge {
+            len: 0,
+            limit: limit as usize,
+        },
+        Refusal::SlowConsumer => SendError::SlowConsumer(session),
+        Refusal::DatagramsUnsupported => SendError::DatagramsUnsupported(session),
+    }
+}
+
+fn disconnect_reason(reason: Disconnected) -> DisconnectReason {
+    match reason {
+        Disconnected::ClientClosed(r) => DisconnectReason::ClientClosed(r),
+        Disconnected::TimedOut => DisconnectReason::TimedOut,
+        Disconnected::ClosedByActor(r) => DisconnectReason::ClosedByActor(r),
+        Disconnected::Kicked(r) => DisconnectReason::Kicked(r),
+        Disconnected::HostShutdown => DisconnectReason::HostShutdown,
+    }
+}
+
+fn disconnected(reason: &DisconnectReason) -> Disconnected {
+    match reason {
+        DisconnectReason::ClientClosed(r) => Disconnected::ClientClosed(r.clone()),
+        DisconnectReason::TimedOut => Disconnected::TimedOut,
+        DisconnectReason::ClosedByActor(r) => Disconnected::ClosedByActor(r.clone()),
+        DisconnectReason::Kicked(r) => Disconnected::Kicked(r.clone()),
+        DisconnectReason::HostShutdown => Disconnected::HostShutdown,
+    }
+}
+
+impl RemoteSessions for Node {
+    fn send(
+        &self,
+        sessions: Vec<u64>,
+        payload: Bytes,
+        reliable: bool,
+    ) -> BoxFuture<'_, Result<u32, SendError>> {
+        Box::pin(async move {
+            let first = sessions.first().copied().unwrap_or_default();
+            let one = sessions.len() == 1;
+            let action = PushAction::Send {
+                payload: payload.to_vec(),
+                reliable,
+            };
+            match self.push_to(sessions, action).await {
+                Some((_, Some(refused))) if one => Err(send_error(first, refused)),
+                Some((0, None)) if one => Err(SendError::UnknownSession(first)),
+                Some((done, _)) => Ok(done),
+                // Its host is gone, and the session with it.
+                None if one => Err(SendError::UnknownSession(first)),
+                None => Ok(0),
+            }
+        })
+    }
+
+    fn close(&self, session: u64, reason: String) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let closed = self
+                .push_to(vec![session], PushAction::Close { reason })
+                .await;
+            matches!(closed, Some((1, _)))
+        })
+    }
+}
+
 impl FiringGate for Node {
     fn claim<'a>(
         &'a self,
@@ -448,6 +542,21 @@ impl Inbound<CallError> for LateInbound {
             }
         })
     }
+
+    fn push(
+        &self,
+        _from: &Member,
+        push: Push,
+        responder: Responder<CallError>,
+    ) -> BoxFuture<'_, ()> {
+        match self.0.get().and_then(Weak::upgrade) {
+            Some(node) => node.serve_push(push, responder),
+            None => responder.respond(Outcome::Failed(CallError::Unavailable(
+                Unavailable::ShuttingDown,
+            ))),
+        }
+        Box::pin(async {})
+    }
 }
 
 /// Publishes the host's load with every renewal until the host is fenced;
@@ -493,7 +602,14 @@ async fn watch_roster(node: Weak<Node>, roster: watch::Sender<Arc<Vec<Member>>>,
             node.transport.disconnect(&gone.id);
             left = true;
         }
-        roster.send_replace(Arc::new(members));
+        // Loads change at every look; only a host joining or leaving wakes
+        // the forwarders watching the roster.
+        roster.send_if_modified(|current| {
+            let joined_or_left = current.len() != members.len()
+                || current.iter().zip(&members).any(|(a, b)| a.id != b.id);
+            *current = Arc::new(members);
+            joined_or_left
+        });
         if left {
             if let Some(host) = node.plugins.upgrade() {
                 host.reload_reminders().await;
@@ -554,8 +670,11 @@ impl Node {
     /// A live member by id, looking in Redis if the last view does not have
     /// it (it may have joined since).
     async fn live(&self, id: &str) -> Result<Option<Member>, RedisUnavailable> {
-        if let Some(member) = self.roster.borrow().iter().find(|m| m.id == id) {
-            return Ok(Some(member.clone()));
+        let known = self.roster.borrow().iter().find(|m| m.id == id).cloned();
+        // A host that ended its stream to this one is leaving; its lease
+        // says whether it is gone.
+        if let Some(member) = known.filter(|_| !self.transport.has_departed(id)) {
+            return Ok(Some(member));
         }
         let members = self.membership.members().await?;
         Ok(members.into_iter().find(|m| m.id == id))
@@ -570,6 +689,7 @@ impl Node {
             .iter()
             .filter(|m| m.plugins.iter().any(|p| p.starts_with(&prefix)))
             .filter(|m| !(m.draining || (draining && m.id == self.me)))
+            .filter(|m| !self.transport.has_departed(&m.id))
             .collect();
         let strategy = self
             .by_type
@@ -601,38 +721,39 @@ impl Node {
     /// no activation behind it yet.
     async fn resolve(&self, actor: &ActorRef) -> Result<Route, CallError> {
         let fail = |e: RedisUnavailable| self.unavailable(actor, e);
-        let current = self.placement.lookup(actor).await.map_err(fail)?;
-        let replacing = match current {
-            // Claimed anew: an earlier activation here may still be
-            // releasing the old claim.
-            Some(owner) if owner.host == self.me => Some(owner),
-            Some(owner) => match self.live(&owner.host).await.map_err(fail)? {
-                Some(member) => return Ok(Route::There(member)),
-                None => Some(owner),
-            },
-            None => None,
-        };
-        let draining = self.draining.load(Ordering::Acquire);
-        let target = match &replacing {
-            Some(owner) if owner.host == self.me && !draining => self.me.clone(),
-            _ => self.choose(actor),
-        };
-        let owner = self
-            .placement
-            .claim(actor, &target, replacing.as_ref())
-            .await
-            .map_err(fail)?;
-        if owner.host == self.me {
-            return Ok(Route::Here(owner));
+        let mut current = self.placement.lookup(actor).await.map_err(fail)?;
+        // A claim can name a host that has just died (placed there by a
+        // host that had not seen it go): then it is replaced in turn.
+        for _ in 0..4 {
+            let replacing = match current {
+                // Claimed anew: an earlier activation here may still be
+                // releasing the old claim.
+                Some(owner) if owner.host == self.me => Some(owner),
+                Some(owner) => match self.live(&owner.host).await.map_err(fail)? {
+                    Some(member) => return Ok(Route::There(member)),
+                    None => Some(owner),
+                },
+                None => None,
+            };
+            let draining = self.draining.load(Ordering::Acquire);
+            let target = match &replacing {
+                Some(owner) if owner.host == self.me && !draining => self.me.clone(),
+                _ => self.choose(actor),
+            };
+            let owner = self
+                .placement
+                .claim(actor, &target, replacing.as_ref())
+                .await
+                .map_err(fail)?;
+            if owner.host == self.me {
+                return Ok(Route::Here(owner));
+            }
+            current = Some(owner);
         }
-        match self.live(&owner.host).await.map_err(fail)? {
-            Some(member) => Ok(Route::There(member)),
-            None => Err(CallError::Unavailable(Unavailable::HostUnreachable {
-                actor: actor.to_string(),
-                host: owner.host,
-                message: "its lease lapsed; the actor moves at the next call".into(),
-            })),
-        }
+        Err(CallError::Unavailable(Unavailable::ActivationFailed {
+            actor: actor.to_string(),
+            message: "no live host could be claimed for it; the cluster is changing".into(),
+        }))
     }
 
     /// Serves a request from host `from`.
@@ -703,7 +824,9 @@ impl Node {
         }
     }
 
-    /// Runs an event from another host on an actor this host owns.
+    /// Runs an event from another host on an actor this host owns. It is
+    /// queued before the next frame from that host is read (so a session's
+    /// messages keep their order), and answered once it has run.
     async fn serve_event(&self, event: Event, responder: Responder<CallError>) {
         let actor = ActorRef::new(&event.actor_type, &event.key);
         if self.is_fenced() {
@@ -712,32 +835,124 @@ impl Node {
             )));
         }
         if let Err(outcome) = self.owns(&actor).await {
+            tracing::trace!(%actor, ?outcome, "refused a host's event");
             return responder.respond(outcome);
         }
         let deadline = Instant::now() + Duration::from_micros(event.timeout_us);
-        let EventKind::Reminder { name } = event.kind;
         let (done, ran) = tokio::sync::oneshot::channel();
-        let envelope = Envelope::Reminder {
-            name,
-            deadline,
-            done,
+        let envelope = match event.kind {
+            EventKind::Reminder { name } => Envelope::Reminder {
+                name,
+                deadline,
+                done,
+            },
+            EventKind::Connect { session } => Envelope::Session {
+                event: SessionEvent::Connect(session),
+                deadline,
+                done: Some(done),
+            },
+            EventKind::Message {
+                session,
+                payload,
+                reliable,
+            } => Envelope::Session {
+                event: SessionEvent::Message {
+                    session,
+                    payload,
+                    reliable,
+                },
+                deadline,
+                done: Some(done),
+            },
+            EventKind::Disconnect { session, reason } => Envelope::Session {
+                event: SessionEvent::Disconnect {
+                    session,
+                    reason: disconnect_reason(reason),
+                },
+                deadline,
+                done: Some(done),
+            },
         };
-        let directory = self.directory.clone();
+        // An undelivered event is answered with the error.
+        let _ = self.directory.deliver(&actor, envelope, true).await;
         tokio::spawn(async move {
-            // An undelivered event is answered with the error.
-            let _ = directory.deliver(&actor, envelope, true).await;
             let outcome = match tokio::time::timeout_at(deadline.into(), ran).await {
                 Ok(Ok(Ok(()))) => Outcome::Returned(None),
                 Ok(Ok(Err(error))) => Outcome::Failed(error),
                 Ok(Err(_)) | Err(_) => {
                     Outcome::Failed(CallError::Unavailable(Unavailable::ActivationFailed {
                         actor: actor.to_string(),
-                        message: "the activation ended before the reminder ran".into(),
+                        message: "the activation ended before the event ran".into(),
                     }))
                 }
             };
             responder.respond(outcome);
         });
+    }
+
+    /// Sends to, or closes, sessions of this host's gateway for an actor on
+    /// another host.
+    fn serve_push(&self, push: Push, responder: Responder<CallError>) {
+        let sessions = &self.sessions;
+        let outcome = match push.action {
+            PushAction::Send { payload, reliable } => {
+                let payload = Bytes::from(payload);
+                match push.sessions.as_slice() {
+                    [one] => match sessions.send(*one, payload, reliable) {
+                        Ok(()) => Outcome::Pushed {
+                            done: 1,
+                            refused: None,
+                        },
+                        Err(error) => Outcome::Pushed {
+                            done: 0,
+                            refused: Some(refusal(error)),
+                        },
+                    },
+                    many => Outcome::Pushed {
+                        done: u32::try_from(sessions.send_many(many, &payload, reliable))
+                            .unwrap_or(u32::MAX),
+                        refused: None,
+                    },
+                }
+            }
+            PushAction::Close { reason } => Outcome::Pushed {
+                done: push
+                    .sessions
+                    .iter()
+                    .filter(|&&s| sessions.close(s, &reason))
+                    .count() as u32,
+                refused: None,
+            },
+        };
+        responder.respond(outcome);
+    }
+
+    /// The live host whose gateway holds `session`.
+    fn holder(&self, session: u64) -> Option<Member> {
+        let number = grove_gateway_quic::origin_of(session);
+        self.roster
+            .borrow()
+            .iter()
+            .find(|m| m.number == number)
+            .cloned()
+    }
+
+    async fn push_to(
+        &self,
+        sessions: Vec<u64>,
+        action: PushAction,
+    ) -> Option<(u32, Option<Refusal>)> {
+        let holder = self.holder(*sessions.first()?)?;
+        let push = Push {
+            id: 0,
+            sessions,
+            action,
+        };
+        let answer = self.transport.push(&holder, push).await.ok()?;
+        match tokio::time::timeout(PUSH_TIMEOUT, answer).await {
+            Ok(Ok(Outcome::Pushed { done, refused })) => Some((done, refused)),
+            _ => None,
+        }
     }
 
     /// Checks a request and turns it into a message for the local
@@ -870,6 +1085,7 @@ pub(crate) async fn place(
     let actor = slot.actor().clone();
     match node.resolve(&actor).await {
         Ok(Route::Here(owner)) => {
+            tracing::debug!(%actor, epoch = owner.epoch, "activating here");
             node.local.insert(actor.clone(), owner.epoch);
             activation::run(context, plugin, slot).await;
             node.local
@@ -888,6 +1104,7 @@ pub(crate) async fn place(
             }
         }
         Ok(Route::There(member)) => {
+            tracing::debug!(%actor, host = %member.id, "forwarding to its host");
             forward(&node, &plugin, slot, member, context.idle_timeout).await
         }
         Err(error) => {
@@ -922,6 +1139,7 @@ async fn forward(
     let mut pending: FuturesUnordered<BoxFuture<'static, Sent>> = FuturesUnordered::new();
     let mut retry: Vec<Envelope> = Vec::new();
     let mut roster = node.roster.clone();
+    roster.borrow_and_update();
     let mut stale = false;
     let mut idle_since = tokio::time::Instant::now();
     loop {
@@ -937,9 +1155,10 @@ async fn forward(
                 }
             }
             changed = roster.changed() => {
-                let gone = changed.is_err()
-                    || !roster.borrow_and_update().iter().any(|m| m.id == owner.id);
-                if gone {
+                let missing = !roster.borrow_and_update().iter().any(|m| m.id == owner.id);
+                // The owner may have joined after the last look: only its
+                // lease says it is gone.
+                if changed.is_err() || (missing && !matches!(node.live(&owner.id).await, Ok(Some(_)))) {
                     stale = true;
                 }
             }
@@ -1027,14 +1246,31 @@ async fn send(
             };
             node.transport.event(owner, event).await
         }
-        Envelope::Session { .. } => {
-            envelope.fail(CallError::Unavailable(Unavailable::HostUnreachable {
-                actor: actor.to_string(),
-                host: owner.id.clone(),
-                message: "game client sessions reach actors on their own gateway's host only"
-                    .into(),
-            }));
-            return Ok(None);
+        Envelope::Session { event, .. } => {
+            let kind = match event {
+                SessionEvent::Connect(session) => EventKind::Connect { session: *session },
+                SessionEvent::Message {
+                    session,
+                    payload,
+                    reliable,
+                } => EventKind::Message {
+                    session: *session,
+                    payload: payload.clone(),
+                    reliable: *reliable,
+                },
+                SessionEvent::Disconnect { session, reason } => EventKind::Disconnect {
+                    session: *session,
+                    reason: disconnected(reason),
+                },
+            };
+            let event = Event {
+                id: 0,
+                actor_type: actor.actor_type.to_string(),
+                key: actor.key.to_string(),
+                timeout_us: remaining_us(deadline),
+                kind,
+            };
+            node.transport.event(owner, event).await
         }
     };
     match sent {
@@ -1068,6 +1304,7 @@ fn answer(
 ) -> Option<Envelope> {
     let outcome = match outcome {
         Ok(Outcome::NotHere) => {
+            tracing::debug!(%actor, host = %owner.id, "its host does not run it; resolving again");
             *stale = true;
             return Some(envelope);
         }
@@ -1097,7 +1334,7 @@ fn answer(
             let result = match outcome {
                 Outcome::Returned(bytes) => decode_result(actor, plugin, &message.function, bytes),
                 Outcome::Failed(error) => Err(error),
-                Outcome::Queued | Outcome::NotHere => Ok(None),
+                Outcome::Queued | Outcome::NotHere | Outcome::Pushed { .. } => Ok(None),
             };
             match (message.reply, result) {
                 (Some(reply), result) => reply.send(result),
@@ -1107,13 +1344,22 @@ fn answer(
                 (None, Ok(_)) => {}
             }
         }
-        Envelope::Reminder { done, .. } => {
+        Envelope::Reminder { done, .. }
+        | Envelope::Session {
+            done: Some(done), ..
+        } => {
             let _ = done.send(match outcome {
                 Outcome::Failed(error) => Err(error),
                 _ => Ok(()),
             });
         }
-        Envelope::Session { .. } => {}
+        Envelope::Session {
+            done: None, event, ..
+        } => {
+            if let Outcome::Failed(error) = outcome {
+                tracing::warn!(%actor, hook = event.hook(), %error, "session event failed on its host");
+            }
+        }
     }
     None
 }

@@ -161,6 +161,7 @@ impl Host {
             sessions: Sessions::new(),
             catalog: Catalog::default(),
             call_timeout: config.call_timeout,
+            remote_sessions: Arc::default(),
         };
         let context = activation::Context {
             engine,
@@ -223,10 +224,18 @@ impl Host {
             self.inner.directory.clone(),
             Arc::downgrade(&plugins),
             served,
+            self.inner.context.services.sessions.clone(),
         )
         .await?;
         let gate: Arc<dyn crate::reminders::FiringGate> = node.clone();
         self.inner.reminders.set_gate(Arc::downgrade(&gate));
+        let remote: Arc<dyn crate::imports::RemoteSessions> = node.clone();
+        let _ = self
+            .inner
+            .context
+            .services
+            .remote_sessions
+            .set(Arc::downgrade(&remote));
         self.inner
             .cluster
             .set(node)

@@ -5,7 +5,7 @@
 //! directory (to call and send to other actors), its state store, the
 //! reminder schedule and the gateway's sessions — never the host as a whole.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -87,6 +87,21 @@ impl ResourceLimiter for ActivationLimiter {
     }
 }
 
+/// Game client sessions held by other hosts' gateways, reached through the
+/// cluster (whose session ids name the host).
+pub(crate) trait RemoteSessions: Send + Sync + 'static {
+    /// Sends `payload` to each of `sessions`, all held by one other host;
+    /// how many took it, or for a single session why it refused.
+    fn send(
+        &self,
+        sessions: Vec<u64>,
+        payload: Bytes,
+        reliable: bool,
+    ) -> grove_cluster::transport::BoxFuture<'_, Result<u32, SendError>>;
+    /// Closes `session`; whether it was live.
+    fn close(&self, session: u64, reason: String) -> grove_cluster::transport::BoxFuture<'_, bool>;
+}
+
 /// What the host lends its actors: cheap to clone, one per activation.
 #[derive(Clone)]
 pub(crate) struct Services {
@@ -99,6 +114,29 @@ pub(crate) struct Services {
     pub(crate) catalog: Catalog,
     /// How long a call to another actor waits, unless its proxy says otherwise.
     pub(crate) call_timeout: Duration,
+    /// Set when the host joins a cluster.
+    pub(crate) remote_sessions: Arc<OnceLock<Weak<dyn RemoteSessions>>>,
+}
+
+impl Services {
+    /// The way to `session` if another host's gateway holds it.
+    fn remote(&self, session: u64) -> Option<Arc<dyn RemoteSessions>> {
+        if self.sessions.is_local(session) {
+            return None;
+        }
+        self.remote_sessions.get().and_then(Weak::upgrade)
+    }
+}
+
+fn session_error(error: SendError) -> wit::SessionError {
+    match error {
+        SendError::UnknownSession(_) => wit::SessionError::UnknownSession,
+        SendError::TooLarge { limit, .. } => {
+            wit::SessionError::TooLarge(u32::try_from(limit).unwrap_or(u32::MAX))
+        }
+        SendError::SlowConsumer(_) => wit::SessionError::SlowConsumer,
+        SendError::DatagramsUnsupported(_) => wit::SessionError::DatagramsUnsupported,
+    }
 }
 
 /// Everything one activation's `Store` holds.
@@ -354,18 +392,13 @@ impl grove::actor::host::Host for ActivationState {
         payload: Vec<u8>,
         reliable: bool,
     ) -> wasmtime::Result<Result<(), wit::SessionError>> {
-        let sent = self
-            .services
-            .sessions
-            .send(session, Bytes::from(payload), reliable);
-        Ok(sent.map_err(|e| match e {
-            SendError::UnknownSession(_) => wit::SessionError::UnknownSession,
-            SendError::TooLarge { limit, .. } => {
-                wit::SessionError::TooLarge(u32::try_from(limit).unwrap_or(u32::MAX))
-            }
-            SendError::SlowConsumer(_) => wit::SessionError::SlowConsumer,
-            SendError::DatagramsUnsupported(_) => wit::SessionError::DatagramsUnsupported,
-        }))
+        let payload = Bytes::from(payload);
+        if let Some(remote) = self.services.remote(session) {
+            let sent = remote.send(vec![session], payload, reliable).await;
+            return Ok(sent.map(drop).map_err(session_error));
+        }
+        let sent = self.services.sessions.send(session, payload, reliable);
+        Ok(sent.map_err(session_error))
     }
 
     async fn send_to_sessions(
@@ -375,14 +408,34 @@ impl grove::actor::host::Host for ActivationState {
         reliable: bool,
     ) -> wasmtime::Result<u32> {
         let payload = Bytes::from(payload);
-        let sent = self
-            .services
-            .sessions
-            .send_many(&sessions, &payload, reliable);
-        Ok(u32::try_from(sent).unwrap_or(u32::MAX))
+        let local = &self.services.sessions;
+        let (here, elsewhere): (Vec<u64>, Vec<u64>) =
+            sessions.into_iter().partition(|&s| local.is_local(s));
+        let mut sent =
+            u32::try_from(local.send_many(&here, &payload, reliable)).unwrap_or(u32::MAX);
+        if let Some(remote) = elsewhere.first().and_then(|&s| self.services.remote(s)) {
+            // One push per host holding some of them, all at once.
+            let mut by_host: std::collections::BTreeMap<u16, Vec<u64>> = Default::default();
+            for session in elsewhere {
+                by_host
+                    .entry(grove_gateway_quic::origin_of(session))
+                    .or_default()
+                    .push(session);
+            }
+            let pushes = by_host
+                .into_values()
+                .map(|group| remote.send(group, payload.clone(), reliable));
+            for pushed in futures_util::future::join_all(pushes).await {
+                sent = sent.saturating_add(pushed.unwrap_or(0));
+            }
+        }
+        Ok(sent)
     }
 
     async fn close_session(&mut self, session: u64, reason: String) -> wasmtime::Result<bool> {
+        if let Some(remote) = self.services.remote(session) {
+            return Ok(remote.close(session, reason).await);
+        }
         Ok(self.services.sessions.close(session, &reason))
     }
 
