@@ -27,9 +27,11 @@ use world_shared::{Command, Rect, Reply, Request, MAX_SPEED, WORLD_SIZE};
 #[derive(Parser)]
 #[command(about = "Load bots for Grove's multiplayer world demo")]
 struct Args {
-    /// The gateway's address.
-    #[arg(long, default_value = "127.0.0.1:7071")]
-    gateway: SocketAddr,
+    /// The gateway's address; several, comma-separated, spread the bots
+    /// over the gateways of a cluster's hosts (bot `n` logs in at gateway
+    /// `n mod count`).
+    #[arg(long, alias = "connect", value_delimiter = ',', default_value = "127.0.0.1:7071")]
+    gateway: Vec<SocketAddr>,
     /// The gateway certificate's SHA-256 fingerprint, as `grove run` prints it.
     #[arg(long, conflicts_with = "cert")]
     pin: Option<Fingerprint>,
@@ -194,7 +196,8 @@ async fn read_replies(
 async fn login(client: &Client, args: &Args, n: usize, totals: &Totals) -> Option<Session> {
     let name = format!("{}-{n}", args.prefix);
     let started = Instant::now();
-    let session = match client.connect(args.gateway, name.as_bytes()).await {
+    let gateway = args.gateway[n % args.gateway.len().max(1)];
+    let session = match client.connect(gateway, name.as_bytes()).await {
         Ok(session) => session,
         Err(error) => {
             eprintln!("{name}: cannot connect: {error}");
@@ -362,6 +365,7 @@ async fn main() -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give the gateway's --pin or --cert"),
     };
+    anyhow::ensure!(!args.gateway.is_empty(), "give at least one --gateway");
     let sockets = args.clients.div_ceil(args.per_socket.max(1)).max(1);
     let clients = (0..sockets)
         .map(|_| Client::new(ClientConfig::pinned(pin)))
