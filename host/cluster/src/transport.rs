@@ -53,7 +53,13 @@ use crate::wire::{self, Event, Frame, Outcome, Push, Request, Response, ALPN};
 const SERVER_NAME: &str = "grove-host";
 
 /// Longest wait for a peer's handshake.
-const HANDSHAKE: Duration = Duration::from_secs(1);
+const HANDSHAKE: Duration = Duration::from_millis(500);
+
+/// How long after a failed dial a peer is dialled again.
+const REDIAL: Duration = Duration::from_secs(1);
+
+/// How long a peer that could not be dialled stays suspect.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 
 /// Close codes of host-to-host connections.
 const NOT_A_MEMBER: u32 = 1;
@@ -207,6 +213,8 @@ struct Shared<E> {
     /// Peers that ended their stream: they left the cluster, and dialling
     /// them again would only wait for a handshake timeout.
     departed: Mutex<std::collections::HashSet<String>>,
+    /// Peers that could not be dialled, and when.
+    unreachable: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Set once this host leaves: requests are answered `NotHere` unread.
     closing: std::sync::atomic::AtomicBool,
     /// One reference per unanswered request, held by its responder.
@@ -240,6 +248,7 @@ where
             inbound,
             links: Mutex::new(HashMap::new()),
             departed: Mutex::default(),
+            unreachable: Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             unanswered: Arc::new(()),
         });
@@ -322,9 +331,27 @@ where
         Ok(rx)
     }
 
-    /// Whether `peer_id` ended its stream to this host: it left.
+    /// Whether `peer_id` ended its stream to this host (it left).
     pub fn has_departed(&self, peer_id: &str) -> bool {
         lock(&self.shared.departed).contains(peer_id)
+    }
+
+    /// Whether `peer_id` left, or could not be dialled in the last few
+    /// seconds: whether it is alive is for its lease to say, not for a view
+    /// of the members that may be a renewal interval old.
+    pub fn is_suspect(&self, peer_id: &str) -> bool {
+        if self.has_departed(peer_id) {
+            return true;
+        }
+        let mut unreachable = lock(&self.shared.unreachable);
+        match unreachable.get(peer_id) {
+            Some(at) if at.elapsed() < SUSPECT_FOR => true,
+            Some(_) => {
+                unreachable.remove(peer_id);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Closes the connection to `peer`, if any: calls pending on it are
@@ -383,6 +410,7 @@ where
                 if links.get(&peer.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                     links.remove(&peer.id);
                 }
+                lock(&self.shared.unreachable).insert(peer.id.clone(), tokio::time::Instant::now());
                 Err(error)
             }
         }
@@ -479,6 +507,12 @@ where
     if lock(&shared.departed).contains(&peer.id) {
         return Err(unreachable("it left the cluster".into()));
     }
+    // One dial a second to a host that did not answer: until its lease
+    // lapses or it answers, callers poll its lease instead.
+    let failed = lock(&shared.unreachable).get(&peer.id).copied();
+    if failed.is_some_and(|at| at.elapsed() < REDIAL) {
+        return Err(unreachable("it did not answer the last dial".into()));
+    }
     let pin: Fingerprint = peer
         .fingerprint
         .parse()
@@ -493,7 +527,7 @@ where
         .connect_with(config, addr, SERVER_NAME)
         .map_err(|e| unreachable(e.to_string()))?;
     // Loopback and a data centre answer in milliseconds; a host that does
-    // not answer in a second is not worth waiting for.
+    // not answer in half a second is not worth waiting for.
     let connection = tokio::time::timeout(shared.idle_timeout.min(HANDSHAKE), connecting)
         .await
         .map_err(|_| unreachable("no handshake in time".into()))?
@@ -656,9 +690,17 @@ where
         }
     };
     tracing::debug!(peer = %link.peer.id, %ended, "host-to-host connection ended");
+    let timed_out = matches!(
+        link.connection.close_reason(),
+        Some(quinn::ConnectionError::TimedOut)
+    );
     link.connection.close(0u32.into(), b"stream ended");
     if let Some(shared) = shared.upgrade() {
         forget(&shared, &link);
+        // Silent past the idle timeout: likely dead, for its lease to say.
+        if timed_out {
+            lock(&shared.unreachable).insert(link.peer.id.clone(), tokio::time::Instant::now());
+        }
     }
     // Dropping the senders answers every pending call with "lost".
     lock(&link.pending).clear();

@@ -257,11 +257,13 @@ impl Cluster {
         // holds the transport): requests reach the node through `late`.
         let slot: Arc<std::sync::OnceLock<Weak<Node>>> = Arc::default();
         let late: Arc<dyn Inbound<CallError>> = Arc::new(LateInbound(slot.clone()));
-        let transport = Transport::start(
-            TransportConfig::new(config.listen)?,
-            membership.clone(),
-            Arc::downgrade(&late),
-        )?;
+        let mut transport_config = TransportConfig::new(config.listen)?;
+        // A connection to a host killed outright goes quiet; giving up on it
+        // well inside the lease's TTL lets calls to its actors wait on its
+        // lease alone.
+        transport_config.idle_timeout = config.timing.ttl / 2;
+        let transport =
+            Transport::start(transport_config, membership.clone(), Arc::downgrade(&late))?;
         let address = match config.advertise {
             Some(addr) => addr,
             None => transport
@@ -406,6 +408,10 @@ impl Drop for Cluster {
 
 /// The transport's inbound before the node exists.
 struct LateInbound(Arc<std::sync::OnceLock<Weak<Node>>>);
+
+/// How often the lease of a host that does not answer is looked at, while
+/// calls to its actors wait for it to answer or lapse.
+const SUSPECT_POLL: Duration = Duration::from_millis(50);
 
 /// How long an actor's send to a session on another host waits for that
 /// host's answer.
@@ -671,9 +677,9 @@ impl Node {
     /// it (it may have joined since).
     async fn live(&self, id: &str) -> Result<Option<Member>, RedisUnavailable> {
         let known = self.roster.borrow().iter().find(|m| m.id == id).cloned();
-        // A host that ended its stream to this one is leaving; its lease
-        // says whether it is gone.
-        if let Some(member) = known.filter(|_| !self.transport.has_departed(id)) {
+        // A host that ended its stream to this one, or could not be dialled
+        // just now, may be gone: its lease says.
+        if let Some(member) = known.filter(|_| !self.transport.is_suspect(id)) {
             return Ok(Some(member));
         }
         let members = self.membership.members().await?;
@@ -730,7 +736,14 @@ impl Node {
                 // releasing the old claim.
                 Some(owner) if owner.host == self.me => Some(owner),
                 Some(owner) => match self.live(&owner.host).await.map_err(fail)? {
-                    Some(member) => return Ok(Route::There(member)),
+                    Some(member) => {
+                        if self.transport.is_suspect(&member.id) {
+                            // Alive by its lease, but not answering: look
+                            // at the lease again shortly rather than at once.
+                            tokio::time::sleep(SUSPECT_POLL).await;
+                        }
+                        return Ok(Route::There(member));
+                    }
                     None => Some(owner),
                 },
                 None => None,
