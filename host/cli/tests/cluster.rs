@@ -783,3 +783,24 @@ fn a_client_on_one_host_drives_an_actor_on_another_and_a_third_pushes_to_it() {
         }
     });
 }
+
+#[test]
+fn a_superseded_activation_cannot_overwrite_its_successor_s_state() {
+    let cluster = Cluster::start(2, &["counter"], &["--placement", "prefer-local"]);
+    let host = cluster.host(0);
+    assert_eq!(host.call_ok(&["counter/fenced", "add", "5"]), "5");
+    // Another claim of the actor, as when a host took it over while this one
+    // was cut off: the epoch in the placement entry moves on.
+    let entry = "grove-cluster:{counter/fenced}:owner@test";
+    assert_eq!(cluster.redis.cli(&["HINCRBY", entry, "epoch", "1"]).trim(), "2");
+    // The activation still running here is refused its write, and ends.
+    let refused = host.call(&["counter/fenced", "add", "100"]);
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("superseded"), "{error}");
+    let row = cluster.redis.cli(&["HGET", "grove:{counter/fenced}:counter", ""]);
+    // The refused write left the row as it was.
+    assert_eq!(row.trim(), "5");
+    // The next call activates it under a claim of its own, from that state.
+    assert_eq!(host.call_ok(&["counter/fenced", "add", "1"]), "6");
+}

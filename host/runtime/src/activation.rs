@@ -46,6 +46,7 @@ use crate::imports::{
 };
 use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, SessionEvent};
 use crate::plugin::Plugin;
+use crate::state::Fence;
 use crate::values;
 use crate::ActorRef;
 
@@ -100,7 +101,8 @@ struct Activation {
 }
 
 /// Runs the activation holding `slot` until it deactivates or dies.
-pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot) {
+/// In a cluster, `fence` is the claim its writes carry.
+pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot, fence: Option<Fence>) {
     let actor = slot.actor().clone();
     // Boxed: what starting needs stays out of the future that serves.
     let started = Box::pin(Activation::start(
@@ -108,6 +110,7 @@ pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot) {
         plugin,
         actor.clone(),
         slot.mailbox(),
+        fence,
     ));
     match started.await {
         Ok(activation) => activation.serve(&context, slot).await,
@@ -178,14 +181,16 @@ impl Activation {
         plugin: Arc<Plugin>,
         actor: ActorRef,
         mailbox: Arc<Mailbox>,
+        fence: Option<Fence>,
     ) -> Result<Self, CallError> {
         let limits = &context.limits;
-        let data = ActivationState::new(
+        let mut data = ActivationState::new(
             context.services.clone(),
             actor.clone(),
             limits.max_memory,
             limits.turn_deadline,
         );
+        data.fence = fence;
         let mut store = Store::new(&context.engine, data);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(limits.max_copy);

@@ -64,6 +64,7 @@ use crate::imports::RemoteSessions;
 use crate::mailbox::{CallMessage, Envelope, Reply, SessionEvent};
 use crate::plugin::{Function, Plugin};
 use crate::reminders::FiringGate;
+use crate::state::Fence;
 use crate::ActorRef;
 
 /// How an actor type is placed when it has no live owner.
@@ -1100,7 +1101,12 @@ pub(crate) async fn place(
         Ok(Route::Here(owner)) => {
             tracing::debug!(%actor, epoch = owner.epoch, "activating here");
             node.local.insert(actor.clone(), owner.epoch);
-            activation::run(context, plugin, slot).await;
+            let fence = Fence {
+                owner_key: node.placement.key(&actor),
+                host: node.me.clone(),
+                epoch: owner.epoch,
+            };
+            activation::run(context, plugin, slot, Some(fence)).await;
             node.local
                 .remove_if(&actor, |_, epoch| *epoch == owner.epoch);
             // A successor listed here (messages arrived as this activation

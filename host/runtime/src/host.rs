@@ -105,7 +105,7 @@ impl Activator for Inner {
         let context = self.context.clone();
         match self.cluster.get() {
             Some(node) => tokio::spawn(cluster::place(node.clone(), context, plugin, slot)),
-            None => tokio::spawn(activation::run(context, plugin, slot)),
+            None => tokio::spawn(activation::run(context, plugin, slot, None)),
         }
         .abort_handle()
     }

@@ -18,7 +18,7 @@ use crate::catalog::Catalog;
 use crate::directory::Directory;
 use crate::guest_output::GuestOutput;
 use crate::reminders::Reminders;
-use crate::state::{RowKey, StateError, StateStore};
+use crate::state::{Fence, RowKey, StateError, StateStore};
 use crate::ActorRef;
 use grove_core::timers::Timers;
 use grove_core::CallChain;
@@ -149,6 +149,8 @@ pub(crate) struct ActivationState {
     pub(crate) proxies: ResourceTable,
     /// Set when a state operation in this turn found the backend unavailable.
     pub(crate) state_failure: Option<String>,
+    /// In a cluster, the claim the writes of the actor's own rows carry.
+    pub(crate) fence: Option<Fence>,
     pub(crate) timers: Timers,
     pub(crate) deactivate_requested: bool,
     /// When the running turn must end.
@@ -184,6 +186,7 @@ impl ActivationState {
             chain: None,
             proxies,
             state_failure: None,
+            fence: None,
             timers: Timers::default(),
             deactivate_requested: false,
             turn_deadline: Instant::now() + turn_limit,
@@ -194,6 +197,13 @@ impl ActivationState {
             wasi,
             table: ResourceTable::new(),
         }
+    }
+
+    /// The fence of a write to `key`: the actor's own rows only, which share
+    /// the slot of its placement entry.
+    fn fence_for(&self, key: &RowKey<'_>) -> Option<&Fence> {
+        let own = key.namespace == &*self.actor.actor_type && key.key1 == &*self.actor.key;
+        self.fence.as_ref().filter(|_| own)
     }
 
     fn row<'a>(&'a self, table: &'a str, key1: &'a str, key2: Option<&'a str>) -> RowKey<'a> {
@@ -241,6 +251,13 @@ impl ActivationState {
                 wit::StateError::Unavailable(m)
             }
             StateError::TooLarge(m) => wit::StateError::TooLarge(m),
+            // Another claim of the actor runs now: this activation ends
+            // after the turn, having written nothing more.
+            StateError::Superseded(m) => {
+                self.state_failure = Some(format!("superseded: {m}"));
+                self.deactivate_requested = true;
+                wit::StateError::Unavailable(m)
+            }
         })
     }
 }
@@ -288,7 +305,8 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<(), wit::StateError>> {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
-        let r = self.services.state.put(key, value).await;
+        let fence = self.fence_for(&key);
+        let r = self.services.state.put_fenced(key, value, fence).await;
         Ok(self.state_result(started, r))
     }
 
@@ -300,7 +318,8 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
-        let r = self.services.state.delete(key).await;
+        let fence = self.fence_for(&key);
+        let r = self.services.state.delete_fenced(key, fence).await;
         Ok(self.state_result(started, r))
     }
 

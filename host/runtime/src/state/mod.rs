@@ -35,6 +35,25 @@ pub enum StateError {
     /// A name, key or value exceeds the host's limits.
     #[error("{0}")]
     TooLarge(String),
+    /// In a cluster, the write came from an activation that another claim
+    /// of the actor has superseded: it was refused, and nothing was stored.
+    #[error("superseded: {0}")]
+    Superseded(String),
+}
+
+/// What a write of an actor's own rows carries in a cluster whose state is
+/// in Redis: the activation's claim in the placement directory. The write is
+/// applied only if the entry still names this claim, so an activation that
+/// another host took over cannot overwrite its successor's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The Redis key of the actor's placement entry (it shares the slot of
+    /// the actor's rows).
+    pub owner_key: String,
+    /// The claiming host's id.
+    pub host: String,
+    /// The claim's epoch.
+    pub epoch: u64,
 }
 
 /// Why a state backend could not be opened. Once open, a backend reports
@@ -210,6 +229,18 @@ impl StateStore {
 
     /// Inserts or replaces one row; resolves once the backend has it.
     pub async fn put(&self, key: RowKey<'_>, value: Vec<u8>) -> Result<(), StateError> {
+        self.put_fenced(key, value, None).await
+    }
+
+    /// [`StateStore::put`], refused with [`StateError::Superseded`] if
+    /// `fence` is no longer the actor's claim (Redis only: the other
+    /// backends serve one host).
+    pub async fn put_fenced(
+        &self,
+        key: RowKey<'_>,
+        value: Vec<u8>,
+        fence: Option<&Fence>,
+    ) -> Result<(), StateError> {
         key.check()?;
         check_value(&value)?;
         match self {
@@ -218,17 +249,26 @@ impl StateStore {
                 Ok(())
             }
             StateStore::Embedded(s) => s.write(key.encode(), Some(value)).await.map(|_| ()),
-            StateStore::Redis(s) => s.write(&key, Some(value)).await.map(|_| ()),
+            StateStore::Redis(s) => s.write(&key, Some(value), fence).await.map(|_| ()),
         }
     }
 
     /// Deletes one row; returns whether it existed.
     pub async fn delete(&self, key: RowKey<'_>) -> Result<bool, StateError> {
+        self.delete_fenced(key, None).await
+    }
+
+    /// [`StateStore::delete`], fenced as [`StateStore::put_fenced`].
+    pub async fn delete_fenced(
+        &self,
+        key: RowKey<'_>,
+        fence: Option<&Fence>,
+    ) -> Result<bool, StateError> {
         key.check()?;
         match self {
             StateStore::Memory(s) => Ok(s.delete(&key.encode())),
             StateStore::Embedded(s) => s.write(key.encode(), None).await,
-            StateStore::Redis(s) => s.write(&key, None).await,
+            StateStore::Redis(s) => s.write(&key, None, fence).await,
         }
     }
 

@@ -28,10 +28,27 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{OpenStateError, Row, RowKey, StateError};
+use super::{Fence, OpenStateError, Row, RowKey, StateError};
 
 /// Most writes sent in one pipeline.
 const MAX_BATCH: usize = 1024;
+
+/// A write fenced by the actor's claim: KEYS = the row group, the placement
+/// entry; ARGV = the field, the claiming host, its epoch and, for a put, the
+/// value. Answers as HSET / HDEL do, or [`SUPERSEDED`].
+const FENCED_WRITE: &str = r"
+local owner = redis.call('HMGET', KEYS[2], 'host', 'epoch')
+if owner[1] ~= ARGV[2] or owner[2] ~= ARGV[3] then
+  return -1
+end
+if ARGV[4] then
+  return redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+";
+
+/// What [`FENCED_WRITE`] answers for a superseded claim.
+const SUPERSEDED: i64 = -1;
 
 /// A state store in Redis. Cheap to clone.
 #[derive(Clone)]
@@ -47,6 +64,8 @@ struct Write {
     value: Option<Vec<u8>>,
     /// Writes nothing: its answer says every earlier write was applied.
     barrier: bool,
+    /// Applied only while the actor's placement entry names this claim.
+    fence: Option<Fence>,
     done: oneshot::Sender<Result<bool, StateError>>,
 }
 
@@ -120,6 +139,7 @@ impl RedisStore {
         &self,
         key: &RowKey<'_>,
         value: Option<Vec<u8>>,
+        fence: Option<&Fence>,
     ) -> Result<bool, StateError> {
         let (done, answer) = oneshot::channel();
         let write = Write {
@@ -127,6 +147,7 @@ impl RedisStore {
             field: field(key.key2),
             value,
             barrier: false,
+            fence: fence.cloned(),
             done,
         };
         self.queue(write, answer).await
@@ -140,6 +161,7 @@ impl RedisStore {
             field: String::new(),
             value: None,
             barrier: true,
+            fence: None,
             done,
         };
         self.queue(write, answer).await.map(drop)
@@ -197,10 +219,28 @@ async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
         }
         let mut pipe = redis::pipe();
         for w in batch.iter().filter(|w| !w.barrier) {
-            match &w.value {
-                Some(v) => pipe.cmd("HSET").arg(&w.key).arg(&w.field).arg(v.as_slice()),
-                None => pipe.cmd("HDEL").arg(&w.key).arg(&w.field),
-            };
+            match (&w.fence, &w.value) {
+                (Some(fence), value) => {
+                    let cmd = pipe
+                        .cmd("EVAL")
+                        .arg(FENCED_WRITE)
+                        .arg(2)
+                        .arg(&w.key)
+                        .arg(&fence.owner_key)
+                        .arg(&w.field)
+                        .arg(&fence.host)
+                        .arg(fence.epoch);
+                    if let Some(v) = value {
+                        cmd.arg(v.as_slice());
+                    }
+                }
+                (None, Some(v)) => {
+                    pipe.cmd("HSET").arg(&w.key).arg(&w.field).arg(v.as_slice());
+                }
+                (None, None) => {
+                    pipe.cmd("HDEL").arg(&w.key).arg(&w.field);
+                }
+            }
         }
         match pipe.query_async::<Vec<i64>>(&mut conn).await {
             Ok(replies) => {
@@ -217,6 +257,13 @@ async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
                         let _ = w.done.send(Err(missing));
                         continue;
                     };
+                    if reply == SUPERSEDED {
+                        let _ = w.done.send(Err(StateError::Superseded(format!(
+                            "the actor's claim of epoch {} was taken over; the write was refused",
+                            w.fence.as_ref().map_or(0, |f| f.epoch)
+                        ))));
+                        continue;
+                    }
                     // HSET answers 1 for a new field, HDEL 1 for a deleted one.
                     let existed = if w.value.is_some() {
                         reply == 0
