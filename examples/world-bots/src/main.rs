@@ -30,7 +30,12 @@ struct Args {
     /// The gateway's address; several, comma-separated, spread the bots
     /// over the gateways of a cluster's hosts (bot `n` logs in at gateway
     /// `n mod count`).
-    #[arg(long, alias = "connect", value_delimiter = ',', default_value = "127.0.0.1:7071")]
+    #[arg(
+        long,
+        alias = "connect",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7071"
+    )]
     gateway: Vec<SocketAddr>,
     /// The gateway certificate's SHA-256 fingerprint, as `grove run` prints it.
     #[arg(long, conflicts_with = "cert")]

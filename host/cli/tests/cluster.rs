@@ -792,13 +792,18 @@ fn a_superseded_activation_cannot_overwrite_its_successor_s_state() {
     // Another claim of the actor, as when a host took it over while this one
     // was cut off: the epoch in the placement entry moves on.
     let entry = "grove-cluster:{counter/fenced}:owner@test";
-    assert_eq!(cluster.redis.cli(&["HINCRBY", entry, "epoch", "1"]).trim(), "2");
+    assert_eq!(
+        cluster.redis.cli(&["HINCRBY", entry, "epoch", "1"]).trim(),
+        "2"
+    );
     // The activation still running here is refused its write, and ends.
     let refused = host.call(&["counter/fenced", "add", "100"]);
     assert!(!refused.status.success());
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(error.contains("superseded"), "{error}");
-    let row = cluster.redis.cli(&["HGET", "grove:{counter/fenced}:counter", ""]);
+    let row = cluster
+        .redis
+        .cli(&["HGET", "grove:{counter/fenced}:counter", ""]);
     // The refused write left the row as it was.
     assert_eq!(row.trim(), "5");
     // The next call activates it under a claim of its own, from that state.
