@@ -150,7 +150,7 @@ struct ClusterArgs {
     /// Join the cluster of this name: the hosts sharing `--redis` and a
     /// cluster name run each actor once among them and call each other
     /// over QUIC. Without it the host runs alone.
-    #[arg(long, requires_all = ["redis", "listen"])]
+    #[arg(long, requires_all = ["redis", "listen"], conflicts_with = "memory_state")]
     cluster: Option<String>,
     /// UDP address where other hosts of the cluster reach this one.
     #[arg(long, requires = "cluster")]
@@ -385,6 +385,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     for error in &rejected {
         eprintln!("rejected plugin {error}");
     }
+    // Joined before reminders start: a firing claims its slot among the
+    // hosts, and its actor's placement, from the first.
+    let cluster = args.cluster.join(&host, args.redis.as_deref()).await?;
     let reminders = host
         .start_reminders()
         .await
@@ -401,7 +404,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         load_ms = started.elapsed().as_millis() as u64,
         "grove is serving"
     );
-    let cluster = args.cluster.join(&host, args.redis.as_deref()).await?;
     let gateway = args.gateway.start(&host, &args.data).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(host.clone(), listener, async move {

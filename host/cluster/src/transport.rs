@@ -213,6 +213,8 @@ struct Shared<E> {
     /// Peers that ended their stream: they left the cluster, and dialling
     /// them again would only wait for a handshake timeout.
     departed: Mutex<std::collections::HashSet<String>>,
+    /// Connections a peer opened while this host's link to it existed.
+    extra: Mutex<Vec<Arc<Link<E>>>>,
     /// Peers that could not be dialled, and when.
     unreachable: Mutex<HashMap<String, tokio::time::Instant>>,
     /// Set once this host leaves: requests are answered `NotHere` unread.
@@ -249,6 +251,7 @@ where
             links: Mutex::new(HashMap::new()),
             departed: Mutex::default(),
             unreachable: Mutex::default(),
+            extra: Mutex::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             unanswered: Arc::new(()),
         });
@@ -361,6 +364,10 @@ where
         if let Some(link) = cell.and_then(|cell| cell.get().cloned()) {
             link.connection.close(0u32.into(), b"peer left the cluster");
         }
+        // Its id is never used again: a host that comes back joins anew.
+        lock(&self.shared.departed).remove(peer_id);
+        lock(&self.shared.unreachable).remove(peer_id);
+        lock(&self.shared.extra).retain(|link| link.peer.id != peer_id);
     }
 
     /// Leaves: every connection sends what is queued on it (answers to
@@ -378,10 +385,11 @@ where
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let links: Vec<Arc<Link<E>>> = lock(&self.shared.links)
+        let mut links: Vec<Arc<Link<E>>> = lock(&self.shared.links)
             .drain()
             .filter_map(|(_, cell)| cell.get().cloned())
             .collect();
+        links.append(&mut lock(&self.shared.extra));
         for link in &links {
             link.finish.notify_one();
         }
@@ -410,7 +418,6 @@ where
                 if links.get(&peer.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                     links.remove(&peer.id);
                 }
-                lock(&self.shared.unreachable).insert(peer.id.clone(), tokio::time::Instant::now());
                 Err(error)
             }
         }
@@ -528,10 +535,19 @@ where
         .map_err(|e| unreachable(e.to_string()))?;
     // Loopback and a data centre answer in milliseconds; a host that does
     // not answer in half a second is not worth waiting for.
-    let connection = tokio::time::timeout(shared.idle_timeout.min(HANDSHAKE), connecting)
-        .await
-        .map_err(|_| unreachable("no handshake in time".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
+    let handshake = tokio::time::timeout(shared.idle_timeout.min(HANDSHAKE), connecting).await;
+    let connection = match handshake {
+        Ok(Ok(connection)) => connection,
+        failed => {
+            // Only a dial that was tried and failed makes the peer suspect
+            // (and holds back the next dial for a second).
+            lock(&shared.unreachable).insert(peer.id.clone(), tokio::time::Instant::now());
+            return Err(unreachable(match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "no handshake in time".into(),
+            }));
+        }
+    };
     let (send, recv) = connection
         .open_bi()
         .await
@@ -765,7 +781,17 @@ where
     // The accepted connection is also this host's link to the peer, unless
     // it has one already.
     let cell = lock(&shared.links).entry(id).or_default().clone();
-    let _ = cell.set(link);
+    if let Err(
+        tokio::sync::SetError::AlreadyInitializedError(link)
+        | tokio::sync::SetError::InitializingError(link),
+    ) = cell.set(link)
+    {
+        // The two hosts dialled each other at once: this connection still
+        // carries the peer's calls, and ends with the others on leaving.
+        let mut extra = lock(&shared.extra);
+        extra.retain(|l| l.connection.close_reason().is_none());
+        extra.push(link);
+    }
 }
 
 /// Asks every client for a certificate and checks the handshake signature

@@ -221,13 +221,16 @@ pub enum DecodeError {
 
 /// Appends `frame`, length prefix first, to `out`.
 pub fn encode<E: Serialize>(frame: &Frame<E>, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    // Writing to a `Vec` cannot fail, and every frame type serializes.
-    let body = postcard::to_extend(frame, std::mem::take(out)).unwrap_or_default();
-    *out = body;
-    let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    // Frames are plain data and always serialize; an error type `E` whose
+    // `Serialize` fails would lose only its own frame.
+    match postcard::to_allocvec(frame) {
+        Ok(body) => {
+            let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&body);
+        }
+        Err(error) => tracing::error!(%error, "a host-to-host frame does not serialize"),
+    }
 }
 
 /// The body length a frame's 4-byte prefix announces.

@@ -140,6 +140,11 @@ impl Schedule {
         }
     }
 
+    /// The timing `key` is scheduled with.
+    pub fn timing(&self, key: &Key) -> Option<Timing> {
+        self.entries.get(key).map(|entry| entry.timing)
+    }
+
     /// Whether `key` is scheduled.
     pub fn contains(&self, key: &Key) -> bool {
         self.entries.contains_key(key)

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use grove_cluster::membership::{JoinError, Lease, LeaseTiming, Member, Membership};
 use grove_cluster::placement::{Owner, Placement};
 use grove_cluster::transport::{
@@ -245,7 +246,16 @@ impl Cluster {
         };
         let client =
             redis::Client::open(config.redis.as_str()).map_err(|e| bad_url(e.to_string()))?;
-        let conn = redis::aio::ConnectionManager::new(client)
+        // Bounded like the state store's: a stalled Redis fails a lookup
+        // rather than holding a call (or the transport's reader) past its
+        // deadline.
+        let redis_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(2)
+            .set_factor(100)
+            .set_max_delay(1_000);
+        let conn = redis::aio::ConnectionManager::new_with_config(client, redis_config)
             .await
             .map_err(RedisUnavailable)?;
         let membership = Membership::new(conn.clone(), &config.name);
@@ -374,11 +384,17 @@ impl Cluster {
         // the leases; an actor placed here meanwhile moves like the rest.
         let deadline = Instant::now() + timeout;
         loop {
-            let local: Vec<ActorRef> = node.local.iter().map(|e| e.key().clone()).collect();
-            if local.is_empty() || Instant::now() >= deadline {
-                return local.len();
+            // Actors of a type no other host serves stay until shutdown.
+            let movable: Vec<ActorRef> = node
+                .local
+                .iter()
+                .map(|e| e.key().clone())
+                .filter(|actor| node.choose(actor) != node.me)
+                .collect();
+            if movable.is_empty() || Instant::now() >= deadline {
+                return node.local.len();
             }
-            for actor in &local {
+            for actor in &movable {
                 node.directory.stop_one(actor);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -526,9 +542,8 @@ impl Inbound<CallError> for LateInbound {
         Box::pin(async move {
             match node {
                 Some(node) => node.serve(&from, request, responder).await,
-                None => responder.respond(Outcome::Failed(CallError::Unavailable(
-                    Unavailable::ShuttingDown,
-                ))),
+                // Joining, or gone: another host will do.
+                None => responder.respond(Outcome::NotHere),
             }
         })
     }
@@ -543,9 +558,8 @@ impl Inbound<CallError> for LateInbound {
         Box::pin(async move {
             match node {
                 Some(node) => node.serve_event(event, responder).await,
-                None => responder.respond(Outcome::Failed(CallError::Unavailable(
-                    Unavailable::ShuttingDown,
-                ))),
+                // Joining, or gone: another host will do.
+                None => responder.respond(Outcome::NotHere),
             }
         })
     }
@@ -558,9 +572,7 @@ impl Inbound<CallError> for LateInbound {
     ) -> BoxFuture<'_, ()> {
         match self.0.get().and_then(Weak::upgrade) {
             Some(node) => node.serve_push(push, responder),
-            None => responder.respond(Outcome::Failed(CallError::Unavailable(
-                Unavailable::ShuttingDown,
-            ))),
+            None => responder.respond(Outcome::NotHere),
         }
         Box::pin(async {})
     }
@@ -826,6 +838,10 @@ impl Node {
                     // Placed here just before the drain: place it on
                     // another host, and send the caller there.
                     let target = self.choose(actor);
+                    if target == self.me {
+                        // No other host serves the type: it stays here.
+                        return Ok(());
+                    }
                     if let Err(error) = self.placement.claim(actor, &target, Some(&owner)).await {
                         return Err(Outcome::Failed(self.unavailable(actor, error)));
                     }
@@ -1155,10 +1171,14 @@ async fn forward(
     idle: Duration,
 ) {
     let actor = slot.actor().clone();
-    let mut pending: FuturesUnordered<BoxFuture<'static, Sent>> = FuturesUnordered::new();
-    let mut retry: Vec<Envelope> = Vec::new();
+    // Each message with its place in the order it was sent, so that those
+    // sent again go in that order.
+    let mut pending: FuturesUnordered<BoxFuture<'static, (u64, Sent)>> = FuturesUnordered::new();
+    let mut retry: Vec<(u64, Envelope)> = Vec::new();
+    let mut sent_count = 0u64;
     let mut roster = node.roster.clone();
     roster.borrow_and_update();
+    let mut roster_open = true;
     let mut stale = false;
     let mut idle_since = tokio::time::Instant::now();
     loop {
@@ -1167,13 +1187,14 @@ async fn forward(
         }
         tokio::select! {
             biased;
-            Some((envelope, outcome)) = pending.next(), if !pending.is_empty() => {
+            Some((order, (envelope, outcome))) = pending.next(), if !pending.is_empty() => {
                 idle_since = tokio::time::Instant::now();
                 if let Some(envelope) = answer(&actor, &owner, plugin, envelope, outcome, &mut stale) {
-                    retry.push(envelope);
+                    retry.push((order, envelope));
                 }
             }
-            changed = roster.changed() => {
+            changed = roster.changed(), if roster_open => {
+                roster_open = changed.is_ok();
                 let missing = !roster.borrow_and_update().iter().any(|m| m.id == owner.id);
                 // The owner may have joined after the last look: only its
                 // lease says it is gone.
@@ -1188,11 +1209,15 @@ async fn forward(
                     continue;
                 };
                 idle_since = tokio::time::Instant::now();
+                sent_count += 1;
                 match send(node, &actor, &owner, plugin, envelope).await {
-                    Ok(Some(sent)) => pending.push(sent),
+                    Ok(Some(sent)) => {
+                        let order = sent_count;
+                        pending.push(Box::pin(sent.map(move |sent| (order, sent))));
+                    }
                     Ok(None) => {}
                     Err(unsent) => {
-                        retry.push(unsent);
+                        retry.push((sent_count, unsent));
                         stale = true;
                     }
                 }
@@ -1200,7 +1225,8 @@ async fn forward(
             () = tokio::time::sleep_until(idle_since + idle), if pending.is_empty() => break,
         }
     }
-    slot.leave_with(retry);
+    retry.sort_by_key(|(order, _)| *order);
+    slot.leave_with(retry.into_iter().map(|(_, envelope)| envelope).collect());
 }
 
 fn remaining_us(deadline: Instant) -> u64 {
@@ -1223,6 +1249,19 @@ async fn send(
     envelope: Envelope,
 ) -> Result<Option<BoxFuture<'static, Sent>>, Envelope> {
     let deadline = envelope.deadline();
+    // A message that waited past its deadline (sent again while its owner
+    // could not be reached, say) is answered here, not sent.
+    if deadline <= Instant::now() {
+        let error = envelope.undelivered_in_time(|| {
+            CallError::Unavailable(Unavailable::HostUnreachable {
+                actor: actor.to_string(),
+                host: owner.id.clone(),
+                message: "not delivered before its deadline".into(),
+            })
+        });
+        envelope.fail(error);
+        return Ok(None);
+    }
     let sent = match &envelope {
         Envelope::Call(message) => {
             let Some((_, function)) = plugin.function(&message.function) else {

@@ -218,6 +218,32 @@ impl Reminders {
         let _ = self.gate.set(gate);
     }
 
+    /// Whether `firing`'s reminder is still stored as this host scheduled
+    /// it; if it was cancelled or set again meanwhile, the schedule is
+    /// brought in line with its row and the firing is dropped.
+    async fn still_set(&self, firing: &Firing) -> bool {
+        let (actor, name) = &firing.key;
+        let key2 = row_key2(actor, name);
+        let stored = match self.state.get(row(actor, &key2)).await {
+            Ok(row) => row.and_then(|value| serde_json::from_slice::<Stored>(&value).ok()),
+            // Unknown: the claim decides, as without the check.
+            Err(_) => return true,
+        };
+        let mut schedule = self.schedule();
+        match stored {
+            Some(stored) if schedule.timing(&firing.key) == Some(Timing::from(stored)) => true,
+            Some(stored) => {
+                schedule.insert(firing.key.clone(), stored.into());
+                false
+            }
+            None => {
+                schedule.passed(firing);
+                schedule.remove(&firing.key);
+                false
+            }
+        }
+    }
+
     /// Wakes the schedule, e.g. to let it see that the host shuts down.
     pub(crate) fn wake(&self) {
         self.changed.notify_one();
@@ -264,6 +290,12 @@ impl Reminders {
     async fn fire(self: Arc<Self>, directory: Arc<Directory>, firing: Firing) {
         let (actor, name) = &firing.key;
         if let Some(gate) = self.gate.get().and_then(Weak::upgrade) {
+            // Another host may have cancelled or set it again since this
+            // one loaded it: the row says.
+            if !self.still_set(&firing).await {
+                self.changed.notify_one();
+                return;
+            }
             match gate.claim(actor, name, firing.at_ms).await {
                 Ok(true) => {}
                 Ok(false) => {
