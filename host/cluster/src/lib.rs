@@ -15,9 +15,9 @@
 //! * [`wire`]: the frames on those connections — postcard around values in
 //!   the component model's value encoding.
 //!
-//! Every key carries a Redis Cluster hash tag, and every script touches one
-//! key, so the layout works on a Redis Cluster as on one server. The layout
-//! is documented in `docs/cluster.md`.
+//! Every key carries a Redis Cluster hash tag, and every script touches
+//! keys of one slot, so the layout works on a Redis Cluster as on one
+//! server. The layout is documented in `docs/cluster.md`.
 
 pub mod membership;
 pub mod placement;

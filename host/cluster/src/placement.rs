@@ -12,7 +12,9 @@
 //! The hash tag is the actor's own (see `grove_core::keys`), so the entry
 //! lives in the slot of the actor's state rows; the `grove-cluster:` prefix
 //! keeps it apart from every state key (`grove:...`), whatever table names
-//! plugins choose. Every change is one Lua script over that one key:
+//! plugins choose. Every change is one Lua script over that one key (and
+//! each reminder's last claimed firing has a key of its own beside it, see
+//! [`Placement::claim_firing`]):
 //!
 //! * **claim**: take the entry if nobody owns it, or if it is still owned by
 //!   the host the caller found dead (`replacing`); otherwise answer who owns

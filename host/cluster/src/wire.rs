@@ -4,8 +4,10 @@
 //! by the host that dialled. Both hosts write [`Frame`]s on it, each a
 //! little-endian `u32` byte length followed by the frame in
 //! [postcard](https://postcard.jamesmunns.com/wire-format): a call from
-//! either side is a [`Request`], and its answer a [`Response`] echoing the
-//! request's id (Skynet's session ids). Many calls are in flight at once;
+//! either side is a [`Request`], a reminder firing or a game client's event
+//! for an actor an [`Event`], bytes for (or the close of) sessions of the
+//! receiving host's gateway a [`Push`]; each is answered by a [`Response`]
+//! echoing its id (Skynet's session ids). Many calls are in flight at once;
 //! answers come back in any order. Frames from one host arrive in the order
 //! it wrote them, so one-way sends keep their per-sender order.
 //!
