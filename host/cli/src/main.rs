@@ -507,6 +507,15 @@ async fn call(host: &str, actor: &str, function: &str, args: &[String]) -> anyho
         .send()
         .await
         .with_context(|| format!("cannot reach the Grove host at {host}"))?;
+    let body = answer_of(response, host).await?;
+    if let Some(text) = body.as_str() {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+/// The JSON body of an answer from the HTTP API, or its error's message.
+async fn answer_of(response: reqwest::Response, host: &str) -> anyhow::Result<serde_json::Value> {
     let status = response.status();
     let body: serde_json::Value = response
         .json()
@@ -519,10 +528,7 @@ async fn call(host: &str, actor: &str, function: &str, args: &[String]) -> anyho
             .unwrap_or("unknown error");
         anyhow::bail!("{message}");
     }
-    if let Some(text) = body.as_str() {
-        println!("{text}");
-    }
-    Ok(())
+    Ok(body)
 }
 
 async fn cluster_status(host: &str) -> anyhow::Result<()> {
@@ -530,18 +536,7 @@ async fn cluster_status(host: &str) -> anyhow::Result<()> {
     let response = reqwest::get(&url)
         .await
         .with_context(|| format!("cannot reach the Grove host at {host}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("bad answer from {host}"))?;
-    if !status.is_success() {
-        let message = body
-            .pointer("/error/message")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("unknown error");
-        anyhow::bail!("{message}");
-    }
+    let body = answer_of(response, host).await?;
     let me = body["host"].as_str().unwrap_or_default();
     let members = body["members"].as_array().cloned().unwrap_or_default();
     println!(
