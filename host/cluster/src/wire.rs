@@ -339,7 +339,7 @@ mod tests {
             outcome: Outcome::Returned(Some(vec![15])),
         });
         encode(&answer, &mut out);
-        assert_eq!(out, [0x05, 0, 0, 0, 0x01, 0x01, 0x00, 0x01, 0x01, 0x0f]);
+        assert_eq!(out, [0x06, 0, 0, 0, 0x01, 0x01, 0x00, 0x01, 0x01, 0x0f]);
     }
 
     #[test]
