@@ -62,7 +62,7 @@ use crate::bindings::DisconnectReason;
 use crate::directory::{Directory, Slot};
 use crate::error::{CallError, RejectedCall, Unavailable};
 use crate::imports::RemoteSessions;
-use crate::mailbox::{CallMessage, Envelope, Reply, SessionEvent};
+use crate::mailbox::{Answer, CallMessage, Envelope, RemoteCaller, Reply, SessionEvent};
 use crate::plugin::{Function, Plugin};
 use crate::reminders::FiringGate;
 use crate::state::Fence;
@@ -426,6 +426,49 @@ impl Drop for Cluster {
 /// The transport's inbound before the node exists.
 struct LateInbound(Arc<std::sync::OnceLock<Weak<Node>>>);
 
+/// A request from another host, checked and ready for the local directory.
+struct Accepted {
+    actor: ActorRef,
+    /// The message, its reply still to be routed.
+    message: CallMessage,
+    /// How long the caller waits.
+    timeout: Duration,
+    /// For a call (not a one-way send): the type of the function's result.
+    result: Option<Option<wasmtime::component::Type>>,
+}
+
+/// A call from another host, answered on that host's connection.
+struct AnswerToHost {
+    actor: ActorRef,
+    result_type: Option<wasmtime::component::Type>,
+    /// Taken when answered.
+    responder: Option<Responder<CallError>>,
+}
+
+impl RemoteCaller for AnswerToHost {
+    fn answer(mut self: Box<Self>, answer: Answer) {
+        if let Some(responder) = self.responder.take() {
+            responder.respond(match answer {
+                Ok(val) => encode_result(&self.actor, val, self.result_type.as_ref()),
+                Err(error) => Outcome::Failed(error),
+            });
+        }
+    }
+}
+
+impl Drop for AnswerToHost {
+    fn drop(&mut self) {
+        if let Some(responder) = self.responder.take() {
+            responder.respond(Outcome::Failed(CallError::Unavailable(
+                Unavailable::ActivationFailed {
+                    actor: self.actor.to_string(),
+                    message: "the activation ended before answering".into(),
+                },
+            )));
+        }
+    }
+}
+
 /// How often the lease of a host that does not answer is looked at, while
 /// calls to its actors wait for it to answer or lapse.
 const SUSPECT_POLL: Duration = Duration::from_millis(50);
@@ -533,15 +576,14 @@ impl FiringGate for Node {
 impl Inbound<CallError> for LateInbound {
     fn request(
         &self,
-        from: &Member,
+        _from: &Member,
         request: Request,
         responder: Responder<CallError>,
     ) -> BoxFuture<'_, ()> {
         let node = self.0.get().and_then(Weak::upgrade);
-        let from = from.id.clone();
         Box::pin(async move {
             match node {
-                Some(node) => node.serve(&from, request, responder).await,
+                Some(node) => node.serve(request, responder).await,
                 // Joining, or gone: another host will do.
                 None => responder.respond(Outcome::NotHere),
             }
@@ -782,46 +824,44 @@ impl Node {
         }))
     }
 
-    /// Serves a request from host `from`.
-    async fn serve(&self, from: &str, request: Request, responder: Responder<CallError>) {
-        match self.accept(request).await {
-            Err(outcome) => responder.respond(outcome),
-            Ok((actor, message, answer)) => {
-                let directory = self.directory.clone();
-                match answer {
-                    // A one-way send is answered once queued, in order with
-                    // the sends behind it.
-                    None => {
-                        let queued = directory
-                            .deliver(&actor, Envelope::Call(message), true)
-                            .await;
-                        responder.respond(match queued {
-                            Ok(()) => Outcome::Queued,
-                            Err(error) => Outcome::Failed(error),
-                        });
-                    }
-                    Some((answer, result_type)) => {
-                        let from = from.to_owned();
-                        tokio::spawn(async move {
-                            let _ = directory
-                                .deliver(&actor, Envelope::Call(message), true)
-                                .await;
-                            let outcome = match answer.await {
-                                Ok(Ok(val)) => encode_result(&actor, val, result_type.as_ref()),
-                                Ok(Err(error)) => Outcome::Failed(error),
-                                Err(_) => Outcome::Failed(CallError::Unavailable(
-                                    Unavailable::ActivationFailed {
-                                        actor: actor.to_string(),
-                                        message: "the activation ended before answering".into(),
-                                    },
-                                )),
-                            };
-                            tracing::trace!(%from, %actor, "answered a host's call");
-                            responder.respond(outcome);
-                        });
-                    }
-                }
-            }
+    /// Serves a request from another host.
+    async fn serve(&self, request: Request, responder: Responder<CallError>) {
+        let accepted = match self.accept(request).await {
+            Ok(accepted) => accepted,
+            Err(outcome) => return responder.respond(outcome),
+        };
+        let Accepted {
+            actor,
+            mut message,
+            timeout,
+            result,
+        } = accepted;
+        let Some(result_type) = result else {
+            // A one-way send is answered once queued, in order with the
+            // sends behind it.
+            let queued = self
+                .directory
+                .deliver(&actor, Envelope::Call(message), true)
+                .await;
+            return responder.respond(match queued {
+                Ok(()) => Outcome::Queued,
+                Err(error) => Outcome::Failed(error),
+            });
+        };
+        let caller = AnswerToHost {
+            actor: actor.clone(),
+            result_type,
+            responder: Some(responder),
+        };
+        message.reply = Some(Reply::remote(timeout, Box::new(caller)));
+        // Queued at once in the common case; a call that must wait for room
+        // waits aside, not on the connection's reader.
+        if let Err(envelope) = self.directory.try_deliver(&actor, Envelope::Call(message)) {
+            let directory = self.directory.clone();
+            tokio::spawn(async move {
+                // An undelivered call is answered with the error.
+                let _ = directory.deliver(&actor, envelope, true).await;
+            });
         }
     }
 
@@ -986,22 +1026,8 @@ impl Node {
     }
 
     /// Checks a request and turns it into a message for the local
-    /// directory, with where its answer arrives for a call.
-    #[allow(clippy::type_complexity)]
-    async fn accept(
-        &self,
-        request: Request,
-    ) -> Result<
-        (
-            ActorRef,
-            CallMessage,
-            Option<(
-                tokio::sync::oneshot::Receiver<crate::mailbox::Answer>,
-                Option<wasmtime::component::Type>,
-            )>,
-        ),
-        Outcome<CallError>,
-    > {
+    /// directory (without its reply).
+    async fn accept(&self, request: Request) -> Result<Accepted, Outcome<CallError>> {
         let failed = |e: CallError| Outcome::Failed(e);
         if self.is_fenced() {
             return Err(failed(CallError::Unavailable(Unavailable::ShuttingDown)));
@@ -1028,23 +1054,22 @@ impl Node {
             .map_err(|e| failed(e.into()))
             .and_then(|list| chain::from_list(list).map_err(|e| failed(e.into())))?;
         let timeout = Duration::from_micros(request.timeout_us);
-        let result_type = function.result.clone();
+        let result = (!request.one_way).then(|| function.result.clone());
         let function: Arc<str> = request.function.into();
-        let (reply, answer) = if request.one_way {
-            (None, None)
-        } else {
-            let (reply, answer) = Reply::new(timeout);
-            (Some(reply), Some((answer, result_type)))
-        };
         let message = Message {
             target: actor.clone(),
             function,
             args,
             chain,
             deadline: Instant::now() + timeout,
-            reply,
+            reply: None,
         };
-        Ok((actor, message, answer))
+        Ok(Accepted {
+            actor,
+            message,
+            timeout,
+            result,
+        })
     }
 }
 

@@ -201,6 +201,22 @@ impl Directory {
         }
     }
 
+    /// Puts `envelope` in the mailbox of `actor`'s activation if one is
+    /// listed and has room now; gives it back otherwise, for
+    /// [`Directory::deliver`] to wait on.
+    pub(crate) fn try_deliver(&self, actor: &ActorRef, envelope: Envelope) -> Result<(), Envelope> {
+        if self.is_stopping() {
+            return Err(envelope);
+        }
+        match self.entries.get(actor) {
+            Some(listed) => listed
+                .mailbox
+                .try_send(envelope)
+                .map_err(|(Refused::Full(back) | Refused::Closed(back))| back),
+            None => Err(envelope),
+        }
+    }
+
     fn mailbox_full(&self, actor: &ActorRef) -> CallError {
         CallError::Unavailable(Unavailable::MailboxFull {
             actor: actor.to_string(),

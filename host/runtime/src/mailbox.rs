@@ -32,29 +32,76 @@ use crate::ActorRef;
 /// What a call answers: the function's result, if it has one.
 pub(crate) type Answer = Result<Option<Val>, CallError>;
 
-/// The route an answer takes back to a caller in this process.
-#[derive(Debug)]
+/// The route an answer takes back to its caller: a channel to a caller in
+/// this process, or, for a caller on another host, straight onto that
+/// host's connection (no task waits for it).
 pub(crate) struct Reply {
-    answer: oneshot::Sender<Answer>,
+    route: Route,
     /// How long the caller waits in all; named in its timeout error.
     timeout: Duration,
+}
+
+enum Route {
+    Local(oneshot::Sender<Answer>),
+    Remote(Box<dyn RemoteCaller>),
+}
+
+/// A caller on another host, answered once through its host's connection.
+/// Dropped unanswered, it tells the caller the activation ended.
+pub(crate) trait RemoteCaller: Send + 'static {
+    /// Sends `answer` to the caller.
+    fn answer(self: Box<Self>, answer: Answer);
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let route = match self.route {
+            Route::Local(_) => "local",
+            Route::Remote(_) => "remote",
+        };
+        f.debug_struct("Reply")
+            .field("route", &route)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Reply {
     /// A route for a caller that waits `timeout` on `answer`'s receiver.
     pub(crate) fn new(timeout: Duration) -> (Reply, oneshot::Receiver<Answer>) {
         let (answer, receiver) = oneshot::channel();
-        (Reply { answer, timeout }, receiver)
+        let reply = Reply {
+            route: Route::Local(answer),
+            timeout,
+        };
+        (reply, receiver)
+    }
+
+    /// A route to a caller on another host that waits `timeout`.
+    pub(crate) fn remote(timeout: Duration, caller: Box<dyn RemoteCaller>) -> Reply {
+        Reply {
+            route: Route::Remote(caller),
+            timeout,
+        }
     }
 
     /// Sends the answer (a caller that stopped waiting does not get it).
     pub(crate) fn send(self, answer: Answer) {
-        let _ = self.answer.send(answer);
+        match self.route {
+            Route::Local(sender) => {
+                let _ = sender.send(answer);
+            }
+            Route::Remote(caller) => caller.answer(answer),
+        }
     }
 
-    /// Whether the caller stopped waiting (its future was dropped).
+    /// Whether the caller stopped waiting (its future was dropped). A
+    /// caller on another host waits until its deadline.
     pub(crate) fn is_closed(&self) -> bool {
-        self.answer.is_closed()
+        match &self.route {
+            Route::Local(sender) => sender.is_closed(),
+            Route::Remote(_) => false,
+        }
     }
 
     /// Answers that the call to `function` of `actor` was not answered in
