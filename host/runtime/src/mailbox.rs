@@ -37,13 +37,20 @@ pub(crate) type Answer = Result<Option<Val>, CallError>;
 /// host's connection (no task waits for it).
 pub(crate) struct Reply {
     route: Route,
-    /// How long the caller waits in all; named in its timeout error.
-    timeout: Duration,
+    /// How long the caller waits in all, in nanoseconds (a `Duration` would
+    /// make every envelope 8 bytes larger); named in its timeout error.
+    timeout_ns: u64,
 }
 
 enum Route {
     Local(oneshot::Sender<Answer>),
-    Remote(Box<dyn RemoteCaller>),
+    /// Boxed twice: a thin pointer keeps every envelope as small as a
+    /// local reply does.
+    Remote(Box<Box<dyn RemoteCaller>>),
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A caller on another host, answered once through its host's connection.
@@ -61,7 +68,7 @@ impl std::fmt::Debug for Reply {
         };
         f.debug_struct("Reply")
             .field("route", &route)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.timeout())
             .finish()
     }
 }
@@ -72,16 +79,21 @@ impl Reply {
         let (answer, receiver) = oneshot::channel();
         let reply = Reply {
             route: Route::Local(answer),
-            timeout,
+            timeout_ns: nanos(timeout),
         };
         (reply, receiver)
+    }
+
+    /// How long the caller waits in all.
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.timeout_ns)
     }
 
     /// A route to a caller on another host that waits `timeout`.
     pub(crate) fn remote(timeout: Duration, caller: Box<dyn RemoteCaller>) -> Reply {
         Reply {
-            route: Route::Remote(caller),
-            timeout,
+            route: Route::Remote(Box::new(caller)),
+            timeout_ns: nanos(timeout),
         }
     }
 
@@ -91,7 +103,7 @@ impl Reply {
             Route::Local(sender) => {
                 let _ = sender.send(answer);
             }
-            Route::Remote(caller) => caller.answer(answer),
+            Route::Remote(caller) => (*caller).answer(answer),
         }
     }
 
@@ -107,7 +119,7 @@ impl Reply {
     /// Answers that the call to `function` of `actor` was not answered in
     /// time.
     pub(crate) fn time_out(self, actor: &ActorRef, function: &str) {
-        let timeout = self.timeout;
+        let timeout = self.timeout();
         self.send(Err(CallError::Unavailable(Unavailable::Timeout {
             actor: actor.to_string(),
             function: function.to_owned(),
@@ -211,7 +223,7 @@ impl Envelope {
                 Some(reply) => CallError::Unavailable(Unavailable::Timeout {
                     actor: message.target.to_string(),
                     function: message.function.to_string(),
-                    timeout: reply.timeout,
+                    timeout: reply.timeout(),
                 }),
                 None => reason(),
             },
