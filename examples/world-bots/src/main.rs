@@ -201,7 +201,7 @@ async fn read_replies(
 async fn login(client: &Client, args: &Args, n: usize, totals: &Totals) -> Option<Session> {
     let name = format!("{}-{n}", args.prefix);
     let started = Instant::now();
-    let gateway = args.gateway[n % args.gateway.len().max(1)];
+    let gateway = *args.gateway.get(n % args.gateway.len().max(1))?;
     let session = match client.connect(gateway, name.as_bytes()).await {
         Ok(session) => session,
         Err(error) => {

@@ -537,24 +537,37 @@ async fn cluster_status(host: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot reach the Grove host at {host}"))?;
     let body = answer_of(response, host).await?;
-    let me = body["host"].as_str().unwrap_or_default();
-    let members = body["members"].as_array().cloned().unwrap_or_default();
+    use serde_json::Value;
+    let text = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).unwrap_or_default();
+    let me = text(&body, "host");
+    let members = body
+        .get("members")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     println!(
         "{:<18} {:<22} {:>11} {:>10}  plugins",
         "host", "address", "activations", "lease age"
     );
     for m in &members {
-        let id = m["id"].as_str().unwrap_or_default();
+        let id = text(m, "id");
         let marker = if id == me { "*" } else { " " };
-        let plugins: Vec<&str> = m["plugins"]
-            .as_array()
-            .map(|p| p.iter().filter_map(serde_json::Value::as_str).collect())
+        let plugins: Vec<&str> = m
+            .get("plugins")
+            .and_then(Value::as_array)
+            .map(|p| p.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         println!(
             "{marker}{id:<17} {:<22} {:>11} {:>8}ms  {}",
-            m["address"].as_str().unwrap_or_default(),
-            m["activations"].as_u64().unwrap_or_default(),
-            m["lease_age_ms"].as_u64().unwrap_or_default(),
+            text(m, "address"),
+            number(m, "activations"),
+            number(m, "lease_age_ms"),
             plugins.join(" ")
         );
     }

@@ -1,7 +1,7 @@
 //! A host as a member of a cluster: where each actor runs, and calls that
 //! cross to the host that runs it.
 //!
-//! The local [`Directory`] stays the one door every call goes through. In a
+//! The local directory stays the one door every call goes through. In a
 //! cluster, the task the directory starts for an actor it has no entry for
 //! first **resolves** the actor's owner in the placement directory (Redis):
 //!
@@ -758,9 +758,9 @@ impl Node {
             .copied()
             .unwrap_or(self.strategy);
         let me_serving = serving.iter().any(|m| m.id == self.me);
-        match (strategy, serving.len()) {
-            (_, 0) => self.me.clone(),
-            (_, 1) => serving[0].id.clone(),
+        match (strategy, serving.as_slice()) {
+            (_, []) => self.me.clone(),
+            (_, [only]) => only.id.clone(),
             (Strategy::PreferLocal, _) if me_serving => self.me.clone(),
             _ => {
                 let a = fastrand::usize(..serving.len());
@@ -768,11 +768,10 @@ impl Node {
                 if b >= a {
                     b += 1;
                 }
-                let (a, b) = (serving[a], serving[b]);
-                if b.activations < a.activations {
-                    b.id.clone()
-                } else {
-                    a.id.clone()
+                match (serving.get(a), serving.get(b)) {
+                    (Some(a), Some(b)) if b.activations < a.activations => b.id.clone(),
+                    (Some(a), _) => a.id.clone(),
+                    _ => self.me.clone(),
                 }
             }
         }
@@ -1086,7 +1085,7 @@ fn decode_args(function: &Function, bytes: &[u8]) -> Result<Vec<Val>, CallError>
         let (val, used) = values_wire::decode_prefix(&param.ty, rest, &DecodeLimits::DEFAULT)
             .map_err(|e| bad(format!("argument `{}`: {e}", param.name)))?;
         args.push(val);
-        rest = &rest[used..];
+        rest = rest.get(used..).unwrap_or_default();
     }
     if !rest.is_empty() {
         return Err(bad(format!("{} bytes after the last argument", rest.len())));
