@@ -673,11 +673,18 @@ fn reminders_fire_once_in_the_cluster_and_survive_their_host() {
         after.len() >= 4,
         "the periodic reminder stopped with its host: {ticks:?}"
     );
-    // A slot missed while the victim's lease ran out fires late, once; no
-    // slot fires twice (two hosts firing one slot would do so within a few
-    // milliseconds of each other).
-    for pair in ticks.windows(2) {
-        assert!(pair[1] - pair[0] >= 30, "one slot fired twice: {ticks:?}");
+    // The slots missed while the victim's lease ran out fire late, merged
+    // into one, just before the next slot. Once both survivors schedule the
+    // reminder, each slot fires on one of them only: two hosts firing one
+    // slot would do so within milliseconds of each other.
+    let steady: Vec<u64> = ticks
+        .iter()
+        .copied()
+        .filter(|&t| t > killed_ms + LEASE_TTL_MS * 2 + 600)
+        .collect();
+    assert!(steady.len() >= 2, "{ticks:?}");
+    for pair in steady.windows(2) {
+        assert!(pair[1] - pair[0] >= 150, "one slot fired twice: {ticks:?}");
     }
     let slots = (ticks[ticks.len() - 1] - ticks[0]) / 300 + 1;
     assert!(
