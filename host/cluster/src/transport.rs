@@ -22,9 +22,14 @@
 //! answered later through its [`Responder`], so a long call does not hold up
 //! the ones behind it.
 //!
-//! When a connection fails, every call pending on it is answered at once
-//! with [`LinkError`] (the caller does not know whether it ran), and the next
-//! call dials again.
+//! Each request is sent with a [`Waiter`] that its answer goes to, on the
+//! reader's task: a forwarding host hands the answer to its caller from
+//! there, without another task in between. A request not answered by its
+//! deadline is answered [`Unanswered::Timeout`] by the connection's
+//! deadline task, which sleeps until the earliest deadline pending. When a
+//! connection fails, every call pending on it is answered at once with
+//! [`Unanswered::Lost`] (the caller does not know whether it ran), and the
+//! next call dials again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,7 +37,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grove_gateway_quic::tls::{provider, PinnedCertificate};
 use grove_gateway_quic::{Fingerprint, Identity};
@@ -104,7 +109,7 @@ pub enum TransportError {
     },
 }
 
-/// Why a call to another host got no answer.
+/// Why a request could not be sent to another host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
     /// No connection could be made to the peer.
@@ -117,13 +122,35 @@ pub enum LinkError {
         /// Why.
         message: String,
     },
-    /// The connection failed with the call in flight: it may or may not
-    /// have run.
-    #[error("the connection to host {host} was lost with the call in flight")]
-    Lost {
-        /// The peer's id.
-        host: String,
-    },
+}
+
+/// Why a request got no answer from its peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unanswered {
+    /// It was never sent: it may go to another host.
+    Unsent(LinkError),
+    /// The connection failed with it in flight: it may or may not have run.
+    Lost,
+    /// Its deadline passed first.
+    Timeout,
+}
+
+/// A request's answer, or why there is none.
+pub type Answer<E> = Result<Outcome<E>, Unanswered>;
+
+/// Where a request's answer goes. Answered once, on the task reading the
+/// peer's connection (or the sender's, if the request was never sent):
+/// keep it short.
+pub trait Waiter<E>: Send {
+    /// Takes the answer.
+    fn answer(self: Box<Self>, answer: Answer<E>);
+}
+
+/// A channel's sender waits for the answer on its receiver.
+impl<E: Send + 'static> Waiter<E> for oneshot::Sender<Answer<E>> {
+    fn answer(self: Box<Self>, answer: Answer<E>) {
+        let _ = self.send(answer);
+    }
 }
 
 /// A boxed future, as [`Inbound`] returns.
@@ -161,7 +188,7 @@ pub struct Responder<E> {
 
 impl<E: Serialize> Responder<E> {
     /// Sends the answer (lost if the connection is gone: the caller hears
-    /// [`LinkError::Lost`]).
+    /// [`Unanswered::Lost`]).
     pub fn respond(self, outcome: Outcome<E>) {
         let mut bytes = Vec::new();
         wire::encode(
@@ -182,8 +209,46 @@ struct Link<E> {
     writer: mpsc::UnboundedSender<Vec<u8>>,
     /// Tells the writer to send what is queued, end the stream and stop.
     finish: Arc<tokio::sync::Notify>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Outcome<E>>>>,
+    pending: Mutex<Pending<E>>,
+    /// Wakes the deadline task: a request went pending with a deadline
+    /// earlier than it sleeps until, or the link is gone.
+    expire: Arc<tokio::sync::Notify>,
     next_id: AtomicU64,
+}
+
+/// The requests a link waits on answers to.
+struct Pending<E> {
+    waiting: HashMap<u64, Waiting<E>>,
+    /// The deadline task's next wake, if it sleeps until one.
+    next_expiry: Option<Instant>,
+    /// Set once the connection's reader stopped: nothing more is answered.
+    closed: bool,
+}
+
+struct Waiting<E> {
+    deadline: Instant,
+    waiter: Box<dyn Waiter<E>>,
+}
+
+impl<E> Pending<E> {
+    /// Takes every waiter, closing the link to new requests.
+    fn close(&mut self) -> Vec<Box<dyn Waiter<E>>> {
+        self.closed = true;
+        self.waiting.drain().map(|(_, w)| w.waiter).collect()
+    }
+}
+
+impl<E> Drop for Link<E> {
+    fn drop(&mut self) {
+        let pending = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for waiter in pending.close() {
+            waiter.answer(Err(Unanswered::Lost));
+        }
+        self.expire.notify_one();
+    }
 }
 
 /// A peer's link once dialled; callers arriving meanwhile share the dial.
@@ -269,20 +334,22 @@ where
         self.shared.identity.fingerprint()
     }
 
-    /// Sends `request` to `peer` (its `id` is assigned here) and returns
-    /// where its answer will arrive. The receiver yields an error if the
-    /// connection is lost before the answer.
+    /// Sends `request` to `peer` (its `id` is assigned here); its answer,
+    /// or why there is none by `deadline`, goes to `waiter`.
     pub async fn request(
         &self,
         peer: &Member,
         mut request: Request,
-    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
+        deadline: Instant,
+        waiter: impl Waiter<E> + 'static,
+    ) {
         let capacity = 64 + request.args.len();
-        self.submit(peer, capacity, |id| {
+        let frame = |id| {
             request.id = id;
             Frame::Request(request)
-        })
-        .await
+        };
+        self.submit(peer, capacity, frame, deadline, Box::new(waiter))
+            .await;
     }
 
     /// Sends `event` to `peer` (its `id` is assigned here), as
@@ -291,25 +358,32 @@ where
         &self,
         peer: &Member,
         mut event: Event,
-    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
-        self.submit(peer, 64, |id| {
+        deadline: Instant,
+        waiter: impl Waiter<E> + 'static,
+    ) {
+        let frame = |id| {
             event.id = id;
             Frame::Event(event)
-        })
-        .await
+        };
+        self.submit(peer, 64, frame, deadline, Box::new(waiter))
+            .await;
     }
 
-    /// Sends `push` to `peer` (its `id` is assigned here).
+    /// Sends `push` to `peer` (its `id` is assigned here), as
+    /// [`Transport::request`] does a request.
     pub async fn push(
         &self,
         peer: &Member,
         mut push: Push,
-    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
-        self.submit(peer, 64, |id| {
+        deadline: Instant,
+        waiter: impl Waiter<E> + 'static,
+    ) {
+        let frame = |id| {
             push.id = id;
             Frame::Push(push)
-        })
-        .await
+        };
+        self.submit(peer, 64, frame, deadline, Box::new(waiter))
+            .await;
     }
 
     async fn submit(
@@ -317,21 +391,43 @@ where
         peer: &Member,
         capacity: usize,
         frame: impl FnOnce(u64) -> Frame<E>,
-    ) -> Result<oneshot::Receiver<Outcome<E>>, LinkError> {
-        let link = self.link(peer).await?;
-        let (tx, rx) = oneshot::channel();
+        deadline: Instant,
+        waiter: Box<dyn Waiter<E>>,
+    ) {
+        let link = match self.link(peer).await {
+            Ok(link) => link,
+            Err(error) => return waiter.answer(Err(Unanswered::Unsent(error))),
+        };
         let id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let mut bytes = Vec::with_capacity(capacity);
         wire::encode::<E>(&frame(id), &mut bytes);
-        lock(&link.pending).insert(id, tx);
-        if link.writer.send(bytes).is_err() {
-            lock(&link.pending).remove(&id);
-            self.forget(&link);
-            return Err(LinkError::Lost {
+        let lost = || {
+            Unanswered::Unsent(LinkError::Unreachable {
                 host: peer.id.clone(),
-            });
+                address: peer.address.clone(),
+                message: "its connection closed".into(),
+            })
+        };
+        {
+            let mut pending = lock(&link.pending);
+            if pending.closed {
+                drop(pending);
+                self.forget(&link);
+                return waiter.answer(Err(lost()));
+            }
+            pending.waiting.insert(id, Waiting { deadline, waiter });
+            if pending.next_expiry.is_none_or(|next| deadline < next) {
+                pending.next_expiry = Some(deadline);
+                link.expire.notify_one();
+            }
         }
-        Ok(rx)
+        if link.writer.send(bytes).is_err() {
+            let waiting = lock(&link.pending).waiting.remove(&id);
+            self.forget(&link);
+            if let Some(waiting) = waiting {
+                waiting.waiter.answer(Err(lost()));
+            }
+        }
     }
 
     /// Whether `peer_id` ended its stream to this host (it left).
@@ -358,7 +454,7 @@ where
     }
 
     /// Closes the connection to `peer`, if any: calls pending on it are
-    /// answered with [`LinkError::Lost`]. For a peer known to be dead.
+    /// answered with [`Unanswered::Lost`]. For a peer known to be dead.
     pub fn disconnect(&self, peer_id: &str) {
         let cell = lock(&self.shared.links).remove(peer_id);
         if let Some(link) = cell.and_then(|cell| cell.get().cloned()) {
@@ -398,21 +494,22 @@ where
         self.shared.endpoint.close(0u32.into(), b"host leaving");
     }
 
+    /// The link to `peer`, dialling it if there is none. A link whose
+    /// connection closed is forgotten when its reader ends; one found in
+    /// between refuses requests as unsent.
     async fn link(&self, peer: &Member) -> Result<Arc<Link<E>>, LinkError> {
-        let cell = lock(&self.shared.links)
-            .entry(peer.id.clone())
-            .or_default()
-            .clone();
+        let cell = {
+            let mut links = lock(&self.shared.links);
+            match links.get(&peer.id) {
+                Some(cell) => cell.clone(),
+                None => links.entry(peer.id.clone()).or_default().clone(),
+            }
+        };
         let link = cell
             .get_or_try_init(|| dial(self.shared.clone(), peer.clone()))
             .await;
         match link {
-            Ok(link) if link.connection.close_reason().is_none() => Ok(link.clone()),
-            Ok(link) => {
-                let link = link.clone();
-                self.forget(&link);
-                Box::pin(self.link(peer)).await
-            }
+            Ok(link) => Ok(link.clone()),
             Err(error) => {
                 let mut links = lock(&self.shared.links);
                 if links.get(&peer.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
@@ -568,17 +665,67 @@ where
 {
     let (writer, queue) = mpsc::unbounded_channel();
     let finish = Arc::new(tokio::sync::Notify::new());
+    let expire = Arc::new(tokio::sync::Notify::new());
     let link = Arc::new(Link {
         peer,
         connection,
         writer,
         finish: finish.clone(),
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(Pending {
+            waiting: HashMap::new(),
+            next_expiry: None,
+            closed: false,
+        }),
+        expire: expire.clone(),
         next_id: AtomicU64::new(1),
     });
     tokio::spawn(write(link.connection.clone(), send, queue, finish));
     tokio::spawn(read(Arc::downgrade(shared), link.clone(), recv));
+    tokio::spawn(expire_pending(Arc::downgrade(&link), expire));
     link
+}
+
+/// Answers [`Unanswered::Timeout`] to requests past their deadline,
+/// sleeping until the earliest one pending; ends with the link.
+async fn expire_pending<E: 'static>(link: Weak<Link<E>>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(link) = link.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            let mut pending = lock(&link.pending);
+            if pending.closed {
+                return;
+            }
+            let expired: Vec<u64> = pending
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<Waiting<E>> = expired
+                .iter()
+                .filter_map(|id| pending.waiting.remove(id))
+                .collect();
+            pending.next_expiry = pending.waiting.values().map(|w| w.deadline).min();
+            let next = pending.next_expiry;
+            drop(pending);
+            for waiting in expired {
+                waiting.waiter.answer(Err(Unanswered::Timeout));
+            }
+            next
+        };
+        match next {
+            Some(next) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next.into()) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
 }
 
 /// Writes queued frames, as many at a time as are waiting; once told to
@@ -623,39 +770,35 @@ async fn write(
 }
 
 /// Reads frames until the stream ends; then fails what is pending.
-async fn read<E>(shared: Weak<Shared<E>>, link: Arc<Link<E>>, mut recv: quinn::RecvStream)
+async fn read<E>(shared: Weak<Shared<E>>, link: Arc<Link<E>>, recv: quinn::RecvStream)
 where
     E: Serialize + DeserializeOwned + Send + 'static,
 {
-    let mut body = Vec::new();
+    let mut frames = Frames::new(recv);
     let ended = loop {
-        let mut prefix = [0u8; 4];
-        if let Err(error) = recv.read_exact(&mut prefix).await {
-            // A peer ends its stream only when it leaves the cluster, having
-            // answered every request it took: the ones still pending here
-            // never ran there, and may go to the actor's next host.
-            if let (quinn::ReadExactError::FinishedEarly(0), Some(shared)) =
-                (&error, shared.upgrade())
-            {
-                lock(&shared.departed).insert(link.peer.id.clone());
-                for (_, waiting) in lock(&link.pending).drain() {
-                    let _ = waiting.send(Outcome::NotHere);
+        let frame = match frames.next::<E>().await {
+            Ok(frame) => frame,
+            Err(StreamEnd::Finished) => {
+                // A peer ends its stream only when it leaves the cluster,
+                // having answered every request it took: the ones still
+                // pending here never ran there, and may go to the actor's
+                // next host.
+                if let Some(shared) = shared.upgrade() {
+                    lock(&shared.departed).insert(link.peer.id.clone());
                 }
+                let waiters = lock(&link.pending).close();
+                for waiter in waiters {
+                    waiter.answer(Ok(Outcome::NotHere));
+                }
+                break "the peer left".to_owned();
             }
-            break error.to_string();
-        }
-        let len = match wire::frame_len(prefix) {
-            Ok(len) => len,
-            Err(error) => break error.to_string(),
+            Err(StreamEnd::Failed(error)) => break error,
         };
-        body.resize(len, 0);
-        if let Err(error) = recv.read_exact(&mut body).await {
-            break error.to_string();
-        }
-        match wire::decode::<E>(&body) {
+        match frame {
             Ok(Frame::Response(response)) => {
-                if let Some(waiting) = lock(&link.pending).remove(&response.id) {
-                    let _ = waiting.send(response.outcome);
+                let waiting = lock(&link.pending).waiting.remove(&response.id);
+                if let Some(waiting) = waiting {
+                    waiting.waiter.answer(Ok(response.outcome));
                 }
             }
             Ok(frame @ (Frame::Request(_) | Frame::Event(_) | Frame::Push(_))) => {
@@ -718,8 +861,63 @@ where
             lock(&shared.unreachable).insert(link.peer.id.clone(), tokio::time::Instant::now());
         }
     }
-    // Dropping the senders answers every pending call with "lost".
-    lock(&link.pending).clear();
+    let waiters = lock(&link.pending).close();
+    for waiter in waiters {
+        waiter.answer(Err(Unanswered::Lost));
+    }
+}
+
+/// How a stream of frames ended.
+enum StreamEnd {
+    /// The peer finished it between two frames.
+    Finished,
+    /// It failed, or ended inside a frame.
+    Failed(String),
+}
+
+/// Splits a stream into frames, reading whatever has arrived at a time:
+/// under load one read brings many frames.
+struct Frames {
+    recv: quinn::RecvStream,
+    buffer: Vec<u8>,
+    /// Where the next frame starts in `buffer`.
+    start: usize,
+}
+
+impl Frames {
+    fn new(recv: quinn::RecvStream) -> Frames {
+        Frames {
+            recv,
+            buffer: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// The next frame, decoded; or how the stream ended.
+    async fn next<E: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Result<Frame<E>, wire::DecodeError>, StreamEnd> {
+        loop {
+            let available = self.buffer.get(self.start..).unwrap_or_default();
+            if let Some(prefix) = available.first_chunk::<4>() {
+                let len = wire::frame_len(*prefix).map_err(|e| StreamEnd::Failed(e.to_string()))?;
+                if let Some(body) = available.get(4..4 + len) {
+                    self.start += 4 + len;
+                    return Ok(wire::decode(body));
+                }
+            }
+            self.buffer.drain(..self.start);
+            self.start = 0;
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buffer.is_empty() => return Err(StreamEnd::Finished),
+                Ok(None) => {
+                    return Err(StreamEnd::Failed("the stream ended inside a frame".into()))
+                }
+                Err(error) => return Err(StreamEnd::Failed(error.to_string())),
+            }
+        }
+    }
 }
 
 async fn accept<E>(shared: Weak<Shared<E>>)

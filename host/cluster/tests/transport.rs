@@ -5,19 +5,23 @@
 mod redis_server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use grove_cluster::membership::{Lease, LeaseTiming, Member, Membership};
-use grove_cluster::transport::{BoxFuture, Inbound, Responder, Transport, TransportConfig};
+use grove_cluster::transport::{
+    Answer, BoxFuture, Inbound, Responder, Transport, TransportConfig, Unanswered,
+};
 use grove_cluster::wire::{Event, Outcome, Push, Request};
 use redis::aio::ConnectionManager;
 use redis_server::RedisServer;
 
-/// Answers every call with its arguments reversed; counts what it served.
+/// Answers every call with its arguments reversed, except calls to `hold`,
+/// which it keeps unanswered; counts what it served.
 #[derive(Default)]
 struct Reverse {
     served: AtomicUsize,
+    held: Mutex<Vec<Responder<String>>>,
 }
 
 impl Inbound<String> for Reverse {
@@ -28,6 +32,10 @@ impl Inbound<String> for Reverse {
         responder: Responder<String>,
     ) -> BoxFuture<'_, ()> {
         self.served.fetch_add(1, Ordering::SeqCst);
+        if request.function == "hold" {
+            self.held.lock().unwrap().push(responder);
+            return Box::pin(async {});
+        }
         let mut args = request.args;
         args.reverse();
         responder.respond(Outcome::Returned(Some(args)));
@@ -105,6 +113,19 @@ fn request(args: Vec<u8>) -> Request {
     }
 }
 
+/// Sends `request` from `from` to `to`, with `timeout` for its deadline.
+async fn call(
+    from: &Transport<String>,
+    to: &Member,
+    request: Request,
+    timeout: Duration,
+) -> tokio::sync::oneshot::Receiver<Answer<String>> {
+    let (waiter, answer) = tokio::sync::oneshot::channel();
+    from.request(to, request, Instant::now() + timeout, waiter)
+        .await;
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_call_each_other_and_a_stranger_is_refused() {
     let redis = RedisServer::start();
@@ -116,45 +137,30 @@ async fn members_call_each_other_and_a_stranger_is_refused() {
     // Many calls in flight at once on one connection, each answered by id.
     let mut answers = Vec::new();
     for i in 0..200u8 {
-        answers.push((
-            i,
-            a.transport
-                .request(&b.member, request(vec![i, 0, 255]))
-                .await
-                .unwrap(),
-        ));
+        let answer = call(&a.transport, &b.member, request(vec![i, 0, 255]), SECOND).await;
+        answers.push((i, answer));
     }
     for (i, answer) in answers {
         assert_eq!(
             answer.await.unwrap(),
-            Outcome::Returned(Some(vec![255, 0, i]))
+            Ok(Outcome::Returned(Some(vec![255, 0, i])))
         );
     }
     // The connection B accepted carries B's calls to A too.
-    let back = b
-        .transport
-        .request(&a.member, request(vec![1, 2]))
-        .await
-        .unwrap();
-    assert_eq!(back.await.unwrap(), Outcome::Returned(Some(vec![2, 1])));
+    let back = call(&b.transport, &a.member, request(vec![1, 2]), SECOND).await;
+    assert_eq!(back.await.unwrap(), Ok(Outcome::Returned(Some(vec![2, 1]))));
     assert_eq!(a.inbound.served.load(Ordering::SeqCst), 1);
     assert_eq!(b.inbound.served.load(Ordering::SeqCst), 200);
 
     // A process with no lease has a certificate no member published: the
     // connection is closed before any request is served.
     let stranger = node(&membership, "stranger", false).await;
-    let refused = match stranger
-        .transport
-        .request(&a.member, request(vec![9]))
-        .await
-    {
-        Ok(answer) => tokio::time::timeout(Duration::from_secs(5), answer)
-            .await
-            .unwrap()
-            .is_err(),
-        Err(_) => true,
-    };
-    assert!(refused, "a stranger's call was answered");
+    let answer = call(&stranger.transport, &a.member, request(vec![9]), SECOND).await;
+    let answer = tokio::time::timeout(5 * SECOND, answer).await.unwrap();
+    assert!(
+        matches!(answer, Ok(Err(_))),
+        "a stranger's call was answered: {answer:?}"
+    );
     assert_eq!(a.inbound.served.load(Ordering::SeqCst), 1);
 
     // A member whose published fingerprint does not match the certificate
@@ -162,9 +168,55 @@ async fn members_call_each_other_and_a_stranger_is_refused() {
     let mut impostor = b.member.clone();
     impostor.id = "impostor".into();
     impostor.fingerprint = a.member.fingerprint.clone();
-    let outcome = a.transport.request(&impostor, request(vec![1])).await;
+    let answer = call(&a.transport, &impostor, request(vec![1]), SECOND).await;
     assert!(
-        outcome.is_err(),
+        matches!(answer.await.unwrap(), Err(Unanswered::Unsent(_))),
         "a host whose certificate does not match its lease was trusted"
     );
 }
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_left_unanswered_times_out_at_its_deadline_and_others_go_on() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let membership = Membership::new(ConnectionManager::new(client).await.unwrap(), "tls");
+    let a = node(&membership, "a", true).await;
+    let b = node(&membership, "b", true).await;
+    let mut hold = request(vec![]);
+    hold.function = "hold".into();
+
+    // A long deadline first: the short one sent after it is due earlier
+    // and must wake the connection's deadline task.
+    let sent = Instant::now();
+    let long = call(&a.transport, &b.member, hold.clone(), 30 * SECOND).await;
+    let short = call(&a.transport, &b.member, hold, 300 * MILLI).await;
+    let answered = call(&a.transport, &b.member, request(vec![1, 2]), SECOND).await;
+    assert_eq!(
+        answered.await.unwrap(),
+        Ok(Outcome::Returned(Some(vec![2, 1])))
+    );
+    assert_eq!(short.await.unwrap(), Err(Unanswered::Timeout));
+    let waited = sent.elapsed();
+    assert!(
+        (300 * MILLI..3 * SECOND).contains(&waited),
+        "timed out after {waited:?}"
+    );
+
+    // The connection goes on, and the held request with the long deadline
+    // is answered whenever its host answers it.
+    let again = call(&a.transport, &b.member, request(vec![3, 4]), SECOND).await;
+    assert_eq!(
+        again.await.unwrap(),
+        Ok(Outcome::Returned(Some(vec![4, 3])))
+    );
+    let held: Vec<_> = b.inbound.held.lock().unwrap().drain(..).collect();
+    assert_eq!(held.len(), 2);
+    for responder in held {
+        responder.respond(Outcome::Queued);
+    }
+    assert_eq!(long.await.unwrap(), Ok(Outcome::Queued));
+}
+
+const MILLI: Duration = Duration::from_millis(1);

@@ -40,12 +40,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
 use grove_cluster::membership::{JoinError, Lease, LeaseTiming, Member, Membership};
 use grove_cluster::placement::{Owner, Placement};
 use grove_cluster::transport::{
-    BoxFuture, Inbound, Responder, Transport, TransportConfig, TransportError,
+    self, BoxFuture, Inbound, Responder, Transport, TransportConfig, TransportError, Unanswered,
+    Waiter,
 };
 use grove_cluster::wire::{
     Disconnected, Event, EventKind, Outcome, Push, PushAction, Refusal, Request,
@@ -54,7 +53,7 @@ use grove_cluster::RedisUnavailable;
 use grove_core::{chain, Message};
 use grove_gateway_quic::{SendError, Sessions};
 use grove_values::wire::{self as values_wire, DecodeLimits};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use wasmtime::component::Val;
 
 use crate::activation;
@@ -1017,8 +1016,10 @@ impl Node {
             sessions,
             action,
         };
-        let answer = self.transport.push(&holder, push).await.ok()?;
-        match tokio::time::timeout(PUSH_TIMEOUT, answer).await {
+        let (waiter, answer) = oneshot::channel();
+        let deadline = Instant::now() + PUSH_TIMEOUT;
+        self.transport.push(&holder, push, deadline, waiter).await;
+        match answer.await {
             Ok(Ok(Outcome::Pushed { done, refused })) => Some((done, refused)),
             _ => None,
         }
@@ -1176,13 +1177,36 @@ pub(crate) async fn place(
     }
 }
 
-/// What became of one forwarded message: the message, kept to be sent
-/// again or answered, and the owner's answer.
-type Sent = (Envelope, Result<Outcome<CallError>, Unanswered>);
+/// What a forwarder shares with its messages in flight.
+struct Forwarding {
+    actor: ActorRef,
+    owner: String,
+    plugin: Arc<Plugin>,
+    /// Where the owner's answers go, with their messages.
+    answers: mpsc::UnboundedSender<Answered>,
+}
 
-enum Unanswered {
-    Lost,
-    Timeout,
+/// A forwarded message, its place in the order it was sent, and the
+/// owner's answer.
+type Answered = (u64, Envelope, transport::Answer<CallError>);
+
+/// One forwarded message, waiting for the owner's answer.
+struct InFlight {
+    order: u64,
+    envelope: Envelope,
+    forwarding: Arc<Forwarding>,
+}
+
+impl Waiter<CallError> for InFlight {
+    fn answer(self: Box<Self>, answer: transport::Answer<CallError>) {
+        let InFlight {
+            order,
+            envelope,
+            forwarding,
+        } = *self;
+        // The forwarder holds the receiver until nothing is in flight.
+        let _ = forwarding.answers.send((order, envelope, answer));
+    }
 }
 
 /// Forwards `slot`'s messages to `owner` until the entry turns stale, the
@@ -1194,10 +1218,16 @@ async fn forward(
     owner: Member,
     idle: Duration,
 ) {
-    let actor = slot.actor().clone();
-    // Each message with its place in the order it was sent, so that those
-    // sent again go in that order.
-    let mut pending: FuturesUnordered<BoxFuture<'static, (u64, Sent)>> = FuturesUnordered::new();
+    let (answers, mut answered) = mpsc::unbounded_channel();
+    let forwarding = Arc::new(Forwarding {
+        actor: slot.actor().clone(),
+        owner: owner.id.clone(),
+        plugin: plugin.clone(),
+        answers,
+    });
+    let mut in_flight = 0usize;
+    // Messages to send again, with their places in the order they were
+    // sent, so that they go in that order.
     let mut retry: Vec<(u64, Envelope)> = Vec::new();
     let mut sent_count = 0u64;
     let mut roster = node.roster.clone();
@@ -1206,14 +1236,15 @@ async fn forward(
     let mut stale = false;
     let mut idle_since = tokio::time::Instant::now();
     loop {
-        if stale && pending.is_empty() {
+        if stale && in_flight == 0 {
             break;
         }
         tokio::select! {
             biased;
-            Some((order, (envelope, outcome))) = pending.next(), if !pending.is_empty() => {
+            Some((order, envelope, answer)) = answered.recv(), if in_flight > 0 => {
+                in_flight -= 1;
                 idle_since = tokio::time::Instant::now();
-                if let Some(envelope) = answer(&actor, &owner, plugin, envelope, outcome, &mut stale) {
+                if let Some(envelope) = settle(&forwarding, envelope, answer, &mut stale) {
                     retry.push((order, envelope));
                 }
             }
@@ -1234,19 +1265,11 @@ async fn forward(
                 };
                 idle_since = tokio::time::Instant::now();
                 sent_count += 1;
-                match send(node, &actor, &owner, plugin, envelope).await {
-                    Ok(Some(sent)) => {
-                        let order = sent_count;
-                        pending.push(Box::pin(sent.map(move |sent| (order, sent))));
-                    }
-                    Ok(None) => {}
-                    Err(unsent) => {
-                        retry.push((sent_count, unsent));
-                        stale = true;
-                    }
+                if send(node, &forwarding, &owner, sent_count, envelope).await {
+                    in_flight += 1;
                 }
             }
-            () = tokio::time::sleep_until(idle_since + idle), if pending.is_empty() => break,
+            () = tokio::time::sleep_until(idle_since + idle), if in_flight == 0 => break,
         }
     }
     retry.sort_by_key(|(order, _)| *order);
@@ -1262,16 +1285,18 @@ fn remaining_us(deadline: Instant) -> u64 {
     .unwrap_or(u64::MAX)
 }
 
-/// Sends one message to `owner`; returns the future of its answer. `Err`
-/// gives the message back when the owner cannot be reached: nothing was
-/// sent, so it goes to the owner found by resolving again.
+/// Sends message number `order` to `owner`; whether it went out, for its
+/// answer to come back to the forwarder (an unsent one comes back too, to
+/// go to the owner found by resolving again). A message that cannot go is
+/// answered here.
 async fn send(
     node: &Node,
-    actor: &ActorRef,
+    forwarding: &Arc<Forwarding>,
     owner: &Member,
-    plugin: &Plugin,
+    order: u64,
     envelope: Envelope,
-) -> Result<Option<BoxFuture<'static, Sent>>, Envelope> {
+) -> bool {
+    let actor = &forwarding.actor;
     let deadline = envelope.deadline();
     // A message that waited past its deadline (sent again while its owner
     // could not be reached, say) is answered here, not sent.
@@ -1284,26 +1309,26 @@ async fn send(
             })
         });
         envelope.fail(error);
-        return Ok(None);
+        return false;
     }
-    let sent = match &envelope {
+    let frame = match &envelope {
         Envelope::Call(message) => {
-            let Some((_, function)) = plugin.function(&message.function) else {
+            let Some((_, function)) = forwarding.plugin.function(&message.function) else {
                 let error = CallError::Rejected(RejectedCall::UnknownFunction {
                     actor_type: actor.actor_type.to_string(),
                     function: message.function.to_string(),
                 });
                 envelope.fail(error);
-                return Ok(None);
+                return false;
             };
             let args = match encode_args(function, &message.args) {
                 Ok(args) => args,
                 Err(error) => {
                     envelope.fail(error);
-                    return Ok(None);
+                    return false;
                 }
             };
-            let request = Request {
+            Ok(Request {
                 id: 0,
                 actor_type: actor.actor_type.to_string(),
                 key: actor.key.to_string(),
@@ -1315,36 +1340,38 @@ async fn send(
                     .map(ToString::to_string)
                     .collect(),
                 one_way: !message.is_call(),
-            };
-            node.transport.request(owner, request).await
+            })
         }
-        Envelope::Reminder { name, .. } => {
-            let event = Event {
-                id: 0,
-                actor_type: actor.actor_type.to_string(),
-                key: actor.key.to_string(),
-                timeout_us: remaining_us(deadline),
-                kind: EventKind::Reminder { name: name.clone() },
-            };
-            node.transport.event(owner, event).await
+        Envelope::Reminder { name, .. } => Err(EventKind::Reminder { name: name.clone() }),
+        Envelope::Session { event, .. } => Err(match event {
+            SessionEvent::Connect(session) => EventKind::Connect { session: *session },
+            SessionEvent::Message {
+                session,
+                payload,
+                reliable,
+            } => EventKind::Message {
+                session: *session,
+                payload: payload.clone(),
+                reliable: *reliable,
+            },
+            SessionEvent::Disconnect { session, reason } => EventKind::Disconnect {
+                session: *session,
+                reason: disconnected(reason),
+            },
+        }),
+    };
+    let waiter = InFlight {
+        order,
+        envelope,
+        forwarding: forwarding.clone(),
+    };
+    match frame {
+        Ok(request) => {
+            node.transport
+                .request(owner, request, deadline, waiter)
+                .await
         }
-        Envelope::Session { event, .. } => {
-            let kind = match event {
-                SessionEvent::Connect(session) => EventKind::Connect { session: *session },
-                SessionEvent::Message {
-                    session,
-                    payload,
-                    reliable,
-                } => EventKind::Message {
-                    session: *session,
-                    payload: payload.clone(),
-                    reliable: *reliable,
-                },
-                SessionEvent::Disconnect { session, reason } => EventKind::Disconnect {
-                    session: *session,
-                    reason: disconnected(reason),
-                },
-            };
+        Err(kind) => {
             let event = Event {
                 id: 0,
                 actor_type: actor.actor_type.to_string(),
@@ -1352,41 +1379,29 @@ async fn send(
                 timeout_us: remaining_us(deadline),
                 kind,
             };
-            node.transport.event(owner, event).await
-        }
-    };
-    match sent {
-        Ok(answer) => {
-            let deadline = tokio::time::Instant::from_std(deadline);
-            Ok(Some(Box::pin(async move {
-                let outcome = match tokio::time::timeout_at(deadline, answer).await {
-                    Ok(Ok(outcome)) => Ok(outcome),
-                    Ok(Err(_)) => Err(Unanswered::Lost),
-                    Err(_) => Err(Unanswered::Timeout),
-                };
-                (envelope, outcome)
-            })))
-        }
-        Err(error) => {
-            tracing::debug!(%actor, %error, "the actor's host cannot be reached; resolving again");
-            Err(envelope)
+            node.transport.event(owner, event, deadline, waiter).await
         }
     }
+    true
 }
 
-/// Hands a forwarded message's outcome to whoever waits for it; returns the
+/// Hands a forwarded message's answer to whoever waits for it; returns the
 /// message if it must be sent again after resolving the owner anew.
-fn answer(
-    actor: &ActorRef,
-    owner: &Member,
-    plugin: &Plugin,
+fn settle(
+    forwarding: &Forwarding,
     envelope: Envelope,
-    outcome: Result<Outcome<CallError>, Unanswered>,
+    answer: transport::Answer<CallError>,
     stale: &mut bool,
 ) -> Option<Envelope> {
-    let outcome = match outcome {
+    let (actor, host) = (&forwarding.actor, &forwarding.owner);
+    let outcome = match answer {
         Ok(Outcome::NotHere) => {
-            tracing::debug!(%actor, host = %owner.id, "its host does not run it; resolving again");
+            tracing::debug!(%actor, %host, "its host does not run it; resolving again");
+            *stale = true;
+            return Some(envelope);
+        }
+        Err(Unanswered::Unsent(error)) => {
+            tracing::debug!(%actor, %error, "the actor's host cannot be reached; resolving again");
             *stale = true;
             return Some(envelope);
         }
@@ -1395,7 +1410,7 @@ fn answer(
             let error = envelope.undelivered_in_time(|| {
                 CallError::Unavailable(Unavailable::HostUnreachable {
                     actor: actor.to_string(),
-                    host: owner.id.clone(),
+                    host: host.clone(),
                     message: "no answer before the deadline".into(),
                 })
             });
@@ -1406,7 +1421,7 @@ fn answer(
             *stale = true;
             Outcome::Failed(CallError::Unavailable(Unavailable::HostUnreachable {
                 actor: actor.to_string(),
-                host: owner.id.clone(),
+                host: host.clone(),
                 message: "the connection was lost with the call in flight".into(),
             }))
         }
@@ -1414,7 +1429,9 @@ fn answer(
     match envelope {
         Envelope::Call(message) => {
             let result = match outcome {
-                Outcome::Returned(bytes) => decode_result(actor, plugin, &message.function, bytes),
+                Outcome::Returned(bytes) => {
+                    decode_result(actor, &forwarding.plugin, &message.function, bytes)
+                }
                 Outcome::Failed(error) => Err(error),
                 Outcome::Queued | Outcome::NotHere | Outcome::Pushed { .. } => Ok(None),
             };
