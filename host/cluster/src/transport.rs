@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use grove_gateway_quic::tls::{provider, PinnedCertificate};
 use grove_gateway_quic::{Fingerprint, Identity};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -750,7 +751,18 @@ async fn write(
             }
         } else {
             tokio::select! {
-                received = queue.recv_many(&mut batch, 256) => if received == 0 { return },
+                received = queue.recv_many(&mut batch, 256) => {
+                    if received == 0 {
+                        return;
+                    }
+                    // Tasks that are ready to run may queue frames too:
+                    // letting them first makes one write, and fewer
+                    // packets, of what would be several.
+                    tokio::task::yield_now().await;
+                    while let Ok(frame) = queue.try_recv() {
+                        batch.push(frame);
+                    }
+                }
                 () = finish.notified() => {
                     finishing = true;
                     continue;
@@ -879,6 +891,8 @@ enum StreamEnd {
 /// under load one read brings many frames.
 struct Frames {
     recv: quinn::RecvStream,
+    /// What one read takes, as many chunks as have arrived (up to 32).
+    chunks: [Bytes; 32],
     buffer: Vec<u8>,
     /// Where the next frame starts in `buffer`.
     start: usize,
@@ -888,6 +902,7 @@ impl Frames {
     fn new(recv: quinn::RecvStream) -> Frames {
         Frames {
             recv,
+            chunks: std::array::from_fn(|_| Bytes::new()),
             buffer: Vec::new(),
             start: 0,
         }
@@ -908,8 +923,13 @@ impl Frames {
             }
             self.buffer.drain(..self.start);
             self.start = 0;
-            match self.recv.read_chunk(usize::MAX, true).await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk.bytes),
+            match self.recv.read_chunks(&mut self.chunks).await {
+                Ok(Some(read)) => {
+                    for chunk in self.chunks.iter_mut().take(read) {
+                        self.buffer.extend_from_slice(chunk);
+                        *chunk = Bytes::new();
+                    }
+                }
                 Ok(None) if self.buffer.is_empty() => return Err(StreamEnd::Finished),
                 Ok(None) => {
                     return Err(StreamEnd::Failed("the stream ended inside a frame".into()))
