@@ -160,12 +160,11 @@ struct ClusterArgs {
     #[arg(long, requires = "cluster")]
     advertise: Option<SocketAddr>,
     /// How actors are placed when they have no live owner: `two-choices`
-    /// (the less loaded of two random hosts) or `prefer-local`.
-    #[arg(long, default_value = "two-choices", value_name = "STRATEGY")]
-    placement: String,
-    /// Placement for one actor type, e.g. `room=prefer-local`; repeatable.
-    #[arg(long = "placement-for", value_name = "TYPE=STRATEGY")]
-    placement_for: Vec<String>,
+    /// (the less loaded of two random hosts) or `prefer-local`; or, as
+    /// `TYPE=STRATEGY` (e.g. `room=prefer-local`), for one actor type.
+    /// Repeatable.
+    #[arg(long, value_name = "[TYPE=]STRATEGY", requires = "cluster")]
+    placement: Vec<PlacementRule>,
     /// Lease TTL in milliseconds: how long a dead host's actors stay
     /// unreachable before the others take them over.
     #[arg(long, default_value_t = 3000)]
@@ -184,15 +183,15 @@ impl ClusterArgs {
         };
         let mut config = grove_host::cluster::ClusterConfig::new(name, redis, listen);
         config.advertise = self.advertise;
-        config.placement = self.placement.parse().map_err(anyhow::Error::msg)?;
-        for rule in &self.placement_for {
-            let (actor_type, strategy) = rule
-                .split_once('=')
-                .with_context(|| format!("`--placement-for {rule}`: write TYPE=STRATEGY"))?;
-            let strategy = strategy.parse().map_err(anyhow::Error::msg)?;
-            config
-                .placement_by_type
-                .insert(actor_type.to_owned(), strategy);
+        for rule in &self.placement {
+            match &rule.actor_type {
+                Some(actor_type) => {
+                    config
+                        .placement_by_type
+                        .insert(actor_type.clone(), rule.strategy);
+                }
+                None => config.placement = rule.strategy,
+            }
         }
         let ttl = Duration::from_millis(self.lease_ttl_ms.max(300));
         config.timing = grove_cluster::membership::LeaseTiming {
@@ -216,6 +215,28 @@ impl ClusterArgs {
             )
         );
         Ok(Some(cluster))
+    }
+}
+
+/// A `--placement` value: a strategy, for one actor type or for the rest.
+#[derive(Clone)]
+struct PlacementRule {
+    actor_type: Option<String>,
+    strategy: grove_host::cluster::Strategy,
+}
+
+impl std::str::FromStr for PlacementRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PlacementRule, String> {
+        let (actor_type, strategy) = match text.split_once('=') {
+            Some((actor_type, strategy)) => (Some(actor_type.to_owned()), strategy),
+            None => (None, text),
+        };
+        Ok(PlacementRule {
+            actor_type,
+            strategy: strategy.parse()?,
+        })
     }
 }
 

@@ -247,8 +247,18 @@ fn every_host_reaches_the_one_activation_of_an_actor() {
 
 #[test]
 fn chains_deadlines_and_errors_hold_across_hosts() {
-    let cluster = Cluster::start(3, &["probe"], &["--placement", "prefer-local"]);
-    // With prefer-local, an actor lives where it was first called.
+    // Two choices by default, prefer-local for probes: a probe lives where
+    // it was first called.
+    let cluster = Cluster::start(
+        3,
+        &["probe"],
+        &[
+            "--placement",
+            "two-choices",
+            "--placement",
+            "probe=prefer-local",
+        ],
+    );
     for (i, key) in ["a", "b", "c"].iter().enumerate() {
         assert_eq!(
             cluster
