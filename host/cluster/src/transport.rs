@@ -23,9 +23,8 @@
 //! the ones behind it.
 //!
 //! Each request is sent with a [`Waiter`] that its answer goes to, on the
-//! reader's task: a forwarding host hands the answer to its caller from
-//! there, without another task in between. A request not answered by its
-//! deadline is answered [`Unanswered::Timeout`] by the connection's
+//! task that learns it (the reader's, mostly): the waiter only passes it on.
+//! A request not answered by its deadline is answered [`Unanswered::Timeout`] by the connection's
 //! deadline task, which sleeps until the earliest deadline pending. When a
 //! connection fails, every call pending on it is answered at once with
 //! [`Unanswered::Lost`] (the caller does not know whether it ran), and the
@@ -139,9 +138,10 @@ pub enum Unanswered {
 /// A request's answer, or why there is none.
 pub type Answer<E> = Result<Outcome<E>, Unanswered>;
 
-/// Where a request's answer goes. Answered once, on the task reading the
-/// peer's connection (or the sender's, if the request was never sent):
-/// keep it short.
+/// Where a request's answer goes. Answered once, on whichever task learns
+/// it — the connection's reader (an answer, or the connection's end), its
+/// deadline task, the sender's (a request never sent) or the one dropping
+/// the link — so it must not block.
 pub trait Waiter<E>: Send {
     /// Takes the answer.
     fn answer(self: Box<Self>, answer: Answer<E>);
@@ -222,7 +222,8 @@ struct Pending<E> {
     waiting: HashMap<u64, Waiting<E>>,
     /// The deadline task's next wake, if it sleeps until one.
     next_expiry: Option<Instant>,
-    /// Set once the connection's reader stopped: nothing more is answered.
+    /// Set once the connection's stream ended or failed: nothing more is
+    /// answered on it, and requests are refused as unsent.
     closed: bool,
 }
 
@@ -236,6 +237,16 @@ impl<E> Pending<E> {
     fn close(&mut self) -> Vec<Box<dyn Waiter<E>>> {
         self.closed = true;
         self.waiting.drain().map(|(_, w)| w.waiter).collect()
+    }
+}
+
+impl<E> Link<E> {
+    /// Closes the link to new requests; returns the waiters of those
+    /// pending, and lets the deadline task end.
+    fn close_pending(&self) -> Vec<Box<dyn Waiter<E>>> {
+        let waiters = lock(&self.pending).close();
+        self.expire.notify_one();
+        waiters
     }
 }
 
@@ -496,8 +507,8 @@ where
     }
 
     /// The link to `peer`, dialling it if there is none. A link whose
-    /// connection closed is forgotten when its reader ends; one found in
-    /// between refuses requests as unsent.
+    /// connection closed is forgotten when its reader sees it end; a
+    /// request sent on it just before is answered [`Unanswered::Lost`].
     async fn link(&self, peer: &Member) -> Result<Arc<Link<E>>, LinkError> {
         let cell = {
             let mut links = lock(&self.shared.links);
@@ -542,6 +553,8 @@ fn forget<E>(shared: &Shared<E>, link: &Arc<Link<E>>) {
     if same {
         links.remove(&link.peer.id);
     }
+    drop(links);
+    lock(&shared.extra).retain(|l| !Arc::ptr_eq(l, link));
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -759,7 +772,8 @@ async fn write(
                     // letting them first makes one write, and fewer
                     // packets, of what would be several.
                     tokio::task::yield_now().await;
-                    while let Ok(frame) = queue.try_recv() {
+                    while batch.len() < 1024 {
+                        let Ok(frame) = queue.try_recv() else { break };
                         batch.push(frame);
                     }
                 }
@@ -798,8 +812,7 @@ where
                 if let Some(shared) = shared.upgrade() {
                     lock(&shared.departed).insert(link.peer.id.clone());
                 }
-                let waiters = lock(&link.pending).close();
-                for waiter in waiters {
+                for waiter in link.close_pending() {
                     waiter.answer(Ok(Outcome::NotHere));
                 }
                 break "the peer left".to_owned();
@@ -873,8 +886,7 @@ where
             lock(&shared.unreachable).insert(link.peer.id.clone(), tokio::time::Instant::now());
         }
     }
-    let waiters = lock(&link.pending).close();
-    for waiter in waiters {
+    for waiter in link.close_pending() {
         waiter.answer(Err(Unanswered::Lost));
     }
 }

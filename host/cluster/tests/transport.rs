@@ -146,11 +146,17 @@ async fn members_call_each_other_and_a_stranger_is_refused() {
             Ok(Outcome::Returned(Some(vec![255, 0, i])))
         );
     }
+    // A frame larger than any one read arrives whole.
+    let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut reversed = large.clone();
+    reversed.reverse();
+    let answer = call(&a.transport, &b.member, request(large), SECOND).await;
+    assert_eq!(answer.await.unwrap(), Ok(Outcome::Returned(Some(reversed))));
     // The connection B accepted carries B's calls to A too.
     let back = call(&b.transport, &a.member, request(vec![1, 2]), SECOND).await;
     assert_eq!(back.await.unwrap(), Ok(Outcome::Returned(Some(vec![2, 1]))));
     assert_eq!(a.inbound.served.load(Ordering::SeqCst), 1);
-    assert_eq!(b.inbound.served.load(Ordering::SeqCst), 200);
+    assert_eq!(b.inbound.served.load(Ordering::SeqCst), 201);
 
     // A process with no lease has a certificate no member published: the
     // connection is closed before any request is served.
@@ -158,7 +164,7 @@ async fn members_call_each_other_and_a_stranger_is_refused() {
     let answer = call(&stranger.transport, &a.member, request(vec![9]), SECOND).await;
     let answer = tokio::time::timeout(5 * SECOND, answer).await.unwrap();
     assert!(
-        matches!(answer, Ok(Err(_))),
+        matches!(answer, Ok(Err(Unanswered::Lost | Unanswered::Unsent(_)))),
         "a stranger's call was answered: {answer:?}"
     );
     assert_eq!(a.inbound.served.load(Ordering::SeqCst), 1);
@@ -191,6 +197,8 @@ async fn a_request_left_unanswered_times_out_at_its_deadline_and_others_go_on() 
     // and must wake the connection's deadline task.
     let sent = Instant::now();
     let long = call(&a.transport, &b.member, hold.clone(), 30 * SECOND).await;
+    // Let the deadline task go to sleep until the long deadline.
+    tokio::time::sleep(50 * MILLI).await;
     let short = call(&a.transport, &b.member, hold, 300 * MILLI).await;
     let answered = call(&a.transport, &b.member, request(vec![1, 2]), SECOND).await;
     assert_eq!(
@@ -220,3 +228,42 @@ async fn a_request_left_unanswered_times_out_at_its_deadline_and_others_go_on() 
 }
 
 const MILLI: Duration = Duration::from_millis(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pending_when_a_peer_leaves_go_elsewhere_and_a_dropped_connection_loses_them() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let membership = Membership::new(ConnectionManager::new(client).await.unwrap(), "tls");
+    let a = node(&membership, "a", true).await;
+    let b = node(&membership, "b", true).await;
+    let c = node(&membership, "c", true).await;
+    let mut hold = request(vec![]);
+    hold.function = "hold".into();
+
+    // B leaves with A's request unanswered: A hears that B does not run it
+    // (it may go to another host), and B is not dialled again.
+    let left = call(&a.transport, &b.member, hold.clone(), 10 * SECOND).await;
+    let served = call(&a.transport, &b.member, request(vec![7]), SECOND).await;
+    assert_eq!(served.await.unwrap(), Ok(Outcome::Returned(Some(vec![7]))));
+    b.transport.close(200 * MILLI).await;
+    assert_eq!(left.await.unwrap(), Ok(Outcome::NotHere));
+    assert!(a.transport.has_departed("b"));
+    let after = call(&a.transport, &b.member, request(vec![8]), SECOND).await;
+    assert!(
+        matches!(after.await.unwrap(), Err(Unanswered::Unsent(_))),
+        "a request was sent to a host that left"
+    );
+
+    // C drops the connection with A's request in flight: it may have run.
+    let lost = call(&a.transport, &c.member, hold, 10 * SECOND).await;
+    let served = call(&a.transport, &c.member, request(vec![9]), SECOND).await;
+    assert_eq!(served.await.unwrap(), Ok(Outcome::Returned(Some(vec![9]))));
+    c.transport.disconnect("a");
+    assert_eq!(lost.await.unwrap(), Err(Unanswered::Lost));
+    // The next request dials again.
+    let again = call(&a.transport, &c.member, request(vec![1, 2]), SECOND).await;
+    assert_eq!(
+        again.await.unwrap(),
+        Ok(Outcome::Returned(Some(vec![2, 1])))
+    );
+}
