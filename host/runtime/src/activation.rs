@@ -175,6 +175,14 @@ async fn bounded<T>(
     slow.await
 }
 
+impl Drop for Activation {
+    fn drop(&mut self) {
+        self.plugin
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Activation {
     async fn start(
         context: &Context,
@@ -228,6 +236,10 @@ impl Activation {
         }
         let on_activate: TypedFunc<(), ()> = hook!(on_activate);
         let funcs = vec![None; plugin.functions.len()];
+        // Counted until the activation is dropped.
+        plugin
+            .live
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut activation = Activation {
             on_deactivate: hook!(on_deactivate),
             on_timer: hook!(on_timer),

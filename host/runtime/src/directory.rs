@@ -39,7 +39,7 @@ use tokio::task::AbortHandle;
 use wasmtime::component::Val;
 
 use crate::error::{CallError, Unavailable};
-use crate::mailbox::{Answer, Envelope, Mailbox, Refused, Reply};
+use crate::mailbox::{Answer, Envelope, Mailbox, Refused, Reply, Stop};
 use crate::ActorRef;
 
 /// A call to make: the message's parts, and who makes it.
@@ -309,16 +309,17 @@ impl Directory {
     }
 
     /// Called as activation `id` of `actor` ends, its mailbox closed and
-    /// drained into `left`: removes its entry or, if messages were left, lists
-    /// a successor whose mailbox holds them first.
-    fn hand_over(self: &Arc<Self>, actor: &ActorRef, id: u64, left: Vec<Envelope>) {
+    /// drained into `left`: removes its entry or, if messages were left or
+    /// the activation `moves` to a new plugin version, lists a successor
+    /// whose mailbox holds them first.
+    fn hand_over(self: &Arc<Self>, actor: &ActorRef, id: u64, left: Vec<Envelope>, moves: bool) {
         let Entry::Occupied(mut entry) = self.entries.entry(actor.clone()) else {
             return fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
         };
         if entry.get().id != id {
             return fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
         }
-        let successor = match (left.is_empty(), self.is_stopping()) {
+        let successor = match (left.is_empty() && !moves, self.is_stopping()) {
             (true, _) => None,
             (false, true) => {
                 fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
@@ -356,7 +357,7 @@ impl Directory {
     pub(crate) fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         for listed in self.entries.iter() {
-            listed.mailbox.stop();
+            listed.mailbox.stop(Stop::Leave);
         }
     }
 
@@ -365,8 +366,22 @@ impl Directory {
     /// successor. (A cluster host that drains moves its actors this way.)
     pub(crate) fn stop_one(&self, actor: &ActorRef) {
         if let Some(listed) = self.entries.get(actor) {
-            listed.mailbox.stop();
+            listed.mailbox.stop(Stop::Leave);
         }
+    }
+
+    /// Asks every activation of `actor_type` to move to the plugin version
+    /// now deployed: each deactivates after its turn, and a successor takes
+    /// its mailbox over at once. Returns how many were asked.
+    pub(crate) fn upgrade(&self, actor_type: &str) -> usize {
+        let mut asked = 0;
+        for listed in self.entries.iter() {
+            if &*listed.key().actor_type == actor_type {
+                listed.mailbox.stop(Stop::Upgrade);
+                asked += 1;
+            }
+        }
+        asked
     }
 
     /// Waits until every activation has left, or `deadline` passes; then
@@ -444,7 +459,10 @@ impl Slot {
     /// run the actor).
     pub(crate) fn leave_with(mut self, mut first: Vec<Envelope>) {
         first.extend(self.mailbox.close());
-        self.directory.hand_over(&self.actor, self.id, first);
+        // Told to upgrade: the successor starts at once, on the new version,
+        // even with nothing queued (its timers run again).
+        let moves = self.mailbox.stopped() == Some(Stop::Upgrade);
+        self.directory.hand_over(&self.actor, self.id, first, moves);
         self.left = true;
     }
 }
@@ -467,7 +485,7 @@ impl Drop for Slot {
                 CallError::Unavailable(Unavailable::ShuttingDown),
             );
         }
-        self.directory.hand_over(&self.actor, self.id, left);
+        self.directory.hand_over(&self.actor, self.id, left, false);
     }
 }
 

@@ -65,6 +65,40 @@ impl Default for HostConfig {
     }
 }
 
+/// What [`Host::deploy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The actor type deployed.
+    pub actor_type: String,
+    /// The new version's content hash (SHA-256 of the component).
+    pub content_hash: String,
+    /// The version it replaced, if the type was loaded.
+    pub previous: Option<String>,
+    /// Breaking changes applied because the deploy was forced.
+    pub breaking_changes: Vec<String>,
+    /// Live activations asked to move to the new version.
+    pub moving: usize,
+}
+
+/// Why [`Host::deploy`] refused a component.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeployError {
+    /// It is not a plugin Grove can load.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// It would refuse calls the running version accepts.
+    #[error(
+        "the new version of `{actor_type}` is not compatible with the one running:\n  {}\n(deploy with --force to apply it anyway)",
+        changes.join("\n  ")
+    )]
+    Incompatible {
+        /// The actor type.
+        actor_type: String,
+        /// Each breaking change, in WIT terms.
+        changes: Vec<String>,
+    },
+}
+
 /// Everything a host holds. Activations never see it: they get the
 /// [`Services`] and [`activation::Context`] it lends them.
 struct Inner {
@@ -299,6 +333,69 @@ impl Host {
             }
         }
         result
+    }
+
+    /// Deploys the component `bytes` (named `file` in listings) as the
+    /// plugin of its actor type, loaded or not, while the host serves.
+    ///
+    /// A new version must accept every call the running one accepts (see
+    /// [`crate::compat`]); otherwise it is refused with the breaking changes
+    /// unless `force` is set. New activations use it at once, and every live
+    /// activation of the type moves to it after its current turn: it runs
+    /// `on-deactivate` on the old code and a successor runs `on-activate` on
+    /// the new one, its mailbox kept in order. Deploying the version that
+    /// runs already changes nothing.
+    pub fn deploy(&self, file: &Path, bytes: &[u8], force: bool) -> Result<Deployed, DeployError> {
+        let new = Plugin::from_bytes(
+            &self.inner.context.engine,
+            &self.inner.linker,
+            self.inner.cache.as_ref(),
+            file,
+            bytes,
+        )?;
+        let mut plugins = self
+            .inner
+            .plugins
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let old = plugins.get(&new.actor_type).cloned();
+        let mut deployed = Deployed {
+            actor_type: new.actor_type.clone(),
+            content_hash: new.content_hash.clone(),
+            previous: old.as_ref().map(|p| p.content_hash.clone()),
+            breaking_changes: Vec::new(),
+            moving: 0,
+        };
+        if let Some(old) = &old {
+            if old.content_hash == new.content_hash {
+                return Ok(deployed);
+            }
+            deployed.breaking_changes = crate::compat::breaking_changes(old, &new);
+            if !deployed.breaking_changes.is_empty() && !force {
+                return Err(DeployError::Incompatible {
+                    actor_type: new.actor_type.clone(),
+                    changes: deployed.breaking_changes,
+                });
+            }
+        }
+        let new = Arc::new(new);
+        self.inner.context.services.catalog.insert(
+            &new.actor_type,
+            new.functions.iter().map(|f| f.name.clone()),
+        );
+        plugins.insert(new.actor_type.clone(), new.clone());
+        // Listed under the lock: an activation started from here on finds
+        // the new version, and every one started before is asked to move.
+        deployed.moving = self.inner.directory.upgrade(&new.actor_type);
+        drop(plugins);
+        tracing::info!(
+            actor_type = %deployed.actor_type,
+            version = %deployed.content_hash,
+            previous = ?deployed.previous,
+            moving = deployed.moving,
+            "plugin deployed"
+        );
+        Ok(deployed)
     }
 
     /// Loads every `.wasm` file in `dir`, in name order. Files that fail are

@@ -24,6 +24,7 @@ mod activation;
 mod bindings;
 mod catalog;
 pub mod cluster;
+pub mod compat;
 mod directory;
 pub mod engine;
 pub mod error;
@@ -43,7 +44,7 @@ pub mod wit_text;
 pub use engine::HostError;
 pub use error::CallError;
 pub use grove_core::{chain, timers, ActorRef, BadActorRef};
-pub use host::{Host, HostConfig};
+pub use host::{DeployError, Deployed, Host, HostConfig};
 pub use imports::{DeadlineExceeded, LimitExceeded, MemoryLimitExceeded};
 pub use plugin::{InspectError, Plugin, PluginDirError, PluginError};
 

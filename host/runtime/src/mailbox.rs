@@ -284,11 +284,21 @@ pub(crate) struct Mailbox {
     sooner: Notify,
 }
 
+/// Why an activation was told to stop taking messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The host shuts down, or the actor leaves it.
+    Leave,
+    /// A new version of its plugin was deployed: a successor on the new
+    /// version takes the mailbox over at once.
+    Upgrade,
+}
+
 struct Queue {
     envelopes: VecDeque<Envelope>,
     closed: bool,
-    /// Set when the host shuts down: the reader stops taking messages.
-    stopped: bool,
+    /// Set when the reader is to stop taking messages, and why.
+    stop: Option<Stop>,
     /// The activation's task, if it waits for a message.
     reader: Option<Waker>,
     /// No queued call's caller waits past this (it may be earlier than any
@@ -305,7 +315,7 @@ impl Mailbox {
             queue: Mutex::new(Queue {
                 envelopes: VecDeque::new(),
                 closed: false,
-                stopped: false,
+                stop: None,
                 reader: None,
                 earliest: None,
                 watched: false,
@@ -384,6 +394,9 @@ impl Mailbox {
     /// backlog of short turns does not hold a caller past its deadline.
     pub(crate) fn try_recv(&self, now: Instant) -> Option<Envelope> {
         let mut queue = self.lock();
+        if queue.stop.is_some() {
+            return None;
+        }
         if queue.earliest.is_some_and(|earliest| earliest <= now) {
             self.expire_locked(&mut queue, now);
         }
@@ -398,7 +411,7 @@ impl Mailbox {
 
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Envelope>> {
         let mut queue = self.lock();
-        if queue.stopped {
+        if queue.stop.is_some() {
             return Poll::Ready(None);
         }
         if let Some(envelope) = self.pop(&mut queue) {
@@ -417,18 +430,26 @@ impl Mailbox {
         Poll::Pending
     }
 
-    /// Tells the reader the host shuts down: [`recv`](Mailbox::recv)
-    /// answers `None` from now on. An activation learns of shutdown this way
-    /// rather than by watching a signal shared by all of them, whose every
-    /// poll would take one lock from every core.
-    pub(crate) fn stop(&self) {
+    /// Tells the reader to stop: [`recv`](Mailbox::recv) and
+    /// [`try_recv`](Mailbox::try_recv) answer `None` from now on. An
+    /// activation learns of shutdown this way rather than by watching a
+    /// signal shared by all of them, whose every poll would take one lock
+    /// from every core. Leaving outranks upgrading.
+    pub(crate) fn stop(&self, why: Stop) {
         let mut queue = self.lock();
-        queue.stopped = true;
+        if why == Stop::Leave || queue.stop.is_none() {
+            queue.stop = Some(why);
+        }
         let reader = queue.reader.take();
         drop(queue);
         if let Some(reader) = reader {
             reader.wake();
         }
+    }
+
+    /// Why the reader was told to stop, if it was.
+    pub(crate) fn stopped(&self) -> Option<Stop> {
+        self.lock().stop
     }
 
     /// Closes the mailbox to senders and takes everything in it.

@@ -5,6 +5,7 @@
 //! actor is a cheap instantiation.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
@@ -149,6 +150,8 @@ pub struct Plugin {
     by_name: foldhash::HashMap<String, usize>,
     pub(crate) lifecycle: LifecycleExports,
     pub(crate) pre: InstancePre<ActivationState>,
+    /// Activations running this version now.
+    pub(crate) live: AtomicUsize,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -180,10 +183,22 @@ impl Plugin {
         cache: Option<&CompileCache>,
         file: &Path,
     ) -> Result<Plugin, PluginError> {
-        let bytes = &std::fs::read(file).map_err(|e| PluginError::Read {
+        let bytes = std::fs::read(file).map_err(|e| PluginError::Read {
             file: file.into(),
             message: e.to_string(),
         })?;
+        Self::from_bytes(engine, linker, cache, file, &bytes)
+    }
+
+    /// Compiles (or loads from `cache`) and checks the component `bytes`,
+    /// named `file` in errors and listings.
+    pub(crate) fn from_bytes(
+        engine: &Engine,
+        linker: &Linker<ActivationState>,
+        cache: Option<&CompileCache>,
+        file: &Path,
+        bytes: &[u8],
+    ) -> Result<Plugin, PluginError> {
         let invalid = |message: String| PluginError::Invalid {
             file: file.into(),
             message,
@@ -249,7 +264,13 @@ impl Plugin {
             by_name,
             lifecycle,
             pre,
+            live: AtomicUsize::new(0),
         })
+    }
+
+    /// How many activations run this version now.
+    pub fn activations(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// The function called `name`, with its index.

@@ -1,0 +1,194 @@
+//! Deploying a new version of a plugin while its actors run: no call fails,
+//! every activation moves to the new version with its state, and a version
+//! that would refuse the running one's calls is refused unless forced.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use grove_host::error::{CallError, RejectedCall};
+use grove_host::state::StateStore;
+use grove_host::{ActorRef, DeployError, Host};
+use wasmtime::component::Val;
+
+fn counter(key: usize) -> ActorRef {
+    ActorRef::new("counter", &key.to_string())
+}
+
+fn counter_host() -> Host {
+    let host = Host::new(common::config(), StateStore::memory()).unwrap();
+    host.load_plugin(&common::plugin("counter")).unwrap();
+    host
+}
+
+fn deploy(host: &Host, name: &str, force: bool) -> Result<grove_host::Deployed, DeployError> {
+    let file = common::plugin(name);
+    let bytes = std::fs::read(&file).unwrap();
+    host.deploy(&file, &bytes, force)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_under_load_fails_no_call_and_moves_every_activation_with_its_state() {
+    const ACTORS: usize = 1_000;
+    const CALLERS: usize = 16;
+    let host = counter_host();
+    for key in 0..ACTORS {
+        host.call(&counter(key), "add", vec![Val::U64(1)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(host.active_count(), ACTORS);
+
+    // Callers add 1 to every counter in turn, counting what was
+    // acknowledged, before, during and after the deploy.
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (host, stop) = (host.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked: HashMap<usize, u64> = HashMap::new();
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = i % ACTORS;
+                    let value = host.call(&counter(key), "add", vec![Val::U64(1)]).await;
+                    assert!(value.is_ok(), "a call failed across the deploy: {value:?}");
+                    *acked.entry(key).or_default() += 1;
+                    i += CALLERS;
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = host.plugin("counter").unwrap();
+    let deployed = deploy(&host, "counter_next", false).unwrap();
+    assert_eq!(deployed.actor_type, "counter");
+    assert_eq!(deployed.moving, ACTORS);
+    assert!(deployed.breaking_changes.is_empty());
+    assert_ne!(deployed.previous.as_deref(), Some(&*deployed.content_hash));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked: HashMap<usize, u64> = HashMap::new();
+    for caller in callers {
+        for (key, n) in caller.await.unwrap() {
+            *acked.entry(key).or_default() += n;
+        }
+    }
+
+    // Every activation moved, and each counter holds exactly what was
+    // acknowledged.
+    assert_eq!(old.activations(), 0);
+    assert_eq!(host.active_count(), ACTORS);
+    let plugin = host.plugin("counter").unwrap();
+    assert_eq!(plugin.content_hash, deployed.content_hash);
+    for key in 0..ACTORS {
+        let version = host.call(&counter(key), "version", vec![]).await.unwrap();
+        assert_eq!(version, Some(Val::String("next".into())));
+        let value = host.call(&counter(key), "get", vec![]).await.unwrap();
+        let expected = 1 + acked.get(&key).copied().unwrap_or(0);
+        assert_eq!(value, Some(Val::U64(expected)), "counter/{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_version_is_refused_with_what_breaks_unless_forced() {
+    let host = counter_host();
+    let one = counter(1);
+    host.call(&one, "add", vec![Val::U64(5)]).await.unwrap();
+
+    let refused = deploy(&host, "counter_retyped", false).unwrap_err();
+    let DeployError::Incompatible {
+        actor_type,
+        changes,
+    } = &refused
+    else {
+        panic!("refused for another reason: {refused}");
+    };
+    assert_eq!(actor_type, "counter");
+    assert_eq!(
+        changes,
+        &[
+            "function `add`: parameter `amount`: was u64, now string \
+             (was `add: func(amount: u64) -> u64`, now `add: func(amount: string) -> u64`)"
+                .to_owned(),
+            "function `reset` was removed (was `reset: func()`)".to_owned(),
+        ]
+    );
+    assert!(refused.to_string().contains("--force"), "{refused}");
+    // Refused, it changed nothing: the running version still answers.
+    assert_eq!(
+        host.call(&one, "add", vec![Val::U64(1)]).await.unwrap(),
+        Some(Val::U64(6))
+    );
+
+    let forced = deploy(&host, "counter_retyped", true).unwrap();
+    assert_eq!(forced.breaking_changes, *changes);
+    assert_eq!(forced.moving, 1);
+    assert_eq!(
+        host.call(&one, "add", vec![Val::String("4".into())])
+            .await
+            .unwrap(),
+        Some(Val::U64(10))
+    );
+    // A call the new version cannot take is refused before it runs.
+    let error = host.call(&one, "reset", vec![]).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CallError::Rejected(RejectedCall::UnknownFunction { .. })
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_the_running_version_or_a_corrupt_file_changes_nothing() {
+    let host = counter_host();
+    let one = counter(1);
+    host.call(&one, "add", vec![Val::U64(2)]).await.unwrap();
+
+    let same = deploy(&host, "counter", false).unwrap();
+    assert_eq!(same.previous.as_deref(), Some(&*same.content_hash));
+    assert_eq!(same.moving, 0);
+
+    let file = common::plugin("counter");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    let error = host.deploy(&file, &bytes, true).unwrap_err();
+    assert!(matches!(error, DeployError::Plugin(_)), "{error}");
+    assert_eq!(
+        host.call(&one, "add", vec![Val::U64(1)]).await.unwrap(),
+        Some(Val::U64(3))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_activations_move_at_once_without_waiting_for_a_call() {
+    const ACTORS: usize = 50;
+    let host = counter_host();
+    for key in 0..ACTORS {
+        host.call(&counter(key), "add", vec![Val::U64(1)])
+            .await
+            .unwrap();
+    }
+    let old = host.plugin("counter").unwrap();
+    assert_eq!(old.activations(), ACTORS);
+
+    let deployed = deploy(&host, "counter_next", false).unwrap();
+    assert_eq!(deployed.moving, ACTORS);
+    let new = host.plugin("counter").unwrap();
+    let start = std::time::Instant::now();
+    while old.activations() > 0 || new.activations() < ACTORS {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} activations on the old version, {} on the new",
+            old.activations(),
+            new.activations()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(host.active_count(), ACTORS);
+}
