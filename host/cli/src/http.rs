@@ -6,7 +6,13 @@
 //!   `?encoding=wave` the body is a JSON array of WAVE texts, one per argument,
 //!   and the answer is the result's WAVE text as a JSON string.
 //! * `GET /v1/plugins` — every actor type with its functions' WIT signatures,
-//!   and the plugin files that were rejected, with why.
+//!   its version (content hash), when it was loaded and how many activations
+//!   run it; versions replaced by a deploy that activations still run; and
+//!   the plugin files that were rejected, with why.
+//! * `PUT /v1/plugins` and `PUT /v1/plugins/{type}` — body: a component;
+//!   deploys it while the host serves (`?force=true` applies a version that
+//!   would refuse calls the running one accepts), and keeps it in the
+//!   plugins directory.
 //! * `GET /v1/health` — liveness and the number of activations.
 //!
 //! Every error is `{"error": {"kind": ..., "message": ...}}` with a fitting
@@ -16,23 +22,41 @@
 //! down, 504 when an actor it called did not answer in time.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRef, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
-use grove_host::{values, ActorRef, Host};
+use grove_host::{values, ActorRef, DeployError, DeployOptions, Host};
 use wasmtime::component::Val;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+/// Largest component `PUT /v1/plugins` takes.
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// What the API serves from.
+#[derive(Clone)]
+struct Api {
+    host: Host,
+    /// Where deployed plugins are kept.
+    plugins: PathBuf,
+}
+
+impl FromRef<Api> for Host {
+    fn from_ref(api: &Api) -> Host {
+        api.host.clone()
+    }
+}
 
 /// The HTTP status for a call error: by family, and within one where the
 /// caller should act differently (404 and 400; 429, 503 and 504).
@@ -86,11 +110,17 @@ fn call_error(error: CallError) -> Response {
     )
 }
 
-/// The router serving the API for `host`.
-pub fn router(host: Host) -> Router {
+/// The router serving the API for `host`, which keeps deployed plugins in
+/// `plugins`.
+pub fn router(host: Host, plugins: PathBuf) -> Router {
+    let deploys = DefaultBodyLimit::max(MAX_PLUGIN_BYTES);
     Router::new()
         .route("/v1/actors/{actor_type}/{key}/{function}", post(call))
-        .route("/v1/plugins", get(plugins))
+        .route(
+            "/v1/plugins",
+            get(plugins_listed).put(deploy_any).layer(deploys),
+        )
+        .route("/v1/plugins/{actor_type}", put(deploy_type).layer(deploys))
         .route("/v1/health", get(health))
         .route("/v1/cluster", get(cluster))
         .fallback(|| async {
@@ -102,16 +132,17 @@ pub fn router(host: Host) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(host)
+        .with_state(Api { host, plugins })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     host: Host,
+    plugins: PathBuf,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host))
+    axum::serve(listener, router(host, plugins))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -221,7 +252,13 @@ fn result_size_over(result: &Option<Val>, limit: usize) -> bool {
         .is_some_and(|v| grove_values::size::message_size(std::slice::from_ref(v)) > limit)
 }
 
-async fn plugins(State(host): State<Host>) -> Json<Value> {
+/// Milliseconds since the Unix epoch.
+fn unix_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn plugins_listed(State(host): State<Host>) -> Json<Value> {
     let plugins: Vec<Value> = host
         .plugins()
         .iter()
@@ -231,6 +268,8 @@ async fn plugins(State(host): State<Host>) -> Json<Value> {
                 "interface": p.interface,
                 "file": p.file.display().to_string(),
                 "sha256": p.content_hash,
+                "loaded_at_ms": unix_ms(p.loaded_at),
+                "activations": p.activations(),
                 "types": p.type_definitions,
                 "functions": p.functions.iter().map(|f| json!({
                     "name": f.name,
@@ -241,12 +280,115 @@ async fn plugins(State(host): State<Host>) -> Json<Value> {
             })
         })
         .collect();
+    let retired: Vec<Value> = host
+        .retired_versions()
+        .iter()
+        .map(|p| {
+            json!({
+                "actor_type": p.actor_type,
+                "sha256": p.content_hash,
+                "loaded_at_ms": unix_ms(p.loaded_at),
+                "activations": p.activations(),
+            })
+        })
+        .collect();
     let rejected: Vec<Value> = host
         .rejected()
         .iter()
         .map(|e| json!({ "file": e.file().display().to_string(), "error": e.to_string() }))
         .collect();
-    Json(json!({ "plugins": plugins, "rejected": rejected }))
+    Json(json!({ "plugins": plugins, "retired": retired, "rejected": rejected }))
+}
+
+async fn deploy_any(
+    State(api): State<Api>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    deploy(api, None, query, body).await
+}
+
+async fn deploy_type(
+    State(api): State<Api>,
+    Path(actor_type): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    deploy(api, Some(actor_type), query, body).await
+}
+
+async fn deploy(
+    api: Api,
+    actor_type: Option<String>,
+    query: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let message = format!(
+                "{}; a plugin may hold at most {MAX_PLUGIN_BYTES} bytes",
+                rejection.body_text()
+            );
+            return error_response(rejection.status(), "body-too-large", message, None);
+        }
+    };
+    let force = match query.as_deref() {
+        None | Some("") | Some("force=false") => false,
+        Some("force") | Some("force=true") => true,
+        Some(other) => {
+            let message = format!("unknown query `{other}`; use ?force=true");
+            return error_response(StatusCode::BAD_REQUEST, "bad-request", message, None);
+        }
+    };
+    let options = DeployOptions {
+        force,
+        actor_type,
+        keep_in: Some(api.plugins.clone()),
+    };
+    let source = api.plugins.join("deployed.wasm");
+    // Compiling a component takes a while: off the async threads.
+    let host = api.host.clone();
+    let deployed = tokio::task::spawn_blocking(move || host.deploy(&source, &body, &options)).await;
+    match deployed {
+        Ok(Ok(deployed)) => Json(json!({
+            "actor_type": deployed.actor_type,
+            "sha256": deployed.content_hash,
+            "previous": deployed.previous,
+            "moving": deployed.moving,
+            "breaking_changes": deployed.breaking_changes,
+        }))
+        .into_response(),
+        Ok(Err(DeployError::Incompatible {
+            actor_type,
+            changes,
+        })) => {
+            let body = json!({ "error": {
+                "kind": "incompatible",
+                "changes": changes.clone(),
+                "message": DeployError::Incompatible { actor_type, changes }.to_string(),
+            }});
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
+        Ok(Err(error @ DeployError::WrongType { .. })) => error_response(
+            StatusCode::BAD_REQUEST,
+            "wrong-actor-type",
+            error.to_string(),
+            None,
+        ),
+        Ok(Err(error @ DeployError::Plugin(_))) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid-plugin",
+            error.to_string(),
+            None,
+        ),
+        Err(error) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "deploy-failed",
+            error.to_string(),
+            None,
+        ),
+    }
 }
 
 async fn cluster(State(host): State<Host>) -> Response {

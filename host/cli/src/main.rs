@@ -1,5 +1,6 @@
 //! The `grove` command: run a host, call an actor, inspect a plugin.
 
+mod deploy;
 mod http;
 
 use std::net::SocketAddr;
@@ -44,6 +45,19 @@ enum Command {
         /// One WAVE value per parameter, e.g. `5`, `"text"`, `{name: "axe", count: 1}`.
         #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Deploy a plugin to a running host: new activations use it at once,
+    /// live ones move to it after their current turn, their mailboxes kept.
+    Deploy {
+        /// The host's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:7070", env = "GROVE_HOST")]
+        host: String,
+        /// The plugin component.
+        file: PathBuf,
+        /// Apply it even if it would refuse calls the running version
+        /// accepts (a function removed or retyped).
+        #[arg(long)]
+        force: bool,
     },
     /// Print a plugin's actor type and the WIT of its actor interface.
     Inspect {
@@ -90,9 +104,14 @@ enum WitCommand {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Directory of plugin components (`*.wasm`).
+    /// Directory of plugin components (`*.wasm`). Versions deployed while
+    /// the host runs are kept here.
     #[arg(long)]
     plugins: PathBuf,
+    /// Deploy plugin files that appear or change in `--plugins` while the
+    /// host runs (an incompatible version is refused and logged).
+    #[arg(long)]
+    watch: bool,
     /// Directory for actor state and the compile cache.
     #[arg(long, default_value = ".grove")]
     data: PathBuf,
@@ -338,6 +357,7 @@ fn main() -> ExitCode {
                 out,
             }) => proxy(&sources, interface.as_deref(), out.as_deref()),
             Command::Cluster(ClusterCommand::Status { host }) => cluster_status(&host).await,
+            Command::Deploy { host, file, force } => deploy(&host, &file, force).await,
         }
     });
     match result {
@@ -427,9 +447,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let gateway = args.gateway.start(&host, &args.data).await?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(host.clone(), listener, async move {
-        let _ = http_stopped.await;
-    }));
+    let watching = args
+        .watch
+        .then(|| tokio::spawn(deploy::watch(host.clone(), args.plugins.clone())));
+    let server = tokio::spawn(http::serve(
+        host.clone(),
+        args.plugins.clone(),
+        listener,
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
     match &cluster {
         Some(cluster) => tokio::select! {
             () = shutdown_signal() => {}
@@ -449,6 +477,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Every stage below is bounded, so that a stuck actor or client cannot
     // hold the process: HTTP requests in flight, client sessions, actors.
     let bound = Duration::from_millis(args.shutdown_timeout_ms);
+    if let Some(watching) = watching {
+        watching.abort();
+    }
     tracing::info!("shutting down: finishing HTTP requests in flight");
     let _ = stop_http.send(());
     match tokio::time::timeout(bound, server).await {
@@ -550,6 +581,55 @@ async fn answer_of(response: reqwest::Response, host: &str) -> anyhow::Result<se
         anyhow::bail!("{message}");
     }
     Ok(body)
+}
+
+async fn deploy(host: &str, file: &Path, force: bool) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut url = format!("{}/v1/plugins", host.trim_end_matches('/'));
+    if force {
+        url.push_str("?force=true");
+    }
+    let response = reqwest::Client::new()
+        .put(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the Grove host at {host}"))?;
+    let body = answer_of(response, host).await?;
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+    };
+    let short = |hash: &str| hash.get(..12).unwrap_or(hash).to_owned();
+    let version = short(text("sha256"));
+    match body.get("previous").and_then(serde_json::Value::as_str) {
+        Some(previous) if previous == text("sha256") => {
+            println!("{} already runs version {version}", text("actor_type"));
+        }
+        Some(previous) => println!(
+            "deployed {} version {version} over {}: {} activations moving to it",
+            text("actor_type"),
+            short(previous),
+            body.get("moving")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or_default()
+        ),
+        None => println!(
+            "deployed {} version {version} (a new actor type)",
+            text("actor_type")
+        ),
+    }
+    if let Some(changes) = body
+        .get("breaking_changes")
+        .and_then(serde_json::Value::as_array)
+    {
+        for change in changes.iter().filter_map(serde_json::Value::as_str) {
+            println!("  forced: {change}");
+        }
+    }
+    Ok(())
 }
 
 async fn cluster_status(host: &str) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 //! imports never hold the host itself.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use grove_core::Message;
@@ -65,6 +65,17 @@ impl Default for HostConfig {
     }
 }
 
+/// Writes `bytes` to `file` unless it holds them already, through a
+/// temporary file renamed over it: nobody reads half a plugin.
+fn keep(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(file).is_ok_and(|kept| kept == bytes) {
+        return Ok(());
+    }
+    let temporary = file.with_extension("wasm.deploying");
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, file)
+}
+
 /// What [`Host::deploy`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployed {
@@ -78,6 +89,19 @@ pub struct Deployed {
     pub breaking_changes: Vec<String>,
     /// Live activations asked to move to the new version.
     pub moving: usize,
+}
+
+/// How [`Host::deploy`] treats a new version.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Apply it even if it would refuse calls the running version accepts.
+    pub force: bool,
+    /// Refuse it unless it provides this actor type.
+    pub actor_type: Option<String>,
+    /// Keep the component in this plugins directory once deployed, so that
+    /// a restart runs it: over the file the running version came from if
+    /// it is there, as `{type}.wasm` otherwise.
+    pub keep_in: Option<PathBuf>,
 }
 
 /// Why [`Host::deploy`] refused a component.
@@ -97,6 +121,14 @@ pub enum DeployError {
         /// Each breaking change, in WIT terms.
         changes: Vec<String>,
     },
+    /// It provides another actor type than the one named.
+    #[error("the component provides actor type `{actor_type}`, not `{expected}`")]
+    WrongType {
+        /// The type named.
+        expected: String,
+        /// The type it provides.
+        actor_type: String,
+    },
 }
 
 /// Everything a host holds. Activations never see it: they get the
@@ -107,6 +139,8 @@ struct Inner {
     cache: Option<CompileCache>,
     /// Hashed with foldhash: only loading a plugin adds a key.
     plugins: RwLock<foldhash::HashMap<String, Arc<Plugin>>>,
+    /// Versions replaced by a deploy, kept while activations still run them.
+    retired: Mutex<Vec<Arc<Plugin>>>,
     rejected: RwLock<Vec<PluginError>>,
     directory: Arc<Directory>,
     reminders: Arc<Reminders>,
@@ -209,6 +243,7 @@ impl Host {
             linker,
             cache,
             plugins: RwLock::default(),
+            retired: Mutex::default(),
             rejected: RwLock::default(),
             directory,
             reminders,
@@ -345,14 +380,27 @@ impl Host {
     /// `on-deactivate` on the old code and a successor runs `on-activate` on
     /// the new one, its mailbox kept in order. Deploying the version that
     /// runs already changes nothing.
-    pub fn deploy(&self, file: &Path, bytes: &[u8], force: bool) -> Result<Deployed, DeployError> {
-        let new = Plugin::from_bytes(
+    pub fn deploy(
+        &self,
+        file: &Path,
+        bytes: &[u8],
+        options: &DeployOptions,
+    ) -> Result<Deployed, DeployError> {
+        let mut new = Plugin::from_bytes(
             &self.inner.context.engine,
             &self.inner.linker,
             self.inner.cache.as_ref(),
             file,
             bytes,
         )?;
+        if let Some(expected) = &options.actor_type {
+            if *expected != new.actor_type {
+                return Err(DeployError::WrongType {
+                    expected: expected.clone(),
+                    actor_type: new.actor_type,
+                });
+            }
+        }
         let mut plugins = self
             .inner
             .plugins
@@ -371,23 +419,38 @@ impl Host {
                 return Ok(deployed);
             }
             deployed.breaking_changes = crate::compat::breaking_changes(old, &new);
-            if !deployed.breaking_changes.is_empty() && !force {
+            if !deployed.breaking_changes.is_empty() && !options.force {
                 return Err(DeployError::Incompatible {
                     actor_type: new.actor_type.clone(),
                     changes: deployed.breaking_changes,
                 });
             }
         }
+        if let Some(dir) = &options.keep_in {
+            new.file = match &old {
+                Some(old) if old.file.parent() == Some(dir.as_path()) => old.file.clone(),
+                _ => dir.join(format!("{}.wasm", new.actor_type)),
+            };
+        }
         let new = Arc::new(new);
         self.inner.context.services.catalog.insert(
             &new.actor_type,
             new.functions.iter().map(|f| f.name.clone()),
         );
-        plugins.insert(new.actor_type.clone(), new.clone());
+        if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
+            let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired.retain(|p| p.activations() > 0);
+            retired.push(old);
+        }
         // Listed under the lock: an activation started from here on finds
         // the new version, and every one started before is asked to move.
         deployed.moving = self.inner.directory.upgrade(&new.actor_type);
         drop(plugins);
+        if options.keep_in.is_some() {
+            if let Err(error) = keep(&new.file, bytes) {
+                tracing::warn!(file = %new.file.display(), %error, "deployed, but the plugin cannot be kept for a restart");
+            }
+        }
         tracing::info!(
             actor_type = %deployed.actor_type,
             version = %deployed.content_hash,
@@ -429,6 +492,14 @@ impl Host {
         let mut list: Vec<_> = plugins.values().cloned().collect();
         list.sort_by(|a, b| a.actor_type.cmp(&b.actor_type));
         list
+    }
+
+    /// Versions replaced by a deploy that activations still run, oldest
+    /// first.
+    pub fn retired_versions(&self) -> Vec<Arc<Plugin>> {
+        let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|p| p.activations() > 0);
+        retired.clone()
     }
 
     /// Plugin files that were rejected, with why.

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
@@ -152,6 +153,8 @@ pub struct Plugin {
     pub(crate) pre: InstancePre<ActivationState>,
     /// Activations running this version now.
     pub(crate) live: AtomicUsize,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -265,6 +268,7 @@ impl Plugin {
             lifecycle,
             pre,
             live: AtomicUsize::new(0),
+            loaded_at: SystemTime::now(),
         })
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use grove_host::error::{CallError, RejectedCall};
 use grove_host::state::StateStore;
-use grove_host::{ActorRef, DeployError, Host};
+use grove_host::{ActorRef, DeployError, DeployOptions, Host};
 use wasmtime::component::Val;
 
 fn counter(key: usize) -> ActorRef {
@@ -27,7 +27,11 @@ fn counter_host() -> Host {
 fn deploy(host: &Host, name: &str, force: bool) -> Result<grove_host::Deployed, DeployError> {
     let file = common::plugin(name);
     let bytes = std::fs::read(&file).unwrap();
-    host.deploy(&file, &bytes, force)
+    let options = DeployOptions {
+        force,
+        ..DeployOptions::default()
+    };
+    host.deploy(&file, &bytes, &options)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,6 +85,7 @@ async fn a_deploy_under_load_fails_no_call_and_moves_every_activation_with_its_s
     // Every activation moved, and each counter holds exactly what was
     // acknowledged.
     assert_eq!(old.activations(), 0);
+    assert!(host.retired_versions().is_empty());
     assert_eq!(host.active_count(), ACTORS);
     let plugin = host.plugin("counter").unwrap();
     assert_eq!(plugin.content_hash, deployed.content_hash);
@@ -154,10 +159,27 @@ async fn deploying_the_running_version_or_a_corrupt_file_changes_nothing() {
     assert_eq!(same.previous.as_deref(), Some(&*same.content_hash));
     assert_eq!(same.moving, 0);
 
+    // A component of another type than the one named is refused.
+    let file = common::plugin("echo");
+    let options = DeployOptions {
+        actor_type: Some("counter".into()),
+        ..DeployOptions::default()
+    };
+    let error = host
+        .deploy(&file, &std::fs::read(&file).unwrap(), &options)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the component provides actor type `echo`, not `counter`"
+    );
+    assert!(host.plugin("echo").is_err());
+
     let file = common::plugin("counter");
     let mut bytes = std::fs::read(&file).unwrap();
     bytes.truncate(bytes.len() / 2);
-    let error = host.deploy(&file, &bytes, true).unwrap_err();
+    let error = host
+        .deploy(&file, &bytes, &DeployOptions::default())
+        .unwrap_err();
     assert!(matches!(error, DeployError::Plugin(_)), "{error}");
     assert_eq!(
         host.call(&one, "add", vec![Val::U64(1)]).await.unwrap(),
