@@ -11,8 +11,10 @@
 //!   the plugin files that were rejected, with why.
 //! * `PUT /v1/plugins` and `PUT /v1/plugins/{type}` — body: a component;
 //!   deploys it while the host serves (`?force=true` applies a version that
-//!   would refuse calls the running one accepts), and keeps it in the
-//!   plugins directory.
+//!   would refuse calls the running one accepts), keeps it in the plugins
+//!   directory, and answers once the live activations moved to it (422
+//!   `rolled-back` if it failed to start one, and the type went back to the
+//!   version before).
 //! * `GET /v1/health` — liveness and the number of activations.
 //!
 //! Every error is `{"error": {"kind": ..., "message": ...}}` with a fitting
@@ -35,7 +37,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
-use grove_host::{values, ActorRef, DeployError, DeployOptions, Host};
+use grove_host::{values, ActorRef, DeployError, DeployOptions, Host, Settled};
 use wasmtime::component::Val;
 
 /// Largest request body the API reads.
@@ -43,6 +45,9 @@ pub const MAX_BODY_BYTES: usize = 2 << 20;
 
 /// Largest component `PUT /v1/plugins` takes.
 pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+/// How long a deploy's answer waits for the activations to move.
+const SETTLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the API serves from.
 #[derive(Clone)]
@@ -351,14 +356,36 @@ async fn deploy(
     let host = api.host.clone();
     let deployed = tokio::task::spawn_blocking(move || host.deploy(&source, &body, &options)).await;
     match deployed {
-        Ok(Ok(deployed)) => Json(json!({
-            "actor_type": deployed.actor_type,
-            "sha256": deployed.content_hash,
-            "previous": deployed.previous,
-            "moving": deployed.moving,
-            "breaking_changes": deployed.breaking_changes,
-        }))
-        .into_response(),
+        Ok(Ok(deployed)) => {
+            // The answer waits for the activations to move, and tells a
+            // version that could not start one (and was rolled back).
+            let settled = api.host.settle(&deployed, SETTLE_FOR).await;
+            let still_moving = match settled {
+                Settled::RolledBack { reason } => {
+                    let message = format!(
+                        "version {} of `{}` was rolled back: it failed to start an activation: {reason}",
+                        deployed.content_hash, deployed.actor_type
+                    );
+                    return error_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "rolled-back",
+                        message,
+                        None,
+                    );
+                }
+                Settled::Moved => 0,
+                Settled::StillMoving { activations } => activations,
+            };
+            Json(json!({
+                "actor_type": deployed.actor_type,
+                "sha256": deployed.content_hash,
+                "previous": deployed.previous,
+                "moving": deployed.moving,
+                "still_moving": still_moving,
+                "breaking_changes": deployed.breaking_changes,
+            }))
+            .into_response()
+        }
         Ok(Err(DeployError::Incompatible {
             actor_type,
             changes,

@@ -621,6 +621,13 @@ async fn deploy(host: &str, file: &Path, force: bool) -> anyhow::Result<()> {
             text("actor_type")
         ),
     }
+    let still_moving = body
+        .get("still_moving")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_default();
+    if still_moving > 0 {
+        println!("  {still_moving} activations were still finishing a turn on an older version");
+    }
     if let Some(changes) = body
         .get("breaking_changes")
         .and_then(serde_json::Value::as_array)

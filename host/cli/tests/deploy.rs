@@ -107,6 +107,18 @@ fn grove_deploy_swaps_a_running_plugin_refuses_a_breaking_one_and_keeps_it_for_a
     assert_eq!(host.call_ok(&["counter/1", "get"]), "6");
     assert!(listed(&host)["rejected"].as_array().unwrap().is_empty());
 
+    // A version that cannot start an activation is rolled back, and the
+    // deploy says so (forced: it also lacks `version`).
+    let rolled_back = deploy(&host, "counter_unstartable", &["--force"]);
+    let stderr = String::from_utf8_lossy(&rolled_back.stderr);
+    assert!(!rolled_back.status.success());
+    assert!(
+        stderr.contains("was rolled back") && stderr.contains("cannot start"),
+        "{stderr}"
+    );
+    assert_eq!(host.call_ok(&["counter/1", "version"]), "\"next\"");
+    assert_eq!(host.call_ok(&["counter/1", "add", "1"]), "7");
+
     // Forced, the breaking version goes in.
     let forced = deploy(&host, "counter_retyped", &["--force"]);
     let stdout = String::from_utf8_lossy(&forced.stdout);
@@ -116,7 +128,7 @@ fn grove_deploy_swaps_a_running_plugin_refuses_a_breaking_one_and_keeps_it_for_a
         String::from_utf8_lossy(&forced.stderr)
     );
     assert!(stdout.contains("forced: function `add`"), "{stdout}");
-    assert_eq!(host.call_ok(&["counter/1", "add", "\"4\""]), "10");
+    assert_eq!(host.call_ok(&["counter/1", "add", "\"4\""]), "11");
 }
 
 #[test]

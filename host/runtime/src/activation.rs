@@ -27,7 +27,7 @@
 //! the mailbox, so no caller is left waiting on an actor nobody serves.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,15 @@ use crate::ActorRef;
 /// Messages handled in a row before the task looks at its timers again.
 const BATCH: usize = 64;
 
+/// Where an activation that could not start reports it.
+pub(crate) trait Versions: Send + Sync + 'static {
+    /// An activation of `plugin` failed to start with `error`. Returns
+    /// whether its actor type went back to the version before (a version
+    /// on trial after a deploy): then the activation's messages go to a
+    /// successor on that version instead of failing.
+    fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool;
+}
+
 /// What an activation needs from its host.
 #[derive(Clone)]
 pub(crate) struct Context {
@@ -63,6 +72,8 @@ pub(crate) struct Context {
     /// Keeps the engine's epoch advancing while any activation runs, even
     /// after every handle to the host is gone.
     pub(crate) _epoch: Arc<EpochClock>,
+    /// The host's plugin versions, set once the host exists.
+    pub(crate) versions: Arc<OnceLock<Weak<dyn Versions>>>,
 }
 
 /// Marks a turn stopped by its wall-clock bound.
@@ -98,6 +109,8 @@ struct Activation {
     on_connect: TypedFunc<(u64,), ()>,
     on_message: TypedFunc<(u64, Vec<u8>, bool), ()>,
     on_disconnect: TypedFunc<(u64, DisconnectReason), ()>,
+    /// Whether it started, and so counts among its plugin's activations.
+    counted: bool,
 }
 
 /// Runs the activation holding `slot` until it deactivates or dies.
@@ -107,7 +120,7 @@ pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot, fence
     // Boxed: what starting needs stays out of the future that serves.
     let started = Box::pin(Activation::start(
         &context,
-        plugin,
+        plugin.clone(),
         actor.clone(),
         slot.mailbox(),
         fence,
@@ -116,6 +129,17 @@ pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot, fence
         Ok(activation) => activation.serve(&context, slot).await,
         Err(error) => {
             tracing::warn!(%actor, %error, "activation failed");
+            let rolled_back = matches!(
+                error,
+                CallError::Unavailable(Unavailable::ActivationFailed { .. })
+            ) && context
+                .versions
+                .get()
+                .and_then(Weak::upgrade)
+                .is_some_and(|versions| versions.failed_to_start(&plugin, &error));
+            if rolled_back {
+                return slot.move_on();
+            }
             // Everything already queued for this attempt fails with the same
             // error; the slot is left empty so the next call tries afresh.
             while let Some(envelope) = slot.try_recv(Instant::now()) {
@@ -177,9 +201,11 @@ async fn bounded<T>(
 
 impl Drop for Activation {
     fn drop(&mut self) {
-        self.plugin
-            .live
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if self.counted {
+            self.plugin
+                .live
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -236,10 +262,6 @@ impl Activation {
         }
         let on_activate: TypedFunc<(), ()> = hook!(on_activate);
         let funcs = vec![None; plugin.functions.len()];
-        // Counted until the activation is dropped.
-        plugin
-            .live
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut activation = Activation {
             on_deactivate: hook!(on_deactivate),
             on_timer: hook!(on_timer),
@@ -255,6 +277,7 @@ impl Activation {
             instance,
             funcs,
             last_function: None,
+            counted: false,
         };
         let bound = activation.begin_turn(Instant::now());
         let activated = on_activate.call_async(&mut activation.store, ());
@@ -268,6 +291,12 @@ impl Activation {
             });
         }
         tracing::debug!(actor = %activation.actor, "activated");
+        // Counted from here until the activation is dropped.
+        activation
+            .plugin
+            .live
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        activation.counted = true;
         Ok(activation)
     }
 

@@ -453,6 +453,14 @@ impl Slot {
         self.leave_with(Vec::new());
     }
 
+    /// Ends the activation in order, handing its messages to a successor
+    /// started at once (on whatever version of its plugin is deployed).
+    pub(crate) fn move_on(mut self) {
+        let left = self.mailbox.close();
+        self.directory.hand_over(&self.actor, self.id, left, true);
+        self.left = true;
+    }
+
     /// Ends the activation in order, handing `first` to the successor ahead
     /// of what is left in the mailbox: messages this activation took but
     /// could not deliver (a cluster forwarder whose host turned out not to

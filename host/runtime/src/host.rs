@@ -7,6 +7,7 @@
 //! place that knows which plugin serves an actor type. Activations and guest
 //! imports never hold the host itself.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -63,6 +64,89 @@ impl Default for HostConfig {
             shutdown_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// How long after a deploy the new version is on trial: if one of its
+/// activations fails to start (`on-activate` traps, say) meanwhile, the
+/// actor type goes back to the version before.
+const TRIAL: Duration = Duration::from_secs(60);
+
+/// A version deployed over another, on trial.
+struct Trial {
+    /// The new version's content hash.
+    version: String,
+    /// The version it replaced, to go back to.
+    previous: Arc<Plugin>,
+    until: Instant,
+    /// Why it was rolled back, once it was.
+    rolled_back: Option<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl activation::Versions for Inner {
+    fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool {
+        let mut trials = lock(&self.trials);
+        let Some(trial) = trials.get_mut(&plugin.actor_type) else {
+            return false;
+        };
+        if trial.version != plugin.content_hash {
+            return false;
+        }
+        if trial.rolled_back.is_some() {
+            // Moving already; this activation's messages follow.
+            return true;
+        }
+        if trial.until < Instant::now() {
+            return false;
+        }
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+        let running = plugins.get(&plugin.actor_type);
+        if running.is_none_or(|p| p.content_hash != plugin.content_hash) {
+            return false;
+        }
+        let previous = trial.previous.clone();
+        trial.rolled_back = Some(error.to_string());
+        self.context.services.catalog.insert(
+            &previous.actor_type,
+            previous.functions.iter().map(|f| f.name.clone()),
+        );
+        if let Some(failed) = plugins.insert(previous.actor_type.clone(), previous.clone()) {
+            lock(&self.retired).push(failed);
+        }
+        drop(plugins);
+        drop(trials);
+        let moving = self.directory.upgrade(&previous.actor_type);
+        tracing::error!(
+            actor_type = %previous.actor_type,
+            version = %plugin.content_hash,
+            back_to = %previous.content_hash,
+            moving,
+            %error,
+            "a deployed version failed to start an activation: rolled back"
+        );
+        true
+    }
+}
+
+/// How a deploy's moves ended, as [`Host::settle`] saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// No activation runs a version before it any more.
+    Moved,
+    /// It failed to start an activation; the type went back to the version
+    /// before, and its activations with it.
+    RolledBack {
+        /// The failure.
+        reason: String,
+    },
+    /// Activations still ran older versions at the timeout.
+    StillMoving {
+        /// How many.
+        activations: usize,
+    },
 }
 
 /// Writes `bytes` to `file` unless it holds them already, through a
@@ -141,6 +225,8 @@ struct Inner {
     plugins: RwLock<foldhash::HashMap<String, Arc<Plugin>>>,
     /// Versions replaced by a deploy, kept while activations still run them.
     retired: Mutex<Vec<Arc<Plugin>>>,
+    /// By actor type: the version last deployed over another, on trial.
+    trials: Mutex<HashMap<String, Trial>>,
     rejected: RwLock<Vec<PluginError>>,
     directory: Arc<Directory>,
     reminders: Arc<Reminders>,
@@ -237,6 +323,7 @@ impl Host {
             idle_timeout: config.idle_timeout,
             services,
             _epoch: Arc::new(epoch),
+            versions: Arc::default(),
         };
         let inner = Arc::new(Inner {
             config,
@@ -244,6 +331,7 @@ impl Host {
             cache,
             plugins: RwLock::default(),
             retired: Mutex::default(),
+            trials: Mutex::default(),
             rejected: RwLock::default(),
             directory,
             reminders,
@@ -252,6 +340,8 @@ impl Host {
         });
         let activator: Arc<dyn Activator> = inner.clone();
         inner.directory.set_activator(Arc::downgrade(&activator));
+        let versions: Arc<dyn activation::Versions> = inner.clone();
+        let _ = inner.context.versions.set(Arc::downgrade(&versions));
         Ok(Host { inner })
     }
 
@@ -401,6 +491,8 @@ impl Host {
                 });
             }
         }
+        // Locks in this order: trials, plugins, retired.
+        let mut trials = lock(&self.inner.trials);
         let mut plugins = self
             .inner
             .plugins
@@ -440,12 +532,20 @@ impl Host {
         if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
             let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
             retired.retain(|p| p.activations() > 0);
-            retired.push(old);
+            retired.push(old.clone());
+            let trial = Trial {
+                version: new.content_hash.clone(),
+                previous: old,
+                until: Instant::now() + TRIAL,
+                rolled_back: None,
+            };
+            trials.insert(new.actor_type.clone(), trial);
         }
-        // Listed under the lock: an activation started from here on finds
-        // the new version, and every one started before is asked to move.
-        deployed.moving = self.inner.directory.upgrade(&new.actor_type);
         drop(plugins);
+        drop(trials);
+        // An activation starting from here on finds the new version; every
+        // one that started before is listed already, and is asked to move.
+        deployed.moving = self.inner.directory.upgrade(&new.actor_type);
         if options.keep_in.is_some() {
             if let Err(error) = keep(&new.file, bytes) {
                 tracing::warn!(file = %new.file.display(), %error, "deployed, but the plugin cannot be kept for a restart");
@@ -459,6 +559,43 @@ impl Host {
             "plugin deployed"
         );
         Ok(deployed)
+    }
+
+    /// Waits, at most `timeout`, until the activations `deployed` asked to
+    /// move run its version (no activation runs an older one, and as many
+    /// as moved have started on it); reports a rollback if it failed to
+    /// start one.
+    pub async fn settle(&self, deployed: &Deployed, timeout: Duration) -> Settled {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let trial = lock(&self.inner.trials)
+                .get(&deployed.actor_type)
+                .filter(|t| t.version == deployed.content_hash)
+                .and_then(|t| t.rolled_back.clone());
+            if let Some(reason) = trial {
+                return Settled::RolledBack { reason };
+            }
+            let older: usize = self
+                .retired_versions()
+                .iter()
+                .filter(|p| {
+                    p.actor_type == deployed.actor_type && p.content_hash != deployed.content_hash
+                })
+                .map(|p| p.activations())
+                .sum();
+            let started = self
+                .plugin(&deployed.actor_type)
+                .ok()
+                .filter(|p| p.content_hash == deployed.content_hash)
+                .map_or(0, |p| p.activations());
+            if older == 0 && started >= deployed.moving {
+                return Settled::Moved;
+            }
+            if Instant::now() >= deadline {
+                return Settled::StillMoving { activations: older };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Loads every `.wasm` file in `dir`, in name order. Files that fail are

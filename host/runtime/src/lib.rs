@@ -44,7 +44,7 @@ pub mod wit_text;
 pub use engine::HostError;
 pub use error::CallError;
 pub use grove_core::{chain, timers, ActorRef, BadActorRef};
-pub use host::{DeployError, DeployOptions, Deployed, Host, HostConfig};
+pub use host::{DeployError, DeployOptions, Deployed, Host, HostConfig, Settled};
 pub use imports::{DeadlineExceeded, LimitExceeded, MemoryLimitExceeded};
 pub use plugin::{InspectError, Plugin, PluginDirError, PluginError};
 

@@ -214,3 +214,65 @@ async fn idle_activations_move_at_once_without_waiting_for_a_call() {
     }
     assert_eq!(host.active_count(), ACTORS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_on_activate_traps_is_rolled_back_and_no_call_fails() {
+    const ACTORS: usize = 200;
+    const CALLERS: usize = 8;
+    let host = counter_host();
+    let running = host.plugin("counter").unwrap().content_hash.clone();
+    for key in 0..ACTORS {
+        host.call(&counter(key), "add", vec![Val::U64(1)])
+            .await
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (host, stop) = (host.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked: HashMap<usize, u64> = HashMap::new();
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = i % ACTORS;
+                    let value = host.call(&counter(key), "add", vec![Val::U64(1)]).await;
+                    assert!(
+                        value.is_ok(),
+                        "a call failed across the rollback: {value:?}"
+                    );
+                    *acked.entry(key).or_default() += 1;
+                    i += CALLERS;
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let deployed = deploy(&host, "counter_unstartable", false).unwrap();
+    assert_eq!(deployed.moving, ACTORS);
+    let settled = host.settle(&deployed, Duration::from_secs(10)).await;
+    let grove_host::Settled::RolledBack { reason } = settled else {
+        panic!("not rolled back: {settled:?}");
+    };
+    assert!(
+        reason.contains("on-activate") && reason.contains("cannot start"),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked: HashMap<usize, u64> = HashMap::new();
+    for caller in callers {
+        for (key, n) in caller.await.unwrap() {
+            *acked.entry(key).or_default() += n;
+        }
+    }
+
+    // Back on the version before, every counter with what was acknowledged.
+    assert_eq!(host.plugin("counter").unwrap().content_hash, running);
+    for key in 0..ACTORS {
+        let value = host.call(&counter(key), "get", vec![]).await.unwrap();
+        let expected = 1 + acked.get(&key).copied().unwrap_or(0);
+        assert_eq!(value, Some(Val::U64(expected)), "counter/{key}");
+    }
+}
