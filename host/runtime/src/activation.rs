@@ -44,7 +44,7 @@ use crate::error::{ActorFailure, CallError, RejectedCall, Unavailable};
 use crate::imports::{
     ActivationState, DeadlineExceeded, LimitExceeded, MemoryLimitExceeded, Services,
 };
-use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, SessionEvent};
+use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, SessionEvent, Stop};
 use crate::plugin::Plugin;
 use crate::state::Fence;
 use crate::values;
@@ -81,6 +81,8 @@ pub(crate) struct Context {
 #[error("the turn took longer than its wall-clock bound of {0:?}, host calls included")]
 struct WallClockExceeded(Duration);
 
+type Migrate = (TypedFunc<(), (Vec<u8>,)>, TypedFunc<(Vec<u8>,), ()>);
+
 /// How the serving loop ended.
 enum End {
     Deactivate,
@@ -109,21 +111,32 @@ struct Activation {
     on_connect: TypedFunc<(u64,), ()>,
     on_message: TypedFunc<(u64, Vec<u8>, bool), ()>,
     on_disconnect: TypedFunc<(u64, DisconnectReason), ()>,
+    /// `snapshot` and `restore`, if the plugin exports them.
+    migrate: Option<Migrate>,
     /// Whether it started, and so counts among its plugin's activations.
     counted: bool,
 }
 
 /// Runs the activation holding `slot` until it deactivates or dies.
 /// In a cluster, `fence` is the claim its writes carry.
-pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot, fence: Option<Fence>) {
+pub(crate) async fn run(
+    context: Context,
+    plugin: Arc<Plugin>,
+    mut slot: Slot,
+    fence: Option<Fence>,
+) {
     let actor = slot.actor().clone();
+    let carried = slot.take_carried();
     // Boxed: what starting needs stays out of the future that serves.
     let started = Box::pin(Activation::start(
         &context,
         plugin.clone(),
-        actor.clone(),
-        slot.mailbox(),
-        fence,
+        Start {
+            actor: actor.clone(),
+            mailbox: slot.mailbox(),
+            fence,
+            carried,
+        },
     ));
     match started.await {
         Ok(activation) => activation.serve(&context, slot).await,
@@ -148,6 +161,15 @@ pub(crate) async fn run(context: Context, plugin: Arc<Plugin>, slot: Slot, fence
             slot.leave();
         }
     }
+}
+
+/// What an activation starts with besides its plugin.
+struct Start {
+    actor: ActorRef,
+    mailbox: Arc<Mailbox>,
+    fence: Option<Fence>,
+    /// State the activation before carried over, to restore.
+    carried: Option<Vec<u8>>,
 }
 
 /// A turn's wall-clock bound: when it ends, and how long it is.
@@ -213,10 +235,14 @@ impl Activation {
     async fn start(
         context: &Context,
         plugin: Arc<Plugin>,
-        actor: ActorRef,
-        mailbox: Arc<Mailbox>,
-        fence: Option<Fence>,
+        start: Start,
     ) -> Result<Self, CallError> {
+        let Start {
+            actor,
+            mailbox,
+            fence,
+            carried,
+        } = start;
         let limits = &context.limits;
         let mut data = ActivationState::new(
             context.services.clone(),
@@ -261,6 +287,17 @@ impl Activation {
             };
         }
         let on_activate: TypedFunc<(), ()> = hook!(on_activate);
+        let migrate = match plugin.migrate {
+            Some(exports) => Some((
+                instance
+                    .get_typed_func(&mut store, exports.snapshot)
+                    .map_err(|e| failed(format!("{e:#}")))?,
+                instance
+                    .get_typed_func(&mut store, exports.restore)
+                    .map_err(|e| failed(format!("{e:#}")))?,
+            )),
+            None => None,
+        };
         let funcs = vec![None; plugin.functions.len()];
         let mut activation = Activation {
             on_deactivate: hook!(on_deactivate),
@@ -277,8 +314,26 @@ impl Activation {
             instance,
             funcs,
             last_function: None,
+            migrate,
             counted: false,
         };
+        match (carried, activation.migrate.map(|(_, restore)| restore)) {
+            (Some(state), Some(restore)) => {
+                let bound = activation.begin_turn(Instant::now());
+                let restored = restore.call_async(&mut activation.store, (state,));
+                let restored = bounded(bound, &activation.mailbox, None, restored).await;
+                if let Err(e) = restored {
+                    let error = activation.classify("restore", e);
+                    return Err(failed(format!("restore failed: {error}")));
+                }
+            }
+            (Some(_), None) => tracing::info!(
+                actor = %activation.actor,
+                "the new version does not export {}: the state carried over is dropped",
+                crate::plugin::MIGRATE_INTERFACE
+            ),
+            (None, _) => {}
+        }
         let bound = activation.begin_turn(Instant::now());
         let activated = on_activate.call_async(&mut activation.store, ());
         let activated = bounded(bound, &activation.mailbox, None, activated).await;
@@ -654,8 +709,14 @@ impl Activation {
             }
         };
 
+        let mut carried = None;
         match end {
-            End::Deactivate => self.deactivate().await,
+            End::Deactivate => {
+                if self.mailbox.stopped() == Some(Stop::Upgrade) {
+                    carried = self.snapshot().await;
+                }
+                self.deactivate().await;
+            }
             // A turn cut off may have queued state writes it never saw
             // acknowledged: let them land before a successor reads state.
             End::Died => {
@@ -674,7 +735,26 @@ impl Activation {
         }
         // The instance goes back to the pool before a successor needs one.
         drop(self);
-        slot.leave();
+        match carried {
+            Some(state) => slot.leave_carrying(state),
+            None => slot.leave(),
+        }
+    }
+
+    /// Runs `snapshot`, if the plugin exports it, for the state to carry to
+    /// the next version; a failure is logged, and nothing is carried.
+    async fn snapshot(&mut self) -> Option<Vec<u8>> {
+        let (snapshot, _) = self.migrate?;
+        let bound = self.begin_turn(Instant::now());
+        let turn = snapshot.call_async(&mut self.store, ());
+        match bounded(bound, &self.mailbox, None, turn).await {
+            Ok((state,)) => Some(state),
+            Err(e) => {
+                let error = self.classify("snapshot", e);
+                tracing::warn!(actor = %self.actor, %error, "snapshot failed: no state is carried to the new version");
+                None
+            }
+        }
     }
 
     /// Cancels the timers and runs `on-deactivate`.

@@ -89,8 +89,21 @@ pub(crate) struct Slot {
     mailbox: Arc<Mailbox>,
     /// Set once [`Slot::leave`] has handed over.
     left: bool,
+    /// State the activation before carried over to this one (a move to a
+    /// new plugin version).
+    carried: Option<Vec<u8>>,
     /// Dropped after the hand-over: wakes senders waiting to look again.
     _released: watch::Sender<()>,
+}
+
+/// How an ending activation hands over to its successor.
+struct Handover {
+    /// Messages for the successor, first to last.
+    left: Vec<Envelope>,
+    /// Start a successor even with no message for it.
+    moves: bool,
+    /// State for the successor.
+    carried: Option<Vec<u8>>,
 }
 
 impl Directory {
@@ -303,6 +316,7 @@ impl Directory {
             id,
             mailbox,
             left: false,
+            carried: None,
             _released: released_tx,
         };
         (listed, slot)
@@ -312,7 +326,12 @@ impl Directory {
     /// drained into `left`: removes its entry or, if messages were left or
     /// the activation `moves` to a new plugin version, lists a successor
     /// whose mailbox holds them first.
-    fn hand_over(self: &Arc<Self>, actor: &ActorRef, id: u64, left: Vec<Envelope>, moves: bool) {
+    fn hand_over(self: &Arc<Self>, actor: &ActorRef, id: u64, handover: Handover) {
+        let Handover {
+            left,
+            moves,
+            carried,
+        } = handover;
         let Entry::Occupied(mut entry) = self.entries.entry(actor.clone()) else {
             return fail_all(left, CallError::Unavailable(Unavailable::ShuttingDown));
         };
@@ -340,7 +359,8 @@ impl Directory {
         };
         // `left` came out of a mailbox of the same capacity, plus what a
         // forwarder took out of it: a successor this large holds it all.
-        let (listed, slot) = self.new_slot(actor, self.capacity.max(left.len()));
+        let (listed, mut slot) = self.new_slot(actor, self.capacity.max(left.len()));
+        slot.carried = carried;
         for envelope in left {
             if let Err(Refused::Full(e) | Refused::Closed(e)) = listed.mailbox.try_send(envelope) {
                 e.fail(CallError::Unavailable(Unavailable::ShuttingDown));
@@ -457,20 +477,44 @@ impl Slot {
     /// started at once (on whatever version of its plugin is deployed).
     pub(crate) fn move_on(mut self) {
         let left = self.mailbox.close();
-        self.directory.hand_over(&self.actor, self.id, left, true);
+        let handover = Handover {
+            left,
+            moves: true,
+            carried: None,
+        };
+        self.directory.hand_over(&self.actor, self.id, handover);
         self.left = true;
+    }
+
+    /// State the activation before carried over, for this one to restore.
+    pub(crate) fn take_carried(&mut self) -> Option<Vec<u8>> {
+        self.carried.take()
+    }
+
+    /// Ends the activation in order, as [`Slot::leave`] does, giving the
+    /// successor `carried` to restore.
+    pub(crate) fn leave_carrying(self, carried: Vec<u8>) {
+        self.finish(Vec::new(), Some(carried));
     }
 
     /// Ends the activation in order, handing `first` to the successor ahead
     /// of what is left in the mailbox: messages this activation took but
     /// could not deliver (a cluster forwarder whose host turned out not to
     /// run the actor).
-    pub(crate) fn leave_with(mut self, mut first: Vec<Envelope>) {
+    pub(crate) fn leave_with(self, first: Vec<Envelope>) {
+        self.finish(first, None);
+    }
+
+    fn finish(mut self, mut first: Vec<Envelope>, carried: Option<Vec<u8>>) {
         first.extend(self.mailbox.close());
         // Told to upgrade: the successor starts at once, on the new version,
         // even with nothing queued (its timers run again).
-        let moves = self.mailbox.stopped() == Some(Stop::Upgrade);
-        self.directory.hand_over(&self.actor, self.id, first, moves);
+        let handover = Handover {
+            left: first,
+            moves: self.mailbox.stopped() == Some(Stop::Upgrade),
+            carried,
+        };
+        self.directory.hand_over(&self.actor, self.id, handover);
         self.left = true;
     }
 }
@@ -493,7 +537,12 @@ impl Drop for Slot {
                 CallError::Unavailable(Unavailable::ShuttingDown),
             );
         }
-        self.directory.hand_over(&self.actor, self.id, left, false);
+        let handover = Handover {
+            left,
+            moves: false,
+            carried: None,
+        };
+        self.directory.hand_over(&self.actor, self.id, handover);
     }
 }
 

@@ -19,6 +19,10 @@ use crate::wit_text::{self, InterfaceText};
 /// The lifecycle interface every plugin exports.
 pub const LIFECYCLE_INTERFACE: &str = "grove:actor/lifecycle@0.1.0";
 
+/// The interface a plugin may export to carry in-memory state to a new
+/// version of itself.
+pub const MIGRATE_INTERFACE: &str = "grove:actor/migrate@0.1.0";
+
 /// Why a plugin file was rejected. The host goes on serving the others.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
@@ -132,6 +136,13 @@ pub(crate) struct LifecycleExports {
     pub(crate) on_disconnect: ComponentExportIndex,
 }
 
+/// Where `snapshot` and `restore` are, for a plugin that exports them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MigrateExports {
+    pub(crate) snapshot: ComponentExportIndex,
+    pub(crate) restore: ComponentExportIndex,
+}
+
 /// A loaded plugin: one actor type, ready to activate.
 pub struct Plugin {
     /// The actor type, e.g. `counter`.
@@ -150,6 +161,7 @@ pub struct Plugin {
     /// no flooding to defend against, and SipHash showed in call profiles.
     by_name: foldhash::HashMap<String, usize>,
     pub(crate) lifecycle: LifecycleExports,
+    pub(crate) migrate: Option<MigrateExports>,
     pub(crate) pre: InstancePre<ActivationState>,
     /// Activations running this version now.
     pub(crate) live: AtomicUsize,
@@ -232,6 +244,7 @@ impl Plugin {
 
         let (interface, funcs) = find_actor_interface(engine, &component).map_err(nonconforming)?;
         let lifecycle = find_lifecycle(engine, &component).map_err(nonconforming)?;
+        let migrate = find_migrate(engine, &component).map_err(nonconforming)?;
         let actor_type = actor_type_of(&interface);
         let text = wit_text::render_export(bytes, &interface).unwrap_or_default();
         let iface_index = component
@@ -266,6 +279,7 @@ impl Plugin {
             type_definitions: text.types,
             by_name,
             lifecycle,
+            migrate,
             pre,
             live: AtomicUsize::new(0),
             loaded_at: SystemTime::now(),
@@ -301,7 +315,7 @@ fn find_actor_interface(
     for (name, item) in ty.exports(engine) {
         // Only WIT interfaces (`ns:pkg/name`) can be actor interfaces; some
         // toolchains (componentize-py) export plain-named helper instances.
-        if name == LIFECYCLE_INTERFACE || !name.contains(':') {
+        if name == LIFECYCLE_INTERFACE || name == MIGRATE_INTERFACE || !name.contains(':') {
             continue;
         }
         if let ComponentItem::ComponentInstance(instance) = item.ty {
@@ -389,6 +403,47 @@ fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExp
         on_message: hook("on-message", &[session, bytes, boolean])?,
         on_disconnect: hook("on-disconnect", &[session, reason])?,
     })
+}
+
+/// The migrate exports, if the plugin has them; both or neither.
+fn find_migrate(engine: &Engine, component: &Component) -> Result<Option<MigrateExports>, String> {
+    let ty = component.component_type();
+    let Some(ComponentItem::ComponentInstance(instance)) =
+        ty.get_export(engine, MIGRATE_INTERFACE).map(|e| e.ty)
+    else {
+        return Ok(None);
+    };
+    let bytes = |t: &Type| matches!(t, Type::List(l) if l.ty() == Type::U8);
+    let func = |name: &str| match instance.get_export(engine, name).map(|e| e.ty) {
+        Some(ComponentItem::ComponentFunc(f)) => Ok(f),
+        _ => Err(format!("its {MIGRATE_INTERFACE} interface lacks `{name}`")),
+    };
+    let snapshot = func("snapshot")?;
+    let restore = func("restore")?;
+    let snapshot_fits = snapshot.params().len() == 0
+        && snapshot.results().len() == 1
+        && snapshot.results().all(|t| bytes(&t));
+    let restore_fits = restore.params().len() == 1
+        && restore.params().all(|(_, t)| bytes(&t))
+        && restore.results().len() == 0;
+    if !snapshot_fits || !restore_fits {
+        return Err(format!(
+            "its {MIGRATE_INTERFACE} functions have the wrong signatures"
+        ));
+    }
+    let missing = || format!("export `{MIGRATE_INTERFACE}` vanished");
+    let iface = component
+        .get_export_index(None, MIGRATE_INTERFACE)
+        .ok_or_else(missing)?;
+    let index = |name: &str| {
+        component
+            .get_export_index(Some(&iface), name)
+            .ok_or_else(missing)
+    };
+    Ok(Some(MigrateExports {
+        snapshot: index("snapshot")?,
+        restore: index("restore")?,
+    }))
 }
 
 fn describe(

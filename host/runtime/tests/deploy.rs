@@ -34,30 +34,35 @@ fn deploy(host: &Host, name: &str, force: bool) -> Result<grove_host::Deployed, 
     host.deploy(&file, &bytes, &options)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deploy_under_load_fails_no_call_and_moves_every_activation_with_its_state() {
-    const ACTORS: usize = 1_000;
+/// Deploys `next` over `plugin` while callers add 1 to each of `actors`
+/// actors in turn; checks that no call failed, every activation moved, and
+/// each actor's count is what was acknowledged.
+async fn deploy_under_load(plugin: &str, next: &str, actors: usize) {
     const CALLERS: usize = 16;
-    let host = counter_host();
-    for key in 0..ACTORS {
-        host.call(&counter(key), "add", vec![Val::U64(1)])
+    let host = Host::new(common::config(), StateStore::memory()).unwrap();
+    host.load_plugin(&common::plugin(plugin)).unwrap();
+    let actor_type = host.plugins()[0].actor_type.clone();
+    let actor = |key: usize| ActorRef::new(&actor_type, &key.to_string());
+    for key in 0..actors {
+        host.call(&actor(key), "add", vec![Val::U64(1)])
             .await
             .unwrap();
     }
-    assert_eq!(host.active_count(), ACTORS);
+    assert_eq!(host.active_count(), actors);
 
-    // Callers add 1 to every counter in turn, counting what was
-    // acknowledged, before, during and after the deploy.
+    // Callers add 1 to every actor in turn, counting what was acknowledged,
+    // before, during and after the deploy.
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..CALLERS)
         .map(|c| {
-            let (host, stop) = (host.clone(), stop.clone());
+            let (host, stop, actor_type) = (host.clone(), stop.clone(), actor_type.clone());
             tokio::spawn(async move {
                 let mut acked: HashMap<usize, u64> = HashMap::new();
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
-                    let key = i % ACTORS;
-                    let value = host.call(&counter(key), "add", vec![Val::U64(1)]).await;
+                    let key = i % actors;
+                    let target = ActorRef::new(&actor_type, &key.to_string());
+                    let value = host.call(&target, "add", vec![Val::U64(1)]).await;
                     assert!(value.is_ok(), "a call failed across the deploy: {value:?}");
                     *acked.entry(key).or_default() += 1;
                     i += CALLERS;
@@ -67,13 +72,17 @@ async fn a_deploy_under_load_fails_no_call_and_moves_every_activation_with_its_s
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let old = host.plugin("counter").unwrap();
-    let deployed = deploy(&host, "counter_next", false).unwrap();
-    assert_eq!(deployed.actor_type, "counter");
-    assert_eq!(deployed.moving, ACTORS);
+    let old = host.plugin(&actor_type).unwrap();
+    let deployed = deploy(&host, next, false).unwrap();
+    assert_eq!(deployed.actor_type, actor_type);
+    assert_eq!(deployed.moving, actors);
     assert!(deployed.breaking_changes.is_empty());
     assert_ne!(deployed.previous.as_deref(), Some(&*deployed.content_hash));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        host.settle(&deployed, Duration::from_secs(10)).await,
+        grove_host::Settled::Moved
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked: HashMap<usize, u64> = HashMap::new();
     for caller in callers {
@@ -82,20 +91,32 @@ async fn a_deploy_under_load_fails_no_call_and_moves_every_activation_with_its_s
         }
     }
 
-    // Every activation moved, and each counter holds exactly what was
+    // Every activation moved, and each count is exactly what was
     // acknowledged.
     assert_eq!(old.activations(), 0);
     assert!(host.retired_versions().is_empty());
-    assert_eq!(host.active_count(), ACTORS);
-    let plugin = host.plugin("counter").unwrap();
-    assert_eq!(plugin.content_hash, deployed.content_hash);
-    for key in 0..ACTORS {
-        let version = host.call(&counter(key), "version", vec![]).await.unwrap();
+    assert_eq!(host.active_count(), actors);
+    assert_eq!(
+        host.plugin(&actor_type).unwrap().content_hash,
+        deployed.content_hash
+    );
+    for key in 0..actors {
+        let version = host.call(&actor(key), "version", vec![]).await.unwrap();
         assert_eq!(version, Some(Val::String("next".into())));
-        let value = host.call(&counter(key), "get", vec![]).await.unwrap();
+        let value = host.call(&actor(key), "get", vec![]).await.unwrap();
         let expected = 1 + acked.get(&key).copied().unwrap_or(0);
-        assert_eq!(value, Some(Val::U64(expected)), "counter/{key}");
+        assert_eq!(value, Some(Val::U64(expected)), "{actor_type}/{key}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_under_load_fails_no_call_and_moves_every_activation_with_its_state() {
+    deploy_under_load("counter", "counter_next", 1_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_state_crosses_a_deploy_through_snapshot_and_restore() {
+    deploy_under_load("tally", "tally_next", 1_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
