@@ -473,7 +473,7 @@ impl Activation {
         let message_expired = message.expired(now);
         let CallMessage {
             function,
-            args,
+            mut args,
             chain,
             reply,
             ..
@@ -510,7 +510,9 @@ impl Activation {
         let Some(signature) = self.plugin.functions.get(index) else {
             return Ok(());
         };
-        if let Err(message) = values::check_args(signature, &args) {
+        // Values queued for, or sent by a caller built against, a version
+        // before a deploy are brought to this one's types.
+        if let Err(message) = values::conform_args(signature, &mut args) {
             let error = CallError::Rejected(RejectedCall::BadArguments {
                 function: function.to_string(),
                 message,

@@ -664,7 +664,8 @@ impl Host {
         function: &str,
         args: Vec<Val>,
     ) -> Result<Option<Val>, CallError> {
-        let function = self.prepare(actor, function, &args)?;
+        let mut args = args;
+        let function = self.prepare(actor, function, &mut args)?;
         let call = Call {
             target: actor,
             function,
@@ -683,7 +684,7 @@ impl Host {
         &self,
         actor: &ActorRef,
         function: &str,
-        args: &[Val],
+        args: &mut [Val],
     ) -> Result<Arc<str>, CallError> {
         if self.inner.directory.is_stopping() {
             return Err(CallError::Unavailable(Unavailable::ShuttingDown));
@@ -700,7 +701,7 @@ impl Host {
                 function: function.to_owned(),
             })
         })?;
-        values::check_args(func, args).map_err(|message| {
+        values::conform_args(func, args).map_err(|message| {
             CallError::Rejected(RejectedCall::BadArguments {
                 function: function.to_owned(),
                 message,
@@ -720,7 +721,8 @@ impl Host {
         function: &str,
         args: Vec<Val>,
     ) -> Result<(), CallError> {
-        let function = self.prepare(actor, function, &args)?;
+        let mut args = args;
+        let function = self.prepare(actor, function, &mut args)?;
         let message = Message {
             target: actor.clone(),
             function,

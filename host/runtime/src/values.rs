@@ -34,6 +34,20 @@ pub fn check_args(func: &Function, args: &[Val]) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks `args` against `func`'s parameters as [`check_args`] does; if
+/// they do not fit, brings values of an older version of a parameter's type
+/// to the current one first ([`grove_values::check::conform`]: a record that
+/// gained `option` fields at its end), and checks again.
+pub fn conform_args(func: &Function, args: &mut [Val]) -> Result<(), String> {
+    if check_args(func, args).is_ok() {
+        return Ok(());
+    }
+    for (param, arg) in func.params.iter().zip(args.iter_mut()) {
+        grove_values::check::conform(arg, &param.ty);
+    }
+    check_args(func, args)
+}
+
 /// Parses one WAVE-encoded argument per parameter of `func`.
 pub fn args_from_wave(func: &Function, args: &[String]) -> Result<Vec<Val>, String> {
     check_arity(func, args.len())?;

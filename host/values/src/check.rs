@@ -6,6 +6,54 @@
 
 use wasmtime::component::{Type, Val};
 
+/// Brings `val`, a value of an older version of `ty`, to `ty`: a record
+/// that lacks fields `ty` added at its end gets `none` for each that is an
+/// `option`, at any depth. Anything else is left as it is (for [`check`] to
+/// judge).
+pub fn conform(val: &mut Val, ty: &Type) {
+    match (val, ty) {
+        (Val::Record(fields), Type::Record(record)) => {
+            for (i, field) in record.fields().enumerate() {
+                match fields.get_mut(i) {
+                    Some((name, value)) if name == field.name => conform(value, &field.ty),
+                    None if matches!(field.ty, Type::Option(_)) => {
+                        fields.push((field.name.to_owned(), Val::Option(None)));
+                    }
+                    _ => return,
+                }
+            }
+        }
+        (Val::List(items) | Val::FixedLengthList(items), Type::List(list)) => {
+            let ty = list.ty();
+            for item in items {
+                conform(item, &ty);
+            }
+        }
+        (Val::Tuple(items), Type::Tuple(tuple)) => {
+            for (item, ty) in items.iter_mut().zip(tuple.types()) {
+                conform(item, &ty);
+            }
+        }
+        (Val::Option(Some(value)), Type::Option(option)) => conform(value, &option.ty()),
+        (Val::Result(Ok(Some(value))), Type::Result(result)) => {
+            if let Some(ty) = result.ok() {
+                conform(value, &ty);
+            }
+        }
+        (Val::Result(Err(Some(value))), Type::Result(result)) => {
+            if let Some(ty) = result.err() {
+                conform(value, &ty);
+            }
+        }
+        (Val::Variant(name, Some(value)), Type::Variant(variant)) => {
+            if let Some(ty) = variant.cases().find(|c| c.name == name).and_then(|c| c.ty) {
+                conform(value, &ty);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The WIT name of a type's kind (`u32`, `record`, `list`, ...), for messages.
 pub fn type_name(ty: &Type) -> &'static str {
     match ty {
