@@ -390,18 +390,22 @@ impl Directory {
         }
     }
 
-    /// Asks every activation of `actor_type` to move to the plugin version
-    /// now deployed: each deactivates after its turn, and a successor takes
-    /// its mailbox over at once. Returns how many were asked.
-    pub(crate) fn upgrade(&self, actor_type: &str) -> usize {
-        let mut asked = 0;
-        for listed in self.entries.iter() {
-            if &*listed.key().actor_type == actor_type {
-                listed.mailbox.stop(Stop::Upgrade);
-                asked += 1;
-            }
+    /// The actors of `actor_type` with an activation listed here.
+    pub(crate) fn listed_of_type(&self, actor_type: &str) -> Vec<ActorRef> {
+        self.entries
+            .iter()
+            .filter(|listed| &*listed.key().actor_type == actor_type)
+            .map(|listed| listed.key().clone())
+            .collect()
+    }
+
+    /// Asks `actor`'s activation, if it has one, to move to the plugin
+    /// version now deployed: it deactivates after its turn, and a successor
+    /// takes its mailbox over at once.
+    pub(crate) fn upgrade(&self, actor: &ActorRef) {
+        if let Some(listed) = self.entries.get(actor) {
+            listed.mailbox.stop(Stop::Upgrade);
         }
-        asked
     }
 
     /// Waits until every activation has left, or `deadline` passes; then

@@ -71,6 +71,39 @@ impl Default for HostConfig {
 /// actor type goes back to the version before.
 const TRIAL: Duration = Duration::from_secs(60);
 
+/// Activations asked to move to a new version at a time.
+const MOVE_BATCH: usize = 128;
+
+/// Longest a batch of moves is waited for before the next is asked: an
+/// activation in a long turn moves when the turn ends.
+const MOVE_BATCH_WAIT: Duration = Duration::from_millis(100);
+
+/// Asks the activations of `actors` running `from` to move to the version
+/// now deployed, a batch at a time: ten thousand successors started at once
+/// would queue a call to any of them behind all the others.
+fn move_paced(directory: &Arc<Directory>, actors: Vec<ActorRef>, from: Arc<Plugin>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        for actor in &actors {
+            directory.upgrade(actor);
+        }
+        return;
+    };
+    let directory = directory.clone();
+    runtime.spawn(async move {
+        for batch in actors.chunks(MOVE_BATCH) {
+            let before = from.activations();
+            for actor in batch {
+                directory.upgrade(actor);
+            }
+            let left = before.saturating_sub(batch.len());
+            let deadline = Instant::now() + MOVE_BATCH_WAIT;
+            while from.activations() > left && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+}
+
 /// A version deployed over another, on trial.
 struct Trial {
     /// The new version's content hash.
@@ -113,12 +146,17 @@ impl activation::Versions for Inner {
             &previous.actor_type,
             previous.functions.iter().map(|f| f.name.clone()),
         );
-        if let Some(failed) = plugins.insert(previous.actor_type.clone(), previous.clone()) {
-            lock(&self.retired).push(failed);
+        let failed = plugins.insert(previous.actor_type.clone(), previous.clone());
+        if let Some(failed) = &failed {
+            lock(&self.retired).push(failed.clone());
         }
         drop(plugins);
         drop(trials);
-        let moving = self.directory.upgrade(&previous.actor_type);
+        let listed = self.directory.listed_of_type(&previous.actor_type);
+        let moving = listed.len();
+        if let Some(failed) = failed {
+            move_paced(&self.directory, listed, failed);
+        }
         tracing::error!(
             actor_type = %previous.actor_type,
             version = %plugin.content_hash,
@@ -545,7 +583,11 @@ impl Host {
         drop(trials);
         // An activation starting from here on finds the new version; every
         // one that started before is listed already, and is asked to move.
-        deployed.moving = self.inner.directory.upgrade(&new.actor_type);
+        let listed = self.inner.directory.listed_of_type(&new.actor_type);
+        deployed.moving = listed.len();
+        if let Some(old) = old {
+            move_paced(&self.inner.directory, listed, old);
+        }
         if options.keep_in.is_some() {
             if let Err(error) = keep(&new.file, bytes) {
                 tracing::warn!(file = %new.file.display(), %error, "deployed, but the plugin cannot be kept for a restart");
