@@ -21,21 +21,27 @@ pub async fn watch(host: Host, plugins: PathBuf) {
             if seen.get(file) == Some(stamp) {
                 continue;
             }
-            let (host, path) = (host.clone(), file.clone());
+            let (deploying, path) = (host.clone(), file.clone());
             let deployed = tokio::task::spawn_blocking(move || {
                 let bytes = std::fs::read(&path)?;
-                Ok::<_, anyhow::Error>(host.deploy(&path, &bytes, &DeployOptions::default()))
+                let deployed = deploying.deploy(&path, &bytes, &DeployOptions::default());
+                Ok::<_, anyhow::Error>(deployed.map(|d| (d, bytes)))
             })
             .await;
             match deployed {
-                Ok(Ok(Ok(deployed)))
+                Ok(Ok(Ok((deployed, _))))
                     if deployed.previous.as_ref() == Some(&deployed.content_hash) => {}
-                Ok(Ok(Ok(deployed))) => tracing::info!(
-                    file = %file.display(),
-                    actor_type = %deployed.actor_type,
-                    moving = deployed.moving,
-                    "deployed a changed plugin file"
-                ),
+                Ok(Ok(Ok((deployed, bytes)))) => {
+                    tracing::info!(
+                        file = %file.display(),
+                        actor_type = %deployed.actor_type,
+                        moving = deployed.moving,
+                        "deployed a changed plugin file"
+                    );
+                    if let Err(error) = host.publish(&deployed, &bytes).await {
+                        tracing::warn!(%error, "deployed on this host only: cannot publish it to the cluster");
+                    }
+                }
                 Ok(Ok(Err(error))) => {
                     tracing::error!(file = %file.display(), "not deployed: {error}")
                 }

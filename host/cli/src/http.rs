@@ -353,10 +353,18 @@ async fn deploy(
     };
     let source = api.plugins.join("deployed.wasm");
     // Compiling a component takes a while: off the async threads.
-    let host = api.host.clone();
-    let deployed = tokio::task::spawn_blocking(move || host.deploy(&source, &body, &options)).await;
+    let (host, component) = (api.host.clone(), body.clone());
+    let deployed =
+        tokio::task::spawn_blocking(move || host.deploy(&source, &component, &options)).await;
     match deployed {
         Ok(Ok(deployed)) => {
+            // In a cluster, every other host deploys it too.
+            let published = match api.host.publish(&deployed, &body).await {
+                Ok(()) => None,
+                Err(error) => Some(format!(
+                    "deployed on this host only: cannot publish it to the cluster: {error}"
+                )),
+            };
             // The answer waits for the activations to move, and tells a
             // version that could not start one (and was rolled back).
             let settled = api.host.settle(&deployed, SETTLE_FOR).await;
@@ -383,6 +391,7 @@ async fn deploy(
                 "moving": deployed.moving,
                 "still_moving": still_moving,
                 "breaking_changes": deployed.breaking_changes,
+                "warning": published,
             }))
             .into_response()
         }

@@ -196,12 +196,14 @@ impl ClusterArgs {
         &self,
         host: &Host,
         redis: Option<&str>,
+        plugins: &Path,
     ) -> anyhow::Result<Option<grove_host::cluster::Cluster>> {
         let (Some(name), Some(redis), Some(listen)) = (&self.cluster, redis, self.listen) else {
             return Ok(None);
         };
         let mut config = grove_host::cluster::ClusterConfig::new(name, redis, listen);
         config.advertise = self.advertise;
+        config.plugins_dir = Some(plugins.to_owned());
         for rule in &self.placement {
             match &rule.actor_type {
                 Some(actor_type) => {
@@ -428,7 +430,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     // Joined before reminders start: a firing claims its slot among the
     // hosts, and its actor's placement, from the first.
-    let cluster = args.cluster.join(&host, args.redis.as_deref()).await?;
+    let cluster = args
+        .cluster
+        .join(&host, args.redis.as_deref(), &args.plugins)
+        .await?;
     let reminders = host
         .start_reminders()
         .await
@@ -620,6 +625,9 @@ async fn deploy(host: &str, file: &Path, force: bool) -> anyhow::Result<()> {
             "deployed {} version {version} (a new actor type)",
             text("actor_type")
         ),
+    }
+    if let Some(warning) = body.get("warning").and_then(serde_json::Value::as_str) {
+        println!("  warning: {warning}");
     }
     let still_moving = body
         .get("still_moving")

@@ -826,3 +826,110 @@ fn a_superseded_activation_cannot_overwrite_its_successor_s_state() {
     // The next call activates it under a claim of its own, from that state.
     assert_eq!(host.call_ok(&["counter/fenced", "add", "1"]), "6");
 }
+
+/// The version of `actor_type` that `host` runs, from `GET /v1/plugins`.
+fn version_on(host: &RunningHost, actor_type: &str) -> String {
+    let listed: Value = serde_json::from_str(
+        &running::reqwest::blocking_get(&format!("{}/v1/plugins", host.url)).unwrap(),
+    )
+    .unwrap();
+    listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["actor_type"] == actor_type)
+        .map(|p| p["sha256"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn sha256_of(plugin: &str) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(common::plugin(plugin))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+fn grove_deploy(host: &RunningHost, plugin: &str, flags: &[&str]) -> std::process::Output {
+    std::process::Command::new(running::GROVE)
+        .args(["deploy", "--host", &host.url])
+        .arg(common::plugin(plugin))
+        .args(flags)
+        .output()
+        .unwrap()
+}
+
+/// Waits until every host runs `version` of the counter.
+fn wait_for_version(cluster: &Cluster, hosts: usize, version: &str) {
+    let start = Instant::now();
+    loop {
+        let running: Vec<String> = (0..hosts)
+            .map(|i| version_on(cluster.host(i), "counter"))
+            .collect();
+        if running.iter().all(|v| v == version) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "hosts run {running:?}, not {version}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_deploy_to_one_host_reaches_every_host_and_so_does_a_rollback() {
+    let cluster = Cluster::start(3, &["counter"], &["--placement", "prefer-local"]);
+    // A counter on each host.
+    for i in 0..3 {
+        assert_eq!(
+            cluster
+                .host(i)
+                .call_ok(&[&format!("counter/{i}"), "add", "5"]),
+            "5"
+        );
+    }
+    let next = sha256_of("counter_next");
+    let deployed = grove_deploy(cluster.host(0), "counter_next", &[]);
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    wait_for_version(&cluster, 3, &next);
+    // Every counter moved where it runs, with its state; the leases say so.
+    for i in 0..3 {
+        let counter = format!("counter/{i}");
+        assert_eq!(cluster.host(2).call_ok(&[&counter, "version"]), "\"next\"");
+        assert_eq!(cluster.host(1).call_ok(&[&counter, "get"]), "5");
+    }
+    // The leases publish it with their next renewal.
+    let start = Instant::now();
+    loop {
+        let status = std::process::Command::new(running::GROVE)
+            .args(["cluster", "status", "--host", &cluster.host(1).url])
+            .output()
+            .unwrap();
+        let status = String::from_utf8_lossy(&status.stdout).into_owned();
+        if status.matches(&format!("counter@{}", &next[..12])).count() == 3 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A version that cannot start is rolled back on every host.
+    let rolled_back = grove_deploy(cluster.host(1), "counter_unstartable", &["--force"]);
+    assert!(!rolled_back.status.success());
+    assert!(
+        String::from_utf8_lossy(&rolled_back.stderr).contains("was rolled back"),
+        "{}",
+        String::from_utf8_lossy(&rolled_back.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    wait_for_version(&cluster, 3, &next);
+    for i in 0..3 {
+        let counter = format!("counter/{i}");
+        assert_eq!(cluster.host(0).call_ok(&[&counter, "add", "1"]), "6");
+    }
+}

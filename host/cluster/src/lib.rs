@@ -14,6 +14,9 @@
 //!   per pair of hosts carries many calls at once.
 //! * [`wire`]: the frames on those connections — postcard around values in
 //!   the component model's value encoding.
+//! * [`versions`]: the plugin version each actor type runs in the cluster,
+//!   and the components by content hash, so that a deploy to one host
+//!   reaches every host.
 //!
 //! Every key carries a Redis Cluster hash tag, and every script touches
 //! keys of one slot, so the layout works on a Redis Cluster as on one
@@ -22,6 +25,7 @@
 pub mod membership;
 pub mod placement;
 pub mod transport;
+pub mod versions;
 pub mod wire;
 
 /// Redis could not be reached or refused a command.

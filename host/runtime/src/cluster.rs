@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -46,6 +47,7 @@ use grove_cluster::transport::{
     self, BoxFuture, Inbound, Responder, Transport, TransportConfig, TransportError, Unanswered,
     Waiter,
 };
+use grove_cluster::versions::Versions;
 use grove_cluster::wire::{
     Disconnected, Event, EventKind, Outcome, Push, PushAction, Refusal, Request,
 };
@@ -66,6 +68,7 @@ use crate::plugin::{Function, Plugin};
 use crate::reminders::FiringGate;
 use crate::state::Fence;
 use crate::ActorRef;
+use crate::{DeployError, Deployed};
 
 /// How an actor type is placed when it has no live owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,6 +114,9 @@ pub struct ClusterConfig {
     pub placement: Strategy,
     /// Per actor type placement.
     pub placement_by_type: HashMap<String, Strategy>,
+    /// The plugins directory, where versions deployed from the cluster are
+    /// kept for the next start.
+    pub plugins_dir: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -125,6 +131,7 @@ impl ClusterConfig {
             timing: LeaseTiming::default(),
             placement: Strategy::default(),
             placement_by_type: HashMap::new(),
+            plugins_dir: None,
         }
     }
 }
@@ -205,12 +212,23 @@ pub(crate) struct Node {
     _late: Arc<dyn Inbound<CallError>>,
     /// The sessions of this host's gateway.
     sessions: Sessions,
+    /// The plugin versions the cluster runs.
+    versions: Versions,
+    /// Where versions deployed from the cluster are kept.
+    plugins_dir: Option<PathBuf>,
 }
 
 /// What the cluster needs of its host.
 pub(crate) trait Plugins: Send + Sync + 'static {
     /// The plugin serving `actor_type`.
     fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError>;
+    /// Each plugin served, as `type@version-prefix`, for the lease.
+    fn served(&self) -> Vec<String>;
+    /// Whether `version` of `actor_type` was deployed here and rolled back.
+    fn rolled_back(&self, actor_type: &str, version: &str) -> bool;
+    /// Deploys `component`, a version another host published (forced: that
+    /// host checked it), keeping it in `keep_in`.
+    fn follow(&self, component: &[u8], keep_in: Option<PathBuf>) -> Result<Deployed, DeployError>;
     /// Loads the reminders other hosts stored since this host last looked,
     /// so that the reminders of a host that left are fired here too.
     fn reload_reminders(&self) -> BoxFuture<'_, ()>;
@@ -258,6 +276,7 @@ impl Cluster {
             .await
             .map_err(RedisUnavailable)?;
         let membership = Membership::new(conn.clone(), &config.name);
+        let versions = Versions::new(conn.clone(), &config.name);
         let placement = Placement::new(conn, &config.name);
         let advertise = config.advertise.unwrap_or(config.listen);
         if advertise.ip().is_unspecified() {
@@ -313,12 +332,15 @@ impl Cluster {
             plugins,
             _late: late,
             sessions,
+            versions,
+            plugins_dir: config.plugins_dir.clone(),
         });
         let _ = slot.set(Arc::downgrade(&node));
         let every = config.timing.renew_every;
         let tasks = vec![
             tokio::spawn(watch_roster(Arc::downgrade(&node), roster_tx, every)).abort_handle(),
             tokio::spawn(guard(Arc::downgrade(&node), lease.clone(), every)).abort_handle(),
+            tokio::spawn(follow_versions(Arc::downgrade(&node), FOLLOW_EVERY)).abort_handle(),
         ];
         tracing::info!(
             host = %node.me,
@@ -619,6 +641,23 @@ impl Inbound<CallError> for LateInbound {
     }
 }
 
+/// How often a host looks at the versions the cluster runs.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Deploys here each version the cluster runs that this host does not, as
+/// another host published it; a version rolled back here is left alone.
+async fn follow_versions(node: Weak<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        if let Err(error) = node.follow().await {
+            tracing::warn!(%error, "cannot read the versions the cluster runs");
+        }
+    }
+}
+
 /// Publishes the host's load with every renewal until the host is fenced;
 /// then fences it: aborts every activation.
 async fn guard(node: Weak<Node>, lease: Arc<Lease>, every: Duration) {
@@ -628,7 +667,13 @@ async fn guard(node: Weak<Node>, lease: Arc<Lease>, every: Duration) {
             () = tokio::time::sleep(every) => {
                 let Some(node) = node.upgrade() else { return };
                 let activations = node.local.len() as u64;
-                lease.publish(|m| m.activations = activations);
+                let served = node.plugins.upgrade().map(|p| p.served());
+                lease.publish(|m| {
+                    m.activations = activations;
+                    if let Some(served) = served {
+                        m.plugins = served;
+                    }
+                });
             }
         }
     }
@@ -679,6 +724,59 @@ async fn watch_roster(node: Weak<Node>, roster: watch::Sender<Arc<Vec<Member>>>,
 }
 
 impl Node {
+    /// Publishes a version deployed here: the cluster runs it from now on.
+    pub(crate) async fn publish(
+        &self,
+        deployed: &Deployed,
+        component: &[u8],
+    ) -> Result<(), RedisUnavailable> {
+        self.versions
+            .publish(&deployed.actor_type, &deployed.content_hash, component)
+            .await
+    }
+
+    /// Publishes that `actor_type` went back to `version` here.
+    pub(crate) async fn publish_rollback(&self, actor_type: &str, version: &str) {
+        if let Err(error) = self.versions.set(actor_type, version).await {
+            tracing::warn!(%actor_type, %error, "cannot publish a rollback to the cluster");
+        }
+    }
+
+    /// Deploys each version the cluster runs that this host does not.
+    async fn follow(&self) -> Result<(), RedisUnavailable> {
+        let Some(plugins) = self.plugins.upgrade() else {
+            return Ok(());
+        };
+        for (actor_type, version) in self.versions.current().await? {
+            let running = plugins.plugin(&actor_type).ok();
+            if running.is_some_and(|p| p.content_hash == version)
+                || plugins.rolled_back(&actor_type, &version)
+            {
+                continue;
+            }
+            let Some(component) = self.versions.component(&version).await? else {
+                tracing::warn!(%actor_type, %version, "the cluster runs a version whose component is not stored");
+                continue;
+            };
+            let (plugins, keep_in) = (plugins.clone(), self.plugins_dir.clone());
+            let deployed =
+                tokio::task::spawn_blocking(move || plugins.follow(&component, keep_in)).await;
+            match deployed {
+                Ok(Ok(deployed)) => tracing::info!(
+                    %actor_type,
+                    %version,
+                    moving = deployed.moving,
+                    "deployed the version the cluster runs"
+                ),
+                Ok(Err(error)) => {
+                    tracing::error!(%actor_type, %version, "cannot deploy the version the cluster runs: {error}")
+                }
+                Err(error) => tracing::error!(%actor_type, %error, "deploy failed"),
+            }
+        }
+        Ok(())
+    }
+
     fn unavailable(&self, actor: &ActorRef, error: impl std::fmt::Display) -> CallError {
         CallError::Unavailable(Unavailable::ActivationFailed {
             actor: actor.to_string(),

@@ -32,6 +32,7 @@ use crate::state::StateError;
 use crate::state::StateStore;
 use crate::values;
 use crate::ActorRef;
+use grove_cluster::RedisUnavailable;
 
 /// How a host runs its actors.
 #[derive(Debug, Clone)]
@@ -70,6 +71,15 @@ impl Default for HostConfig {
 /// activations fails to start (`on-activate` traps, say) meanwhile, the
 /// actor type goes back to the version before.
 const TRIAL: Duration = Duration::from_secs(60);
+
+/// How a plugin is named in the cluster's leases: `type@version-prefix`.
+fn served_as(plugin: &Plugin) -> String {
+    let version = plugin
+        .content_hash
+        .get(..12)
+        .unwrap_or(&plugin.content_hash);
+    format!("{}@{version}", plugin.actor_type)
+}
 
 /// Activations asked to move to a new version at a time.
 const MOVE_BATCH: usize = 128;
@@ -156,6 +166,17 @@ impl activation::Versions for Inner {
         let moving = listed.len();
         if let Some(failed) = failed {
             move_paced(&self.directory, listed, failed);
+        }
+        // The cluster goes back with this host: the others follow.
+        if let (Some(node), Ok(runtime)) =
+            (self.cluster.get(), tokio::runtime::Handle::try_current())
+        {
+            let (node, actor_type, version) = (
+                node.clone(),
+                previous.actor_type.clone(),
+                previous.content_hash.clone(),
+            );
+            runtime.spawn(async move { node.publish_rollback(&actor_type, &version).await });
         }
         tracing::error!(
             actor_type = %previous.actor_type,
@@ -308,6 +329,29 @@ impl cluster::Plugins for Inner {
         Inner::plugin(self, actor_type)
     }
 
+    fn served(&self) -> Vec<String> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let mut served: Vec<String> = plugins.values().map(|p| served_as(p)).collect();
+        served.sort();
+        served
+    }
+
+    fn rolled_back(&self, actor_type: &str, version: &str) -> bool {
+        lock(&self.trials)
+            .get(actor_type)
+            .is_some_and(|t| t.version == version && t.rolled_back.is_some())
+    }
+
+    fn follow(&self, component: &[u8], keep_in: Option<PathBuf>) -> Result<Deployed, DeployError> {
+        let options = DeployOptions {
+            force: true,
+            actor_type: None,
+            keep_in: keep_in.clone(),
+        };
+        let source = keep_in.unwrap_or_default().join("from-cluster.wasm");
+        self.deploy(&source, component, &options)
+    }
+
     fn reload_reminders(&self) -> grove_cluster::transport::BoxFuture<'_, ()> {
         Box::pin(async move {
             let types: Vec<String> = {
@@ -324,6 +368,97 @@ impl cluster::Plugins for Inner {
 }
 
 impl Inner {
+    fn deploy(
+        &self,
+        file: &Path,
+        bytes: &[u8],
+        options: &DeployOptions,
+    ) -> Result<Deployed, DeployError> {
+        let mut new = Plugin::from_bytes(
+            &self.context.engine,
+            &self.linker,
+            self.cache.as_ref(),
+            file,
+            bytes,
+        )?;
+        if let Some(expected) = &options.actor_type {
+            if *expected != new.actor_type {
+                return Err(DeployError::WrongType {
+                    expected: expected.clone(),
+                    actor_type: new.actor_type,
+                });
+            }
+        }
+        // Locks in this order: trials, plugins, retired.
+        let mut trials = lock(&self.trials);
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
+        let old = plugins.get(&new.actor_type).cloned();
+        let mut deployed = Deployed {
+            actor_type: new.actor_type.clone(),
+            content_hash: new.content_hash.clone(),
+            previous: old.as_ref().map(|p| p.content_hash.clone()),
+            breaking_changes: Vec::new(),
+            moving: 0,
+        };
+        if let Some(old) = &old {
+            if old.content_hash == new.content_hash {
+                return Ok(deployed);
+            }
+            deployed.breaking_changes = crate::compat::breaking_changes(old, &new);
+            if !deployed.breaking_changes.is_empty() && !options.force {
+                return Err(DeployError::Incompatible {
+                    actor_type: new.actor_type.clone(),
+                    changes: deployed.breaking_changes,
+                });
+            }
+        }
+        if let Some(dir) = &options.keep_in {
+            new.file = match &old {
+                Some(old) if old.file.parent() == Some(dir.as_path()) => old.file.clone(),
+                _ => dir.join(format!("{}.wasm", new.actor_type)),
+            };
+        }
+        let new = Arc::new(new);
+        self.context.services.catalog.insert(
+            &new.actor_type,
+            new.functions.iter().map(|f| f.name.clone()),
+        );
+        if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired.retain(|p| p.activations() > 0);
+            retired.push(old.clone());
+            let trial = Trial {
+                version: new.content_hash.clone(),
+                previous: old,
+                until: Instant::now() + TRIAL,
+                rolled_back: None,
+            };
+            trials.insert(new.actor_type.clone(), trial);
+        }
+        drop(plugins);
+        drop(trials);
+        // An activation starting from here on finds the new version; every
+        // one that started before is listed already, and is asked to move.
+        let listed = self.directory.listed_of_type(&new.actor_type);
+        deployed.moving = listed.len();
+        if let Some(old) = old {
+            move_paced(&self.directory, listed, old);
+        }
+        if options.keep_in.is_some() {
+            if let Err(error) = keep(&new.file, bytes) {
+                tracing::warn!(file = %new.file.display(), %error, "deployed, but the plugin cannot be kept for a restart");
+            }
+        }
+        tracing::info!(
+            actor_type = %deployed.actor_type,
+            version = %deployed.content_hash,
+            previous = ?deployed.previous,
+            moving = deployed.moving,
+            "plugin deployed"
+        );
+        Ok(deployed)
+    }
+
     fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
         let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
         plugins.get(actor_type).cloned().ok_or_else(|| {
@@ -404,17 +539,7 @@ impl Host {
         if self.inner.cluster.get().is_some() {
             return Err(ClusterError::AlreadyJoined);
         }
-        let served = self
-            .plugins()
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}@{}",
-                    p.actor_type,
-                    &p.content_hash[..12.min(p.content_hash.len())]
-                )
-            })
-            .collect();
+        let served = cluster::Plugins::served(&*self.inner);
         let plugins: Arc<dyn cluster::Plugins> = self.inner.clone();
         let (cluster, node) = Cluster::join(
             config,
@@ -514,93 +639,16 @@ impl Host {
         bytes: &[u8],
         options: &DeployOptions,
     ) -> Result<Deployed, DeployError> {
-        let mut new = Plugin::from_bytes(
-            &self.inner.context.engine,
-            &self.inner.linker,
-            self.inner.cache.as_ref(),
-            file,
-            bytes,
-        )?;
-        if let Some(expected) = &options.actor_type {
-            if *expected != new.actor_type {
-                return Err(DeployError::WrongType {
-                    expected: expected.clone(),
-                    actor_type: new.actor_type,
-                });
-            }
+        self.inner.deploy(file, bytes, options)
+    }
+
+    /// Publishes a version deployed here to the cluster, if the host is in
+    /// one: every other host deploys it too. A host alone has nothing to do.
+    pub async fn publish(&self, deployed: &Deployed, bytes: &[u8]) -> Result<(), RedisUnavailable> {
+        match self.inner.cluster.get() {
+            Some(node) => node.publish(deployed, bytes).await,
+            None => Ok(()),
         }
-        // Locks in this order: trials, plugins, retired.
-        let mut trials = lock(&self.inner.trials);
-        let mut plugins = self
-            .inner
-            .plugins
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        let old = plugins.get(&new.actor_type).cloned();
-        let mut deployed = Deployed {
-            actor_type: new.actor_type.clone(),
-            content_hash: new.content_hash.clone(),
-            previous: old.as_ref().map(|p| p.content_hash.clone()),
-            breaking_changes: Vec::new(),
-            moving: 0,
-        };
-        if let Some(old) = &old {
-            if old.content_hash == new.content_hash {
-                return Ok(deployed);
-            }
-            deployed.breaking_changes = crate::compat::breaking_changes(old, &new);
-            if !deployed.breaking_changes.is_empty() && !options.force {
-                return Err(DeployError::Incompatible {
-                    actor_type: new.actor_type.clone(),
-                    changes: deployed.breaking_changes,
-                });
-            }
-        }
-        if let Some(dir) = &options.keep_in {
-            new.file = match &old {
-                Some(old) if old.file.parent() == Some(dir.as_path()) => old.file.clone(),
-                _ => dir.join(format!("{}.wasm", new.actor_type)),
-            };
-        }
-        let new = Arc::new(new);
-        self.inner.context.services.catalog.insert(
-            &new.actor_type,
-            new.functions.iter().map(|f| f.name.clone()),
-        );
-        if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
-            let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
-            retired.retain(|p| p.activations() > 0);
-            retired.push(old.clone());
-            let trial = Trial {
-                version: new.content_hash.clone(),
-                previous: old,
-                until: Instant::now() + TRIAL,
-                rolled_back: None,
-            };
-            trials.insert(new.actor_type.clone(), trial);
-        }
-        drop(plugins);
-        drop(trials);
-        // An activation starting from here on finds the new version; every
-        // one that started before is listed already, and is asked to move.
-        let listed = self.inner.directory.listed_of_type(&new.actor_type);
-        deployed.moving = listed.len();
-        if let Some(old) = old {
-            move_paced(&self.inner.directory, listed, old);
-        }
-        if options.keep_in.is_some() {
-            if let Err(error) = keep(&new.file, bytes) {
-                tracing::warn!(file = %new.file.display(), %error, "deployed, but the plugin cannot be kept for a restart");
-            }
-        }
-        tracing::info!(
-            actor_type = %deployed.actor_type,
-            version = %deployed.content_hash,
-            previous = ?deployed.previous,
-            moving = deployed.moving,
-            "plugin deployed"
-        );
-        Ok(deployed)
     }
 
     /// Waits, at most `timeout`, until the activations `deployed` asked to
