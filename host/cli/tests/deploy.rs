@@ -118,6 +118,10 @@ fn grove_deploy_swaps_a_running_plugin_refuses_a_breaking_one_and_keeps_it_for_a
     );
     assert_eq!(host.call_ok(&["counter/1", "version"]), "\"next\"");
     assert_eq!(host.call_ok(&["counter/1", "add", "1"]), "7");
+    // The file it replaced was put back: a restart runs the version before.
+    drop(host);
+    let host = RunningHost::start(plugins.path(), data.path());
+    assert_eq!(host.call_ok(&["counter/1", "version"]), "\"next\"");
 
     // Forced, the breaking version goes in.
     let forced = deploy(&host, "counter_retyped", &["--force"]);

@@ -123,6 +123,8 @@ struct Trial {
     until: Instant,
     /// Why it was rolled back, once it was.
     rolled_back: Option<String>,
+    /// The plugins directory file the deploy overwrote, and what it held.
+    replaced_file: Option<(PathBuf, Vec<u8>)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -152,6 +154,7 @@ impl activation::Versions for Inner {
         }
         let previous = trial.previous.clone();
         trial.rolled_back = Some(error.to_string());
+        let replaced_file = trial.replaced_file.take();
         self.context.services.catalog.insert(
             &previous.actor_type,
             previous.functions.iter().map(|f| f.name.clone()),
@@ -166,6 +169,11 @@ impl activation::Versions for Inner {
         let moving = listed.len();
         if let Some(failed) = failed {
             move_paced(&self.directory, listed, failed);
+        }
+        if let Some((file, kept)) = replaced_file {
+            if let Err(error) = keep(&file, &kept) {
+                tracing::warn!(file = %file.display(), %error, "cannot put back the plugin file a rolled-back deploy replaced");
+            }
         }
         // The cluster goes back with this host: the others follow.
         if let (Some(node), Ok(runtime)) =
@@ -412,11 +420,18 @@ impl Inner {
                 });
             }
         }
+        // What the kept file held, to put back if this version is rolled
+        // back: a restart must not run a version that could not start.
+        let mut replaced_file = None;
         if let Some(dir) = &options.keep_in {
             new.file = match &old {
                 Some(old) if old.file.parent() == Some(dir.as_path()) => old.file.clone(),
                 _ => dir.join(format!("{}.wasm", new.actor_type)),
             };
+            replaced_file = std::fs::read(&new.file)
+                .ok()
+                .filter(|kept| kept != bytes)
+                .map(|kept| (new.file.clone(), kept));
         }
         let new = Arc::new(new);
         self.context.services.catalog.insert(
@@ -432,6 +447,7 @@ impl Inner {
                 previous: old,
                 until: Instant::now() + TRIAL,
                 rolled_back: None,
+                replaced_file,
             };
             trials.insert(new.actor_type.clone(), trial);
         }

@@ -35,7 +35,9 @@ impl grove_guest::Actor for Counter {
 
 impl Guest for Counter {
     fn add(amount: String) -> u64 {
-        let value = VALUE.get().saturating_add(amount.trim().parse().unwrap_or(0));
+        let value = VALUE
+            .get()
+            .saturating_add(amount.trim().parse().unwrap_or(0));
         if let Err(e) = grove_guest::state::save(TABLE, &grove_guest::self_key(), None, &value) {
             panic!("could not store the counter: {e}");
         }
