@@ -406,6 +406,12 @@ async fn deploy(
             }});
             (StatusCode::CONFLICT, Json(body)).into_response()
         }
+        Ok(Err(error @ DeployError::RolledBack { .. })) => error_response(
+            StatusCode::CONFLICT,
+            "rolled-back-before",
+            error.to_string(),
+            None,
+        ),
         Ok(Err(error @ DeployError::WrongType { .. })) => error_response(
             StatusCode::BAD_REQUEST,
             "wrong-actor-type",

@@ -34,17 +34,15 @@ impl Versions {
         format!("grove-cluster:{{{}}}:component:{version}", self.cluster)
     }
 
-    /// Stores `component`, whose content hash is `version`, and makes it
-    /// the version `actor_type` runs.
-    pub async fn publish(
-        &self,
-        actor_type: &str,
-        version: &str,
-        component: &[u8],
-    ) -> Result<(), RedisUnavailable> {
+    /// Stores `component`, whose content hash is `version`, unless it is
+    /// stored already.
+    pub async fn store(&self, version: &str, component: &[u8]) -> Result<(), RedisUnavailable> {
         let mut conn = self.conn.clone();
-        let () = conn.set(self.component_key(version), component).await?;
-        self.set(actor_type, version).await
+        let key = self.component_key(version);
+        if !conn.exists::<_, bool>(&key).await? {
+            let () = conn.set(&key, component).await?;
+        }
+        Ok(())
     }
 
     /// Makes `version`, stored already, the version `actor_type` runs.

@@ -216,6 +216,8 @@ pub(crate) struct Node {
     versions: Versions,
     /// Where versions deployed from the cluster are kept.
     plugins_dir: Option<PathBuf>,
+    /// Versions the cluster runs that could not be deployed here.
+    unfollowable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What the cluster needs of its host.
@@ -226,6 +228,11 @@ pub(crate) trait Plugins: Send + Sync + 'static {
     fn served(&self) -> Vec<String>;
     /// Whether `version` of `actor_type` was deployed here and rolled back.
     fn rolled_back(&self, actor_type: &str, version: &str) -> bool;
+    /// Whether a version of `actor_type` was deployed here moments ago (and
+    /// is about to be published).
+    fn just_deployed(&self, actor_type: &str) -> bool;
+    /// Every plugin served.
+    fn all(&self) -> Vec<Arc<Plugin>>;
     /// Deploys `component`, a version another host published (forced: that
     /// host checked it), keeping it in `keep_in`.
     fn follow(&self, component: &[u8], keep_in: Option<PathBuf>) -> Result<Deployed, DeployError>;
@@ -334,6 +341,7 @@ impl Cluster {
             sessions,
             versions,
             plugins_dir: config.plugins_dir.clone(),
+            unfollowable: std::sync::Mutex::default(),
         });
         let _ = slot.set(Arc::downgrade(&node));
         let every = config.timing.renew_every;
@@ -641,12 +649,21 @@ impl Inbound<CallError> for LateInbound {
     }
 }
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How often a host looks at the versions the cluster runs.
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Deploys here each version the cluster runs that this host does not, as
 /// another host published it; a version rolled back here is left alone.
 async fn follow_versions(node: Weak<Node>, every: Duration) {
+    if let Some(node) = node.upgrade() {
+        node.store_running().await;
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -724,15 +741,42 @@ async fn watch_roster(node: Weak<Node>, roster: watch::Sender<Arc<Vec<Member>>>,
 }
 
 impl Node {
-    /// Publishes a version deployed here: the cluster runs it from now on.
+    /// Publishes a version deployed here: the cluster runs it from now on
+    /// (unless it was rolled back here meanwhile).
     pub(crate) async fn publish(
         &self,
         deployed: &Deployed,
         component: &[u8],
     ) -> Result<(), RedisUnavailable> {
-        self.versions
-            .publish(&deployed.actor_type, &deployed.content_hash, component)
-            .await
+        let (actor_type, version) = (&deployed.actor_type, &deployed.content_hash);
+        self.versions.store(version, component).await?;
+        let rolled_back = self
+            .plugins
+            .upgrade()
+            .is_some_and(|p| p.rolled_back(actor_type, version));
+        if rolled_back {
+            return Ok(());
+        }
+        self.versions.set(actor_type, version).await
+    }
+
+    /// Stores the components this host runs, so that any host can go back
+    /// to one of them (a rollback publishes only the version).
+    async fn store_running(&self) {
+        let Some(plugins) = self.plugins.upgrade() else {
+            return;
+        };
+        for plugin in plugins.all() {
+            let Ok(component) = tokio::fs::read(&plugin.file).await else {
+                continue;
+            };
+            if crate::engine::content_hash(&component) != plugin.content_hash {
+                continue;
+            }
+            if let Err(error) = self.versions.store(&plugin.content_hash, &component).await {
+                tracing::warn!(actor_type = %plugin.actor_type, %error, "cannot store the component in the cluster");
+            }
+        }
     }
 
     /// Publishes that `actor_type` went back to `version` here.
@@ -751,6 +795,8 @@ impl Node {
             let running = plugins.plugin(&actor_type).ok();
             if running.is_some_and(|p| p.content_hash == version)
                 || plugins.rolled_back(&actor_type, &version)
+                || plugins.just_deployed(&actor_type)
+                || lock(&self.unfollowable).contains(&version)
             {
                 continue;
             }
@@ -769,7 +815,8 @@ impl Node {
                     "deployed the version the cluster runs"
                 ),
                 Ok(Err(error)) => {
-                    tracing::error!(%actor_type, %version, "cannot deploy the version the cluster runs: {error}")
+                    tracing::error!(%actor_type, %version, "cannot deploy the version the cluster runs: {error}");
+                    lock(&self.unfollowable).insert(version);
                 }
                 Err(error) => tracing::error!(%actor_type, %error, "deploy failed"),
             }

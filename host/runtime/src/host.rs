@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -91,7 +92,13 @@ const MOVE_BATCH_WAIT: Duration = Duration::from_millis(100);
 /// Asks the activations of `actors` running `from` to move to the version
 /// now deployed, a batch at a time: ten thousand successors started at once
 /// would queue a call to any of them behind all the others.
-fn move_paced(directory: &Arc<Directory>, actors: Vec<ActorRef>, from: Arc<Plugin>) {
+/// Stops when `moving` is cleared (the new version was rolled back).
+fn move_paced(
+    directory: &Arc<Directory>,
+    actors: Vec<ActorRef>,
+    from: Arc<Plugin>,
+    moving: Arc<AtomicBool>,
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         for actor in &actors {
             directory.upgrade(actor);
@@ -101,6 +108,9 @@ fn move_paced(directory: &Arc<Directory>, actors: Vec<ActorRef>, from: Arc<Plugi
     let directory = directory.clone();
     runtime.spawn(async move {
         for batch in actors.chunks(MOVE_BATCH) {
+            if !moving.load(Ordering::Relaxed) {
+                return;
+            }
             let before = from.activations();
             for actor in batch {
                 directory.upgrade(actor);
@@ -114,6 +124,10 @@ fn move_paced(directory: &Arc<Directory>, actors: Vec<ActorRef>, from: Arc<Plugi
     });
 }
 
+/// How long after a deploy here the host leaves the actor type alone when
+/// following the cluster's versions: the deploy is being published.
+const PUBLISH_GRACE: Duration = Duration::from_secs(10);
+
 /// A version deployed over another, on trial.
 struct Trial {
     /// The new version's content hash.
@@ -123,8 +137,11 @@ struct Trial {
     until: Instant,
     /// Why it was rolled back, once it was.
     rolled_back: Option<String>,
-    /// The plugins directory file the deploy overwrote, and what it held.
-    replaced_file: Option<(PathBuf, Vec<u8>)>,
+    /// The plugins directory file the deploy wrote, and what it held
+    /// before (nothing: it did not exist).
+    replaced_file: Option<(PathBuf, Option<Vec<u8>>)>,
+    /// Cleared to stop asking activations to move to it (rolled back).
+    moving: Arc<AtomicBool>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -154,26 +171,33 @@ impl activation::Versions for Inner {
         }
         let previous = trial.previous.clone();
         trial.rolled_back = Some(error.to_string());
+        trial.moving.store(false, Ordering::Relaxed);
         let replaced_file = trial.replaced_file.take();
         self.context.services.catalog.insert(
             &previous.actor_type,
             previous.functions.iter().map(|f| f.name.clone()),
         );
         let failed = plugins.insert(previous.actor_type.clone(), previous.clone());
-        if let Some(failed) = &failed {
-            lock(&self.retired).push(failed.clone());
+        {
+            let mut retired = lock(&self.retired);
+            // The version before runs again: it is not retired.
+            retired.retain(|p| p.activations() > 0 && p.content_hash != previous.content_hash);
+            retired.extend(failed.clone());
         }
         drop(plugins);
         drop(trials);
         let listed = self.directory.listed_of_type(&previous.actor_type);
         let moving = listed.len();
         if let Some(failed) = failed {
-            move_paced(&self.directory, listed, failed);
+            move_paced(
+                &self.directory,
+                listed,
+                failed,
+                Arc::new(AtomicBool::new(true)),
+            );
         }
-        if let Some((file, kept)) = replaced_file {
-            if let Err(error) = keep(&file, &kept) {
-                tracing::warn!(file = %file.display(), %error, "cannot put back the plugin file a rolled-back deploy replaced");
-            }
+        if let Some((file, before)) = replaced_file {
+            put_back(&file, before);
         }
         // The cluster goes back with this host: the others follow.
         if let (Some(node), Ok(runtime)) =
@@ -217,14 +241,38 @@ pub enum Settled {
 }
 
 /// Writes `bytes` to `file` unless it holds them already, through a
-/// temporary file renamed over it: nobody reads half a plugin.
+/// temporary file of its own renamed over it: nobody reads half a plugin.
 fn keep(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if std::fs::read(file).is_ok_and(|kept| kept == bytes) {
         return Ok(());
     }
-    let temporary = file.with_extension("wasm.deploying");
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let temporary = file.with_extension(format!("wasm.{}-{n}.deploying", std::process::id()));
     std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, file)
+    std::fs::rename(&temporary, file).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+/// Puts back what `file` held before a deploy that was rolled back, off
+/// the async threads: a restart must not run a version that could not
+/// start.
+fn put_back(file: &Path, before: Option<Vec<u8>>) {
+    let file = file.to_owned();
+    let restore = move || {
+        let restored = match &before {
+            Some(bytes) => keep(&file, bytes),
+            None => std::fs::remove_file(&file),
+        };
+        if let Err(error) = restored {
+            tracing::warn!(file = %file.display(), %error, "cannot put back the plugin file of a rolled-back deploy");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(restore)),
+        Err(_) => restore(),
+    }
 }
 
 /// What [`Host::deploy`] did.
@@ -272,6 +320,14 @@ pub enum DeployError {
         /// Each breaking change, in WIT terms.
         changes: Vec<String>,
     },
+    /// It was deployed here before and rolled back.
+    #[error("this version of `{actor_type}` was rolled back here: {reason} (deploy with --force to try it again)")]
+    RolledBack {
+        /// The actor type.
+        actor_type: String,
+        /// Why it was rolled back.
+        reason: String,
+    },
     /// It provides another actor type than the one named.
     #[error("the component provides actor type `{actor_type}`, not `{expected}`")]
     WrongType {
@@ -292,6 +348,8 @@ struct Inner {
     plugins: RwLock<foldhash::HashMap<String, Arc<Plugin>>>,
     /// Versions replaced by a deploy, kept while activations still run them.
     retired: Mutex<Vec<Arc<Plugin>>>,
+    /// Held through a deploy: one at a time.
+    deploying: Mutex<()>,
     /// By actor type: the version last deployed over another, on trial.
     trials: Mutex<HashMap<String, Trial>>,
     rejected: RwLock<Vec<PluginError>>,
@@ -342,6 +400,20 @@ impl cluster::Plugins for Inner {
         let mut served: Vec<String> = plugins.values().map(|p| served_as(p)).collect();
         served.sort();
         served
+    }
+
+    fn just_deployed(&self, actor_type: &str) -> bool {
+        let running = self.plugin(actor_type).ok();
+        lock(&self.trials).get(actor_type).is_some_and(|t| {
+            t.rolled_back.is_none()
+                && running.is_some_and(|p| p.content_hash == t.version)
+                && t.until.saturating_duration_since(Instant::now()) > TRIAL - PUBLISH_GRACE
+        })
+    }
+
+    fn all(&self) -> Vec<Arc<Plugin>> {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins.values().cloned().collect()
     }
 
     fn rolled_back(&self, actor_type: &str, version: &str) -> bool {
@@ -397,10 +469,10 @@ impl Inner {
                 });
             }
         }
-        // Locks in this order: trials, plugins, retired.
-        let mut trials = lock(&self.trials);
-        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
-        let old = plugins.get(&new.actor_type).cloned();
+        // One deploy at a time: the checks below and the kept file hold
+        // until the swap.
+        let _deploying = lock(&self.deploying);
+        let old = self.plugin(&new.actor_type).ok();
         let mut deployed = Deployed {
             actor_type: new.actor_type.clone(),
             content_hash: new.content_hash.clone(),
@@ -420,27 +492,44 @@ impl Inner {
                 });
             }
         }
-        // What the kept file held, to put back if this version is rolled
-        // back: a restart must not run a version that could not start.
+        let rolled_back = lock(&self.trials)
+            .get(&new.actor_type)
+            .filter(|t| t.version == new.content_hash)
+            .and_then(|t| t.rolled_back.clone());
+        if let (Some(reason), false) = (rolled_back, options.force) {
+            return Err(DeployError::RolledBack {
+                actor_type: new.actor_type.clone(),
+                reason,
+            });
+        }
+        // Kept before the swap, so that a rollback, which puts back what
+        // the file held, always comes after.
         let mut replaced_file = None;
         if let Some(dir) = &options.keep_in {
             new.file = match &old {
                 Some(old) if old.file.parent() == Some(dir.as_path()) => old.file.clone(),
                 _ => dir.join(format!("{}.wasm", new.actor_type)),
             };
-            replaced_file = std::fs::read(&new.file)
-                .ok()
-                .filter(|kept| kept != bytes)
-                .map(|kept| (new.file.clone(), kept));
+            let before = std::fs::read(&new.file).ok();
+            match keep(&new.file, bytes) {
+                Ok(()) => replaced_file = Some((new.file.clone(), before)),
+                Err(error) => {
+                    tracing::warn!(file = %new.file.display(), %error, "the plugin cannot be kept for a restart");
+                }
+            }
         }
         let new = Arc::new(new);
+        let moving = Arc::new(AtomicBool::new(true));
+        // Locks in this order: trials, plugins, retired.
+        let mut trials = lock(&self.trials);
+        let mut plugins = self.plugins.write().unwrap_or_else(|e| e.into_inner());
         self.context.services.catalog.insert(
             &new.actor_type,
             new.functions.iter().map(|f| f.name.clone()),
         );
         if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
-            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-            retired.retain(|p| p.activations() > 0);
+            let mut retired = lock(&self.retired);
+            retired.retain(|p| p.activations() > 0 && p.content_hash != old.content_hash);
             retired.push(old.clone());
             let trial = Trial {
                 version: new.content_hash.clone(),
@@ -448,6 +537,7 @@ impl Inner {
                 until: Instant::now() + TRIAL,
                 rolled_back: None,
                 replaced_file,
+                moving: moving.clone(),
             };
             trials.insert(new.actor_type.clone(), trial);
         }
@@ -458,12 +548,7 @@ impl Inner {
         let listed = self.directory.listed_of_type(&new.actor_type);
         deployed.moving = listed.len();
         if let Some(old) = old {
-            move_paced(&self.directory, listed, old);
-        }
-        if options.keep_in.is_some() {
-            if let Err(error) = keep(&new.file, bytes) {
-                tracing::warn!(file = %new.file.display(), %error, "deployed, but the plugin cannot be kept for a restart");
-            }
+            move_paced(&self.directory, listed, old, moving);
         }
         tracing::info!(
             actor_type = %deployed.actor_type,
@@ -520,6 +605,7 @@ impl Host {
             cache,
             plugins: RwLock::default(),
             retired: Mutex::default(),
+            deploying: Mutex::default(),
             trials: Mutex::default(),
             rejected: RwLock::default(),
             directory,
@@ -642,9 +728,10 @@ impl Host {
     /// Deploys the component `bytes` (named `file` in listings) as the
     /// plugin of its actor type, loaded or not, while the host serves.
     ///
-    /// A new version must accept every call the running one accepts (see
-    /// [`crate::compat`]); otherwise it is refused with the breaking changes
-    /// unless `force` is set. New activations use it at once, and every live
+    /// A new version must accept every call the running one accepts (the
+    /// rules are in `docs/deploy.md`); otherwise it is refused with the
+    /// breaking changes unless `force` is set. A version rolled back here is
+    /// refused unless `force` is set. New activations use it at once, and every live
     /// activation of the type moves to it after its current turn: it runs
     /// `on-deactivate` on the old code and a successor runs `on-activate` on
     /// the new one, its mailbox kept in order. Deploying the version that

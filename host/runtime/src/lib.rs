@@ -24,7 +24,7 @@ mod activation;
 mod bindings;
 mod catalog;
 pub mod cluster;
-pub mod compat;
+mod compat;
 mod directory;
 pub mod engine;
 pub mod error;
