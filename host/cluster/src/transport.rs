@@ -506,9 +506,8 @@ where
         self.shared.endpoint.close(0u32.into(), b"host leaving");
     }
 
-    /// The link to `peer`, dialling it if there is none. A link whose
-    /// connection closed is forgotten when its reader sees it end; a
-    /// request sent on it just before is answered [`Unanswered::Lost`].
+    /// The link to `peer`, dialling it if there is none; a link whose
+    /// connection closed is forgotten and dialled again.
     async fn link(&self, peer: &Member) -> Result<Arc<Link<E>>, LinkError> {
         let cell = {
             let mut links = lock(&self.shared.links);
@@ -521,7 +520,14 @@ where
             .get_or_try_init(|| dial(self.shared.clone(), peer.clone()))
             .await;
         match link {
-            Ok(link) => Ok(link.clone()),
+            Ok(link) if link.connection.close_reason().is_none() => Ok(link.clone()),
+            Ok(link) => {
+                // Closed, and its reader has not seen it yet: dial again
+                // rather than send what would be lost.
+                let link = link.clone();
+                self.forget(&link);
+                Box::pin(self.link(peer)).await
+            }
             Err(error) => {
                 let mut links = lock(&self.shared.links);
                 if links.get(&peer.id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {

@@ -1381,7 +1381,11 @@ async fn forward(
     let mut stale = false;
     let mut idle_since = tokio::time::Instant::now();
     loop {
-        if stale && in_flight == 0 {
+        // A message came back (its owner no longer runs the actor): the
+        // successor takes over now. The answers still in flight may depend
+        // on it — the old owner hands what it had queued to the new one,
+        // which may be this host — so they are settled behind.
+        if stale && (in_flight == 0 || !retry.is_empty()) {
             break;
         }
         tokio::select! {
@@ -1419,6 +1423,34 @@ async fn forward(
     }
     retry.sort_by_key(|(order, _)| *order);
     slot.leave_with(retry.into_iter().map(|(_, envelope)| envelope).collect());
+    if in_flight > 0 {
+        tokio::spawn(settle_behind(node.clone(), forwarding, answered, in_flight));
+    }
+}
+
+/// Settles the answers of a forwarder that left with `in_flight` messages
+/// still out; one that comes back goes to the actor's activation through
+/// the directory, behind those already handed over.
+async fn settle_behind(
+    node: Arc<Node>,
+    forwarding: Arc<Forwarding>,
+    mut answered: mpsc::UnboundedReceiver<Answered>,
+    mut in_flight: usize,
+) {
+    while in_flight > 0 {
+        let Some((_, envelope, answer)) = answered.recv().await else {
+            return;
+        };
+        in_flight -= 1;
+        let mut stale = true;
+        if let Some(envelope) = settle(&forwarding, envelope, answer, &mut stale) {
+            // An undelivered message is answered with the error.
+            let _ = node
+                .directory
+                .deliver(&forwarding.actor, envelope, true)
+                .await;
+        }
+    }
 }
 
 fn remaining_us(deadline: Instant) -> u64 {
