@@ -152,6 +152,16 @@ pub async fn serve(
         .await
 }
 
+/// The answer to a request whose body could not be read (over `limit`
+/// bytes, saying what may hold that many).
+fn body_too_large(rejection: BytesRejection, what: &str, limit: usize) -> Response {
+    let message = format!(
+        "{}; {what} may hold at most {limit} bytes",
+        rejection.body_text()
+    );
+    error_response(rejection.status(), "body-too-large", message, None)
+}
+
 async fn call(
     State(host): State<Host>,
     Path((actor_type, key, function)): Path<(String, String, String)>,
@@ -160,13 +170,7 @@ async fn call(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let message = format!(
-                "{}; a request body may hold at most {MAX_BODY_BYTES} bytes",
-                rejection.body_text()
-            );
-            return error_response(rejection.status(), "body-too-large", message, None);
-        }
+        Err(rejection) => return body_too_large(rejection, "a request body", MAX_BODY_BYTES),
     };
     let wave = match query.as_deref() {
         None | Some("") | Some("encoding=json") => false,
@@ -330,13 +334,7 @@ async fn deploy(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let message = format!(
-                "{}; a plugin may hold at most {MAX_PLUGIN_BYTES} bytes",
-                rejection.body_text()
-            );
-            return error_response(rejection.status(), "body-too-large", message, None);
-        }
+        Err(rejection) => return body_too_large(rejection, "a plugin", MAX_PLUGIN_BYTES),
     };
     let force = match query.as_deref() {
         None | Some("") | Some("force=false") => false,
