@@ -1,12 +1,18 @@
 //! Where a guest's stdout and stderr go: each complete line is logged under
 //! the actor's ref, and the last few lines are kept so that when the actor
 //! traps, its own last words (a Rust panic message, say) reach the caller.
+//!
+//! An activation's log lines — these and those of the host's `log` import —
+//! share one budget: a burst of [`LOG_BURST`] lines, then [`LOG_RATE`] a
+//! second. Lines past it are dropped, and counted in one warning when lines
+//! flow again, so one actor cannot flood the host's log.
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -18,12 +24,62 @@ const TAIL_BYTES: usize = 2048;
 /// Longest line forwarded to the log; longer ones are cut.
 const MAX_LINE: usize = 4096;
 
-#[derive(Default)]
+/// Log lines an activation may write at once.
+pub const LOG_BURST: u32 = 200;
+/// Log lines an activation may write per second, past the burst.
+pub const LOG_RATE: u32 = 100;
+
+/// An activation's log budget: a token bucket of lines.
+#[derive(Debug)]
+struct LogBudget {
+    tokens: f64,
+    at: Instant,
+    /// Lines dropped since the last one written.
+    dropped: u64,
+}
+
+/// What the budget says of one line.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Write it.
+    Write,
+    /// Write it, after a warning that this many were dropped before it.
+    WriteAfterDropping(u64),
+    /// Drop it.
+    Drop,
+}
+
+impl LogBudget {
+    fn new(now: Instant) -> LogBudget {
+        LogBudget {
+            tokens: f64::from(LOG_BURST),
+            at: now,
+            dropped: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admit {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * f64::from(LOG_RATE);
+        self.tokens = (self.tokens + refill).min(f64::from(LOG_BURST));
+        self.at = now;
+        if self.tokens < 1.0 {
+            self.dropped += 1;
+            return Admit::Drop;
+        }
+        self.tokens -= 1.0;
+        match std::mem::take(&mut self.dropped) {
+            0 => Admit::Write,
+            dropped => Admit::WriteAfterDropping(dropped),
+        }
+    }
+}
+
 struct Buffers {
     /// The incomplete line being written.
     line: Vec<u8>,
     /// The last `TAIL_BYTES` bytes written.
     tail: VecDeque<u8>,
+    budget: LogBudget,
 }
 
 /// A guest output stream. Cheap to clone: clones share the buffers.
@@ -38,7 +94,35 @@ impl GuestOutput {
     pub fn new(actor: Arc<str>) -> Self {
         GuestOutput {
             actor,
-            buffers: Arc::default(),
+            buffers: Arc::new(Mutex::new(Buffers {
+                line: Vec::new(),
+                tail: VecDeque::new(),
+                budget: LogBudget::new(Instant::now()),
+            })),
+        }
+    }
+
+    /// Logs `message` at `level` under the actor's ref, within its budget,
+    /// cut to [`MAX_LINE`] bytes.
+    pub fn log(&self, level: tracing::Level, message: &str) {
+        let admit = self.buffers().budget.admit(Instant::now());
+        let actor = &self.actor;
+        if let Admit::WriteAfterDropping(dropped) = admit {
+            tracing::warn!(%actor, dropped, "log lines dropped: over {LOG_RATE} a second");
+        }
+        if admit == Admit::Drop {
+            return;
+        }
+        let message = match message.char_indices().nth(MAX_LINE) {
+            Some((cut, _)) => message.get(..cut).unwrap_or(message),
+            None => message,
+        };
+        match level {
+            tracing::Level::TRACE => tracing::trace!(%actor, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(%actor, "{message}"),
+            tracing::Level::INFO => tracing::info!(%actor, "{message}"),
+            tracing::Level::WARN => tracing::warn!(%actor, "{message}"),
+            tracing::Level::ERROR => tracing::error!(%actor, "{message}"),
         }
     }
 
@@ -51,13 +135,17 @@ impl GuestOutput {
         b.tail.extend(bytes);
         let excess = b.tail.len().saturating_sub(TAIL_BYTES);
         b.tail.drain(..excess);
+        let mut lines = Vec::new();
         for &byte in bytes {
             if byte == b'\n' {
-                let line = std::mem::take(&mut b.line);
-                tracing::info!(actor = %self.actor, "{}", String::from_utf8_lossy(&line));
+                lines.push(std::mem::take(&mut b.line));
             } else if b.line.len() < MAX_LINE {
                 b.line.push(byte);
             }
+        }
+        drop(b);
+        for line in lines {
+            self.log(tracing::Level::INFO, &String::from_utf8_lossy(&line));
         }
     }
 
@@ -131,6 +219,46 @@ impl AsyncWrite for GuestOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_log_lines_is_cut_to_the_budget_and_counted() {
+        let start = Instant::now();
+        let mut budget = LogBudget::new(start);
+        // A burst, then nothing more within the same instant.
+        let written = (0..10_000)
+            .filter(|_| budget.admit(start) != Admit::Drop)
+            .count();
+        assert_eq!(written, LOG_BURST as usize);
+        // Over the next ten seconds of a flood, the rate.
+        let mut written = 0;
+        let mut reported = 0;
+        for ms in 1..=10_000u64 {
+            let now = start + std::time::Duration::from_millis(ms);
+            for _ in 0..100 {
+                match budget.admit(now) {
+                    Admit::Write => written += 1,
+                    Admit::WriteAfterDropping(n) => {
+                        written += 1;
+                        reported += n;
+                    }
+                    Admit::Drop => {}
+                }
+            }
+        }
+        // The rate, give or take a line of rounding.
+        let rate = 10 * u64::from(LOG_RATE);
+        assert!((rate - 1..=rate).contains(&written), "{written}");
+        // Quiet again: the next line comes with the count of all dropped,
+        // and the burst is back.
+        let later = start + std::time::Duration::from_secs(20);
+        let Admit::WriteAfterDropping(last) = budget.admit(later) else {
+            panic!("the dropped lines were not reported");
+        };
+        let offered = 10_000 + 10_000 * 100;
+        let kept = u64::from(LOG_BURST) + written;
+        assert_eq!(reported + last, offered - kept);
+        assert_eq!(budget.admit(later), Admit::Write);
+    }
 
     #[test]
     fn keeps_the_last_words_only() {

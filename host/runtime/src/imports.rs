@@ -273,14 +273,14 @@ impl grove::actor::host::Host for ActivationState {
     }
 
     async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
-        let actor = &self.actor;
-        match level {
-            wit::LogLevel::Trace => tracing::trace!(%actor, "{message}"),
-            wit::LogLevel::Debug => tracing::debug!(%actor, "{message}"),
-            wit::LogLevel::Info => tracing::info!(%actor, "{message}"),
-            wit::LogLevel::Warn => tracing::warn!(%actor, "{message}"),
-            wit::LogLevel::Error => tracing::error!(%actor, "{message}"),
-        }
+        let level = match level {
+            wit::LogLevel::Trace => tracing::Level::TRACE,
+            wit::LogLevel::Debug => tracing::Level::DEBUG,
+            wit::LogLevel::Info => tracing::Level::INFO,
+            wit::LogLevel::Warn => tracing::Level::WARN,
+            wit::LogLevel::Error => tracing::Level::ERROR,
+        };
+        self.output.log(level, &message);
         Ok(())
     }
 
