@@ -749,8 +749,16 @@ fn a_client_on_one_host_drives_an_actor_on_another_and_a_third_pushes_to_it() {
         let client = Client::new(ClientConfig::pinned(fingerprint)).unwrap();
         let session = client.connect(gateway, b"ayla").await.unwrap();
         assert_eq!(session.owner(), "echo/ayla");
-        // Its owner on host 1 heard of it, under an id naming host 0.
-        let events = cluster.host(1).call_ok(&["echo/ayla", "events"]);
+        // Its owner on host 1 heard of it, under an id naming host 0. (The
+        // login may be answered while the connect event is on its way, and
+        // this call, from another sender, may overtake it.)
+        let expected = format!("[\"connect {}\"]", session.id());
+        let start = Instant::now();
+        let mut events = cluster.host(1).call_ok(&["echo/ayla", "events"]);
+        while events != expected && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            events = cluster.host(1).call_ok(&["echo/ayla", "events"]);
+        }
         assert_eq!(
             events,
             format!("[\"connect {}\"]", session.id()),
