@@ -37,6 +37,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
+use grove_host::limits::ActorLimits;
 use grove_host::{values, ActorRef, DeployError, DeployOptions, Host, Settled};
 use wasmtime::component::Val;
 
@@ -267,6 +268,22 @@ fn unix_ms(time: std::time::SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// An actor type's limits as `GET /v1/plugins` shows them: the keys of
+/// `--limit`.
+fn limits_json(limits: &ActorLimits) -> Value {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    json!({
+        "memory-mib": limits.max_memory >> 20,
+        "turn-deadline-ms": ms(limits.turn_deadline),
+        "turn-wall-ms": ms(limits.turn_wall_time),
+        "mailbox": limits.mailbox_capacity,
+        "timers": limits.max_timers,
+        "reminders": limits.max_reminders,
+        "proxies": limits.max_proxies,
+        "log-lines-per-second": limits.log_lines_per_second,
+    })
+}
+
 async fn plugins_listed(State(host): State<Host>) -> Json<Value> {
     let plugins: Vec<Value> = host
         .plugins()
@@ -279,6 +296,8 @@ async fn plugins_listed(State(host): State<Host>) -> Json<Value> {
                 "sha256": p.content_hash,
                 "loaded_at_ms": unix_ms(p.loaded_at),
                 "activations": p.activations(),
+                "limits": limits_json(host.limits_of(&p.actor_type)),
+                "incidents": host.incidents(&p.actor_type),
                 "types": p.type_definitions,
                 "functions": p.functions.iter().map(|f| json!({
                     "name": f.name,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use grove_gateway_quic::{Gateway, GatewayConfig, Identity};
-use grove_host::engine::Limits;
 use grove_host::gateway::Authenticator;
+use grove_host::limits::{ActorLimits, LimitRule, Limits};
 use grove_host::state::StateStore;
 use grove_host::{Host, HostConfig, Plugin};
 
@@ -158,6 +158,17 @@ struct RunArgs {
     /// kernel's vm.max_map_count leaves room for fewer].
     #[arg(long)]
     max_activations: Option<u32>,
+    /// A limit for one actor type, or for every type (`*`), over the flags
+    /// above: `player.memory-mib=128`, `room.mailbox=4096`,
+    /// `*.log-lines-per-second=20`. Keys: memory-mib, turn-deadline-ms,
+    /// turn-wall-ms, mailbox, timers, reminders, proxies,
+    /// log-lines-per-second. Repeatable; wins over `--limits`.
+    #[arg(long = "limit", value_name = "TYPE.KEY=VALUE")]
+    limit: Vec<LimitRule>,
+    /// A TOML file of limits, one table per actor type (`[player]`,
+    /// `["*"]`) holding the keys of `--limit`.
+    #[arg(long, value_name = "FILE")]
+    limits: Option<PathBuf>,
     #[command(flatten)]
     gateway: GatewayArgs,
     #[command(flatten)]
@@ -391,6 +402,35 @@ fn report(error: &anyhow::Error) -> String {
     out
 }
 
+impl RunArgs {
+    /// The limits the flags, `--limits` and `--limit` give, in that order.
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let defaults = Limits::default();
+        let mut limits = Limits {
+            max_activations: self.max_activations.unwrap_or_else(|| {
+                let default = defaults.max_activations;
+                grove_host::engine::activations_that_fit().map_or(default, |fit| fit.min(default))
+            }),
+            max_copy: self.max_copy_mib.saturating_mul(1 << 20),
+            actor: ActorLimits {
+                max_memory: self.max_memory_mib << 20,
+                turn_deadline: Duration::from_millis(self.turn_deadline_ms),
+                turn_wall_time: Duration::from_millis(self.turn_wall_ms.max(1)),
+                mailbox_capacity: self.mailbox_capacity.max(1),
+                ..defaults.actor
+            },
+            by_type: defaults.by_type,
+        };
+        let mut rules = match &self.limits {
+            Some(file) => LimitRule::read_file(file)?,
+            None => Vec::new(),
+        };
+        rules.extend(self.limit.iter().cloned());
+        limits.apply(&rules);
+        Ok(limits)
+    }
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -405,18 +445,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         StateStore::open_embedded(&args.data.join("state.redb"))?
     };
+    let limits = args.limits()?;
+    let limited: Vec<String> = limits.by_type.keys().cloned().collect();
     let config = HostConfig {
-        limits: Limits {
-            max_activations: args.max_activations.unwrap_or_else(|| {
-                let default = Limits::default().max_activations;
-                grove_host::engine::activations_that_fit().map_or(default, |fit| fit.min(default))
-            }),
-            max_memory: args.max_memory_mib << 20,
-            turn_deadline: Duration::from_millis(args.turn_deadline_ms),
-            turn_wall_time: Duration::from_millis(args.turn_wall_ms.max(1)),
-            max_copy: args.max_copy_mib.saturating_mul(1 << 20),
-        },
-        mailbox_capacity: args.mailbox_capacity.max(1),
+        limits,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         idle_timeout: Duration::from_secs(args.idle_timeout),
         compile_cache: Some(args.data.join("cache")),
@@ -442,6 +474,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.http))?;
     let types: Vec<&str> = loaded.iter().map(|p| p.actor_type.as_str()).collect();
+    for limited in limited.iter().filter(|t| !types.contains(&t.as_str())) {
+        tracing::warn!(actor_type = %limited, "limits are set for an actor type no plugin serves (yet)");
+    }
     tracing::info!(
         http = %args.http,
         actor_types = %types.join(", "),

@@ -227,3 +227,73 @@ fn a_stuck_actor_answers_http_with_504_and_cannot_hold_up_sigterm() {
         stopping.elapsed()
     );
 }
+
+#[test]
+fn limits_set_per_actor_type_apply_and_show_with_their_incidents() {
+    let plugins = common::plugin_dir(&["counter", "rogue"]);
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("limits.toml");
+    std::fs::write(
+        &file,
+        "[rogue]\nmemory-mib = 16\ntimers = 100\n\n[\"*\"]\nproxies = 500\n",
+    )
+    .unwrap();
+    let limits = file.to_str().unwrap();
+    // A rule that names no limit is refused before the host starts.
+    let refused = Command::new(GROVE)
+        .args(["run", "--limit", "rogue.memory=16"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("the limits are memory-mib,"), "{stderr}");
+
+    let host = RunningHost::start_with(
+        plugins.path(),
+        data.path(),
+        &[
+            "--memory-state",
+            "--limits",
+            limits,
+            "--limit",
+            "rogue.timers=5",
+        ],
+    );
+    // 24 MiB is past the rogue's memory, not the counter's.
+    let (status, body) = host.post("/v1/actors/rogue/1/hog", "[24]");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["kind"], "out-of-memory", "{body}");
+    // `--limit` wins over the file.
+    let (_, body) = host.post("/v1/actors/rogue/1/set-timers", "[6]");
+    assert_eq!(body["error"]["kind"], "limit-exceeded", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 5 timers"),
+        "{body}"
+    );
+    assert_eq!(host.call_ok(&["counter/1", "add", "1"]), "1");
+
+    let listed: Value =
+        serde_json::from_str(&reqwest::blocking_get(&format!("{}/v1/plugins", host.url)).unwrap())
+            .unwrap();
+    let entry = |actor_type: &str| {
+        listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["actor_type"] == actor_type)
+            .cloned()
+            .unwrap()
+    };
+    let (rogue, counter) = (entry("rogue"), entry("counter"));
+    assert_eq!(rogue["limits"]["memory-mib"], 16, "{rogue}");
+    assert_eq!(rogue["limits"]["timers"], 5, "{rogue}");
+    assert_eq!(rogue["limits"]["proxies"], 500, "{rogue}");
+    assert_eq!(counter["limits"]["memory-mib"], 64, "{counter}");
+    assert_eq!(counter["limits"]["proxies"], 500, "{counter}");
+    assert_eq!(rogue["incidents"]["out-of-memory"], 1, "{rogue}");
+    assert_eq!(rogue["incidents"]["limit-exceeded"], 1, "{rogue}");
+    assert_eq!(counter["incidents"]["out-of-memory"], 0, "{counter}");
+}

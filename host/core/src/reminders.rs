@@ -94,6 +94,8 @@ pub struct Schedule {
     queue: BTreeSet<(u64, u64)>,
     by_generation: HashMap<u64, Key>,
     next_generation: u64,
+    /// How many reminders each actor holds.
+    per_actor: HashMap<ActorRef, usize>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -111,6 +113,7 @@ impl Schedule {
     /// generation.
     pub fn insert(&mut self, key: Key, timing: Timing) -> u64 {
         self.remove(&key);
+        *self.per_actor.entry(key.0.clone()).or_default() += 1;
         self.next_generation += 1;
         let generation = self.next_generation;
         self.queue.insert((timing.due_ms, generation));
@@ -134,6 +137,12 @@ impl Schedule {
             Some(entry) => {
                 self.queue.remove(&(entry.next_ms, entry.generation));
                 self.by_generation.remove(&entry.generation);
+                if let Some(held) = self.per_actor.get_mut(&key.0) {
+                    *held -= 1;
+                    if *held == 0 {
+                        self.per_actor.remove(&key.0);
+                    }
+                }
                 true
             }
             None => false,
@@ -148,6 +157,11 @@ impl Schedule {
     /// Whether `key` is scheduled.
     pub fn contains(&self, key: &Key) -> bool {
         self.entries.contains_key(key)
+    }
+
+    /// How many reminders `actor` holds.
+    pub fn held_by(&self, actor: &ActorRef) -> usize {
+        self.per_actor.get(actor).copied().unwrap_or(0)
     }
 
     /// How many reminders are scheduled.
@@ -378,5 +392,27 @@ mod tests {
         let due = s.take_due(50);
         assert_eq!(s.finished(&due[0], true, 60), Outcome::Done);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_reminders_each_actor_holds_are_counted() {
+        let mut s = Schedule::default();
+        let one = ActorRef::new("a", "1");
+        let timing = Timing {
+            due_ms: 10,
+            period_ms: None,
+        };
+        for name in ["x", "y", "x"] {
+            s.insert((one.clone(), name.to_owned()), timing);
+        }
+        s.insert((ActorRef::new("a", "2"), "x".to_owned()), timing);
+        assert_eq!(s.held_by(&one), 2, "setting a reminder again replaces it");
+        // A one-shot reminder that fired is no longer held.
+        let due = s.take_due(10);
+        for firing in due.iter().filter(|f| f.key.0 == one) {
+            assert_eq!(s.finished(firing, true, 11), Outcome::Done);
+        }
+        assert_eq!(s.held_by(&one), 0);
+        assert_eq!(s.held_by(&ActorRef::new("a", "2")), 1);
     }
 }

@@ -9,9 +9,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Most timers one activation may hold.
-pub const MAX_TIMERS: usize = 1024;
-
 #[derive(Debug, Clone)]
 struct Timer {
     first: Instant,
@@ -30,17 +27,27 @@ pub struct Tick {
 }
 
 /// The timers of one activation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Timers {
     timers: HashMap<String, Timer>,
+    /// Most timers held at once.
+    max: usize,
 }
 
-/// Why a timer could not be set.
+/// Why a timer could not be set: the activation holds as many as it may.
 #[derive(Debug, thiserror::Error)]
-#[error("an activation may hold at most {MAX_TIMERS} timers")]
-pub struct TooManyTimers;
+#[error("an activation may hold at most {0} timers")]
+pub struct TooManyTimers(pub usize);
 
 impl Timers {
+    /// No timers; at most `max` at once.
+    pub fn new(max: usize) -> Timers {
+        Timers {
+            timers: HashMap::new(),
+            max,
+        }
+    }
+
     /// Starts or replaces the timer `name`: first tick at `now + due`, then
     /// every `period` if one is given.
     pub fn set(
@@ -51,8 +58,8 @@ impl Timers {
         period: Option<Duration>,
         keep_alive: bool,
     ) -> Result<(), TooManyTimers> {
-        if self.timers.len() >= MAX_TIMERS && !self.timers.contains_key(name) {
-            return Err(TooManyTimers);
+        if self.timers.len() >= self.max && !self.timers.contains_key(name) {
+            return Err(TooManyTimers(self.max));
         }
         // A due time past what the clock can hold never comes.
         let first = now
@@ -130,7 +137,7 @@ mod tests {
     #[test]
     fn periodic_ticks_stay_on_the_grid_when_delivered_late() {
         let t0 = Instant::now();
-        let mut timers = Timers::default();
+        let mut timers = Timers::new(1024);
         timers.set("tick", t0, ms(10), Some(ms(10)), false).unwrap();
         assert!(timers.take_next_due(t0 + ms(9)).is_none());
         assert!(timers.take_next_due(t0 + ms(13)).is_some());
@@ -146,7 +153,7 @@ mod tests {
     #[test]
     fn one_shot_fires_once_and_cancel_stops_a_due_timer() {
         let t0 = Instant::now();
-        let mut timers = Timers::default();
+        let mut timers = Timers::new(1024);
         timers.set("once", t0, ms(5), None, true).unwrap();
         timers.set("never", t0, ms(1), Some(ms(1)), false).unwrap();
         assert!(timers.cancel("never"));
@@ -166,7 +173,7 @@ mod tests {
     #[test]
     fn ticks_come_out_earliest_first_and_replacing_resets_the_grid() {
         let t0 = Instant::now();
-        let mut timers = Timers::default();
+        let mut timers = Timers::new(1024);
         timers.set("b", t0, ms(2), None, false).unwrap();
         timers.set("a", t0, ms(3), None, false).unwrap();
         assert_eq!(timers.take_next_due(t0 + ms(5)).unwrap().name, "b");
@@ -184,8 +191,8 @@ mod tests {
     #[test]
     fn the_number_of_timers_is_bounded() {
         let t0 = Instant::now();
-        let mut timers = Timers::default();
-        for i in 0..MAX_TIMERS {
+        let mut timers = Timers::new(1024);
+        for i in 0..1024 {
             timers.set(&i.to_string(), t0, ms(1), None, false).unwrap();
         }
         assert!(timers.set("one-more", t0, ms(1), None, false).is_err());

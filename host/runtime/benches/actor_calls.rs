@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{phase, plugin};
 
 use grove_host::chain::extend as extend_chain;
-use grove_host::engine::Limits;
+use grove_host::limits::Limits;
 use grove_host::state::{RowKey, StateStore};
 use grove_host::{ActorRef, Host, HostConfig};
 use wasmtime::component::Val;

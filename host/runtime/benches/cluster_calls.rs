@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use common::{phase, plugin};
 use grove_host::cluster::{Cluster, ClusterConfig, Strategy};
-use grove_host::engine::Limits;
+use grove_host::limits::Limits;
 use grove_host::state::StateStore;
 use grove_host::{ActorRef, CallError, Host, HostConfig};
 use redis_server::RedisServer;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{phase, plugin};
-use grove_host::engine::Limits;
+use grove_host::limits::Limits;
 use grove_host::state::StateStore;
 use grove_host::{ActorRef, DeployOptions, Host, HostConfig, Settled};
 use wasmtime::component::Val;

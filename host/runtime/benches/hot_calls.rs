@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{phase, plugin};
-use grove_host::engine::Limits;
+use grove_host::limits::Limits;
 use grove_host::state::StateStore;
 use grove_host::{ActorRef, Host, HostConfig};
 

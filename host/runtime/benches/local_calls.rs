@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{phase, plugin};
 
-use grove_host::engine::Limits;
+use grove_host::limits::Limits;
 use grove_host::state::{RowKey, StateStore};
 use grove_host::{ActorRef, Host, HostConfig};
 use tokio::sync::{mpsc, oneshot};

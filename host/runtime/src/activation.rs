@@ -39,11 +39,13 @@ use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
 
 use crate::bindings::DisconnectReason;
 use crate::directory::Slot;
-use crate::engine::{EpochClock, Limits};
+use crate::engine::EpochClock;
 use crate::error::{ActorFailure, CallError, RejectedCall, Unavailable};
 use crate::imports::{
     ActivationState, DeadlineExceeded, LimitExceeded, MemoryLimitExceeded, Services,
 };
+use crate::incidents::{Incident, Incidents};
+use crate::limits::Limits;
 use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, SessionEvent, Stop};
 use crate::plugin::Plugin;
 use crate::state::Fence;
@@ -66,12 +68,14 @@ pub(crate) trait Versions: Send + Sync + 'static {
 #[derive(Clone)]
 pub(crate) struct Context {
     pub(crate) engine: Engine,
-    pub(crate) limits: Limits,
+    pub(crate) limits: Arc<Limits>,
     pub(crate) idle_timeout: Duration,
     pub(crate) services: Services,
     /// Keeps the engine's epoch advancing while any activation runs, even
     /// after every handle to the host is gone.
     pub(crate) _epoch: Arc<EpochClock>,
+    /// What the sandbox stopped or refused, per actor type.
+    pub(crate) incidents: Arc<Incidents>,
     /// The host's plugin versions, set once the host exists.
     pub(crate) versions: Arc<OnceLock<Weak<dyn Versions>>>,
 }
@@ -243,17 +247,14 @@ impl Activation {
             fence,
             carried,
         } = start;
-        let limits = &context.limits;
-        let mut data = ActivationState::new(
-            context.services.clone(),
-            actor.clone(),
-            limits.max_memory,
-            limits.turn_deadline,
-        );
+        let limits = context.limits.for_type(&actor.actor_type);
+        let incidents = context.incidents.of(&actor.actor_type);
+        let mut data =
+            ActivationState::new(context.services.clone(), actor.clone(), limits, incidents);
         data.fence = fence;
         let mut store = Store::new(&context.engine, data);
         store.limiter(|s| &mut s.limiter);
-        store.set_hostcall_fuel(limits.max_copy);
+        store.set_hostcall_fuel(context.limits.max_copy);
         // Checked at every epoch tick while guest code runs: long turns yield
         // to other tasks, and a turn past its deadline is stopped.
         store.epoch_deadline_callback(|ctx| {
@@ -366,8 +367,22 @@ impl Activation {
         bound
     }
 
-    /// Turns a failed turn's error into what the caller sees.
+    /// Turns a failed turn's error into what the caller sees, and counts it
+    /// as an incident of the actor's type unless the state backend failed.
     fn classify(&self, function: &str, error: wasmtime::Error) -> CallError {
+        let error = self.classify_uncounted(function, error);
+        let incident = match &error {
+            CallError::Failed(ActorFailure::DeadlineExceeded { .. }) => Incident::DeadlineExceeded,
+            CallError::Failed(ActorFailure::LimitExceeded { .. }) => Incident::LimitExceeded,
+            CallError::Failed(ActorFailure::OutOfMemory { .. }) => Incident::OutOfMemory,
+            CallError::Failed(ActorFailure::Trapped { .. }) => Incident::Trapped,
+            _ => return error,
+        };
+        self.store.data().incidents.add(incident, 1);
+        error
+    }
+
+    fn classify_uncounted(&self, function: &str, error: wasmtime::Error) -> CallError {
         let actor = self.actor.to_string();
         let function = function.to_owned();
         if let Some(d) = error.downcast_ref::<DeadlineExceeded>() {

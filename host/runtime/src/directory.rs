@@ -39,6 +39,7 @@ use tokio::task::AbortHandle;
 use wasmtime::component::Val;
 
 use crate::error::{CallError, Unavailable};
+use crate::limits::Limits;
 use crate::mailbox::{Answer, Envelope, Mailbox, Refused, Reply, Stop};
 use crate::ActorRef;
 
@@ -72,7 +73,8 @@ struct Listed {
 pub(crate) struct Directory {
     entries: DashMap<ActorRef, Listed>,
     next_id: AtomicU64,
-    capacity: usize,
+    /// The mailbox capacity of each actor type.
+    limits: Arc<Limits>,
     stopping: AtomicBool,
     /// Notified whenever an entry is removed.
     removed: Notify,
@@ -107,16 +109,24 @@ struct Handover {
 }
 
 impl Directory {
-    /// A directory whose mailboxes hold `capacity` messages.
-    pub(crate) fn new(capacity: usize) -> Arc<Directory> {
+    /// A directory whose mailboxes hold as many messages as `limits` give
+    /// their actor type.
+    pub(crate) fn new(limits: Arc<Limits>) -> Arc<Directory> {
         Arc::new(Directory {
             entries: DashMap::new(),
             next_id: AtomicU64::new(1),
-            capacity: capacity.max(1),
+            limits,
             stopping: AtomicBool::new(false),
             removed: Notify::new(),
             activator: OnceLock::new(),
         })
+    }
+
+    fn capacity(&self, actor: &ActorRef) -> usize {
+        self.limits
+            .for_type(&actor.actor_type)
+            .mailbox_capacity
+            .max(1)
     }
 
     /// Installs the activator; only the first call has an effect.
@@ -233,7 +243,7 @@ impl Directory {
     fn mailbox_full(&self, actor: &ActorRef) -> CallError {
         CallError::Unavailable(Unavailable::MailboxFull {
             actor: actor.to_string(),
-            capacity: self.capacity,
+            capacity: self.capacity(actor),
         })
     }
 
@@ -281,7 +291,7 @@ impl Directory {
         match self.entries.entry(actor.clone()) {
             Entry::Occupied(e) => Ok((e.get().mailbox.clone(), e.get().released.clone())),
             Entry::Vacant(e) => {
-                let (listed, slot) = self.new_slot(actor, self.capacity);
+                let (listed, slot) = self.new_slot(actor, self.capacity(actor));
                 let found = (listed.mailbox.clone(), listed.released.clone());
                 drop(e.insert(listed));
                 // The task may end before its abort handle is recorded;
@@ -359,7 +369,7 @@ impl Directory {
         };
         // `left` came out of a mailbox of the same capacity, plus what a
         // forwarder took out of it: a successor this large holds it all.
-        let (listed, mut slot) = self.new_slot(actor, self.capacity.max(left.len()));
+        let (listed, mut slot) = self.new_slot(actor, self.capacity(actor).max(left.len()));
         slot.carried = carried;
         for envelope in left {
             if let Err(Refused::Full(e) | Refused::Closed(e)) = listed.mailbox.try_send(envelope) {
@@ -620,7 +630,9 @@ mod tests {
             started: AtomicUsize::new(0),
             ran: Arc::default(),
         });
-        let directory = Directory::new(capacity);
+        let mut limits = Limits::default();
+        limits.actor.mailbox_capacity = capacity;
+        let directory = Directory::new(Arc::new(limits));
         let activator: Arc<dyn Activator> = model.clone();
         directory.set_activator(Arc::downgrade(&activator));
         (model, directory)

@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::limits::Limits;
+
 /// How often the epoch advances; the granularity of turn deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -50,41 +52,6 @@ pub enum CompileError {
     Invalid(#[source] wasmtime::Error),
 }
 
-/// Limits every activation runs under.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Most activations alive at once on this host.
-    pub max_activations: u32,
-    /// Most linear memory one activation may use, in bytes.
-    pub max_memory: usize,
-    /// Longest a single turn may run guest code before it is stopped (time
-    /// spent waiting in host calls — state, other actors — not counted).
-    pub turn_deadline: Duration,
-    /// Longest a single turn may take on the wall clock, host calls
-    /// included; a turn past it is stopped and its activation ends.
-    pub turn_wall_time: Duration,
-    /// Most data one host call's arguments, or one call's result, may copy
-    /// out of an activation, counted as wasmtime's hostcall fuel counts it:
-    /// the size of a `Val` (40 bytes) per list element, plus the bytes of
-    /// each string. It also bounds how long lifting one value can hold a
-    /// worker thread, which no epoch interrupt reaches.
-    pub max_copy: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_activations: 20_000,
-            max_memory: 64 << 20,
-            turn_deadline: Duration::from_secs(5),
-            turn_wall_time: Duration::from_secs(60),
-            // Above the largest message between actors (1 Mi elements of
-            // 40 bytes), so that limit is met first with its own error.
-            max_copy: 48 << 20,
-        }
-    }
-}
-
 /// Builds the engine for `limits`.
 pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
     let n = limits.max_activations.max(1);
@@ -96,7 +63,7 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(4))
         .total_stacks(n)
-        .max_memory_size(limits.max_memory)
+        .max_memory_size(limits.largest_memory())
         .max_core_instances_per_component(32)
         .max_memories_per_component(4)
         .max_tables_per_component(16);
@@ -109,7 +76,7 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
         .wasm_component_model(true)
         // Reserve only what the memory limit allows, so that tens of thousands of
         // activations fit in the address space; bounds checks are explicit.
-        .memory_reservation(limits.max_memory as u64)
+        .memory_reservation(limits.largest_memory() as u64)
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)

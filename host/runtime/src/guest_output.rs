@@ -3,9 +3,10 @@
 //! traps, its own last words (a Rust panic message, say) reach the caller.
 //!
 //! An activation's log lines — these and those of the host's `log` import —
-//! share one budget: a burst of [`LOG_BURST`] lines, then [`LOG_RATE`] a
-//! second. Lines past it are dropped, and counted in one warning when lines
-//! flow again, so one actor cannot flood the host's log.
+//! share one budget: a burst of twice its type's rate (100 lines a second
+//! unless set otherwise, see `crate::limits`), then the rate. Lines past it
+//! are dropped, counted as incidents of the actor type, and reported in one
+//! warning when lines flow again, so one actor cannot flood the host's log.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::incidents::{Counts, Incident};
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -24,14 +26,11 @@ const TAIL_BYTES: usize = 2048;
 /// Longest line forwarded to the log; longer ones are cut.
 const MAX_LINE: usize = 4096;
 
-/// Log lines an activation may write at once.
-pub const LOG_BURST: u32 = 200;
-/// Log lines an activation may write per second, past the burst.
-pub const LOG_RATE: u32 = 100;
-
 /// An activation's log budget: a token bucket of lines.
 #[derive(Debug)]
 struct LogBudget {
+    /// Lines a second.
+    rate: f64,
     tokens: f64,
     at: Instant,
     /// Lines dropped since the last one written.
@@ -50,17 +49,19 @@ enum Admit {
 }
 
 impl LogBudget {
-    fn new(now: Instant) -> LogBudget {
+    fn new(now: Instant, lines_per_second: u32) -> LogBudget {
+        let rate = f64::from(lines_per_second);
         LogBudget {
-            tokens: f64::from(LOG_BURST),
+            rate,
+            tokens: 2.0 * rate,
             at: now,
             dropped: 0,
         }
     }
 
     fn admit(&mut self, now: Instant) -> Admit {
-        let refill = now.saturating_duration_since(self.at).as_secs_f64() * f64::from(LOG_RATE);
-        self.tokens = (self.tokens + refill).min(f64::from(LOG_BURST));
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(2.0 * self.rate);
         self.at = now;
         if self.tokens < 1.0 {
             self.dropped += 1;
@@ -87,30 +88,38 @@ struct Buffers {
 pub struct GuestOutput {
     actor: Arc<str>,
     buffers: Arc<Mutex<Buffers>>,
+    incidents: Arc<Counts>,
 }
 
 impl GuestOutput {
-    /// A stream whose lines are logged as coming from `actor`.
-    pub fn new(actor: Arc<str>) -> Self {
+    /// A stream whose lines are logged as coming from `actor`, at most
+    /// `lines_per_second` (after a burst of twice as many); dropped lines
+    /// are counted in `incidents`.
+    pub(crate) fn new(actor: Arc<str>, lines_per_second: u32, incidents: Arc<Counts>) -> Self {
         GuestOutput {
             actor,
             buffers: Arc::new(Mutex::new(Buffers {
                 line: Vec::new(),
                 tail: VecDeque::new(),
-                budget: LogBudget::new(Instant::now()),
+                budget: LogBudget::new(Instant::now(), lines_per_second),
             })),
+            incidents,
         }
     }
 
     /// Logs `message` at `level` under the actor's ref, within its budget,
     /// cut to [`MAX_LINE`] bytes.
     pub fn log(&self, level: tracing::Level, message: &str) {
-        let admit = self.buffers().budget.admit(Instant::now());
+        let (admit, rate) = {
+            let mut buffers = self.buffers();
+            (buffers.budget.admit(Instant::now()), buffers.budget.rate)
+        };
         let actor = &self.actor;
         if let Admit::WriteAfterDropping(dropped) = admit {
-            tracing::warn!(%actor, dropped, "log lines dropped: over {LOG_RATE} a second");
+            tracing::warn!(%actor, dropped, "log lines dropped: over {rate} a second");
         }
         if admit == Admit::Drop {
+            self.incidents.add(Incident::LogLineDropped, 1);
             return;
         }
         let message = match message.char_indices().nth(MAX_LINE) {
@@ -223,12 +232,12 @@ mod tests {
     #[test]
     fn a_flood_of_log_lines_is_cut_to_the_budget_and_counted() {
         let start = Instant::now();
-        let mut budget = LogBudget::new(start);
+        let mut budget = LogBudget::new(start, 100);
         // A burst, then nothing more within the same instant.
         let written = (0..10_000)
             .filter(|_| budget.admit(start) != Admit::Drop)
             .count();
-        assert_eq!(written, LOG_BURST as usize);
+        assert_eq!(written, 200);
         // Over the next ten seconds of a flood, the rate.
         let mut written = 0;
         let mut reported = 0;
@@ -246,7 +255,7 @@ mod tests {
             }
         }
         // The rate, give or take a line of rounding.
-        let rate = 10 * u64::from(LOG_RATE);
+        let rate = 10 * 100;
         assert!((rate - 1..=rate).contains(&written), "{written}");
         // Quiet again: the next line comes with the count of all dropped,
         // and the burst is back.
@@ -255,14 +264,14 @@ mod tests {
             panic!("the dropped lines were not reported");
         };
         let offered = 10_000 + 10_000 * 100;
-        let kept = u64::from(LOG_BURST) + written;
+        let kept = 200 + written;
         assert_eq!(reported + last, offered - kept);
         assert_eq!(budget.admit(later), Admit::Write);
     }
 
     #[test]
     fn keeps_the_last_words_only() {
-        let out = GuestOutput::new("probe/1".into());
+        let out = GuestOutput::new("probe/1".into(), 100, Arc::default());
         assert_eq!(out.tail(), None);
         out.push(&vec![b'x'; 5000]);
         out.push(b"\nthread panicked: boom\n");

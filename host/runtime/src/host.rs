@@ -7,7 +7,7 @@
 //! place that knows which plugin serves an actor type. Activations and guest
 //! imports never hold the host itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -23,9 +23,10 @@ use crate::activation;
 use crate::catalog::Catalog;
 use crate::cluster::{self, Cluster, ClusterConfig, ClusterError, Node};
 use crate::directory::{Activator, Call, Directory, Slot};
-use crate::engine::{build_engine, CompileCache, EpochClock, HostError, Limits};
+use crate::engine::{build_engine, CompileCache, EpochClock, HostError};
 use crate::error::{CallError, RejectedCall, Unavailable};
 use crate::imports::{linker, ActivationState, Services};
+use crate::limits::{ActorLimits, Limits};
 use crate::mailbox::{Envelope, SessionEvent};
 use crate::plugin::{Plugin, PluginDirError, PluginError};
 use crate::reminders::Reminders;
@@ -38,12 +39,11 @@ use grove_cluster::RedisUnavailable;
 /// How a host runs its actors.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Memory, deadline and activation-count limits.
+    /// What activations may use: memory, deadlines, mailboxes and more,
+    /// with overrides per actor type.
     pub limits: Limits,
     /// An activation with no calls for this long is deactivated.
     pub idle_timeout: Duration,
-    /// Messages an activation's mailbox holds before senders wait.
-    pub mailbox_capacity: usize,
     /// Where compiled plugins are cached; `None` compiles on every start.
     pub compile_cache: Option<PathBuf>,
     /// How long a call waits for its answer (room in the mailbox included):
@@ -60,7 +60,6 @@ impl Default for HostConfig {
         HostConfig {
             limits: Limits::default(),
             idle_timeout: Duration::from_secs(600),
-            mailbox_capacity: 1024,
             compile_cache: None,
             call_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
@@ -576,7 +575,8 @@ impl Host {
         let linker = linker(&engine).map_err(HostError::Imports)?;
         let epoch = EpochClock::start(&engine)?;
         let cache = config.compile_cache.clone().map(CompileCache::new);
-        let directory = Directory::new(config.mailbox_capacity);
+        let limits = Arc::new(config.limits.clone());
+        let directory = Directory::new(limits.clone());
         let reminders = Reminders::new(
             state.clone(),
             Arc::downgrade(&directory),
@@ -593,7 +593,8 @@ impl Host {
         };
         let context = activation::Context {
             engine,
-            limits: config.limits.clone(),
+            limits,
+            incidents: Arc::default(),
             idle_timeout: config.idle_timeout,
             services,
             _epoch: Arc::new(epoch),
@@ -675,6 +676,19 @@ impl Host {
     /// One-shot reminders given up, since start, after failing every try.
     pub fn dead_letters(&self) -> u64 {
         self.inner.reminders.dead_letters()
+    }
+
+    /// The limits `actor_type` runs under.
+    pub fn limits_of(&self, actor_type: &str) -> &ActorLimits {
+        self.inner.context.limits.for_type(actor_type)
+    }
+
+    /// What the sandbox stopped or refused of `actor_type` since the host
+    /// started, by name: turns that `trapped`, ran `out-of-memory`, had
+    /// `deadline-exceeded` or `limit-exceeded`; requests past a quota
+    /// (`quota-refused`); `log-lines-dropped`. Each name is listed.
+    pub fn incidents(&self, actor_type: &str) -> BTreeMap<&'static str, u64> {
+        self.inner.context.incidents.read(actor_type)
     }
 
     /// Loads one plugin file. A plugin whose actor type is already loaded is

@@ -17,6 +17,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::catalog::Catalog;
 use crate::directory::Directory;
 use crate::guest_output::GuestOutput;
+use crate::incidents::{Counts, Incident};
+use crate::limits::ActorLimits;
 use crate::reminders::Reminders;
 use crate::state::{Fence, RowKey, StateError, StateStore};
 use crate::ActorRef;
@@ -26,9 +28,6 @@ use grove_core::CallChain;
 use crate::bindings::grove;
 use crate::bindings::grove::actor::types as wit;
 use crate::bindings::Imports;
-
-/// Most proxy handles one activation may hold at once.
-pub(crate) const MAX_PROXIES: usize = 10_000;
 
 /// Most table elements one activation may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -160,6 +159,12 @@ pub(crate) struct ActivationState {
     pub(crate) turn_limit: Duration,
     pub(crate) limiter: ActivationLimiter,
     pub(crate) output: GuestOutput,
+    /// Proxy handles the activation may hold at once.
+    pub(crate) max_proxies: usize,
+    /// Reminders the actor may hold at once.
+    max_reminders: usize,
+    /// What the sandbox counts of the actor's type.
+    pub(crate) incidents: Arc<Counts>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -168,10 +173,15 @@ impl ActivationState {
     pub(crate) fn new(
         services: Services,
         actor: ActorRef,
-        max_memory: usize,
-        turn_limit: Duration,
+        limits: &ActorLimits,
+        incidents: Arc<Counts>,
     ) -> Self {
-        let output = GuestOutput::new(Arc::from(actor.to_string()));
+        let output = GuestOutput::new(
+            Arc::from(actor.to_string()),
+            limits.log_lines_per_second,
+            incidents.clone(),
+        );
+        let turn_limit = limits.turn_deadline;
         // No ambient capabilities: no files, no environment, no network. Only
         // clocks, randomness and the output streams that Rust's std needs.
         let wasi = WasiCtx::builder()
@@ -179,7 +189,7 @@ impl ActivationState {
             .stderr(output.clone())
             .build();
         let mut proxies = ResourceTable::new();
-        proxies.set_max_capacity(MAX_PROXIES);
+        proxies.set_max_capacity(limits.max_proxies);
         ActivationState {
             services,
             actor,
@@ -187,13 +197,18 @@ impl ActivationState {
             proxies,
             state_failure: None,
             fence: None,
-            timers: Timers::default(),
+            timers: Timers::new(limits.max_timers),
             deactivate_requested: false,
             turn_deadline: Instant::now() + turn_limit,
             turn_wall_deadline: Instant::now() + turn_limit,
             turn_limit,
-            limiter: ActivationLimiter { max_memory },
+            limiter: ActivationLimiter {
+                max_memory: limits.max_memory,
+            },
             output,
+            max_proxies: limits.max_proxies,
+            max_reminders: limits.max_reminders,
+            incidents,
             wasi,
             table: ResourceTable::new(),
         }
@@ -251,6 +266,13 @@ impl ActivationState {
                 wit::StateError::Unavailable(m)
             }
             StateError::TooLarge(m) => wit::StateError::TooLarge(m),
+            // The WIT has no case of its own for a quota: `too-large`, with
+            // a message that says which.
+            StateError::QuotaExceeded(m) => {
+                tracing::warn!(actor = %self.actor, "refused: {m}");
+                self.incidents.add(Incident::QuotaRefused, 1);
+                wit::StateError::TooLarge(format!("quota exceeded: {m}"))
+            }
             // Another claim of the actor runs now: this activation ends
             // after the turn, having written nothing more.
             StateError::Superseded(m) => {
@@ -391,6 +413,7 @@ impl grove::actor::host::Host for ActivationState {
                 &name,
                 Duration::from_millis(due_ms),
                 period_ms.map(Duration::from_millis),
+                self.max_reminders,
             )
             .await;
         Ok(self.state_result(started, r))

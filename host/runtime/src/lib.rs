@@ -32,6 +32,8 @@ pub mod gateway;
 mod guest_output;
 pub mod host;
 mod imports;
+mod incidents;
+pub mod limits;
 mod mailbox;
 pub mod plugin;
 pub mod proxy;

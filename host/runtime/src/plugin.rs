@@ -183,7 +183,7 @@ impl Plugin {
     /// Reads and checks the plugin at `file` on its own, outside any host
     /// (what `grove inspect` does).
     pub fn inspect(file: &Path) -> Result<Plugin, InspectError> {
-        let engine = crate::engine::build_engine(&crate::engine::Limits {
+        let engine = crate::engine::build_engine(&crate::limits::Limits {
             max_activations: 1,
             ..Default::default()
         })?;

@@ -40,7 +40,7 @@ use wasmtime::{Engine, StoreContextMut};
 
 use crate::directory::Call;
 use crate::error::{CallError, RejectedCall};
-use crate::imports::{ActivationState, LimitExceeded, MAX_PROXIES};
+use crate::imports::{ActivationState, LimitExceeded};
 use crate::mailbox::Envelope;
 
 use crate::ActorRef;
@@ -217,9 +217,10 @@ fn construct(
         },
         timeout: store.data().services.call_timeout,
     };
+    let max = store.data().max_proxies;
     let handle = store.data_mut().proxies.push(proxy).map_err(|_| {
         LimitExceeded(format!(
-            "an activation may hold at most {MAX_PROXIES} proxy handles"
+            "an activation may hold at most {max} proxy handles"
         ))
     })?;
     let any = ResourceDynamic::new_own(handle.rep(), type_id).try_into_resource_any(&mut store)?;

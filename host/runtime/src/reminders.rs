@@ -149,13 +149,26 @@ impl Reminders {
     }
 
     /// Stores and schedules a reminder for `actor`.
+    ///
+    /// An actor holding `max` other reminders is refused with
+    /// [`StateError::QuotaExceeded`].
     pub(crate) async fn set(
         self: &Arc<Self>,
         actor: &ActorRef,
         name: &str,
         due: Duration,
         period: Option<Duration>,
+        max: usize,
     ) -> Result<(), StateError> {
+        {
+            let schedule = self.schedule();
+            let key = (actor.clone(), name.to_owned());
+            if !schedule.contains(&key) && schedule.held_by(actor) >= max {
+                return Err(StateError::QuotaExceeded(format!(
+                    "an actor may hold at most {max} reminders"
+                )));
+            }
+        }
         if let Some(p) = period.filter(|p| *p < MIN_PERIOD) {
             return Err(StateError::TooLarge(format!(
                 "a reminder period of {p:?} is too short; the minimum is {MIN_PERIOD:?}"
@@ -425,7 +438,9 @@ mod tests {
             start,
             fired: Arc::clone(&fired),
         });
-        let directory = Directory::new(16);
+        let mut limits = crate::limits::Limits::default();
+        limits.actor.mailbox_capacity = 16;
+        let directory = Directory::new(Arc::new(limits));
         directory.set_activator(Arc::downgrade(&activator));
         let state = StateStore::memory();
         // The wall clock: some fixed Unix time plus the virtual time passed.
@@ -457,7 +472,7 @@ mod tests {
         let s = setup(true);
         let actor = ActorRef::new("model", "a");
         s.reminders
-            .set(&actor, "once", Duration::from_secs(5), None)
+            .set(&actor, "once", Duration::from_secs(5), None, 1)
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -475,7 +490,7 @@ mod tests {
         let actor = ActorRef::new("model", "b");
         let ten_minutes = Duration::from_secs(600);
         s.reminders
-            .set(&actor, "tick", ten_minutes, Some(ten_minutes))
+            .set(&actor, "tick", ten_minutes, Some(ten_minutes), 1)
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(3650)).await;

@@ -80,7 +80,7 @@ async fn a_call_cycle_fails_at_once_with_reentrancy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_callee_reaches_the_caller_as_an_error_value() {
     let mut config = common::config();
-    config.limits.turn_deadline = Duration::from_millis(400);
+    config.limits.actor.turn_deadline = Duration::from_millis(400);
     let host = Host::new(config, StateStore::memory()).unwrap();
     for name in ["probe", "counter"] {
         host.load_plugin(&common::plugin(name)).unwrap();

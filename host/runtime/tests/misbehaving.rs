@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{call, ok};
-use grove_host::engine::Limits;
+use grove_host::limits::{ActorLimits, Limits};
 use grove_host::state::{RowKey, StateStore};
 use grove_host::HostConfig;
 
@@ -99,7 +99,10 @@ async fn an_actor_sending_to_itself_past_its_mailbox_gets_an_error_not_a_hang() 
 fn wall_clock_config(wall: Duration) -> HostConfig {
     HostConfig {
         limits: Limits {
-            turn_wall_time: wall,
+            actor: ActorLimits {
+                turn_wall_time: wall,
+                ..common::config().limits.actor
+            },
             ..common::config().limits
         },
         shutdown_timeout: Duration::from_secs(1),

@@ -35,6 +35,9 @@ pub enum StateError {
     /// A name, key or value exceeds the host's limits.
     #[error("{0}")]
     TooLarge(String),
+    /// The actor holds as much as its quota allows; nothing was stored.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// In a cluster, the write came from an activation that another claim
     /// of the actor has superseded: it was refused, and nothing was stored.
     #[error("superseded: {0}")]

@@ -7,7 +7,7 @@ pub mod redis;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use grove_host::engine::Limits;
+use grove_host::limits::{ActorLimits, Limits};
 use grove_host::state::StateStore;
 use grove_host::{Host, HostConfig};
 
@@ -43,12 +43,15 @@ pub fn config() -> HostConfig {
     HostConfig {
         limits: Limits {
             max_activations: 2_000,
-            max_memory: 32 << 20,
-            turn_deadline: Duration::from_millis(1500),
+            actor: ActorLimits {
+                max_memory: 32 << 20,
+                turn_deadline: Duration::from_millis(1500),
+                mailbox_capacity: 256,
+                ..ActorLimits::default()
+            },
             ..Limits::default()
         },
         idle_timeout: Duration::from_secs(60),
-        mailbox_capacity: 256,
         compile_cache: Some(compile_cache()),
         call_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(10),
