@@ -281,6 +281,9 @@ fn limits_json(limits: &ActorLimits) -> Value {
         "reminders": limits.max_reminders,
         "proxies": limits.max_proxies,
         "log-lines-per-second": limits.log_lines_per_second,
+        // No quota: null.
+        "state-rows": (limits.max_state_rows < u64::MAX).then_some(limits.max_state_rows),
+        "state-mib": (limits.max_state_bytes < u64::MAX).then_some(limits.max_state_bytes >> 20),
     })
 }
 

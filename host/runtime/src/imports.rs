@@ -20,7 +20,8 @@ use crate::guest_output::GuestOutput;
 use crate::incidents::{Counts, Incident};
 use crate::limits::ActorLimits;
 use crate::reminders::Reminders;
-use crate::state::{Fence, RowKey, StateError, StateStore};
+use crate::state::quota::Quota;
+use crate::state::{Fence, Guards, RowKey, StateError, StateStore};
 use crate::ActorRef;
 use grove_core::timers::Timers;
 use grove_core::CallChain;
@@ -163,6 +164,8 @@ pub(crate) struct ActivationState {
     pub(crate) max_proxies: usize,
     /// Reminders the actor may hold at once.
     max_reminders: usize,
+    /// What the actor may keep stored, if its type has a quota.
+    quota: Option<Quota>,
     /// What the sandbox counts of the actor's type.
     pub(crate) incidents: Arc<Counts>,
     wasi: WasiCtx,
@@ -182,6 +185,14 @@ impl ActivationState {
             incidents.clone(),
         );
         let turn_limit = limits.turn_deadline;
+        let quota =
+            (limits.max_state_rows < u64::MAX || limits.max_state_bytes < u64::MAX).then(|| {
+                Quota {
+                    holder: actor.clone(),
+                    max_rows: limits.max_state_rows,
+                    max_bytes: limits.max_state_bytes,
+                }
+            });
         // No ambient capabilities: no files, no environment, no network. Only
         // clocks, randomness and the output streams that Rust's std needs.
         let wasi = WasiCtx::builder()
@@ -208,6 +219,7 @@ impl ActivationState {
             output,
             max_proxies: limits.max_proxies,
             max_reminders: limits.max_reminders,
+            quota,
             incidents,
             wasi,
             table: ResourceTable::new(),
@@ -219,6 +231,14 @@ impl ActivationState {
     fn fence_for(&self, key: &RowKey<'_>) -> Option<&Fence> {
         let own = key.namespace == &*self.actor.actor_type && key.key1 == &*self.actor.key;
         self.fence.as_ref().filter(|_| own)
+    }
+
+    /// What a write of `key` by this actor carries.
+    fn guards(&self, key: &RowKey<'_>) -> Guards<'_> {
+        Guards {
+            fence: self.fence_for(key),
+            quota: self.quota.as_ref(),
+        }
     }
 
     fn row<'a>(&'a self, table: &'a str, key1: &'a str, key2: Option<&'a str>) -> RowKey<'a> {
@@ -327,8 +347,11 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<(), wit::StateError>> {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
-        let fence = self.fence_for(&key);
-        let r = self.services.state.put_fenced(key, value, fence).await;
+        let r = self
+            .services
+            .state
+            .put_guarded(key, value, self.guards(&key))
+            .await;
         Ok(self.state_result(started, r))
     }
 
@@ -340,8 +363,11 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
-        let fence = self.fence_for(&key);
-        let r = self.services.state.delete_fenced(key, fence).await;
+        let r = self
+            .services
+            .state
+            .delete_guarded(key, self.guards(&key))
+            .await;
         Ok(self.state_result(started, r))
     }
 

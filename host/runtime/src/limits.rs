@@ -45,6 +45,11 @@ pub struct ActorLimits {
     /// Log lines one activation may write a second (its `log` import,
     /// stdout and stderr together), after a burst of twice as many.
     pub log_lines_per_second: u32,
+    /// Rows one actor may keep stored (`u64::MAX`: no quota).
+    pub max_state_rows: u64,
+    /// Bytes of row values one actor may keep stored (`u64::MAX`: no
+    /// quota).
+    pub max_state_bytes: u64,
 }
 
 impl Default for ActorLimits {
@@ -58,6 +63,8 @@ impl Default for ActorLimits {
             max_reminders: 1024,
             max_proxies: 10_000,
             log_lines_per_second: 100,
+            max_state_rows: u64::MAX,
+            max_state_bytes: u64::MAX,
         }
     }
 }
@@ -147,11 +154,15 @@ pub enum LimitKey {
     Proxies,
     /// `log-lines-per-second`: [`ActorLimits::log_lines_per_second`].
     LogLinesPerSecond,
+    /// `state-rows`: [`ActorLimits::max_state_rows`].
+    StateRows,
+    /// `state-mib`: [`ActorLimits::max_state_bytes`], in MiB.
+    StateMib,
 }
 
 impl LimitKey {
     /// Every key, as written in a rule.
-    pub const ALL: [(LimitKey, &'static str); 8] = [
+    pub const ALL: [(LimitKey, &'static str); 10] = [
         (LimitKey::MemoryMib, "memory-mib"),
         (LimitKey::TurnDeadlineMs, "turn-deadline-ms"),
         (LimitKey::TurnWallMs, "turn-wall-ms"),
@@ -160,6 +171,8 @@ impl LimitKey {
         (LimitKey::Reminders, "reminders"),
         (LimitKey::Proxies, "proxies"),
         (LimitKey::LogLinesPerSecond, "log-lines-per-second"),
+        (LimitKey::StateRows, "state-rows"),
+        (LimitKey::StateMib, "state-mib"),
     ];
 
     /// The key as written in a rule.
@@ -183,6 +196,8 @@ impl LimitKey {
             LimitKey::LogLinesPerSecond => {
                 limits.log_lines_per_second = u32::try_from(value).unwrap_or(u32::MAX);
             }
+            LimitKey::StateRows => limits.max_state_rows = value,
+            LimitKey::StateMib => limits.max_state_bytes = value.saturating_mul(1 << 20),
         }
     }
 
@@ -197,6 +212,7 @@ impl LimitKey {
             | LimitKey::Reminders
             | LimitKey::Proxies
             | LimitKey::LogLinesPerSecond => 1 << 24,
+            LimitKey::StateRows | LimitKey::StateMib => 1 << 40,
         }
     }
 }

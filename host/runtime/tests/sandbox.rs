@@ -17,7 +17,7 @@ use grove_host::state::StateStore;
 use grove_host::{Host, HostConfig};
 
 /// The rogue's own limits, tighter than everyone else's.
-const ROGUE_LIMITS: [&str; 7] = [
+const ROGUE_LIMITS: [&str; 9] = [
     "rogue.memory-mib=16",
     "rogue.turn-deadline-ms=300",
     "rogue.timers=50",
@@ -25,6 +25,8 @@ const ROGUE_LIMITS: [&str; 7] = [
     "rogue.proxies=100",
     "rogue.log-lines-per-second=10",
     "rogue.mailbox=8",
+    "rogue.state-rows=30",
+    "rogue.state-mib=1",
 ];
 
 fn host() -> Host {
@@ -129,6 +131,25 @@ async fn hostile_plugins_are_contained_and_their_neighbours_never_notice() {
     assert!(set.starts_with("(20, some("), "{set}");
     assert!(set.contains("at most 20 reminders"), "{set}");
 
+    // State past the rogue's quota is refused, under its own key or any
+    // other; what was stored stays.
+    let filled = ok(&host, "rogue/1", "fill-state", &[r#""1""#, "20", "1000"]).await;
+    assert_eq!(filled, "(20, none)");
+    let filled = ok(
+        &host,
+        "rogue/1",
+        "fill-state",
+        &[r#""elsewhere""#, "20", "1000"],
+    )
+    .await;
+    assert!(filled.starts_with("(10, some("), "{filled}");
+    assert!(
+        filled.contains("quota exceeded: rogue/1 may keep at most 30 rows"),
+        "{filled}"
+    );
+    let filled = ok(&host, "rogue/2", "fill-state", &[r#""2""#, "2", "1000000"]).await;
+    assert!(filled.starts_with("(1, some("), "1 MiB of values: {filled}");
+
     // 3 × 2000 lines: a burst of 20, then 10 a second, the rest dropped.
     assert_eq!(ok(&host, "rogue/1", "shout", &["2000"]).await, "2000");
 
@@ -163,7 +184,7 @@ async fn hostile_plugins_are_contained_and_their_neighbours_never_notice() {
     assert_eq!(incidents["out-of-memory"], 1, "{incidents:?}");
     assert_eq!(incidents["trapped"], 1, "{incidents:?}");
     assert_eq!(incidents["limit-exceeded"], 3, "{incidents:?}");
-    assert_eq!(incidents["quota-refused"], 1, "{incidents:?}");
+    assert_eq!(incidents["quota-refused"], 3, "{incidents:?}");
     assert!(incidents["log-lines-dropped"] >= 5_900, "{incidents:?}");
     assert!(host.incidents("counter").values().all(|n| *n == 0));
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use grove_host::state::{RowKey, StateError, StateStore, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use grove_host::state::quota::Quota;
+use grove_host::state::{Guards, RowKey, StateError, StateStore, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use grove_host::ActorRef;
 use wasmtime::component::Val;
 
@@ -132,6 +133,58 @@ async fn contract(store: StateStore) {
     }
     store.settle().await.unwrap();
     assert_eq!(store.list("player", "bulk", "2").await.unwrap().len(), 50);
+
+    quota_contract(&store).await;
+}
+
+/// A quota counts the rows and bytes its holder writes, under any key, and
+/// refuses growth past it, storing nothing.
+async fn quota_contract(store: &StateStore) {
+    let quota = Quota {
+        holder: ActorRef::new("player", "9"),
+        max_rows: 3,
+        max_bytes: 100,
+    };
+    let guards = Guards {
+        fence: None,
+        quota: Some(&quota),
+    };
+    let put = |k1: &'static str, k2: &'static str, len: usize| {
+        store.put_guarded(key("q", k1, Some(k2)), vec![b'x'; len], guards)
+    };
+    put("9", "a", 40).await.unwrap();
+    // Rows under another key count against the writer too.
+    put("other", "b", 40).await.unwrap();
+    let refused = put("9", "c", 30).await.unwrap_err();
+    assert!(matches!(refused, StateError::QuotaExceeded(_)), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("player/9 may keep at most 3 rows and 100 bytes"),
+        "{refused}"
+    );
+    assert_eq!(
+        store.get(key("q", "9", Some("c"))).await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    // Replacing a row counts the difference.
+    put("9", "a", 10).await.unwrap();
+    put("9", "c", 30).await.unwrap();
+    // Four rows are past the row count, whatever their size.
+    let refused = put("9", "d", 1).await.unwrap_err();
+    assert!(matches!(refused, StateError::QuotaExceeded(_)), "{refused}");
+    // A delete frees its row and bytes.
+    assert!(store
+        .delete_guarded(key("q", "other", Some("b")), guards)
+        .await
+        .unwrap());
+    put("9", "d", 60).await.unwrap();
+    // Writes without the quota (another actor's) are not counted or refused.
+    store
+        .put(key("q", "9", Some("e")), vec![0; 500])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

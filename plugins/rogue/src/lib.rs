@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bindings::exports::grove_example::rogue::rogue::Guest;
 use bindings::grove_example::probe_proxy::probe::Probe;
-use grove_guest::reminder;
+use grove_guest::{reminder, state};
 
 thread_local! {
     static HOARD: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -101,6 +101,16 @@ impl Guest for Rogue {
             }
         }
         (count, None)
+    }
+
+    fn fill_state(key1: String, rows: u32, size: u32) -> (u32, Option<String>) {
+        let value = vec![1u8; size as usize];
+        for i in 0..rows {
+            if let Err(e) = state::put("hoard", &key1, Some(&i.to_string()), &value) {
+                return (i, Some(format!("{e:?}")));
+            }
+        }
+        (rows, None)
     }
 
     fn leak_proxies(count: u32) -> u32 {

@@ -12,9 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+use super::quota::{Quota, Usage};
 use super::{OpenStateError, StateError};
 
 const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rows");
@@ -31,6 +32,8 @@ struct WriteRequest {
     value: Option<Vec<u8>>,
     /// Writes nothing: its ack says every earlier write is committed.
     barrier: bool,
+    /// The quota the write counts against, if any.
+    quota: Option<Quota>,
     /// Receives whether the row existed before the write.
     ack: oneshot::Sender<Result<bool, StateError>>,
 }
@@ -135,18 +138,21 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Queues a write and waits until its group is committed.
+    /// Queues a write (`None` deletes), counted against `quota` if one is
+    /// given, and waits until its group is committed; returns whether the
+    /// row existed before.
     pub(crate) async fn write(
         &self,
         key: Vec<u8>,
         value: Option<Vec<u8>>,
+        quota: Option<&Quota>,
     ) -> Result<bool, StateError> {
-        self.queue(key, value, false).await
+        self.queue(key, value, false, quota.cloned()).await
     }
 
     /// Waits until every write queued before it is committed.
     pub(crate) async fn settle(&self) -> Result<(), StateError> {
-        self.queue(Vec::new(), None, true).await.map(drop)
+        self.queue(Vec::new(), None, true, None).await.map(drop)
     }
 
     async fn queue(
@@ -154,6 +160,7 @@ impl EmbeddedStore {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         barrier: bool,
+        quota: Option<Quota>,
     ) -> Result<bool, StateError> {
         let (ack, done) = oneshot::channel();
         self.inner
@@ -164,6 +171,7 @@ impl EmbeddedStore {
                 key,
                 value,
                 barrier,
+                quota,
                 ack,
             })
             .await
@@ -183,9 +191,9 @@ fn write_loop(db: &Database, queue: &mut mpsc::Receiver<WriteRequest>) {
             }
         }
         match commit_group(db, &group) {
-            Ok(existed) => {
-                for (request, existed) in group.into_iter().zip(existed) {
-                    let _ = request.ack.send(Ok(existed));
+            Ok(answers) => {
+                for (request, answer) in group.into_iter().zip(answers) {
+                    let _ = request.ack.send(answer);
                 }
             }
             Err(e) => {
@@ -198,24 +206,52 @@ fn write_loop(db: &Database, queue: &mut mpsc::Receiver<WriteRequest>) {
     }
 }
 
-fn commit_group(db: &Database, group: &[WriteRequest]) -> Result<Vec<bool>, StateError> {
+/// Commits a group of writes in one transaction. A write refused by its
+/// quota is answered so and changes nothing; the others are applied.
+fn commit_group(
+    db: &Database,
+    group: &[WriteRequest],
+) -> Result<Vec<Result<bool, StateError>>, StateError> {
     let txn = db.begin_write().map_err(unavailable)?;
-    let mut existed = Vec::with_capacity(group.len());
+    let mut answers = Vec::with_capacity(group.len());
     {
         let mut table = txn.open_table(ROWS).map_err(unavailable)?;
         for request in group {
             if request.barrier {
-                existed.push(false);
+                answers.push(Ok(false));
                 continue;
+            }
+            if let Some(quota) = &request.quota {
+                let old = table
+                    .get(request.key.as_slice())
+                    .map_err(unavailable)?
+                    .map(|v| v.value().len());
+                let usage_key = quota.usage_key();
+                let usage = table
+                    .get(usage_key.as_slice())
+                    .map_err(unavailable)?
+                    .map(|v| Usage::decode(Some(v.value())))
+                    .unwrap_or_default();
+                match usage.after(old, request.value.as_ref().map(Vec::len), quota) {
+                    Ok(usage) => {
+                        table
+                            .insert(usage_key.as_slice(), usage.encode().as_slice())
+                            .map_err(unavailable)?;
+                    }
+                    Err(refused) => {
+                        answers.push(Err(refused));
+                        continue;
+                    }
+                }
             }
             let old = match &request.value {
                 Some(value) => table.insert(request.key.as_slice(), value.as_slice()),
                 None => table.remove(request.key.as_slice()),
             }
             .map_err(unavailable)?;
-            existed.push(old.is_some());
+            answers.push(Ok(old.is_some()));
         }
     }
     txn.commit().map_err(unavailable)?;
-    Ok(existed)
+    Ok(answers)
 }

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::quota::{Quota, Usage};
+use super::StateError;
+
 /// Rows kept in an ordered map. Cheap to clone: clones share the rows.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
@@ -20,12 +23,27 @@ impl MemoryStore {
         self.rows().get(key).cloned()
     }
 
-    pub(crate) fn put(&self, key: Vec<u8>, value: Vec<u8>) {
-        self.rows().insert(key, value);
-    }
-
-    pub(crate) fn delete(&self, key: &[u8]) -> bool {
-        self.rows().remove(key).is_some()
+    /// Writes (`Some`) or deletes (`None`) a row, counted against `quota`
+    /// if one is given; returns whether a row existed before.
+    pub(crate) fn write(
+        &self,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        quota: Option<&Quota>,
+    ) -> Result<bool, StateError> {
+        let mut rows = self.rows();
+        if let Some(quota) = quota {
+            let old = rows.get(&key).map(Vec::len);
+            let usage_key = quota.usage_key();
+            let usage = Usage::decode(rows.get(&usage_key).map(Vec::as_slice));
+            let usage = usage.after(old, value.as_ref().map(Vec::len), quota)?;
+            rows.insert(usage_key, usage.encode());
+        }
+        let old = match value {
+            Some(value) => rows.insert(key, value),
+            None => rows.remove(&key),
+        };
+        Ok(old.is_some())
     }
 
     pub(crate) fn scan(&self, prefix: &[u8]) -> super::EncodedRows {

@@ -13,11 +13,12 @@
 
 pub mod embedded;
 pub mod memory;
+pub mod quota;
 pub mod redis;
 
 use std::path::{Path, PathBuf};
 
-use crate::state::{embedded::EmbeddedStore, memory::MemoryStore, redis::RedisStore};
+use crate::state::{embedded::EmbeddedStore, memory::MemoryStore, quota::Quota, redis::RedisStore};
 
 /// Largest value a row may hold.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -42,6 +43,19 @@ pub enum StateError {
     /// of the actor has superseded: it was refused, and nothing was stored.
     #[error("superseded: {0}")]
     Superseded(String),
+}
+
+/// What an actor's write carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Guards<'a> {
+    /// The actor's claim, for a write of its own rows in a cluster whose
+    /// state is in Redis: refused with [`StateError::Superseded`] if it is no
+    /// longer the claim (the other backends serve one host and ignore it).
+    pub fence: Option<&'a Fence>,
+    /// The quota the write counts against: refused with
+    /// [`StateError::QuotaExceeded`] if it would grow the holder's usage
+    /// past it (see [`quota`]).
+    pub quota: Option<&'a Quota>,
 }
 
 /// What a write of an actor's own rows carries in a cluster whose state is
@@ -232,46 +246,45 @@ impl StateStore {
 
     /// Inserts or replaces one row; resolves once the backend has it.
     pub async fn put(&self, key: RowKey<'_>, value: Vec<u8>) -> Result<(), StateError> {
-        self.put_fenced(key, value, None).await
+        self.put_guarded(key, value, Guards::default()).await
     }
 
-    /// [`StateStore::put`], refused with [`StateError::Superseded`] if
-    /// `fence` is no longer the actor's claim (Redis only: the other
-    /// backends serve one host).
-    pub async fn put_fenced(
+    /// [`StateStore::put`] under `guards`.
+    pub async fn put_guarded(
         &self,
         key: RowKey<'_>,
         value: Vec<u8>,
-        fence: Option<&Fence>,
+        guards: Guards<'_>,
     ) -> Result<(), StateError> {
-        key.check()?;
         check_value(&value)?;
-        match self {
-            StateStore::Memory(s) => {
-                s.put(key.encode(), value);
-                Ok(())
-            }
-            StateStore::Embedded(s) => s.write(key.encode(), Some(value)).await.map(|_| ()),
-            StateStore::Redis(s) => s.write(&key, Some(value), fence).await.map(|_| ()),
-        }
+        self.write(key, Some(value), guards).await.map(drop)
     }
 
     /// Deletes one row; returns whether it existed.
     pub async fn delete(&self, key: RowKey<'_>) -> Result<bool, StateError> {
-        self.delete_fenced(key, None).await
+        self.delete_guarded(key, Guards::default()).await
     }
 
-    /// [`StateStore::delete`], fenced as [`StateStore::put_fenced`].
-    pub async fn delete_fenced(
+    /// [`StateStore::delete`] under `guards`.
+    pub async fn delete_guarded(
         &self,
         key: RowKey<'_>,
-        fence: Option<&Fence>,
+        guards: Guards<'_>,
+    ) -> Result<bool, StateError> {
+        self.write(key, None, guards).await
+    }
+
+    async fn write(
+        &self,
+        key: RowKey<'_>,
+        value: Option<Vec<u8>>,
+        Guards { fence, quota }: Guards<'_>,
     ) -> Result<bool, StateError> {
         key.check()?;
         match self {
-            StateStore::Memory(s) => Ok(s.delete(&key.encode())),
-            StateStore::Embedded(s) => s.write(key.encode(), None).await,
-            StateStore::Redis(s) => s.write(&key, None, fence).await,
+            StateStore::Memory(s) => s.write(key.encode(), value, quota),
+            StateStore::Embedded(s) => s.write(key.encode(), value, quota).await,
+            StateStore::Redis(s) => s.write(&key, value, fence, quota).await,
         }
     }
 

@@ -28,27 +28,68 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
+use super::quota::Quota;
 use super::{Fence, OpenStateError, Row, RowKey, StateError};
+use crate::ActorRef;
 
 /// Most writes sent in one pipeline.
 const MAX_BATCH: usize = 1024;
 
-/// A write fenced by the actor's claim: KEYS = the row group, the placement
-/// entry; ARGV = the field, the claiming host, its epoch and, for a put, the
-/// value. Answers as HSET / HDEL do, or [`SUPERSEDED`].
-const FENCED_WRITE: &str = r"
-local owner = redis.call('HMGET', KEYS[2], 'host', 'epoch')
-if owner[1] ~= ARGV[2] or owner[2] ~= ARGV[3] then
-  return -1
+/// A write fenced by the actor's claim, or counted against a quota, or both.
+/// KEYS = the row group, the placement entry, the usage hash (the row group
+/// again for what the write does not use); ARGV = the field, the claiming
+/// host and its epoch (empty: no fence), the quota's most rows and bytes
+/// (empty: no quota) and, for a put, the value. Answers whether the row
+/// existed (1 or 0), [`SUPERSEDED`] or [`OVER_QUOTA`]; the last two change
+/// nothing. The quota's arithmetic is `quota::Usage::after`'s.
+const GUARDED_WRITE: &str = r"
+if ARGV[2] ~= '' then
+  local owner = redis.call('HMGET', KEYS[2], 'host', 'epoch')
+  if owner[1] ~= ARGV[2] or owner[2] ~= ARGV[3] then
+    return -1
+  end
 end
-if ARGV[4] then
-  return redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
+if ARGV[4] ~= '' then
+  local old_bytes = 0
+  if existed == 1 then
+    old_bytes = redis.call('HSTRLEN', KEYS[1], ARGV[1])
+  end
+  local new_rows, new_bytes = 0, 0
+  if ARGV[6] then
+    new_rows, new_bytes = 1, string.len(ARGV[6])
+  end
+  local usage = redis.call('HMGET', KEYS[3], 'rows', 'bytes')
+  local rows, bytes = tonumber(usage[1]) or 0, tonumber(usage[2]) or 0
+  local next_rows = math.max(rows + new_rows - existed, 0)
+  local next_bytes = math.max(bytes + new_bytes - old_bytes, 0)
+  if (next_rows > tonumber(ARGV[4]) and next_rows > rows)
+    or (next_bytes > tonumber(ARGV[5]) and next_bytes > bytes) then
+    return -3
+  end
+  redis.call('HSET', KEYS[3], 'rows', string.format('%d', next_rows),
+    'bytes', string.format('%d', next_bytes))
 end
-return redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[6] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return existed
 ";
 
-/// What [`FENCED_WRITE`] answers for a superseded claim.
+/// What [`GUARDED_WRITE`] answers for a superseded claim.
 const SUPERSEDED: i64 = -1;
+
+/// What [`GUARDED_WRITE`] answers for a write past its quota.
+const OVER_QUOTA: i64 = -3;
+
+/// The Redis key of the hash holding `actor`'s usage (`rows`, `bytes`), in
+/// the slot of the actor's own rows.
+pub fn usage_key(actor: &ActorRef) -> String {
+    let tag = grove_core::keys::hash_tag(&actor.actor_type, &actor.key);
+    format!("grove-usage:{tag}")
+}
 
 /// A state store in Redis. Cheap to clone.
 #[derive(Clone)]
@@ -66,6 +107,8 @@ struct Write {
     barrier: bool,
     /// Applied only while the actor's placement entry names this claim.
     fence: Option<Fence>,
+    /// Counted against this quota.
+    quota: Option<Quota>,
     done: oneshot::Sender<Result<bool, StateError>>,
 }
 
@@ -140,6 +183,7 @@ impl RedisStore {
         key: &RowKey<'_>,
         value: Option<Vec<u8>>,
         fence: Option<&Fence>,
+        quota: Option<&Quota>,
     ) -> Result<bool, StateError> {
         let (done, answer) = oneshot::channel();
         let write = Write {
@@ -148,6 +192,7 @@ impl RedisStore {
             value,
             barrier: false,
             fence: fence.cloned(),
+            quota: quota.cloned(),
             done,
         };
         self.queue(write, answer).await
@@ -162,6 +207,7 @@ impl RedisStore {
             value: None,
             barrier: true,
             fence: None,
+            quota: None,
             done,
         };
         self.queue(write, answer).await.map(drop)
@@ -219,26 +265,45 @@ async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
         }
         let mut pipe = redis::pipe();
         for w in batch.iter().filter(|w| !w.barrier) {
-            match (&w.fence, &w.value) {
-                (Some(fence), value) => {
+            match (&w.fence, &w.quota, &w.value) {
+                (None, None, Some(v)) => {
+                    pipe.cmd("HSET").arg(&w.key).arg(&w.field).arg(v.as_slice());
+                }
+                (None, None, None) => {
+                    pipe.cmd("HDEL").arg(&w.key).arg(&w.field);
+                }
+                (fence, quota, value) => {
                     let cmd = pipe
                         .cmd("EVAL")
-                        .arg(FENCED_WRITE)
-                        .arg(2)
+                        .arg(GUARDED_WRITE)
+                        .arg(3)
                         .arg(&w.key)
-                        .arg(&fence.owner_key)
+                        .arg(fence.as_ref().map_or(&w.key, |f| &f.owner_key))
+                        .arg(
+                            quota
+                                .as_ref()
+                                .map_or_else(|| w.key.clone(), |q| usage_key(&q.holder)),
+                        )
                         .arg(&w.field)
-                        .arg(&fence.host)
-                        .arg(fence.epoch);
+                        .arg(fence.as_ref().map_or("", |f| f.host.as_str()))
+                        .arg(
+                            fence
+                                .as_ref()
+                                .map_or(String::new(), |f| f.epoch.to_string()),
+                        )
+                        .arg(
+                            quota
+                                .as_ref()
+                                .map_or(String::new(), |q| q.max_rows.to_string()),
+                        )
+                        .arg(
+                            quota
+                                .as_ref()
+                                .map_or(String::new(), |q| q.max_bytes.to_string()),
+                        );
                     if let Some(v) = value {
                         cmd.arg(v.as_slice());
                     }
-                }
-                (None, Some(v)) => {
-                    pipe.cmd("HSET").arg(&w.key).arg(&w.field).arg(v.as_slice());
-                }
-                (None, None) => {
-                    pipe.cmd("HDEL").arg(&w.key).arg(&w.field);
                 }
             }
         }
@@ -264,8 +329,15 @@ async fn writer(mut conn: ConnectionManager, mut queue: mpsc::Receiver<Write>) {
                         ))));
                         continue;
                     }
-                    // HSET answers 1 for a new field, HDEL 1 for a deleted one.
-                    let existed = if w.value.is_some() {
+                    if let (OVER_QUOTA, Some(quota)) = (reply, &w.quota) {
+                        let _ = w.done.send(Err(quota.exceeded()));
+                        continue;
+                    }
+                    // The script answers whether the row existed; HSET 1
+                    // for a new field, HDEL 1 for a deleted one.
+                    let existed = if w.fence.is_some() || w.quota.is_some() {
+                        reply == 1
+                    } else if w.value.is_some() {
                         reply == 0
                     } else {
                         reply == 1
