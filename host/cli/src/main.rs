@@ -162,7 +162,8 @@ struct RunArgs {
     /// above: `player.memory-mib=128`, `room.mailbox=4096`,
     /// `*.log-lines-per-second=20`. Keys: memory-mib, turn-deadline-ms,
     /// turn-wall-ms, mailbox, timers, reminders, proxies,
-    /// log-lines-per-second. Repeatable; wins over `--limits`.
+    /// log-lines-per-second, state-rows, state-mib. Repeatable; wins over
+    /// `--limits` for the same type and key.
     #[arg(long = "limit", value_name = "TYPE.KEY=VALUE")]
     limit: Vec<LimitRule>,
     /// A TOML file of limits, one table per actor type (`[player]`,

@@ -378,7 +378,7 @@ impl Activation {
             CallError::Failed(ActorFailure::Trapped { .. }) => Incident::Trapped,
             _ => return error,
         };
-        self.store.data().incidents.add(incident, 1);
+        self.store.data().incidents.add(incident);
         error
     }
 

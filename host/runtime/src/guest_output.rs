@@ -119,7 +119,7 @@ impl GuestOutput {
             tracing::warn!(%actor, dropped, "log lines dropped: over {rate} a second");
         }
         if admit == Admit::Drop {
-            self.incidents.add(Incident::LogLineDropped, 1);
+            self.incidents.add(Incident::LogLineDropped);
             return;
         }
         let message = match message.char_indices().nth(MAX_LINE) {

@@ -289,8 +289,11 @@ impl ActivationState {
             // The WIT has no case of its own for a quota: `too-large`, with
             // a message that says which.
             StateError::QuotaExceeded(m) => {
-                tracing::warn!(actor = %self.actor, "refused: {m}");
-                self.incidents.add(Incident::QuotaRefused, 1);
+                // Within the actor's log budget: an actor asking again and
+                // again cannot flood the host's log.
+                self.output
+                    .log(tracing::Level::WARN, &format!("grove refused: {m}"));
+                self.incidents.add(Incident::QuotaRefused);
                 wit::StateError::TooLarge(format!("quota exceeded: {m}"))
             }
             // Another claim of the actor runs now: this activation ends

@@ -20,8 +20,8 @@ pub enum Incident {
     DeadlineExceeded,
     /// A turn went past another limit (timers, proxies, a copy too large).
     LimitExceeded,
-    /// A request for more than an actor's quota was refused and the turn
-    /// went on (reminders).
+    /// A request for more than an actor's quota (reminders, stored state)
+    /// was refused and the turn went on.
     QuotaRefused,
     /// A log line was dropped: over the actor's rate.
     LogLineDropped,
@@ -55,10 +55,10 @@ impl Incident {
 pub(crate) struct Counts([AtomicU64; Incident::ALL.len()]);
 
 impl Counts {
-    /// Counts `n` incidents of `kind`.
-    pub(crate) fn add(&self, kind: Incident, n: u64) {
+    /// Counts one incident of `kind`.
+    pub(crate) fn add(&self, kind: Incident) {
         if let Some(count) = self.0.get(kind as usize) {
-            count.fetch_add(n, Ordering::Relaxed);
+            count.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -103,8 +103,10 @@ mod tests {
     fn counts_are_kept_per_type_and_every_kind_is_listed() {
         let incidents = Incidents::default();
         let player: Arc<str> = Arc::from("player");
-        incidents.of(&player).add(Incident::Trapped, 1);
-        incidents.of(&player).add(Incident::LogLineDropped, 7);
+        incidents.of(&player).add(Incident::Trapped);
+        for _ in 0..7 {
+            incidents.of(&player).add(Incident::LogLineDropped);
+        }
         let read = incidents.read("player");
         assert_eq!(read.len(), Incident::ALL.len());
         assert_eq!(read.get("trapped"), Some(&1));

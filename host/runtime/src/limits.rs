@@ -341,12 +341,6 @@ impl FromStr for LimitRule {
     }
 }
 
-impl fmt::Display for LimitRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}={}", self.actor_type, self.key, self.value)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,9 +25,8 @@ use crate::mailbox::Envelope;
 use crate::state::{RowKey, StateError, StateStore};
 use crate::ActorRef;
 
-/// The state namespace Grove keeps its own rows in. Actor types are WIT
-/// identifiers, so no plugin can own it.
-pub const NAMESPACE: &str = "$grove";
+/// The state namespace Grove keeps its own rows in.
+pub const NAMESPACE: &str = crate::state::GROVE_NAMESPACE;
 /// The table holding reminders.
 pub const TABLE: &str = "reminders";
 /// Shortest period a periodic reminder may have.

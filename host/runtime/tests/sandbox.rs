@@ -225,6 +225,11 @@ async fn a_type_s_limits_apply_to_it_alone() {
             }
         }
     }
-    assert_eq!(full, 12, "20 callers, a mailbox of 8");
+    // 20 callers, a mailbox of 8: 12 hear it is full, or 13 if the spin
+    // was still waiting in the mailbox when they came.
+    assert!(
+        (12..=13).contains(&full),
+        "{full} of 20 callers heard mailbox-full"
+    );
     let _ = spinning.await.unwrap();
 }

@@ -185,6 +185,33 @@ async fn quota_contract(store: &StateStore) {
         .put(key("q", "9", Some("e")), vec![0; 500])
         .await
         .unwrap();
+    assert!(store
+        .delete_guarded(key("q", "9", Some("a")), guards)
+        .await
+        .unwrap());
+    put("9", "f", 10).await.unwrap();
+    // Writes queued together are counted in order.
+    let (g, h) = tokio::join!(put("9", "g", 1), put("9", "h", 1));
+    assert!(
+        matches!(
+            (&g, &h),
+            (
+                Err(StateError::QuotaExceeded(_)),
+                Err(StateError::QuotaExceeded(_))
+            )
+        ),
+        "{g:?} {h:?}"
+    );
+    assert!(store
+        .delete_guarded(key("q", "9", Some("c")), guards)
+        .await
+        .unwrap());
+    let (g, h) = tokio::join!(put("9", "g", 10), put("9", "h", 1));
+    assert_eq!(
+        [g.is_ok(), h.is_ok()].iter().filter(|ok| **ok).count(),
+        1,
+        "one more row fits: {g:?} {h:?}"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 
 use crate::state::{embedded::EmbeddedStore, memory::MemoryStore, quota::Quota, redis::RedisStore};
 
+/// The namespace Grove keeps its own rows in (reminders, state usage).
+/// Actor types are WIT identifiers, so no plugin can own it.
+pub const GROVE_NAMESPACE: &str = "$grove";
+
 /// Largest value a row may hold.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Largest table name, `key1` or `key2`.

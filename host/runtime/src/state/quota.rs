@@ -13,8 +13,7 @@
 //! ([`Quota::usage_key`]), a hash in Redis (`grove-usage:{type/key}`, see
 //! [`super::redis`]).
 
-use super::{RowKey, StateError};
-use crate::reminders::NAMESPACE;
+use super::{RowKey, StateError, GROVE_NAMESPACE};
 use crate::ActorRef;
 
 /// The table in Grove's own namespace where the embedded and memory stores
@@ -45,7 +44,7 @@ impl Quota {
     /// Where the memory and embedded stores keep the holder's usage.
     pub fn usage_key(&self) -> Vec<u8> {
         RowKey {
-            namespace: NAMESPACE,
+            namespace: GROVE_NAMESPACE,
             table: USAGE_TABLE,
             key1: &self.holder.actor_type,
             key2: Some(&self.holder.key),
