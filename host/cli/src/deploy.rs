@@ -38,8 +38,8 @@ pub async fn watch(host: Host, plugins: PathBuf) {
                         moving = deployed.moving,
                         "deployed a changed plugin file"
                     );
-                    if let Err(error) = host.publish(&deployed, &bytes).await {
-                        tracing::warn!(%error, "deployed on this host only: cannot publish it to the cluster");
+                    if let Err(error) = host.publish(&deployed, &bytes, false).await {
+                        tracing::warn!("{error}");
                     }
                 }
                 Ok(Ok(Err(error))) => {

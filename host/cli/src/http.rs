@@ -36,6 +36,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use grove_host::cluster::PublishError;
 use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
 use grove_host::limits::ActorLimits;
 use grove_host::{values, ActorRef, DeployError, DeployOptions, Host, Settled};
@@ -379,11 +380,13 @@ async fn deploy(
     match deployed {
         Ok(Ok(deployed)) => {
             // In a cluster, every other host deploys it too.
-            let published = match api.host.publish(&deployed, &body).await {
+            let published = match api.host.publish(&deployed, &body, force).await {
                 Ok(()) => None,
-                Err(error) => Some(format!(
-                    "deployed on this host only: cannot publish it to the cluster: {error}"
-                )),
+                Err(error @ PublishError::Redis(_)) => Some(error.to_string()),
+                Err(error @ PublishError::RolledBack { .. }) => {
+                    let message = error.to_string();
+                    return error_response(StatusCode::CONFLICT, "rolled-back", message, None);
+                }
             };
             // The answer waits for the activations to move, and tells a
             // version that could not start one (and was rolled back).

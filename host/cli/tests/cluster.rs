@@ -936,6 +936,16 @@ fn a_deploy_to_one_host_reaches_every_host_and_so_does_a_rollback() {
     );
     std::thread::sleep(Duration::from_millis(2500));
     wait_for_version(&cluster, 3, &next);
+    // Every host knows: the failed version is refused on another host
+    // unless forced.
+    let again = grove_deploy(cluster.host(2), "counter_unstartable", &[]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("rolled back in the cluster"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    wait_for_version(&cluster, 3, &next);
     for i in 0..3 {
         let counter = format!("counter/{i}");
         assert_eq!(cluster.host(0).call_ok(&[&counter, "add", "1"]), "6");

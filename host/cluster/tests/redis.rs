@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use grove_cluster::membership::{JoinError, LeaseTiming, Member, Membership};
 use grove_cluster::placement::{Owner, Placement};
+use grove_cluster::versions::{Publish, Rollback, Versions};
 use grove_core::ActorRef;
 use redis::aio::ConnectionManager;
 use redis_server::RedisServer;
@@ -209,4 +210,111 @@ async fn a_lease_that_could_lapse_before_its_first_renewal_is_refused() {
         Err(JoinError::Timing(_))
     ));
     assert!(membership.members().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_version_is_published_again_only_when_forced() {
+    let redis = RedisServer::start();
+    let versions = Versions::new(connect(&redis).await, "versions");
+    let published = |p: Publish| match p {
+        Publish::Published(record) => record,
+        Publish::RolledBack(record) => panic!("refused: {record:?}"),
+    };
+    let v1 = published(versions.publish("counter", "v1", false).await.unwrap());
+    assert_eq!((v1.generation, v1.version.as_str()), (1, "v1"));
+    // Publishing the version that runs changes nothing.
+    assert_eq!(
+        published(versions.publish("counter", "v1", false).await.unwrap()),
+        v1
+    );
+    let v2 = published(versions.publish("counter", "v2", false).await.unwrap());
+    assert_eq!(v2.generation, 2);
+
+    let Rollback::RolledBack(back) = versions
+        .roll_back("counter", "v2", "v1", "on-activate trapped")
+        .await
+        .unwrap()
+    else {
+        panic!("not rolled back")
+    };
+    assert_eq!(back.generation, 3);
+    assert_eq!(back.version, "v1");
+    assert_eq!(back.rolled_back.as_deref(), Some("v2"));
+    assert_eq!(back.reason.as_deref(), Some("on-activate trapped"));
+    // Every host sees it.
+    assert_eq!(versions.current().await.unwrap()["counter"], back);
+
+    // A deploy of v2 racing the rollback is refused; a forced one is not.
+    assert_eq!(
+        versions.publish("counter", "v2", false).await.unwrap(),
+        Publish::RolledBack(back.clone())
+    );
+    let forced = published(versions.publish("counter", "v2", true).await.unwrap());
+    assert_eq!((forced.generation, forced.rolled_back), (4, None));
+
+    // A rollback of v2 does not undo v3, deployed meanwhile on another host.
+    let v3 = published(versions.publish("counter", "v3", false).await.unwrap());
+    assert_eq!(
+        versions
+            .roll_back("counter", "v2", "v1", "trapped")
+            .await
+            .unwrap(),
+        Rollback::Superseded(v3.clone())
+    );
+    assert_eq!(versions.current().await.unwrap()["counter"], v3);
+
+    // A rollback published before its deploy (both from one host, in the
+    // wrong order) still keeps the failed version out.
+    let Rollback::RolledBack(early) = versions
+        .roll_back("counter", "v4", "v3", "trapped")
+        .await
+        .unwrap()
+    else {
+        panic!("not rolled back")
+    };
+    assert_eq!((early.version.as_str(), early.generation), ("v3", 6));
+    assert!(matches!(
+        versions.publish("counter", "v4", false).await.unwrap(),
+        Publish::RolledBack(_)
+    ));
+    // Another version clears the rollback.
+    let v5 = published(versions.publish("counter", "v5", false).await.unwrap());
+    assert_eq!((v5.generation, v5.rolled_back), (7, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_racing_a_rollback_never_leave_the_failed_version_running() {
+    let redis = RedisServer::start();
+    let versions = Versions::new(connect(&redis).await, "race");
+    for round in 0..20 {
+        let actor_type = format!("room{round}");
+        versions.publish(&actor_type, "good", false).await.unwrap();
+        versions.publish(&actor_type, "bad", false).await.unwrap();
+        // Hosts that deployed `bad` publish it while one that saw it fail
+        // rolls it back.
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (versions, actor_type) = (versions.clone(), actor_type.clone());
+            tasks.push(tokio::spawn(async move {
+                versions.publish(&actor_type, "bad", false).await.unwrap();
+            }));
+        }
+        let (rolling, rolled_type) = (versions.clone(), actor_type.clone());
+        tasks.insert(
+            round % 8,
+            tokio::spawn(async move {
+                let outcome = rolling
+                    .roll_back(&rolled_type, "bad", "good", "trapped")
+                    .await
+                    .unwrap();
+                assert!(matches!(outcome, Rollback::RolledBack(_)));
+            }),
+        );
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let record = versions.current().await.unwrap()[&actor_type].clone();
+        assert_eq!(record.version, "good", "round {round}: {record:?}");
+        assert_eq!(record.rolled_back.as_deref(), Some("bad"));
+    }
 }

@@ -47,7 +47,7 @@ use grove_cluster::transport::{
     self, BoxFuture, Inbound, Responder, Transport, TransportConfig, TransportError, Unanswered,
     Waiter,
 };
-use grove_cluster::versions::Versions;
+use grove_cluster::versions::{Publish, Published, Rollback, Versions};
 use grove_cluster::wire::{
     Disconnected, Event, EventKind, Outcome, Push, PushAction, Refusal, Request,
 };
@@ -164,6 +164,27 @@ pub enum ClusterError {
     AlreadyJoined,
 }
 
+/// Why a version deployed here was not published to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Redis could not be reached: the version runs on this host only.
+    #[error("deployed on this host only: cannot publish it to the cluster: {0}")]
+    Redis(#[from] RedisUnavailable),
+    /// The cluster rolled the version back while it was deployed here (a
+    /// forced deploy publishes it anyway); this host went back too.
+    #[error("version {version} of `{actor_type}` was rolled back in the cluster: {reason}; every host runs {runs} (deploy with --force to try it again)")]
+    RolledBack {
+        /// The actor type.
+        actor_type: String,
+        /// The version deployed here.
+        version: String,
+        /// The version the cluster runs.
+        runs: String,
+        /// Why it was rolled back.
+        reason: String,
+    },
+}
+
 /// What a host knows of its cluster, as `GET /v1/cluster` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterStatus {
@@ -218,6 +239,10 @@ pub(crate) struct Node {
     plugins_dir: Option<PathBuf>,
     /// Versions the cluster runs that could not be deployed here.
     unfollowable: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The version each type runs in the cluster, as last seen.
+    published: std::sync::Mutex<HashMap<String, Published>>,
+    /// Held while a version or a rollback of this host is published.
+    publishing: tokio::sync::Mutex<()>,
 }
 
 /// What the cluster needs of its host.
@@ -342,6 +367,8 @@ impl Cluster {
             versions,
             plugins_dir: config.plugins_dir.clone(),
             unfollowable: std::sync::Mutex::default(),
+            published: std::sync::Mutex::default(),
+            publishing: tokio::sync::Mutex::default(),
         });
         let _ = slot.set(Arc::downgrade(&node));
         let every = config.timing.renew_every;
@@ -741,15 +768,21 @@ async fn watch_roster(node: Weak<Node>, roster: watch::Sender<Arc<Vec<Member>>>,
 }
 
 impl Node {
-    /// Publishes a version deployed here: the cluster runs it from now on
-    /// (unless it was rolled back here meanwhile).
+    /// Publishes a version deployed here: the cluster runs it from now on,
+    /// unless it was rolled back meanwhile, here or (unless `force`) in the
+    /// cluster. A version the cluster rolled back while it deployed here is
+    /// not published, and this host goes back to what the cluster runs.
     pub(crate) async fn publish(
         &self,
         deployed: &Deployed,
         component: &[u8],
-    ) -> Result<(), RedisUnavailable> {
+        force: bool,
+    ) -> Result<(), PublishError> {
         let (actor_type, version) = (&deployed.actor_type, &deployed.content_hash);
         self.versions.store(version, component).await?;
+        // A rollback here is published under the same lock: whichever comes
+        // first, the cluster ends up where this host is.
+        let _publishing = self.publishing.lock().await;
         let rolled_back = self
             .plugins
             .upgrade()
@@ -757,7 +790,35 @@ impl Node {
         if rolled_back {
             return Ok(());
         }
-        self.versions.set(actor_type, version).await
+        match self.versions.publish(actor_type, version, force).await? {
+            Publish::Published(record) => {
+                self.remember(actor_type, record);
+                Ok(())
+            }
+            Publish::RolledBack(record) => {
+                self.remember(actor_type, record.clone());
+                self.follow_one(actor_type, &record.version).await?;
+                Err(PublishError::RolledBack {
+                    actor_type: actor_type.clone(),
+                    version: version.clone(),
+                    runs: record.version,
+                    reason: record.reason.unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// Why the cluster rolled back `version` of `actor_type`, if it did
+    /// and has published no other version since, as this host last saw.
+    pub(crate) fn rolled_back(&self, actor_type: &str, version: &str) -> Option<String> {
+        lock(&self.published)
+            .get(actor_type)
+            .filter(|record| record.rolled_back.as_deref() == Some(version))
+            .map(|record| record.reason.clone().unwrap_or_default())
+    }
+
+    fn remember(&self, actor_type: &str, record: Published) {
+        lock(&self.published).insert(actor_type.to_owned(), record);
     }
 
     /// Stores the components this host runs, so that any host can go back
@@ -779,10 +840,30 @@ impl Node {
         }
     }
 
-    /// Publishes that `actor_type` went back to `version` here.
-    pub(crate) async fn publish_rollback(&self, actor_type: &str, version: &str) {
-        if let Err(error) = self.versions.set(actor_type, version).await {
-            tracing::warn!(%actor_type, %error, "cannot publish a rollback to the cluster");
+    /// Publishes that `actor_type` went back here from `failed` to
+    /// `back_to`: the others follow, unless the cluster runs a newer
+    /// version by now (which this host then follows).
+    pub(crate) async fn publish_rollback(
+        &self,
+        actor_type: &str,
+        failed: &str,
+        back_to: &str,
+        reason: &str,
+    ) {
+        let _publishing = self.publishing.lock().await;
+        match self
+            .versions
+            .roll_back(actor_type, failed, back_to, reason)
+            .await
+        {
+            Ok(Rollback::RolledBack(record)) => self.remember(actor_type, record),
+            Ok(Rollback::Superseded(record)) => {
+                tracing::info!(%actor_type, version = %record.version, "the cluster runs a newer version than the one rolled back here");
+                self.remember(actor_type, record);
+            }
+            Err(error) => {
+                tracing::warn!(%actor_type, %error, "cannot publish a rollback to the cluster")
+            }
         }
     }
 
@@ -791,35 +872,51 @@ impl Node {
         let Some(plugins) = self.plugins.upgrade() else {
             return Ok(());
         };
-        for (actor_type, version) in self.versions.current().await? {
-            let running = plugins.plugin(&actor_type).ok();
-            if running.is_some_and(|p| p.content_hash == version)
-                || plugins.rolled_back(&actor_type, &version)
+        let current = self.versions.current().await?;
+        *lock(&self.published) = current.clone();
+        for (actor_type, record) in current {
+            if plugins.rolled_back(&actor_type, &record.version)
                 || plugins.just_deployed(&actor_type)
-                || lock(&self.unfollowable).contains(&version)
             {
                 continue;
             }
-            let Some(component) = self.versions.component(&version).await? else {
-                tracing::warn!(%actor_type, %version, "the cluster runs a version whose component is not stored");
-                continue;
-            };
-            let (plugins, keep_in) = (plugins.clone(), self.plugins_dir.clone());
-            let deployed =
-                tokio::task::spawn_blocking(move || plugins.follow(&component, keep_in)).await;
-            match deployed {
-                Ok(Ok(deployed)) => tracing::info!(
-                    %actor_type,
-                    %version,
-                    moving = deployed.moving,
-                    "deployed the version the cluster runs"
-                ),
-                Ok(Err(error)) => {
-                    tracing::error!(%actor_type, %version, "cannot deploy the version the cluster runs: {error}");
-                    lock(&self.unfollowable).insert(version);
-                }
-                Err(error) => tracing::error!(%actor_type, %error, "deploy failed"),
+            self.follow_one(&actor_type, &record.version).await?;
+        }
+        Ok(())
+    }
+
+    /// Deploys `version` of `actor_type`, as the cluster runs it, unless
+    /// this host runs it already or cannot run it.
+    async fn follow_one(&self, actor_type: &str, version: &str) -> Result<(), RedisUnavailable> {
+        let Some(plugins) = self.plugins.upgrade() else {
+            return Ok(());
+        };
+        if plugins
+            .plugin(actor_type)
+            .is_ok_and(|p| p.content_hash == version)
+            || lock(&self.unfollowable).contains(version)
+        {
+            return Ok(());
+        }
+        let Some(component) = self.versions.component(version).await? else {
+            tracing::warn!(%actor_type, %version, "the cluster runs a version whose component is not stored");
+            return Ok(());
+        };
+        let keep_in = self.plugins_dir.clone();
+        let deployed =
+            tokio::task::spawn_blocking(move || plugins.follow(&component, keep_in)).await;
+        match deployed {
+            Ok(Ok(deployed)) => tracing::info!(
+                %actor_type,
+                %version,
+                moving = deployed.moving,
+                "deployed the version the cluster runs"
+            ),
+            Ok(Err(error)) => {
+                tracing::error!(%actor_type, %version, "cannot deploy the version the cluster runs: {error}");
+                lock(&self.unfollowable).insert(version.to_owned());
             }
+            Err(error) => tracing::error!(%actor_type, %error, "deploy failed"),
         }
         Ok(())
     }

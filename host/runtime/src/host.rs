@@ -21,7 +21,7 @@ use wasmtime::component::{Linker, Val};
 
 use crate::activation;
 use crate::catalog::Catalog;
-use crate::cluster::{self, Cluster, ClusterConfig, ClusterError, Node};
+use crate::cluster::{self, Cluster, ClusterConfig, ClusterError, Node, PublishError};
 use crate::directory::{Activator, Call, Directory, Slot};
 use crate::engine::{build_engine, CompileCache, EpochClock, HostError};
 use crate::error::{CallError, RejectedCall, Unavailable};
@@ -34,7 +34,6 @@ use crate::state::StateError;
 use crate::state::StateStore;
 use crate::values;
 use crate::ActorRef;
-use grove_cluster::RedisUnavailable;
 
 /// How a host runs its actors.
 #[derive(Debug, Clone)]
@@ -202,12 +201,17 @@ impl activation::Versions for Inner {
         if let (Some(node), Ok(runtime)) =
             (self.cluster.get(), tokio::runtime::Handle::try_current())
         {
-            let (node, actor_type, version) = (
+            let (node, actor_type, failed, back_to, reason) = (
                 node.clone(),
                 previous.actor_type.clone(),
+                plugin.content_hash.clone(),
                 previous.content_hash.clone(),
+                error.to_string(),
             );
-            runtime.spawn(async move { node.publish_rollback(&actor_type, &version).await });
+            runtime.spawn(async move {
+                node.publish_rollback(&actor_type, &failed, &back_to, &reason)
+                    .await
+            });
         }
         tracing::error!(
             actor_type = %previous.actor_type,
@@ -319,11 +323,13 @@ pub enum DeployError {
         /// Each breaking change, in WIT terms.
         changes: Vec<String>,
     },
-    /// It was deployed here before and rolled back.
-    #[error("this version of `{actor_type}` was rolled back here: {reason} (deploy with --force to try it again)")]
+    /// It was deployed before and rolled back, here or in the cluster.
+    #[error("this version of `{actor_type}` was rolled back {place}: {reason} (deploy with --force to try it again)")]
     RolledBack {
         /// The actor type.
         actor_type: String,
+        /// Where: "here" or "in the cluster".
+        place: &'static str,
         /// Why it was rolled back.
         reason: String,
     },
@@ -479,10 +485,31 @@ impl Inner {
             breaking_changes: Vec::new(),
             moving: 0,
         };
+        if old
+            .as_ref()
+            .is_some_and(|old| old.content_hash == new.content_hash)
+        {
+            return Ok(deployed);
+        }
+        let rolled_back = lock(&self.trials)
+            .get(&new.actor_type)
+            .filter(|t| t.version == new.content_hash)
+            .and_then(|t| t.rolled_back.clone())
+            .map(|reason| ("here", reason));
+        // The cluster's rollbacks, as this host last saw them, count too.
+        let rolled_back = rolled_back.or_else(|| {
+            let node = self.cluster.get()?;
+            let reason = node.rolled_back(&new.actor_type, &new.content_hash)?;
+            Some(("in the cluster", reason))
+        });
+        if let (Some((place, reason)), false) = (rolled_back, options.force) {
+            return Err(DeployError::RolledBack {
+                actor_type: new.actor_type.clone(),
+                place,
+                reason,
+            });
+        }
         if let Some(old) = &old {
-            if old.content_hash == new.content_hash {
-                return Ok(deployed);
-            }
             deployed.breaking_changes = crate::compat::breaking_changes(old, &new);
             if !deployed.breaking_changes.is_empty() && !options.force {
                 return Err(DeployError::Incompatible {
@@ -490,16 +517,6 @@ impl Inner {
                     changes: deployed.breaking_changes,
                 });
             }
-        }
-        let rolled_back = lock(&self.trials)
-            .get(&new.actor_type)
-            .filter(|t| t.version == new.content_hash)
-            .and_then(|t| t.rolled_back.clone());
-        if let (Some(reason), false) = (rolled_back, options.force) {
-            return Err(DeployError::RolledBack {
-                actor_type: new.actor_type.clone(),
-                reason,
-            });
         }
         // Kept before the swap, so that a rollback, which puts back what
         // the file held, always comes after.
@@ -744,8 +761,8 @@ impl Host {
     ///
     /// A new version must accept every call the running one accepts (the
     /// rules are in `docs/deploy.md`); otherwise it is refused with the
-    /// breaking changes unless `force` is set. A version rolled back here is
-    /// refused unless `force` is set. New activations use it at once, and every live
+    /// breaking changes unless `force` is set. A version rolled back here or
+    /// in the cluster is refused unless `force` is set. New activations use it at once, and every live
     /// activation of the type moves to it after its current turn: it runs
     /// `on-deactivate` on the old code and a successor runs `on-activate` on
     /// the new one, its mailbox kept in order. Deploying the version that
@@ -761,9 +778,18 @@ impl Host {
 
     /// Publishes a version deployed here to the cluster, if the host is in
     /// one: every other host deploys it too. A host alone has nothing to do.
-    pub async fn publish(&self, deployed: &Deployed, bytes: &[u8]) -> Result<(), RedisUnavailable> {
+    ///
+    /// A version the cluster rolled back since is published only if `force`
+    /// is set (the deploy was forced); otherwise this host goes back to the
+    /// version the cluster runs.
+    pub async fn publish(
+        &self,
+        deployed: &Deployed,
+        bytes: &[u8],
+        force: bool,
+    ) -> Result<(), PublishError> {
         match self.inner.cluster.get() {
-            Some(node) => node.publish(deployed, bytes).await,
+            Some(node) => node.publish(deployed, bytes, force).await,
             None => Ok(()),
         }
     }
