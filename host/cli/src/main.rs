@@ -158,6 +158,11 @@ struct RunArgs {
     /// kernel's vm.max_map_count leaves room for fewer].
     #[arg(long)]
     max_activations: Option<u32>,
+    /// Most turns running at once: started and not finished, those waiting
+    /// on state or on other actors included. Each holds a fiber stack; idle
+    /// activations hold none. A turn past it waits for one to finish.
+    #[arg(long, default_value_t = 1024)]
+    max_running_turns: u32,
     /// A limit for one actor type, or for every type (`*`), over the flags
     /// above: `player.memory-mib=128`, `room.mailbox=4096`,
     /// `*.log-lines-per-second=20`. Keys: memory-mib, turn-deadline-ms,
@@ -410,8 +415,10 @@ impl RunArgs {
         let mut limits = Limits {
             max_activations: self.max_activations.unwrap_or_else(|| {
                 let default = defaults.max_activations;
-                grove_host::engine::activations_that_fit().map_or(default, |fit| fit.min(default))
+                grove_host::engine::activations_that_fit(self.max_running_turns)
+                    .map_or(default, |fit| fit.min(default))
             }),
+            max_running_turns: self.max_running_turns.max(1),
             max_copy: self.max_copy_mib.saturating_mul(1 << 20),
             actor: ActorLimits {
                 max_memory: self.max_memory_mib << 20,

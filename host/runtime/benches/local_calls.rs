@@ -132,14 +132,21 @@ fn report(label: &str, grove: &Run, native: &Run) {
     );
 }
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+/// Anonymous resident memory (`RssAnon`): what activations write, without
+/// the file-backed pages of the binary and the compiled plugin.
+fn rss_anon_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssAnon:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The process's memory mappings, which `vm.max_map_count` limits.
+fn mappings() -> u64 {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |maps| maps.lines().count() as u64)
 }
 
 fn main() {
@@ -190,7 +197,7 @@ async fn bench() {
     native_first.sort_unstable();
 
     eprintln!("activating {ACTORS} actors...");
-    let rss_before = rss_bytes();
+    let (rss_before, maps_before) = (rss_anon_bytes(), mappings());
     let t = Instant::now();
     let batch: Vec<_> = (0..64)
         .map(|c| {
@@ -210,7 +217,9 @@ async fn bench() {
     let activation_rate = ACTORS as f64 / t.elapsed().as_secs_f64();
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let per_activation = (rss_bytes().saturating_sub(rss_before)) as f64 / ACTORS as f64 / 1024.0;
+    let per_activation =
+        (rss_anon_bytes().saturating_sub(rss_before)) as f64 / ACTORS as f64 / 1024.0;
+    let maps_per_activation = mappings().saturating_sub(maps_before) as f64 / ACTORS as f64;
 
     println!("## Activation ({} activations)\n", ACTORS);
     println!("| measure | Grove | native baseline |");
@@ -223,7 +232,11 @@ async fn bench() {
         percentile(&native_first, 0.99)
     );
     println!("| activations/s, 64 in flight | {activation_rate:.0} | |");
-    println!("| RSS per idle activation (KiB) | {per_activation:.1} | |");
+    println!("| anonymous RSS per idle activation (KiB) | {per_activation:.1} | |");
+    println!("| memory mappings per idle activation | {maps_per_activation:.2} | |");
+    if std::env::var("GROVE_BENCH_ONLY").as_deref() == Ok("activation") {
+        return;
+    }
 
     let natives: Arc<Vec<NativeCounter>> = Arc::new(
         (0..ACTORS)

@@ -32,7 +32,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use grove_values::size::{message_size, MAX_MESSAGE_SIZE};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::sleep;
 use wasmtime::component::{Func, Instance, TypedFunc, Val};
 use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
@@ -78,6 +78,9 @@ pub(crate) struct Context {
     pub(crate) incidents: Arc<Incidents>,
     /// The host's plugin versions, set once the host exists.
     pub(crate) versions: Arc<OnceLock<Weak<dyn Versions>>>,
+    /// A permit per running turn (`Limits::max_running_turns`): one per
+    /// fiber stack in the engine's pool.
+    pub(crate) turns: Arc<Semaphore>,
 }
 
 /// Marks a turn stopped by its wall-clock bound.
@@ -119,6 +122,10 @@ struct Activation {
     migrate: Option<Migrate>,
     /// Whether it started, and so counts among its plugin's activations.
     counted: bool,
+    /// The host's running turns, and this activation's permit among them
+    /// while it has turns to run (and so holds a fiber stack).
+    turns: Arc<Semaphore>,
+    running: Option<OwnedSemaphorePermit>,
 }
 
 /// Runs the activation holding `slot` until it deactivates or dies.
@@ -164,6 +171,39 @@ pub(crate) async fn run(
             }
             slot.leave();
         }
+    }
+}
+
+/// A permit to run turns: at once if one is free, otherwise once a running
+/// turn ends, answering meanwhile the queued callers whose deadlines pass.
+/// (`None` only if the permits were closed, which the host never does.)
+async fn running_turn(turns: &Arc<Semaphore>, mailbox: &Mailbox) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = turns.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    warn_turns_wait();
+    let waiting = Box::pin(async {
+        tokio::select! {
+            biased;
+            never = mailbox.police(None) => match never {},
+            permit = turns.clone().acquire_owned() => permit.ok(),
+        }
+    });
+    waiting.await
+}
+
+/// Logs, at most every ten seconds, that turns wait for the running-turn
+/// limit: a host that keeps hitting it needs a larger one, or has chains of
+/// calls that hold more turns than it allows.
+fn warn_turns_wait() {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+        *last = Some(Instant::now());
+        tracing::warn!(
+            "every running turn is taken: turns wait for one to finish \
+             (raise --max-running-turns if this lasts)"
+        );
     }
 }
 
@@ -247,6 +287,8 @@ impl Activation {
             fence,
             carried,
         } = start;
+        // Instantiation runs guest code on a fiber: it is a running turn.
+        let running = running_turn(&context.turns, &mailbox).await;
         let limits = context.limits.for_type(&actor.actor_type);
         let incidents = context.incidents.of(&actor.actor_type);
         let mut data =
@@ -317,6 +359,8 @@ impl Activation {
             last_function: None,
             migrate,
             counted: false,
+            turns: context.turns.clone(),
+            running,
         };
         match (carried, activation.migrate.map(|(_, restore)| restore)) {
             (Some(state), Some(restore)) => {
@@ -354,6 +398,21 @@ impl Activation {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         activation.counted = true;
         Ok(activation)
+    }
+
+    /// Waits, if it must, until this activation may run turns.
+    async fn run_turns(&mut self) {
+        if self.running.is_none() {
+            self.running = running_turn(&self.turns, &self.mailbox).await;
+        }
+    }
+
+    /// Gives the fiber stack back to the pool and the permit to run turns
+    /// back to the host: the activation has nothing to do for now.
+    fn go_idle(&mut self) {
+        if self.running.take().is_some() {
+            self.store.release_fiber_stack();
+        }
     }
 
     /// Starts a turn at `now`; returns its wall-clock bound.
@@ -679,11 +738,13 @@ impl Activation {
             if slot.is_stopping() {
                 break 'serve End::Deactivate;
             }
+            self.go_idle();
             tokio::select! {
                 biased;
                 envelope = slot.recv() => {
                     let Some(mut envelope) = envelope else { break 'serve End::Deactivate };
                     last_activity = Instant::now();
+                    self.run_turns().await;
                     for handled in 1.. {
                         if self.handle(envelope).await.is_err() {
                             break 'serve End::Died;
@@ -706,6 +767,7 @@ impl Activation {
                         if tick.keep_alive {
                             last_activity = Instant::now();
                         }
+                        self.run_turns().await;
                         let started = Instant::now();
                         if self.tick(tick.name).await.is_err() {
                             break 'serve End::Died;
@@ -726,6 +788,7 @@ impl Activation {
             }
         };
 
+        self.run_turns().await;
         let mut carried = None;
         match end {
             End::Deactivate => {

@@ -55,6 +55,9 @@ pub enum CompileError {
 /// Builds the engine for `limits`.
 pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
     let n = limits.max_activations.max(1);
+    // An idle activation gives its fiber stack back: stacks are needed for
+    // running turns only.
+    let stacks = running_turns(limits);
     let mut pool = PoolingAllocationConfig::default();
     // A component built from Rust holds one memory and a few core instances
     // and tables (its own module plus small adapter shims).
@@ -62,7 +65,7 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
         .total_core_instances(n.saturating_mul(8))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(4))
-        .total_stacks(n)
+        .total_stacks(stacks)
         .max_memory_size(limits.largest_memory())
         .max_core_instances_per_component(32)
         .max_memories_per_component(4)
@@ -80,35 +83,59 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
-        // Copying the small data segments of actor components at instantiation
-        // is as fast as mapping a copy-on-write image, and costs the address
-        // space one mapping less per activation.
-        .memory_init_cow(false)
+        // Each activation maps its plugin's data image copy-on-write: pages
+        // it never writes stay shared between activations (the half of an
+        // idle activation's memory that copying cost), at two mappings more
+        // per activation and a slower burst of activations on several cores
+        // (docs/benchmarks.md, "Activation").
+        .memory_init_cow(true)
         .max_wasm_stack(512 << 10)
         .async_stack_size(1 << 20);
     Engine::new(&config).map_err(HostError::Engine)
 }
 
-/// Memory mappings one activation needs at most (its linear memory, tables
-/// and fiber stack, each with guard regions).
-const MAPPINGS_PER_ACTIVATION: u64 = 12;
+/// How many turns may run at once under `limits`: no more than there are
+/// activations.
+pub(crate) fn running_turns(limits: &Limits) -> u32 {
+    limits
+        .max_running_turns
+        .clamp(1, limits.max_activations.max(1))
+}
+
+/// Memory mappings one live activation adds: its linear memory's slot, split
+/// into the copy-on-write image, the accessible rest and the reserved rest.
+/// (Measured by the `local_calls` benchmark: 4.00.)
+const MAPPINGS_PER_ACTIVATION: u64 = 4;
+
+/// Memory mappings each configured fiber stack holds from the engine's
+/// start: the stack and its guard page.
+const MAPPINGS_PER_STACK: u64 = 2;
+
+/// Mappings left to everything else: the binary, libraries, the heap,
+/// thread stacks, the pools' own regions.
+const MAPPINGS_RESERVED: u64 = 4096;
 
 /// How many activations the kernel's limit on memory mappings per process
-/// (`vm.max_map_count`) leaves room for, where that limit can be read. Past
-/// it, activations fail with "Cannot allocate memory".
-pub fn activations_that_fit() -> Option<u32> {
+/// (`vm.max_map_count`) leaves room for beside `running_turns` fiber
+/// stacks, where that limit can be read. Past it, activations fail with
+/// "Cannot allocate memory".
+pub fn activations_that_fit(running_turns: u32) -> Option<u32> {
     let max: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    u32::try_from(max.saturating_sub(4096) / MAPPINGS_PER_ACTIVATION).ok()
+    let stacks = u64::from(running_turns) * MAPPINGS_PER_STACK;
+    u32::try_from(max.saturating_sub(MAPPINGS_RESERVED + stacks) / MAPPINGS_PER_ACTIVATION).ok()
 }
 
 /// Warns when `limits.max_activations` is more than [`activations_that_fit`].
 pub fn check_map_count(limits: &Limits) {
-    if let Some(fit) = activations_that_fit().filter(|&fit| fit < limits.max_activations) {
-        let needed = u64::from(limits.max_activations) * MAPPINGS_PER_ACTIVATION + 4096;
+    let turns = running_turns(limits);
+    if let Some(fit) = activations_that_fit(turns).filter(|&fit| fit < limits.max_activations) {
+        let needed = u64::from(limits.max_activations) * MAPPINGS_PER_ACTIVATION
+            + u64::from(turns) * MAPPINGS_PER_STACK
+            + MAPPINGS_RESERVED;
         tracing::warn!(
             "vm.max_map_count leaves room for about {fit} activations, not the {} allowed; \
              raise it with `sysctl -w vm.max_map_count={needed}` or lower --max-activations",

@@ -608,6 +608,9 @@ impl Host {
             call_timeout: config.call_timeout,
             remote_sessions: Arc::default(),
         };
+        let turns = Arc::new(tokio::sync::Semaphore::new(
+            crate::engine::running_turns(&limits) as usize,
+        ));
         let context = activation::Context {
             engine,
             limits,
@@ -616,6 +619,7 @@ impl Host {
             services,
             _epoch: Arc::new(epoch),
             versions: Arc::default(),
+            turns,
         };
         let inner = Arc::new(Inner {
             config,
@@ -706,6 +710,14 @@ impl Host {
     /// (`quota-refused`); `log-lines-dropped`. Each name is listed.
     pub fn incidents(&self, actor_type: &str) -> BTreeMap<&'static str, u64> {
         self.inner.context.incidents.read(actor_type)
+    }
+
+    /// How many turns run now: started and not finished, waiting on the host
+    /// or on other actors included. At most `Limits::max_running_turns`;
+    /// each holds a fiber stack.
+    pub fn running_turns(&self) -> usize {
+        let limit = crate::engine::running_turns(&self.inner.context.limits) as usize;
+        limit.saturating_sub(self.inner.context.turns.available_permits())
     }
 
     /// Loads one plugin file. A plugin whose actor type is already loaded is

@@ -74,6 +74,11 @@ impl Default for ActorLimits {
 pub struct Limits {
     /// Most activations alive at once on this host.
     pub max_activations: u32,
+    /// Most turns running at once on this host: turns that started and
+    /// have not finished, waiting on the host or on other actors included.
+    /// Each holds a fiber stack; an idle activation holds none. A turn
+    /// past the limit waits for one to finish.
+    pub max_running_turns: u32,
     /// Most data one host call's arguments, or one call's result, may copy
     /// out of an activation, counted as wasmtime's hostcall fuel counts it:
     /// the size of a `Val` (40 bytes) per list element, plus the bytes of
@@ -90,6 +95,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_activations: 20_000,
+            max_running_turns: 1_024,
             // Above the largest message between actors (1 Mi elements of
             // 40 bytes), so that limit is met first with its own error.
             max_copy: 48 << 20,

@@ -833,6 +833,19 @@ impl<T> Store<T> {
         self.inner.data_mut()
     }
 
+    /// Returns the fiber stack this store keeps cached between async calls
+    /// to the engine's allocator, if it keeps one.
+    ///
+    /// A store that ran an async call keeps that call's stack for the next
+    /// one. An embedder with many stores that are idle most of the time
+    /// (one per actor, say) can call this when a store goes idle, so that
+    /// the pool needs only as many stacks as there are calls running at
+    /// once, and an idle store holds no stack memory. The next async call
+    /// takes a stack from the allocator again.
+    pub fn release_fiber_stack(&mut self) {
+        self.inner.flush_fiber_stack();
+    }
+
     fn run_manual_drop_routines(&mut self) {
         StoreData::run_manual_drop_routines(StoreContextMut(&mut self.inner));
 
