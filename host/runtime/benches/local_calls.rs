@@ -174,7 +174,9 @@ async fn bench() {
     };
     let host = Host::new(config, StateStore::memory()).unwrap();
     host.load_plugin(&plugin("counter")).unwrap();
+    host.load_plugin(&plugin("probe")).unwrap();
     let native_state = StateStore::memory();
+    let idle_mappings = mappings();
 
     // Activation: activation + first call, one at a time, then the rate with
     // many in flight; RSS per idle activation over 10,000 activations.
@@ -234,6 +236,49 @@ async fn bench() {
     println!("| activations/s, 64 in flight | {activation_rate:.0} | |");
     println!("| anonymous RSS per idle activation (KiB) | {per_activation:.1} | |");
     println!("| memory mappings per idle activation | {maps_per_activation:.2} | |");
+    println!("| memory mappings of the host before its first activation | {idle_mappings} | |");
+
+    // Churn: actors that come and go, as players logging in and out do.
+    // Each cycle activates a new actor, makes two calls and asks it to
+    // deactivate after a third; 64 cycles are in flight.
+    eprintln!("measuring churn...");
+    let churn_host = host.clone();
+    let churn = drive(64, usize::MAX, move |i| {
+        let host = churn_host.clone();
+        async move {
+            let actor = ActorRef::new("probe", &format!("churn-{i}"));
+            for (function, args) in [
+                ("remember", vec![Val::String("x".into())]),
+                ("recall", vec![]),
+                ("retire", vec![]),
+            ] {
+                host.call(&actor, function, args).await.unwrap();
+            }
+        }
+    })
+    .await;
+    let churn_state = native_state.clone();
+    let native_churn = drive(64, usize::MAX, move |i| {
+        let state = churn_state.clone();
+        async move {
+            let counter = NativeCounter::spawn(format!("churn-{i}"), state);
+            counter.call(None).await;
+            counter.call(None).await;
+            counter.call(None).await;
+        }
+    })
+    .await;
+    println!(
+        "| churn: activate, 3 calls, deactivate, 64 in flight: cycles/s | {:.0} | {:.0} |",
+        churn.calls_per_sec, native_churn.calls_per_sec
+    );
+    println!(
+        "| churn: one cycle, p50 / p99 (µs) | {:.1} / {:.1} | {:.1} / {:.1} |",
+        percentile(&churn.latencies_ns, 0.5),
+        percentile(&churn.latencies_ns, 0.99),
+        percentile(&native_churn.latencies_ns, 0.5),
+        percentile(&native_churn.latencies_ns, 0.99)
+    );
     if std::env::var("GROVE_BENCH_ONLY").as_deref() == Ok("activation") {
         return;
     }

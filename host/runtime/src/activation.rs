@@ -197,7 +197,9 @@ async fn running_turn(turns: &Arc<Semaphore>, mailbox: &Mailbox) -> Option<Owned
 /// calls that hold more turns than it allows.
 fn warn_turns_wait() {
     static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
         *last = Some(Instant::now());
         tracing::warn!(

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::limits::Limits;
 
@@ -69,7 +69,12 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
         .max_memory_size(limits.largest_memory())
         .max_core_instances_per_component(32)
         .max_memories_per_component(4)
-        .max_tables_per_component(16);
+        .max_tables_per_component(16)
+        // A slot an activation leaves keeps the pages it wrote resident,
+        // reset in place, for the next activation of the same plugin.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
 
     let mut config = Config::new();
     config
