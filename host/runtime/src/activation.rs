@@ -138,6 +138,10 @@ pub(crate) async fn run(
 ) {
     let actor = slot.actor().clone();
     let carried = slot.take_carried();
+    // Kept until the activation has started: if the new version fails to
+    // start and is rolled back, the successor on the version before
+    // restores the state that version's snapshot wrote.
+    let kept = carried.clone();
     // Boxed: what starting needs stays out of the future that serves.
     let started = Box::pin(Activation::start(
         &context,
@@ -150,7 +154,10 @@ pub(crate) async fn run(
         },
     ));
     match started.await {
-        Ok(activation) => activation.serve(&context, slot).await,
+        Ok(activation) => {
+            drop(kept);
+            activation.serve(&context, slot).await
+        }
         Err(error) => {
             tracing::warn!(%actor, %error, "activation failed");
             let rolled_back = matches!(
@@ -162,7 +169,10 @@ pub(crate) async fn run(
                 .and_then(Weak::upgrade)
                 .is_some_and(|versions| versions.failed_to_start(&plugin, &error));
             if rolled_back {
-                return slot.move_on();
+                return slot.move_on(kept);
+            }
+            if kept.is_some() {
+                tracing::error!(%actor, "the state carried over from the version before is lost: the new version failed to start");
             }
             // Everything already queued for this attempt fails with the same
             // error; the slot is left empty so the next call tries afresh.

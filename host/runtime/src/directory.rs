@@ -489,12 +489,12 @@ impl Slot {
 
     /// Ends the activation in order, handing its messages to a successor
     /// started at once (on whatever version of its plugin is deployed).
-    pub(crate) fn move_on(mut self) {
+    pub(crate) fn move_on(mut self, carried: Option<Vec<u8>>) {
         let left = self.mailbox.close();
         let handover = Handover {
             left,
             moves: true,
-            carried: None,
+            carried,
         };
         self.directory.hand_over(&self.actor, self.id, handover);
         self.left = true;

@@ -297,3 +297,67 @@ async fn a_version_whose_on_activate_traps_is_rolled_back_and_no_call_fails() {
         assert_eq!(value, Some(Val::U64(expected)), "counter/{key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_cannot_restore_is_rolled_back_and_the_state_goes_back_with_it() {
+    const ACTORS: usize = 100;
+    const CALLERS: usize = 4;
+    let host = Host::new(common::config(), StateStore::memory()).unwrap();
+    host.load_plugin(&common::plugin("tally")).unwrap();
+    let running = host.plugin("tally").unwrap().content_hash.clone();
+    let tally = |key: usize| ActorRef::new("tally", &key.to_string());
+    // Tallies keep their count in memory only.
+    for key in 0..ACTORS {
+        host.call(&tally(key), "add", vec![Val::U64(key as u64)])
+            .await
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let (host, stop) = (host.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked: HashMap<usize, u64> = HashMap::new();
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = i % ACTORS;
+                    let target = ActorRef::new("tally", &key.to_string());
+                    let value = host.call(&target, "add", vec![Val::U64(1)]).await;
+                    assert!(
+                        value.is_ok(),
+                        "a call failed across the rollback: {value:?}"
+                    );
+                    *acked.entry(key).or_default() += 1;
+                    i += CALLERS;
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The new version's `restore` traps on the old version's snapshot.
+    let deployed = deploy(&host, "tally_unreadable", false).unwrap();
+    let settled = host.settle(&deployed, Duration::from_secs(10)).await;
+    let grove_host::Settled::RolledBack { reason } = settled else {
+        panic!("not rolled back: {settled:?}");
+    };
+    assert!(reason.contains("restore"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked: HashMap<usize, u64> = HashMap::new();
+    for caller in callers {
+        for (key, n) in caller.await.unwrap() {
+            *acked.entry(key).or_default() += n;
+        }
+    }
+
+    // Back on the version before, every tally with its count: the snapshot
+    // the failed start could not read went back to the old code.
+    assert_eq!(host.plugin("tally").unwrap().content_hash, running);
+    for key in 0..ACTORS {
+        let value = host.call(&tally(key), "get", vec![]).await.unwrap();
+        let expected = key as u64 + acked.get(&key).copied().unwrap_or(0);
+        assert_eq!(value, Some(Val::U64(expected)), "tally/{key}");
+    }
+}
