@@ -181,8 +181,14 @@ async fn bench() {
     // Activation: activation + first call, one at a time, then the rate with
     // many in flight; RSS per idle activation over 10,000 activations.
     eprintln!("measuring activation...");
-    let mut first_call = Vec::with_capacity(1000);
-    for i in 0..1000 {
+    // `GROVE_BENCH_FIRST_CALLS` activations one at a time (for profiling
+    // that path alone; default 1,000).
+    let firsts: usize = std::env::var("GROVE_BENCH_FIRST_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let mut first_call = Vec::with_capacity(firsts);
+    for i in 0..firsts {
         let actor = ActorRef::new("counter", &format!("first-{i}"));
         let t = Instant::now();
         host.call(&actor, "get", vec![]).await.unwrap();
