@@ -144,6 +144,33 @@ fn rss_anon_bytes() -> u64 {
         * 1024
 }
 
+/// glibc's `struct mallinfo2`: ten `size_t` counters.
+#[repr(C)]
+struct MallInfo2 {
+    arena: usize,
+    ordblks: usize,
+    smblks: usize,
+    hblks: usize,
+    hblkhd: usize,
+    usmblks: usize,
+    fsmblks: usize,
+    uordblks: usize,
+    fordblks: usize,
+    keepcost: usize,
+}
+
+extern "C" {
+    fn mallinfo2() -> MallInfo2;
+}
+
+/// Bytes the host's own heap has in use (glibc's allocator): the part of an
+/// activation's memory that is not its instance.
+fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { mallinfo2() };
+    (info.uordblks + info.hblkhd) as u64
+}
+
 /// The process's memory mappings, which `vm.max_map_count` limits.
 fn mappings() -> u64 {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |maps| maps.lines().count() as u64)
@@ -205,7 +232,7 @@ async fn bench() {
     native_first.sort_unstable();
 
     eprintln!("activating {ACTORS} actors...");
-    let (rss_before, maps_before) = (rss_anon_bytes(), mappings());
+    let (rss_before, maps_before, heap_before) = (rss_anon_bytes(), mappings(), heap_in_use());
     let t = Instant::now();
     let batch: Vec<_> = (0..64)
         .map(|c| {
@@ -228,6 +255,8 @@ async fn bench() {
     let per_activation =
         (rss_anon_bytes().saturating_sub(rss_before)) as f64 / ACTORS as f64 / 1024.0;
     let maps_per_activation = mappings().saturating_sub(maps_before) as f64 / ACTORS as f64;
+    let heap_per_activation =
+        heap_in_use().saturating_sub(heap_before) as f64 / ACTORS as f64 / 1024.0;
 
     println!("## Activation ({} activations)\n", ACTORS);
     println!("| measure | Grove | native baseline |");
@@ -241,6 +270,9 @@ async fn bench() {
     );
     println!("| activations/s, 64 in flight | {activation_rate:.0} | |");
     println!("| anonymous RSS per idle activation (KiB) | {per_activation:.1} | |");
+    println!(
+        "| of which the host's heap (glibc in-use bytes) (KiB) | {heap_per_activation:.1} | |"
+    );
     println!("| memory mappings per idle activation | {maps_per_activation:.2} | |");
     println!("| memory mappings of the host before its first activation | {idle_mappings} | |");
 
