@@ -98,6 +98,7 @@ struct Totals {
     sent: AtomicU64,
     frames: AtomicU64,
     datagrams: AtomicU64,
+    datagram_bytes: AtomicU64,
     connect_failures: AtomicU64,
     dropped_sessions: AtomicU64,
 }
@@ -170,8 +171,11 @@ async fn read_replies(
 ) {
     while let Ok(received) = session.recv().await {
         let bytes = match received {
-            Received::Datagram(_) => {
+            Received::Datagram(datagram) => {
                 totals.datagrams.fetch_add(1, Ordering::Relaxed);
+                totals
+                    .datagram_bytes
+                    .fetch_add(datagram.len() as u64, Ordering::Relaxed);
                 continue;
             }
             Received::Frame(bytes) => bytes,
@@ -350,6 +354,12 @@ fn report(args: &Args, totals: &Totals, connected: usize, run: Duration) {
         frames,
         datagrams,
         sent + frames + datagrams
+    );
+    let per_client = connected.max(1) as f64;
+    println!(
+        "snapshots per client: {:.1} datagrams/s, {:.0} bytes/s",
+        datagrams / per_client,
+        totals.datagram_bytes.load(Ordering::Relaxed) as f64 / secs / per_client,
     );
     println!(
         "sessions dropped during the run: {}",

@@ -1,6 +1,7 @@
 //! The multiplayer world demo's shared vocabulary: the map and its cells, the
 //! JSON messages a game client exchanges with its player actor, and the
-//! binary snapshot datagrams cells push to the clients that see them.
+//! binary snapshot datagrams cells push to the clients that see them
+//! ([`snapshot`]).
 //!
 //! The world is a square of [`WORLD_SIZE`] units, cut into a grid of
 //! [`GRID`] × [`GRID`] cells (100 by default, as in the seed's server). Cell
@@ -8,6 +9,10 @@
 //! player is in.
 
 use serde::{Deserialize, Serialize};
+
+pub mod snapshot;
+
+pub use snapshot::{CellView, PlayerState, SnapshotStream, KEYFRAME_EVERY, SNAPSHOT_EVERY};
 
 /// The world's width and height, in units.
 pub const WORLD_SIZE: f32 = 1000.0;
@@ -21,9 +26,6 @@ pub const CELL_SIZE: f32 = WORLD_SIZE / GRID as f32;
 /// The world tick: cells move their players every 20 ms.
 pub const TICK_MS: u64 = 20;
 
-/// Cells push a snapshot to their clients every this many ticks (100 ms).
-pub const SNAPSHOT_EVERY: u64 = 5;
-
 /// Fastest a player may move, in units per second.
 pub const MAX_SPEED: f32 = 100.0;
 
@@ -35,9 +37,6 @@ pub const MAX_QUERY_LIMIT: u32 = 500;
 
 /// Hit points of a fresh player.
 pub const FULL_HP: u32 = 100;
-
-/// Largest snapshot datagram payload; stays under QUIC's minimum path size.
-pub const MAX_SNAPSHOT_BYTES: usize = 1100;
 
 /// An axis-aligned rectangle, `x0 <= x1`, `y0 <= y1`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -249,86 +248,6 @@ impl Reply {
     }
 }
 
-/// One player in a snapshot datagram.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotEntry {
-    /// The player's name.
-    pub name: String,
-    /// Position.
-    pub x: f32,
-    /// Position.
-    pub y: f32,
-    /// Hit points left (saturated at 255).
-    pub hp: u8,
-}
-
-/// Snapshot datagram tag.
-const SNAPSHOT: u8 = 1;
-
-/// Encodes a cell's players as snapshot datagrams of at most
-/// [`MAX_SNAPSHOT_BYTES`] each: tag `1`, cell (u32), tick (u64), then per
-/// player its name (u8 length + UTF-8), x and y (f32) and hp (u8), all
-/// big-endian.
-pub fn encode_snapshots(cell: u32, tick: u64, entries: &[SnapshotEntry]) -> Vec<Vec<u8>> {
-    let header = |out: &mut Vec<u8>| {
-        out.push(SNAPSHOT);
-        out.extend_from_slice(&cell.to_be_bytes());
-        out.extend_from_slice(&tick.to_be_bytes());
-    };
-    let mut datagrams = Vec::new();
-    let mut current = Vec::with_capacity(MAX_SNAPSHOT_BYTES);
-    header(&mut current);
-    let empty = current.len();
-    for entry in entries {
-        let name = entry.name.as_bytes();
-        let name = name.get(..255).unwrap_or(name);
-        if current.len() + 1 + name.len() + 9 > MAX_SNAPSHOT_BYTES {
-            datagrams.push(std::mem::take(&mut current));
-            header(&mut current);
-        }
-        current.push(name.len() as u8);
-        current.extend_from_slice(name);
-        current.extend_from_slice(&entry.x.to_be_bytes());
-        current.extend_from_slice(&entry.y.to_be_bytes());
-        current.push(entry.hp);
-    }
-    if current.len() > empty || datagrams.is_empty() {
-        datagrams.push(current);
-    }
-    datagrams
-}
-
-/// Reads a snapshot datagram: the cell, the tick and the players. A datagram
-/// that is not a snapshot, is cut short or holds a name that is not UTF-8
-/// reads as `None`.
-pub fn decode_snapshot(bytes: &[u8]) -> Option<(u32, u64, Vec<SnapshotEntry>)> {
-    let (&tag, rest) = bytes.split_first()?;
-    if tag != SNAPSHOT {
-        return None;
-    }
-    let (cell, rest) = rest.split_first_chunk::<4>()?;
-    let (tick, mut rest) = rest.split_first_chunk::<8>()?;
-    let mut entries = Vec::new();
-    while let Some((&len, tail)) = rest.split_first() {
-        let (name, tail) = tail.split_at_checked(usize::from(len))?;
-        let (x, tail) = tail.split_first_chunk::<4>()?;
-        let (y, tail) = tail.split_first_chunk::<4>()?;
-        let (&hp, tail) = tail.split_first()?;
-        entries.push(SnapshotEntry {
-            name: String::from_utf8(name.to_vec()).ok()?,
-            x: f32::from_be_bytes(*x),
-            y: f32::from_be_bytes(*y),
-            hp,
-        });
-        rest = tail;
-    }
-    Some((
-        u32::from_be_bytes(*cell),
-        u64::from_be_bytes(*tick),
-        entries,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,88 +305,6 @@ mod tests {
             serde_json::to_string(&Reply::ok(3)).unwrap(),
             r#"{"type":"ok","id":3}"#
         );
-    }
-
-    #[test]
-    fn snapshots_split_into_datagrams_and_read_back() {
-        let entries: Vec<SnapshotEntry> = (0..120)
-            .map(|i| SnapshotEntry {
-                name: format!("bot-{i}"),
-                x: i as f32,
-                y: 2.5,
-                hp: 100,
-            })
-            .collect();
-        let datagrams = encode_snapshots(42, 9, &entries);
-        assert!(datagrams.len() > 1);
-        assert!(datagrams.iter().all(|d| d.len() <= MAX_SNAPSHOT_BYTES));
-        let decoded: Vec<SnapshotEntry> = datagrams
-            .iter()
-            .flat_map(|d| {
-                let (cell, tick, entries) = decode_snapshot(d).unwrap();
-                assert_eq!((cell, tick), (42, 9));
-                entries
-            })
-            .collect();
-        assert_eq!(decoded, entries);
-        assert_eq!(decode_snapshot(&[1, 0, 0]), None);
-    }
-
-    #[test]
-    fn malformed_snapshots_read_as_none() {
-        let entries = [
-            SnapshotEntry {
-                name: "ann".into(),
-                x: 1.0,
-                y: 2.0,
-                hp: 3,
-            },
-            SnapshotEntry {
-                name: "bo".into(),
-                x: 4.0,
-                y: 5.0,
-                hp: 6,
-            },
-        ];
-        let datagram = encode_snapshots(7, 8, &entries).remove(0);
-        // Header, then 1 + 3 + 9 and 1 + 2 + 9 bytes per player.
-        let boundaries = [13, 26, 38];
-        assert_eq!(datagram.len(), 38);
-        // Every cut reads as nothing, except right after the header or a player.
-        for end in 0..=datagram.len() {
-            let decoded = decode_snapshot(&datagram[..end]);
-            assert_eq!(decoded.is_some(), boundaries.contains(&end), "cut at {end}");
-        }
-        assert_eq!(
-            decode_snapshot(&datagram[..26]),
-            Some((7, 8, entries[..1].to_vec()))
-        );
-        // A name length reaching past the end, the largest one included.
-        let mut long = datagram[..13].to_vec();
-        long.extend_from_slice(&[255, b'a', b'b']);
-        assert_eq!(decode_snapshot(&long), None);
-        let mut long = datagram[..13].to_vec();
-        long.extend_from_slice(&[20; 20]);
-        assert_eq!(decode_snapshot(&long), None);
-        // A name that is not UTF-8.
-        let mut bad = datagram.clone();
-        bad[14] = 0xff;
-        assert_eq!(decode_snapshot(&bad), None);
-        // Not a snapshot.
-        let mut other = datagram.clone();
-        other[0] = 2;
-        assert_eq!(decode_snapshot(&other), None);
-        assert_eq!(decode_snapshot(&[]), None);
-        // A name longer than a length byte can say is cut to 255 bytes.
-        let long_name = SnapshotEntry {
-            name: "n".repeat(300),
-            x: 0.0,
-            y: 0.0,
-            hp: 1,
-        };
-        let datagrams = encode_snapshots(0, 0, &[long_name]);
-        let (_, _, read) = decode_snapshot(&datagrams[0]).unwrap();
-        assert_eq!(read[0].name, "n".repeat(255));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use grove_gateway_quic::client::{Client, ClientConfig, Received, Session};
 use grove_gateway_quic::{CloseCode, Gateway, GatewayConfig, Identity};
 use grove_host::gateway::{self, Authenticator};
 use grove_host::Host;
-use world_shared::{decode_snapshot, Command, Rect, Reply, Request};
+use world_shared::{CellView, Command, PlayerState, Rect, Reply, Request};
 
 use common::{eventually, ok};
 
@@ -34,6 +34,27 @@ async fn reply(session: &Session) -> Reply {
             Ok(Ok(Received::Datagram(_))) => continue,
             Ok(Err(closed)) => panic!("session closed: {closed}"),
             Err(_) => panic!("no reply within {WAIT:?}"),
+        }
+    }
+}
+
+/// Reads `session`'s snapshot datagrams into `view`, skipping frames, until
+/// the view shows the session's player `ayla` as `wanted`; returns the cell.
+async fn view_until(
+    session: &Session,
+    view: &mut CellView,
+    wanted: impl Fn(&PlayerState) -> bool,
+) -> u32 {
+    loop {
+        match tokio::time::timeout(WAIT, session.recv()).await {
+            Ok(Ok(Received::Datagram(bytes))) => assert!(view.receive(&bytes)),
+            Ok(Ok(Received::Frame(_))) => continue,
+            other => panic!("no snapshot: {other:?}"),
+        }
+        if let Some((seen, _, players)) = view.players() {
+            if players.iter().any(|p| p.name == "ayla" && wanted(p)) {
+                return seen;
+            }
         }
     }
 }
@@ -168,15 +189,17 @@ async fn the_world_tick_moves_players_into_the_next_cell() {
 async fn clients_receive_snapshots_of_their_cell_and_bad_commands_get_errors() {
     let (_host, gateway, client) = world().await;
     let (ayla, cell) = login(&client, &gateway, "ayla").await;
-    let snapshot = loop {
-        match tokio::time::timeout(WAIT, ayla.recv()).await {
-            Ok(Ok(Received::Datagram(bytes))) => break decode_snapshot(&bytes).unwrap(),
-            Ok(Ok(Received::Frame(_))) => continue,
-            other => panic!("no snapshot: {other:?}"),
-        }
-    };
-    assert_eq!(snapshot.0, cell);
-    assert!(snapshot.2.iter().any(|p| p.name == "ayla"), "{snapshot:?}");
+    // The client rebuilds its cell from the keyframes and deltas.
+    let mut view = CellView::default();
+    assert_eq!(view_until(&ayla, &mut view, |_| true).await, cell);
+    // A new velocity reaches the client in a delta, within a keyframe's
+    // interval.
+    let started = std::time::Instant::now();
+    ayla.send(br#"{"id":1,"cmd":"set-velocity","vx":0.25,"vy":0}"#)
+        .await
+        .unwrap();
+    view_until(&ayla, &mut view, |p| p.vx == 0.25).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
 
     ayla.send(b"{not json").await.unwrap();
     match reply(&ayla).await {

@@ -3,9 +3,12 @@
 //! Each world tick (every 20 ms, a fixed-rate timer) the cell moves its
 //! players, bounces them off the world's edges, and hands those who crossed
 //! its border to the neighbouring cell with a one-way `enter`, telling their
-//! player actors where they went. Every fifth tick it pushes a snapshot of its
-//! players — names, positions, hit points — as datagrams to all of their
-//! clients at once (`send-to-sessions`): a client sees the cell it is in.
+//! player actors where they went. It pushes snapshot datagrams to all of its
+//! players' clients at once (`send-to-sessions`): a keyframe of everyone
+//! every second, and between keyframes, every tenth tick, a delta of the
+//! players who changed in a way the movement rule cannot tell, only when
+//! someone did (`world_shared::snapshot`). A client sees the cell it is in;
+//! one entering gets the last keyframe at once.
 //!
 //! A cell with no players stops ticking and is deactivated when idle.
 
@@ -37,9 +40,9 @@ use bindings::exports::grove_example::world_cell::world_cell::{
 use bindings::grove_example::world_cell_proxy::world_cell as cell_proxy;
 use bindings::grove_example::world_player_proxy::world_player::WorldPlayer;
 use grove_guest::{session, timer};
+use world_shared::snapshot::step;
 use world_shared::{
-    cell_of, cell_rect, encode_snapshots, Rect, SnapshotEntry, FULL_HP, GRID, SNAPSHOT_EVERY,
-    TICK_MS, WORLD_SIZE,
+    cell_of, cell_rect, PlayerState, Rect, SnapshotStream, FULL_HP, GRID, SNAPSHOT_EVERY, TICK_MS,
 };
 
 const TICK_TIMER: &str = "tick";
@@ -56,6 +59,8 @@ struct Cell {
     ticking: bool,
     /// Handles on neighbouring cells.
     neighbours: HashMap<u32, cell_proxy::WorldCell>,
+    /// The snapshots sent to the players' clients.
+    snapshots: SnapshotStream,
 }
 
 thread_local! {
@@ -91,18 +96,8 @@ impl Cell {
     /// One world tick: move, hand over border crossers, push snapshots.
     fn tick(&mut self, me: u32) {
         self.tick += 1;
-        let dt = TICK_MS as f32 / 1000.0;
         for p in &mut self.players {
-            p.x += p.vx * dt;
-            p.y += p.vy * dt;
-            if p.x < 0.0 || p.x > WORLD_SIZE {
-                p.vx = -p.vx;
-                p.x = p.x.clamp(0.0, WORLD_SIZE);
-            }
-            if p.y < 0.0 || p.y > WORLD_SIZE {
-                p.vy = -p.vy;
-                p.y = p.y.clamp(0.0, WORLD_SIZE);
-            }
+            step(&mut p.x, &mut p.y, &mut p.vx, &mut p.vy);
         }
         let (staying, leaving): (Vec<Character>, Vec<Character>) =
             std::mem::take(&mut self.players)
@@ -126,6 +121,7 @@ impl Cell {
             });
             if handed.is_ok() {
                 let _ = WorldPlayer::new(&p.name).send_moved(next);
+                self.snapshots.left(&p.name);
                 self.departed.insert(p.name, (next, self.tick));
             } else {
                 // The neighbour cannot take it now; keep the character here.
@@ -145,19 +141,25 @@ impl Cell {
         }
     }
 
-    fn push_snapshot(&self, me: u32) {
-        let entries: Vec<SnapshotEntry> = self
+    fn push_snapshot(&mut self, me: u32) {
+        let states: Vec<PlayerState> = self
             .players
             .iter()
-            .map(|p| SnapshotEntry {
+            .map(|p| PlayerState {
                 name: p.name.clone(),
                 x: p.x,
                 y: p.y,
+                vx: p.vx,
+                vy: p.vy,
                 hp: p.hp.min(255) as u8,
             })
             .collect();
+        let datagrams = self.snapshots.snapshot(me, self.tick, &states);
+        if datagrams.is_empty() {
+            return;
+        }
         let sessions: Vec<u64> = self.players.iter().map(|p| p.session).collect();
-        for datagram in encode_snapshots(me, self.tick, &entries) {
+        for datagram in datagrams {
             session::multicast(&sessions, &datagram, false);
         }
     }
@@ -190,6 +192,12 @@ impl Guest for WorldCell {
             if let Some(at) = cell.position(&character.name) {
                 cell.players.swap_remove(at);
             }
+            // The newcomer's client starts from the last keyframe; the next
+            // delta carries the newcomer to everyone.
+            for datagram in cell.snapshots.last_keyframe() {
+                session::multicast(&[character.session], datagram, false);
+            }
+            cell.snapshots.changed(&character.name);
             cell.players.push(character);
             cell.start_ticking();
         });
@@ -199,6 +207,7 @@ impl Guest for WorldCell {
         CELL.with_borrow_mut(|cell| match cell.position(&name) {
             Some(at) => {
                 cell.players.swap_remove(at);
+                cell.snapshots.left(&name);
                 Ok(())
             }
             None => Err(cell.not_here(&name)),
@@ -211,6 +220,7 @@ impl Guest for WorldCell {
                 let p = &mut cell.players[at];
                 p.vx = vx;
                 p.vy = vy;
+                cell.snapshots.changed(&name);
                 Ok(())
             }
             None => Err(cell.not_here(&name)),
@@ -221,6 +231,7 @@ impl Guest for WorldCell {
         let reach = radius * radius;
         CELL.with_borrow_mut(|cell| {
             let mut hits = 0;
+            let mut hit = Vec::new();
             for p in cell.players.iter_mut().filter(|p| p.name != attacker) {
                 let (dx, dy) = (p.x - x, p.y - y);
                 if dx * dx + dy * dy <= reach {
@@ -230,7 +241,11 @@ impl Guest for WorldCell {
                         // Defeated players rise again where they fell.
                         p.hp = FULL_HP;
                     }
+                    hit.push(p.name.clone());
                 }
+            }
+            for name in hit {
+                cell.snapshots.changed(&name);
             }
             hits
         })
