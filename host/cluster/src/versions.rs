@@ -64,9 +64,9 @@ pub enum Rollback {
     Superseded(Published),
 }
 
-/// Publishes ARGV[2] as the version of type ARGV[1]. Refused (0) when it is
-/// the version rolled back last, unless ARGV[3] is "force".
-const PUBLISH: &str = r#"
+/// Reads the record of type ARGV[1] into `current` (nil if there is none;
+/// a bare content hash is generation 0). Both scripts start with it.
+const READ_CURRENT: &str = r#"
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 local current = nil
 if stored then
@@ -74,6 +74,11 @@ if stored then
   if ok and type(decoded) == 'table' then current = decoded
   else current = { generation = 0, version = stored } end
 end
+"#;
+
+/// Publishes ARGV[2] as the version of type ARGV[1]. Refused (0) when it is
+/// the version rolled back last, unless ARGV[3] is "force".
+const PUBLISH: &str = r#"
 if current and current.rolled_back == ARGV[2] and ARGV[3] ~= 'force' then
   return { 0, cjson.encode(current) }
 end
@@ -90,13 +95,6 @@ return { 1, record }
 /// Type ARGV[1] goes back from ARGV[2] to ARGV[3] for reason ARGV[4]:
 /// unless the cluster runs a third version by now (0).
 const ROLL_BACK: &str = r#"
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-local current = nil
-if stored then
-  local ok, decoded = pcall(cjson.decode, stored)
-  if ok and type(decoded) == 'table' then current = decoded
-  else current = { generation = 0, version = stored } end
-end
 if current and current.version ~= ARGV[2] and current.version ~= ARGV[3] then
   return { 0, cjson.encode(current) }
 end
@@ -127,8 +125,8 @@ impl Versions {
         Versions {
             conn,
             cluster: cluster.to_owned(),
-            publish: Script::new(PUBLISH),
-            roll_back: Script::new(ROLL_BACK),
+            publish: Script::new(&format!("{READ_CURRENT}{PUBLISH}")),
+            roll_back: Script::new(&format!("{READ_CURRENT}{ROLL_BACK}")),
         }
     }
 

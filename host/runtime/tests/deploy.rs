@@ -34,6 +34,51 @@ fn deploy(host: &Host, name: &str, force: bool) -> Result<grove_host::Deployed, 
     host.deploy(&file, &bytes, &options)
 }
 
+/// Callers that add 1 to each of `actors` actors of `actor_type` in turn
+/// until `stop` is set, failing the test on any failed call; each answers
+/// how many adds were acknowledged per actor.
+fn adders(
+    host: &Host,
+    actor_type: &str,
+    actors: usize,
+    callers: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<HashMap<usize, u64>>> {
+    (0..callers)
+        .map(|c| {
+            let (host, stop, actor_type) = (host.clone(), stop.clone(), actor_type.to_owned());
+            tokio::spawn(async move {
+                let mut acked: HashMap<usize, u64> = HashMap::new();
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = i % actors;
+                    let target = ActorRef::new(&actor_type, &key.to_string());
+                    let value = host.call(&target, "add", vec![Val::U64(1)]).await;
+                    assert!(value.is_ok(), "a call failed: {value:?}");
+                    *acked.entry(key).or_default() += 1;
+                    i += callers;
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// Stops the `callers` and adds up what they saw acknowledged.
+async fn acknowledged(
+    stop: &AtomicBool,
+    callers: Vec<tokio::task::JoinHandle<HashMap<usize, u64>>>,
+) -> HashMap<usize, u64> {
+    stop.store(true, Ordering::Relaxed);
+    let mut acked: HashMap<usize, u64> = HashMap::new();
+    for caller in callers {
+        for (key, n) in caller.await.unwrap() {
+            *acked.entry(key).or_default() += n;
+        }
+    }
+    acked
+}
+
 /// Deploys `next` over `plugin` while callers add 1 to each of `actors`
 /// actors in turn; checks that no call failed, every activation moved, and
 /// each actor's count is what was acknowledged.
@@ -53,24 +98,7 @@ async fn deploy_under_load(plugin: &str, next: &str, actors: usize) {
     // Callers add 1 to every actor in turn, counting what was acknowledged,
     // before, during and after the deploy.
     let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|c| {
-            let (host, stop, actor_type) = (host.clone(), stop.clone(), actor_type.clone());
-            tokio::spawn(async move {
-                let mut acked: HashMap<usize, u64> = HashMap::new();
-                let mut i = c;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = i % actors;
-                    let target = ActorRef::new(&actor_type, &key.to_string());
-                    let value = host.call(&target, "add", vec![Val::U64(1)]).await;
-                    assert!(value.is_ok(), "a call failed across the deploy: {value:?}");
-                    *acked.entry(key).or_default() += 1;
-                    i += CALLERS;
-                }
-                acked
-            })
-        })
-        .collect();
+    let callers = adders(&host, &actor_type, actors, CALLERS, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let old = host.plugin(&actor_type).unwrap();
     let deployed = deploy(&host, next, false).unwrap();
@@ -83,13 +111,7 @@ async fn deploy_under_load(plugin: &str, next: &str, actors: usize) {
         grove_host::Settled::Moved
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked: HashMap<usize, u64> = HashMap::new();
-    for caller in callers {
-        for (key, n) in caller.await.unwrap() {
-            *acked.entry(key).or_default() += n;
-        }
-    }
+    let acked = acknowledged(&stop, callers).await;
 
     // Every activation moved, and each count is exactly what was
     // acknowledged.
@@ -248,26 +270,7 @@ async fn a_version_whose_on_activate_traps_is_rolled_back_and_no_call_fails() {
             .unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|c| {
-            let (host, stop) = (host.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut acked: HashMap<usize, u64> = HashMap::new();
-                let mut i = c;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = i % ACTORS;
-                    let value = host.call(&counter(key), "add", vec![Val::U64(1)]).await;
-                    assert!(
-                        value.is_ok(),
-                        "a call failed across the rollback: {value:?}"
-                    );
-                    *acked.entry(key).or_default() += 1;
-                    i += CALLERS;
-                }
-                acked
-            })
-        })
-        .collect();
+    let callers = adders(&host, "counter", ACTORS, CALLERS, &stop);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let deployed = deploy(&host, "counter_unstartable", false).unwrap();
@@ -281,13 +284,7 @@ async fn a_version_whose_on_activate_traps_is_rolled_back_and_no_call_fails() {
         "{reason}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked: HashMap<usize, u64> = HashMap::new();
-    for caller in callers {
-        for (key, n) in caller.await.unwrap() {
-            *acked.entry(key).or_default() += n;
-        }
-    }
+    let acked = acknowledged(&stop, callers).await;
 
     // Back on the version before, every counter with what was acknowledged.
     assert_eq!(host.plugin("counter").unwrap().content_hash, running);
@@ -313,27 +310,7 @@ async fn a_version_that_cannot_restore_is_rolled_back_and_the_state_goes_back_wi
             .unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|c| {
-            let (host, stop) = (host.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut acked: HashMap<usize, u64> = HashMap::new();
-                let mut i = c;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = i % ACTORS;
-                    let target = ActorRef::new("tally", &key.to_string());
-                    let value = host.call(&target, "add", vec![Val::U64(1)]).await;
-                    assert!(
-                        value.is_ok(),
-                        "a call failed across the rollback: {value:?}"
-                    );
-                    *acked.entry(key).or_default() += 1;
-                    i += CALLERS;
-                }
-                acked
-            })
-        })
-        .collect();
+    let callers = adders(&host, "tally", ACTORS, CALLERS, &stop);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The new version's `restore` traps on the old version's snapshot.
@@ -344,13 +321,7 @@ async fn a_version_that_cannot_restore_is_rolled_back_and_the_state_goes_back_wi
     };
     assert!(reason.contains("restore"), "{reason}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked: HashMap<usize, u64> = HashMap::new();
-    for caller in callers {
-        for (key, n) in caller.await.unwrap() {
-            *acked.entry(key).or_default() += n;
-        }
-    }
+    let acked = acknowledged(&stop, callers).await;
 
     // Back on the version before, every tally with its count: the snapshot
     // the failed start could not read went back to the old code.
