@@ -8,9 +8,11 @@
 //! a fixed rule ([`step`]), so a client moves everyone on by itself from the
 //! keyframe and needs to hear only what the rule cannot tell it.
 //!
-//! Each delta carries every change since its keyframe, so a lost delta is
-//! made good by the next one, and a lost keyframe by the next keyframe. A
-//! client that enters a cell is sent the cell's last keyframe at once.
+//! Each delta carries every change since its keyframe, and deltas go on
+//! until the next keyframe once anything changed, so a lost delta is made
+//! good by the next one, and a lost keyframe by the next keyframe. A client
+//! that enters a cell is sent the cell's last keyframe at once. A client
+//! applies a delta only once all its parts arrived.
 //!
 //! Datagrams stay under [`MAX_SNAPSHOT_BYTES`]; a keyframe or delta too big
 //! for one is sent in parts, each saying its index and the count. All
@@ -181,7 +183,8 @@ pub fn encode(cell: u32, tick: u64, keyframe_tick: u64, entries: &[Entry]) -> Ve
 }
 
 /// Reads a snapshot datagram. One that is not a snapshot, is cut short,
-/// names a part past its count or holds a name that is not UTF-8 reads as
+/// names a part past its count, lies further than a keyframe interval from
+/// its keyframe or holds a name that is not UTF-8 reads as
 /// `None`.
 pub fn decode(bytes: &[u8]) -> Option<Datagram> {
     let (&kind, rest) = bytes.split_first()?;
@@ -196,7 +199,13 @@ pub fn decode(bytes: &[u8]) -> Option<Datagram> {
         u64::from_be_bytes(*tick),
         u64::from_be_bytes(*keyframe_tick),
     );
-    if part >= parts || (kind == KEYFRAME) != (tick == keyframe_tick) || keyframe_tick > tick {
+    // A delta is never older than a keyframe interval: a client moves
+    // players on over that gap, so a longer one is refused.
+    if part >= parts
+        || (kind == KEYFRAME) != (tick == keyframe_tick)
+        || keyframe_tick > tick
+        || tick - keyframe_tick > KEYFRAME_EVERY
+    {
         return None;
     }
     let mut entries = Vec::new();
@@ -254,8 +263,6 @@ pub struct SnapshotStream {
     changed: BTreeSet<String>,
     /// Players who left since the keyframe.
     left: BTreeSet<String>,
-    /// Whether anything changed since the last snapshot sent.
-    dirty: bool,
 }
 
 impl SnapshotStream {
@@ -264,14 +271,12 @@ impl SnapshotStream {
     pub fn changed(&mut self, name: &str) {
         self.left.remove(name);
         self.changed.insert(name.to_owned());
-        self.dirty = true;
     }
 
     /// `name` left the cell.
     pub fn left(&mut self, name: &str) {
         self.changed.remove(name);
         self.left.insert(name.to_owned());
-        self.dirty = true;
     }
 
     /// The datagrams of the last keyframe, for a client entering the cell.
@@ -282,8 +287,9 @@ impl SnapshotStream {
     }
 
     /// The datagrams to send at `tick` for the cell's `players`: a keyframe
-    /// when one is due, a delta when something changed since the last
-    /// snapshot, otherwise none.
+    /// when one is due, a delta while anything changed since the last
+    /// keyframe (so that a lost delta is made good by the next), otherwise
+    /// none.
     pub fn snapshot(&mut self, cell: u32, tick: u64, players: &[PlayerState]) -> Vec<Vec<u8>> {
         let due = self
             .keyframe
@@ -295,13 +301,11 @@ impl SnapshotStream {
             self.keyframe = Some((tick, datagrams.clone()));
             self.changed.clear();
             self.left.clear();
-            self.dirty = false;
             return datagrams;
         }
-        if !self.dirty {
+        if self.changed.is_empty() && self.left.is_empty() {
             return Vec::new();
         }
-        self.dirty = false;
         let keyframe_tick = self.keyframe.as_ref().map_or(tick, |(at, _)| *at);
         let mut entries: Vec<Entry> = players
             .iter()
@@ -324,9 +328,27 @@ pub struct CellView {
     /// The last complete keyframe: its cell, tick and players.
     base: Option<(u32, u64, BTreeMap<String, PlayerState>)>,
     /// Parts of a keyframe still arriving: cell, tick, parts.
-    arriving: Option<(u32, u64, Parts)>,
-    /// The newest delta applied: its tick and its entries, by part.
-    delta: Option<(u64, Parts)>,
+    keyframe_parts: Option<(u32, u64, Parts)>,
+    /// The newest complete delta on the base: its tick and entries.
+    delta: Option<(u64, Vec<Entry>)>,
+    /// Parts of a newer delta still arriving: tick, parts.
+    delta_parts: Option<(u64, Parts)>,
+}
+
+/// Fills `part` of `slots`; the entries of every part once all arrived.
+fn complete(slots: &mut Parts, part: u8, entries: Vec<Entry>) -> Option<Vec<Entry>> {
+    if let Some(slot) = slots.get_mut(usize::from(part)) {
+        *slot = Some(entries);
+    }
+    if slots.iter().any(Option::is_none) {
+        return None;
+    }
+    Some(
+        slots
+            .iter_mut()
+            .flat_map(|p| p.take().unwrap_or_default())
+            .collect(),
+    )
 }
 
 impl CellView {
@@ -335,61 +357,89 @@ impl CellView {
         let Some(d) = decode(bytes) else {
             return false;
         };
-        let parts = usize::from(d.parts);
         if d.keyframe {
-            if self.base.as_ref().is_some_and(|(_, at, _)| *at >= d.tick) {
-                return true;
-            }
-            let same = matches!(&self.arriving, Some((cell, tick, slots))
-                if *cell == d.cell && *tick == d.tick && slots.len() == parts);
-            if !same {
-                self.arriving = Some((d.cell, d.tick, vec![None; parts]));
-            }
-            let Some((_, _, arriving)) = &mut self.arriving else {
-                return true;
-            };
-            if let Some(part) = arriving.get_mut(usize::from(d.part)) {
-                *part = Some(d.entries);
-            }
-            if arriving.iter().all(Option::is_some) {
-                let players = arriving
-                    .iter_mut()
-                    .flat_map(|part| part.take().unwrap_or_default())
-                    .filter_map(|entry| match entry {
-                        Entry::Player(p) => Some((p.name.clone(), p)),
-                        Entry::Left(_) => None,
-                    })
-                    .collect();
-                self.base = Some((d.cell, d.tick, players));
-                self.arriving = None;
-                self.delta = None;
-            }
-            return true;
+            self.keyframe(d);
+        } else {
+            self.delta(d);
         }
+        true
+    }
+
+    fn keyframe(&mut self, d: Datagram) {
+        let parts = usize::from(d.parts);
+        // An older keyframe of the same cell says less, unless the cell
+        // started over (an activation counts ticks from 0): then it is far
+        // older than anything the cell sent since.
+        let older = |cell: u32, at: u64| {
+            cell == d.cell && at >= d.tick && at - d.tick <= 2 * KEYFRAME_EVERY
+        };
+        if self
+            .base
+            .as_ref()
+            .is_some_and(|(cell, at, _)| older(*cell, *at))
+        {
+            return;
+        }
+        if self
+            .keyframe_parts
+            .as_ref()
+            .is_some_and(|(cell, at, _)| older(*cell, *at) && *at != d.tick)
+        {
+            return;
+        }
+        let same = matches!(&self.keyframe_parts, Some((cell, tick, slots))
+            if *cell == d.cell && *tick == d.tick && slots.len() == parts);
+        if !same {
+            self.keyframe_parts = Some((d.cell, d.tick, vec![None; parts]));
+        }
+        let Some((_, _, slots)) = &mut self.keyframe_parts else {
+            return;
+        };
+        let Some(entries) = complete(slots, d.part, d.entries) else {
+            return;
+        };
+        let players = entries
+            .into_iter()
+            .filter_map(|entry| match entry {
+                Entry::Player(p) => Some((p.name.clone(), p)),
+                Entry::Left(_) => None,
+            })
+            .collect();
+        self.base = Some((d.cell, d.tick, players));
+        self.keyframe_parts = None;
+        self.delta = None;
+        self.delta_parts = None;
+    }
+
+    fn delta(&mut self, d: Datagram) {
         let on_base = self
             .base
             .as_ref()
             .is_some_and(|(cell, at, _)| *cell == d.cell && *at == d.keyframe_tick);
-        if !on_base {
-            return true;
+        // A delta no newer than the one applied says less.
+        if !on_base || self.delta.as_ref().is_some_and(|(tick, _)| *tick >= d.tick) {
+            return;
         }
-        // A delta older than the one applied says less: it is dropped.
-        if self.delta.as_ref().is_some_and(|(tick, _)| *tick > d.tick) {
-            return true;
-        }
-        let same = matches!(&self.delta, Some((tick, slots))
+        let parts = usize::from(d.parts);
+        let same = matches!(&self.delta_parts, Some((tick, slots))
             if *tick == d.tick && slots.len() == parts);
         if !same {
-            self.delta = Some((d.tick, vec![None; parts]));
+            if self
+                .delta_parts
+                .as_ref()
+                .is_some_and(|(tick, _)| *tick > d.tick)
+            {
+                return;
+            }
+            self.delta_parts = Some((d.tick, vec![None; parts]));
         }
-        if let Some(part) = self
-            .delta
-            .as_mut()
-            .and_then(|(_, slots)| slots.get_mut(usize::from(d.part)))
-        {
-            *part = Some(d.entries);
+        let Some((_, slots)) = &mut self.delta_parts else {
+            return;
+        };
+        if let Some(entries) = complete(slots, d.part, d.entries) {
+            self.delta = Some((d.tick, entries));
+            self.delta_parts = None;
         }
-        true
     }
 
     /// The cell and tick the view stands at, and every player in it then
@@ -403,15 +453,13 @@ impl CellView {
                 player.step();
             }
         }
-        if let Some((_, parts)) = &self.delta {
-            for entry in parts.iter().flatten().flatten() {
-                match entry {
-                    Entry::Player(p) => {
-                        players.insert(p.name.clone(), p.clone());
-                    }
-                    Entry::Left(name) => {
-                        players.remove(name);
-                    }
+        for entry in self.delta.iter().flat_map(|(_, entries)| entries) {
+            match entry {
+                Entry::Player(p) => {
+                    players.insert(p.name.clone(), p.clone());
+                }
+                Entry::Left(name) => {
+                    players.remove(name);
                 }
             }
         }
@@ -618,20 +666,65 @@ mod tests {
                 SNAPSHOT_EVERY + 2 * KEYFRAME_EVERY
             ]
         );
-        // One change: one delta at the next snapshot, then quiet again.
+        // One change: deltas repeat it until the next keyframe (a lost one
+        // is made good by the next), then the cell is quiet again.
         stream.changed("a");
-        let next = SNAPSHOT_EVERY + 2 * KEYFRAME_EVERY + SNAPSHOT_EVERY;
-        let delta = stream.snapshot(0, next, &players);
-        assert_eq!(delta.len(), 1);
-        assert!(!decode(&delta[0]).unwrap().keyframe);
-        assert!(stream
-            .snapshot(0, next + SNAPSHOT_EVERY, &players)
-            .is_empty());
+        let keyframe = SNAPSHOT_EVERY + 2 * KEYFRAME_EVERY;
+        let mut deltas = 0;
+        let between = keyframe + SNAPSHOT_EVERY..keyframe + KEYFRAME_EVERY;
+        for tick in between.step_by(SNAPSHOT_EVERY as usize) {
+            let delta = stream.snapshot(0, tick, &players);
+            assert_eq!(delta.len(), 1);
+            assert!(!decode(&delta[0]).unwrap().keyframe);
+            deltas += 1;
+        }
+        assert_eq!(deltas, KEYFRAME_EVERY / SNAPSHOT_EVERY - 1);
+        let next_keyframe = stream.snapshot(0, keyframe + KEYFRAME_EVERY, &players);
+        assert!(decode(&next_keyframe[0]).unwrap().keyframe);
+        let quiet = keyframe + KEYFRAME_EVERY + SNAPSHOT_EVERY;
+        assert!(stream.snapshot(0, quiet, &players).is_empty());
         // A client that comes in gets the last keyframe.
         let mut view = CellView::default();
         for datagram in stream.last_keyframe() {
             view.receive(datagram);
         }
         assert_eq!(view.players().unwrap().2.len(), 1);
+    }
+
+    #[test]
+    fn a_view_follows_its_player_into_a_younger_cell_and_waits_for_whole_deltas() {
+        let mut view = CellView::default();
+        let ann = player("ann", 150.0, 150.0, 0.0, 0.0, 90);
+        // Cell 11 at tick 3000.
+        for d in encode(11, 3000, 3000, &[Entry::Player(ann.clone())]) {
+            assert!(view.receive(&d));
+        }
+        assert_eq!(view.players().unwrap().1, 3000);
+        // Ann walks into cell 12, whose activation started a moment ago:
+        // its ticks are far lower, and its keyframe still counts.
+        let ann_east = player("ann", 201.0, 150.0, 5.0, 0.0, 90);
+        for d in encode(12, 20, 20, &[Entry::Player(ann_east.clone())]) {
+            assert!(view.receive(&d));
+        }
+        assert_eq!(view.players(), Some((12, 20, vec![ann_east.clone()])));
+        // A delta in two parts: nothing of it counts until both arrived.
+        let many: Vec<Entry> = (0..80)
+            .map(|i| Entry::Player(player(&format!("p{i:02}"), 250.0, 150.0, 0.0, 0.0, 1)))
+            .collect();
+        let parts = encode(12, 30, 20, &many);
+        assert_eq!(parts.len(), 2);
+        assert!(view.receive(&parts[1]));
+        let (_, at, players) = view.players().unwrap();
+        assert_eq!((at, players.len()), (20, 1));
+        assert!(view.receive(&parts[0]));
+        let (_, at, players) = view.players().unwrap();
+        assert_eq!((at, players.len()), (30, 81));
+        // A late delta changes nothing.
+        let stale = encode(12, 25, 20, &[Entry::Left("ann".into())]);
+        assert!(view.receive(&stale[0]));
+        assert_eq!(view.players().unwrap().2.len(), 81);
+        // A delta claiming a gap past a keyframe interval is refused.
+        let far = encode(12, 20 + KEYFRAME_EVERY + 1, 20, &[]);
+        assert!(!view.receive(&far[0]));
     }
 }

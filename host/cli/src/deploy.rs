@@ -39,7 +39,7 @@ pub async fn watch(host: Host, plugins: PathBuf) {
                         "deployed a changed plugin file"
                     );
                     if let Err(error) = host.publish(&deployed, &bytes, false).await {
-                        tracing::warn!("{error}");
+                        tracing::warn!(file = %file.display(), actor_type = %deployed.actor_type, "{error}");
                     }
                 }
                 Ok(Ok(Err(error))) => {

@@ -415,8 +415,9 @@ impl RunArgs {
         let mut limits = Limits {
             max_activations: self.max_activations.unwrap_or_else(|| {
                 let default = defaults.max_activations;
-                grove_host::engine::activations_that_fit(self.max_running_turns)
-                    .map_or(default, |fit| fit.min(default))
+                let turns = self.max_running_turns.clamp(1, default);
+                grove_host::engine::activations_that_fit(turns)
+                    .map_or(default, |fit| fit.clamp(1, default))
             }),
             max_running_turns: self.max_running_turns.max(1),
             max_copy: self.max_copy_mib.saturating_mul(1 << 20),

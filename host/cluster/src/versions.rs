@@ -82,7 +82,7 @@ const PUBLISH: &str = r#"
 if current and current.rolled_back == ARGV[2] and ARGV[3] ~= 'force' then
   return { 0, cjson.encode(current) }
 end
-if current and current.version == ARGV[2] and not current.rolled_back then
+if current and current.version == ARGV[2] then
   return { 1, cjson.encode(current) }
 end
 local generation = 1
@@ -93,9 +93,13 @@ return { 1, record }
 "#;
 
 /// Type ARGV[1] goes back from ARGV[2] to ARGV[3] for reason ARGV[4]:
-/// unless the cluster runs a third version by now (0).
+/// unless the cluster runs a third version by now, or ARGV[3] is the
+/// version the cluster rolled back last (0).
 const ROLL_BACK: &str = r#"
 if current and current.version ~= ARGV[2] and current.version ~= ARGV[3] then
+  return { 0, cjson.encode(current) }
+end
+if current and current.rolled_back == ARGV[3] then
   return { 0, cjson.encode(current) }
 end
 if current and current.version == ARGV[3] and current.rolled_back == ARGV[2] then
@@ -151,7 +155,8 @@ impl Versions {
 
     /// Makes `version`, stored already, the version `actor_type` runs,
     /// unless it is the version the cluster rolled back last and `force`
-    /// is not set.
+    /// is not set. Publishing the version that runs changes nothing (a
+    /// rollback on record stays).
     pub async fn publish(
         &self,
         actor_type: &str,
@@ -176,7 +181,7 @@ impl Versions {
 
     /// Records that `actor_type` went back from `failed` to `back_to`
     /// because of `reason`: the cluster runs `back_to` again, unless it
-    /// runs a third version by now.
+    /// runs a third version by now or rolled `back_to` itself back.
     pub async fn roll_back(
         &self,
         actor_type: &str,

@@ -4,6 +4,7 @@
 mod redis_server;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use grove_cluster::membership::{JoinError, LeaseTiming, Member, Membership};
@@ -244,6 +245,11 @@ async fn a_rolled_back_version_is_published_again_only_when_forced() {
     // Every host sees it.
     assert_eq!(versions.current().await.unwrap()["counter"], back);
 
+    // Publishing the version that runs keeps the rollback on record.
+    assert_eq!(
+        versions.publish("counter", "v1", false).await.unwrap(),
+        Publish::Published(back.clone())
+    );
     // A deploy of v2 racing the rollback is refused; a forced one is not.
     assert_eq!(
         versions.publish("counter", "v2", false).await.unwrap(),
@@ -289,27 +295,28 @@ async fn deploys_racing_a_rollback_never_leave_the_failed_version_running() {
     for round in 0..20 {
         let actor_type = format!("room{round}");
         versions.publish(&actor_type, "good", false).await.unwrap();
-        versions.publish(&actor_type, "bad", false).await.unwrap();
-        // Hosts that deployed `bad` publish it while one that saw it fail
-        // rolls it back.
+        // Eight hosts that deployed `bad` publish it while one on which it
+        // failed rolls it back: all released at once, the rollback spawned
+        // at a different place each round.
+        let start = Arc::new(tokio::sync::Barrier::new(9));
         let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (versions, actor_type) = (versions.clone(), actor_type.clone());
+        for i in 0..9 {
+            let (versions, actor_type, start) =
+                (versions.clone(), actor_type.clone(), start.clone());
+            let rolls_back = i == round % 9;
             tasks.push(tokio::spawn(async move {
-                versions.publish(&actor_type, "bad", false).await.unwrap();
+                start.wait().await;
+                if rolls_back {
+                    let outcome = versions
+                        .roll_back(&actor_type, "bad", "good", "trapped")
+                        .await
+                        .unwrap();
+                    assert!(matches!(outcome, Rollback::RolledBack(_)));
+                } else {
+                    versions.publish(&actor_type, "bad", false).await.unwrap();
+                }
             }));
         }
-        let (rolling, rolled_type) = (versions.clone(), actor_type.clone());
-        tasks.insert(
-            round % 8,
-            tokio::spawn(async move {
-                let outcome = rolling
-                    .roll_back(&rolled_type, "bad", "good", "trapped")
-                    .await
-                    .unwrap();
-                assert!(matches!(outcome, Rollback::RolledBack(_)));
-            }),
-        );
         for task in tasks {
             task.await.unwrap();
         }

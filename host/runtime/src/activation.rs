@@ -413,7 +413,7 @@ impl Activation {
     }
 
     /// Waits, if it must, until this activation may run turns.
-    async fn run_turns(&mut self) {
+    async fn acquire_turn(&mut self) {
         if self.running.is_none() {
             self.running = running_turn(&self.turns, &self.mailbox).await;
         }
@@ -422,8 +422,10 @@ impl Activation {
     /// Gives the fiber stack back to the pool and the permit to run turns
     /// back to the host: the activation has nothing to do for now.
     fn go_idle(&mut self) {
-        if self.running.take().is_some() {
+        if let Some(permit) = self.running.take() {
+            // The stack first: the permit's next holder may need it.
             self.store.release_fiber_stack();
+            drop(permit);
         }
     }
 
@@ -756,7 +758,7 @@ impl Activation {
                 envelope = slot.recv() => {
                     let Some(mut envelope) = envelope else { break 'serve End::Deactivate };
                     last_activity = Instant::now();
-                    self.run_turns().await;
+                    self.acquire_turn().await;
                     for handled in 1.. {
                         if self.handle(envelope).await.is_err() {
                             break 'serve End::Died;
@@ -779,7 +781,7 @@ impl Activation {
                         if tick.keep_alive {
                             last_activity = Instant::now();
                         }
-                        self.run_turns().await;
+                        self.acquire_turn().await;
                         let started = Instant::now();
                         if self.tick(tick.name).await.is_err() {
                             break 'serve End::Died;
@@ -800,7 +802,7 @@ impl Activation {
             }
         };
 
-        self.run_turns().await;
+        self.acquire_turn().await;
         let mut carried = None;
         match end {
             End::Deactivate => {

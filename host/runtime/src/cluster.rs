@@ -782,7 +782,7 @@ impl Node {
         self.versions.store(version, component).await?;
         // A rollback here is published under the same lock: whichever comes
         // first, the cluster ends up where this host is.
-        let _publishing = self.publishing.lock().await;
+        let publishing = self.publishing.lock().await;
         let rolled_back = self
             .plugins
             .upgrade()
@@ -797,6 +797,9 @@ impl Node {
             }
             Publish::RolledBack(record) => {
                 self.remember(actor_type, record.clone());
+                // Compiling the cluster's version may take a while: other
+                // types' publications need not wait for it.
+                drop(publishing);
                 self.follow_one(actor_type, &record.version).await?;
                 Err(PublishError::RolledBack {
                     actor_type: actor_type.clone(),
@@ -817,8 +820,16 @@ impl Node {
             .map(|record| record.reason.clone().unwrap_or_default())
     }
 
+    /// Keeps `record` as the type's, unless a newer one is known already
+    /// (reads of the cluster's versions race this host's publications).
     fn remember(&self, actor_type: &str, record: Published) {
-        lock(&self.published).insert(actor_type.to_owned(), record);
+        let mut published = lock(&self.published);
+        let newer = published
+            .get(actor_type)
+            .is_some_and(|known| known.generation > record.generation);
+        if !newer {
+            published.insert(actor_type.to_owned(), record);
+        }
     }
 
     /// Stores the components this host runs, so that any host can go back
@@ -873,7 +884,9 @@ impl Node {
             return Ok(());
         };
         let current = self.versions.current().await?;
-        *lock(&self.published) = current.clone();
+        for (actor_type, record) in &current {
+            self.remember(actor_type, record.clone());
+        }
         for (actor_type, record) in current {
             if plugins.rolled_back(&actor_type, &record.version)
                 || plugins.just_deployed(&actor_type)

@@ -57,7 +57,7 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
     let n = limits.max_activations.max(1);
     // An idle activation gives its fiber stack back: stacks are needed for
     // running turns only.
-    let stacks = running_turns(limits);
+    let stacks = running_turn_limit(limits);
     let mut pool = PoolingAllocationConfig::default();
     // A component built from Rust holds one memory and a few core instances
     // and tables (its own module plus small adapter shims).
@@ -101,7 +101,7 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
 
 /// How many turns may run at once under `limits`: no more than there are
 /// activations.
-pub(crate) fn running_turns(limits: &Limits) -> u32 {
+pub(crate) fn running_turn_limit(limits: &Limits) -> u32 {
     limits
         .max_running_turns
         .clamp(1, limits.max_activations.max(1))
@@ -136,7 +136,7 @@ pub fn activations_that_fit(running_turns: u32) -> Option<u32> {
 
 /// Warns when `limits.max_activations` is more than [`activations_that_fit`].
 pub fn check_map_count(limits: &Limits) {
-    let turns = running_turns(limits);
+    let turns = running_turn_limit(limits);
     if let Some(fit) = activations_that_fit(turns).filter(|&fit| fit < limits.max_activations) {
         let needed = u64::from(limits.max_activations) * MAPPINGS_PER_ACTIVATION
             + u64::from(turns) * MAPPINGS_PER_STACK

@@ -609,7 +609,7 @@ impl Host {
             remote_sessions: Arc::default(),
         };
         let turns = Arc::new(tokio::sync::Semaphore::new(
-            crate::engine::running_turns(&limits) as usize,
+            crate::engine::running_turn_limit(&limits) as usize,
         ));
         let context = activation::Context {
             engine,
@@ -716,7 +716,7 @@ impl Host {
     /// or on other actors included. At most `Limits::max_running_turns`;
     /// each holds a fiber stack.
     pub fn running_turns(&self) -> usize {
-        let limit = crate::engine::running_turns(&self.inner.context.limits) as usize;
+        let limit = crate::engine::running_turn_limit(&self.inner.context.limits) as usize;
         limit.saturating_sub(self.inner.context.turns.available_permits())
     }
 
