@@ -673,6 +673,27 @@ impl Activation {
         }
     }
 
+    /// Runs `envelope` and the messages queued behind it, up to [`BATCH`];
+    /// how the activation ends, if one of them ended it.
+    async fn batch(&mut self, slot: &Slot, mut envelope: Envelope) -> Option<End> {
+        for handled in 1.. {
+            if self.handle(envelope).await.is_err() {
+                return Some(End::Died);
+            }
+            if self.store.data().deactivate_requested {
+                return Some(End::Deactivate);
+            }
+            if handled == BATCH || slot.is_stopping() {
+                break;
+            }
+            match slot.try_recv(Instant::now()) {
+                Some(next) => envelope = next,
+                None => break,
+            }
+        }
+        None
+    }
+
     /// Runs one envelope as a turn. `Err` means the activation died.
     async fn handle(&mut self, envelope: Envelope) -> Result<(), ()> {
         match envelope {
@@ -756,23 +777,13 @@ impl Activation {
             tokio::select! {
                 biased;
                 envelope = slot.recv() => {
-                    let Some(mut envelope) = envelope else { break 'serve End::Deactivate };
+                    let Some(envelope) = envelope else { break 'serve End::Deactivate };
                     last_activity = Instant::now();
                     self.acquire_turn().await;
-                    for handled in 1.. {
-                        if self.handle(envelope).await.is_err() {
-                            break 'serve End::Died;
-                        }
-                        if self.store.data().deactivate_requested {
-                            break 'serve End::Deactivate;
-                        }
-                        if handled == BATCH || slot.is_stopping() {
-                            break;
-                        }
-                        match slot.try_recv(Instant::now()) {
-                            Some(next) => envelope = next,
-                            None => break,
-                        }
+                    // Boxed: a turn's state lives on the heap while it runs,
+                    // not in every idle activation's task.
+                    if let Some(end) = Box::pin(self.batch(&slot, envelope)).await {
+                        break 'serve end;
                     }
                 }
                 () = &mut timer, if timer_armed.is_some() => {
@@ -783,7 +794,7 @@ impl Activation {
                         }
                         self.acquire_turn().await;
                         let started = Instant::now();
-                        if self.tick(tick.name).await.is_err() {
+                        if Box::pin(self.tick(tick.name)).await.is_err() {
                             break 'serve End::Died;
                         }
                         let now = Instant::now();
