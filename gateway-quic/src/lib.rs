@@ -22,5 +22,5 @@ pub mod tls;
 
 pub use protocol::CloseCode;
 pub use server::{AuthError, Backend, Gateway, GatewayConfig, GatewayError};
-pub use sessions::{origin_of, Disconnect, SendError, SessionId, Sessions};
+pub use sessions::{origin_of, Disconnect, End, SendError, SessionId, Sessions, Traffic};
 pub use tls::{Fingerprint, Identity};

@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 use crate::protocol::{
     frame_header, CloseCode, FrameDecoder, FrameError, RateLimit, Welcome, ALPN,
 };
-use crate::sessions::{Disconnect, Outbound, SessionId, SessionLink, Sessions};
+use crate::sessions::{Disconnect, End, Outbound, SessionId, SessionLink, Sessions};
 use crate::tls::{provider, Fingerprint, Identity, TlsError};
 
 /// Largest chunk read from a client stream at once.
@@ -351,7 +351,8 @@ async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, s
 }
 
 /// Closes `connection` with `code` and `reason`, before it has a session.
-fn refuse(connection: &quinn::Connection, code: CloseCode, reason: &str) {
+fn refuse(sessions: &Sessions, connection: &quinn::Connection, code: CloseCode, reason: &str) {
+    sessions.count_end(End::Closed(code));
     tracing::debug!(remote = %connection.remote_address(), %code, reason, "connection refused");
     connection.close(code.code().into(), reason.as_bytes());
 }
@@ -422,7 +423,7 @@ async fn serve<B: Backend>(
         // left): there is no session to tell the owner of.
         Ok(_) if connection.close_reason().is_some() => {}
         Ok(admitted) => run_session(&shared, connection, admitted).await,
-        Err(Some((code, reason))) => refuse(&connection, code, &reason),
+        Err(Some((code, reason))) => refuse(&shared.sessions, &connection, code, &reason),
         Err(None) => {}
     }
 }
@@ -594,12 +595,18 @@ async fn run_session<B: Backend>(
         closing: closing.clone(),
     };
     shared.sessions.insert(session, link);
+    shared.sessions.count_opened();
     tracing::debug!(session, %owner, remote = %connection.remote_address(), "session opened");
     if let Err(reason) = shared.backend.connected(session, &owner).await {
         shared.sessions.remove(session);
         drop(slot);
         let reason = format!("{owner} cannot take the session: {reason}");
-        return refuse(&connection, CloseCode::OwnerUnavailable, &reason);
+        return refuse(
+            &shared.sessions,
+            &connection,
+            CloseCode::OwnerUnavailable,
+            &reason,
+        );
     }
     let mut reader = Reader {
         shared,
@@ -611,6 +618,7 @@ async fn run_session<B: Backend>(
     };
     decoder.set_limit(config.max_frame);
     let why = reader.run(recv, decoder).await;
+    shared.sessions.count_end(End::of(&why));
     shared.sessions.remove(session);
     drop(slot);
     tracing::debug!(session, %owner, reason = %why, "session closed");
@@ -811,6 +819,7 @@ impl<'a, B: Backend> Reader<'a, B> {
             );
             return Err(self.kick(CloseCode::RateLimited, reason));
         }
+        self.shared.sessions.count_in(payload.len(), reliable);
         backlog.push(payload, reliable);
         Ok(())
     }

@@ -150,9 +150,104 @@ fn truncate_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// What the sessions of one host have carried since it started: counters
+/// that only grow (`Sessions::traffic`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Sessions admitted (welcomed).
+    pub sessions_opened: u64,
+    /// Frames read from clients.
+    pub frames_in: u64,
+    /// Datagrams read from clients.
+    pub datagrams_in: u64,
+    /// Payload bytes of the frames and datagrams read from clients.
+    pub bytes_in: u64,
+    /// Frames actors sent to clients.
+    pub frames_out: u64,
+    /// Datagrams sent to clients.
+    pub datagrams_out: u64,
+    /// Payload bytes of the frames and datagrams sent to clients.
+    pub bytes_out: u64,
+}
+
+/// The counters behind [`Traffic`], and connection ends by reason.
+#[derive(Debug, Default)]
+struct Counters {
+    sessions_opened: AtomicU64,
+    frames_in: AtomicU64,
+    datagrams_in: AtomicU64,
+    bytes_in: AtomicU64,
+    frames_out: AtomicU64,
+    datagrams_out: AtomicU64,
+    bytes_out: AtomicU64,
+    /// By [`End::ALL`] index.
+    ends: [AtomicU64; End::ALL.len()],
+}
+
+/// How a client's connection ended, as the gateway counts it: the close
+/// code the gateway sent, or the client's own doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed its connection or finished its stream.
+    ClientClosed,
+    /// Nothing came from the client within the idle timeout.
+    TimedOut,
+    /// The gateway closed it with this code: a refused login, a kick, an
+    /// actor's close or the host's shutdown.
+    Closed(CloseCode),
+}
+
+impl End {
+    /// Every end, in the order [`Sessions::ends`] lists them.
+    pub const ALL: [End; 14] = [
+        End::ClientClosed,
+        End::TimedOut,
+        End::Closed(CloseCode::ClosedByActor),
+        End::Closed(CloseCode::AuthRejected),
+        End::Closed(CloseCode::AuthFailed),
+        End::Closed(CloseCode::AuthTimeout),
+        End::Closed(CloseCode::BadFirstPacket),
+        End::Closed(CloseCode::FrameTooLarge),
+        End::Closed(CloseCode::ProtocolViolation),
+        End::Closed(CloseCode::RateLimited),
+        End::Closed(CloseCode::SlowConsumer),
+        End::Closed(CloseCode::OwnerUnavailable),
+        End::Closed(CloseCode::HostShutdown),
+        End::Closed(CloseCode::ServerBusy),
+    ];
+
+    /// `client-closed`, `timed-out`, or the close code's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            End::ClientClosed | End::Closed(CloseCode::Closed) => "client-closed",
+            End::TimedOut => "timed-out",
+            End::Closed(code) => code.name(),
+        }
+    }
+
+    fn index(self) -> usize {
+        End::ALL
+            .iter()
+            .position(|end| end.name() == self.name())
+            .unwrap_or(0)
+    }
+
+    /// How a session that ended for `why` ended.
+    pub(crate) fn of(why: &Disconnect) -> End {
+        match why {
+            Disconnect::ClientClosed(_) => End::ClientClosed,
+            Disconnect::TimedOut => End::TimedOut,
+            Disconnect::ClosedByActor(_) => End::Closed(CloseCode::ClosedByActor),
+            Disconnect::Kicked { code, .. } => End::Closed(*code),
+            Disconnect::HostShutdown => End::Closed(CloseCode::HostShutdown),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Registry {
     live: DashMap<SessionId, SessionLink>,
+    counters: Counters,
     next: AtomicU64,
     /// This host's number in its cluster, in the top 16 bits of every id.
     origin: std::sync::atomic::AtomicU16,
@@ -223,10 +318,65 @@ impl Sessions {
             .live
             .get(&session)
             .ok_or(SendError::UnknownSession(session))?;
+        let len = payload.len() as u64;
+        let counters = &self.inner.counters;
         if reliable {
-            send_frame(session, &link, payload)
+            send_frame(session, &link, payload)?;
+            counters.frames_out.fetch_add(1, Ordering::Relaxed);
         } else {
-            send_datagram(session, &link, payload)
+            send_datagram(session, &link, payload)?;
+            counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
+        }
+        counters.bytes_out.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// What this host's sessions have carried since it started.
+    pub fn traffic(&self) -> Traffic {
+        let c = &self.inner.counters;
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        Traffic {
+            sessions_opened: read(&c.sessions_opened),
+            frames_in: read(&c.frames_in),
+            datagrams_in: read(&c.datagrams_in),
+            bytes_in: read(&c.bytes_in),
+            frames_out: read(&c.frames_out),
+            datagrams_out: read(&c.datagrams_out),
+            bytes_out: read(&c.bytes_out),
+        }
+    }
+
+    /// How many client connections ended each way since the host started,
+    /// in the order of [`End::ALL`]; refused logins included.
+    pub fn ends(&self) -> Vec<(End, u64)> {
+        End::ALL
+            .iter()
+            .zip(&self.inner.counters.ends)
+            .map(|(end, n)| (*end, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Counts a session admitted.
+    pub(crate) fn count_opened(&self) {
+        let c = &self.inner.counters;
+        c.sessions_opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message read from a client.
+    pub(crate) fn count_in(&self, len: usize, reliable: bool) {
+        let c = &self.inner.counters;
+        if reliable {
+            c.frames_in.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        }
+        c.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a connection that ended `end`.
+    pub(crate) fn count_end(&self, end: End) {
+        if let Some(n) = self.inner.counters.ends.get(end.index()) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 

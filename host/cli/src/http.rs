@@ -16,6 +16,8 @@
 //!   `rolled-back` if it failed to start one, and the type went back to the
 //!   version before).
 //! * `GET /v1/health` — liveness and the number of activations.
+//! * `GET /metrics` — the host's metrics in the Prometheus text format
+//!   (`docs/metrics.md`).
 //!
 //! Every error is `{"error": {"kind": ..., "message": ...}}` with a fitting
 //! status: 400 for bad input, 404 for an unknown actor type or function, 500
@@ -129,6 +131,7 @@ pub fn router(host: Host, plugins: PathBuf) -> Router {
         )
         .route("/v1/plugins/{actor_type}", put(deploy_type).layer(deploys))
         .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
         .fallback(|| async {
             error_response(
@@ -466,6 +469,15 @@ async fn cluster(State(host): State<Host>) -> Response {
             None,
         ),
     }
+}
+
+async fn metrics(State(host): State<Host>) -> Response {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        host.metrics(),
+    )
+        .into_response()
 }
 
 async fn health(State(host): State<Host>) -> Json<Value> {

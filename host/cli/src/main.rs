@@ -175,6 +175,10 @@ struct RunArgs {
     /// `["*"]`) holding the keys of `--limit`.
     #[arg(long, value_name = "FILE")]
     limits: Option<PathBuf>,
+    /// Count nothing per activation, call, turn or state operation:
+    /// `GET /metrics` then shows only the gateway and the process.
+    #[arg(long)]
+    no_metrics: bool,
     #[command(flatten)]
     gateway: GatewayArgs,
     #[command(flatten)]
@@ -462,6 +466,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         compile_cache: Some(args.data.join("cache")),
         call_timeout: Duration::from_millis(args.call_timeout_ms.max(1)),
+        metrics: !args.no_metrics,
     };
     let host = Host::new(config, state)?;
     let started = std::time::Instant::now();

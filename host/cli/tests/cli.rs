@@ -99,6 +99,24 @@ fn a_host_serves_the_cli_and_http_and_keeps_state_across_restarts() {
     assert!(body["error"]["message"].as_str().unwrap().contains("boom"));
     assert_eq!(host.call_ok(&["counter/7", "get"]), "10");
 
+    // What happened, as Prometheus scrapes it.
+    let (metrics, content_type) = reqwest::blocking_get_typed(&format!("{}/metrics", host.url));
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    for line in [
+        r#"grove_calls_total{actor_type="counter",function="add",outcome="ok"} 3"#,
+        r#"grove_calls_total{actor_type="counter",function="get",outcome="ok"} 3"#,
+        r#"grove_calls_total{actor_type="probe",function="fail",outcome="trapped"} 1"#,
+        r#"grove_incidents_total{actor_type="probe",incident="trapped"} 1"#,
+        r#"grove_activations_live{actor_type="counter"} 2"#,
+        // Three `add`s, and `probe`'s `on-activate` counting itself.
+        r#"grove_state_operations_total{backend="embedded",operation="put",outcome="ok"} 4"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+
     // Ctrl-C stops the host cleanly; a new one finds the state on disk.
     let log = host.interrupt();
     assert!(log.contains("rejected plugin"), "{log}");

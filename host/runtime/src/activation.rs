@@ -47,6 +47,7 @@ use crate::imports::{
 use crate::incidents::{Incident, Incidents};
 use crate::limits::Limits;
 use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, SessionEvent, Stop};
+use crate::metrics::TypeMeters;
 use crate::plugin::Plugin;
 use crate::state::Fence;
 use crate::values;
@@ -126,6 +127,8 @@ struct Activation {
     /// while it has turns to run (and so holds a fiber stack).
     turns: Arc<Semaphore>,
     running: Option<OwnedSemaphorePermit>,
+    /// What its actor type counts, if the host counts.
+    meters: Option<Arc<TypeMeters>>,
 }
 
 /// Runs the activation holding `slot` until it deactivates or dies.
@@ -160,6 +163,9 @@ pub(crate) async fn run(
         }
         Err(error) => {
             tracing::warn!(%actor, %error, "activation failed");
+            if let Some(meters) = &context.services.meters {
+                TypeMeters::add(&meters.of(&actor.actor_type).failed_to_start);
+            }
             let rolled_back = matches!(
                 error,
                 CallError::Unavailable(Unavailable::ActivationFailed { .. })
@@ -228,9 +234,10 @@ struct Start {
     carried: Option<Vec<u8>>,
 }
 
-/// A turn's wall-clock bound: when it ends, and how long it is.
+/// A turn's wall-clock bound: when it started and ends, and how long it is.
 #[derive(Clone, Copy)]
 struct WallBound {
+    started: Instant,
     deadline: Instant,
     limit: Duration,
 }
@@ -238,8 +245,16 @@ struct WallBound {
 impl WallBound {
     fn from(now: Instant, limit: Duration) -> WallBound {
         WallBound {
+            started: now,
             deadline: now + limit,
             limit,
+        }
+    }
+
+    /// Counts the turn, now over, in its actor type's turn latency.
+    fn took(&self, meters: Option<&TypeMeters>) {
+        if let Some(meters) = meters {
+            meters.turns.observe(self.started.elapsed());
         }
     }
 }
@@ -252,6 +267,7 @@ impl WallBound {
 /// the host nor runs past an epoch tick): those arm no timer at all.
 async fn bounded<T>(
     bound: WallBound,
+    meters: Option<&TypeMeters>,
     mailbox: &Mailbox,
     caller: Option<Caller<'_>>,
     turn: impl Future<Output = wasmtime::Result<T>>,
@@ -259,6 +275,7 @@ async fn bounded<T>(
     let mut turn = std::pin::pin!(turn);
     let first = std::future::poll_fn(|cx| Poll::Ready(turn.as_mut().poll(cx))).await;
     if let Poll::Ready(done) = first {
+        bound.took(meters);
         return done;
     }
     // Boxed: the slow path's state stays out of every activation's future.
@@ -274,7 +291,9 @@ async fn bounded<T>(
             }
         }
     });
-    slow.await
+    let done = slow.await;
+    bound.took(meters);
+    done
 }
 
 impl Drop for Activation {
@@ -283,6 +302,9 @@ impl Drop for Activation {
             self.plugin
                 .live
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(meters) = &self.meters {
+                TypeMeters::add(&meters.ended);
+            }
         }
     }
 }
@@ -303,6 +325,11 @@ impl Activation {
         let running = running_turn(&context.turns, &mailbox).await;
         let limits = context.limits.for_type(&actor.actor_type);
         let incidents = context.incidents.of(&actor.actor_type);
+        let meters = context
+            .services
+            .meters
+            .as_ref()
+            .map(|m| m.of(&actor.actor_type));
         let mut data =
             ActivationState::new(context.services.clone(), actor.clone(), limits, incidents);
         data.fence = fence;
@@ -330,7 +357,8 @@ impl Activation {
         let wall_limit = limits.turn_wall_time;
         let bound = WallBound::from(Instant::now(), wall_limit);
         let instantiated = plugin.pre.instantiate_async(&mut store);
-        let instance = bounded(bound, &mailbox, None, instantiated)
+        // Counted with `on-activate`, not as a turn of its own.
+        let instance = bounded(bound, None, &mailbox, None, instantiated)
             .await
             .map_err(|e| failed(format!("{e:#}")))?;
         let lifecycle = plugin.lifecycle;
@@ -373,12 +401,20 @@ impl Activation {
             counted: false,
             turns: context.turns.clone(),
             running,
+            meters,
         };
         match (carried, activation.migrate.map(|(_, restore)| restore)) {
             (Some(state), Some(restore)) => {
                 let bound = activation.begin_turn(Instant::now());
                 let restored = restore.call_async(&mut activation.store, (state,));
-                let restored = bounded(bound, &activation.mailbox, None, restored).await;
+                let restored = bounded(
+                    bound,
+                    activation.meters.as_deref(),
+                    &activation.mailbox,
+                    None,
+                    restored,
+                )
+                .await;
                 if let Err(e) = restored {
                     let error = activation.classify("restore", e);
                     return Err(failed(format!("restore failed: {error}")));
@@ -393,7 +429,14 @@ impl Activation {
         }
         let bound = activation.begin_turn(Instant::now());
         let activated = on_activate.call_async(&mut activation.store, ());
-        let activated = bounded(bound, &activation.mailbox, None, activated).await;
+        let activated = bounded(
+            bound,
+            activation.meters.as_deref(),
+            &activation.mailbox,
+            None,
+            activated,
+        )
+        .await;
         if let Err(e) = activated {
             return Err(match activation.classify("on-activate", e) {
                 unavailable @ CallError::Unavailable(Unavailable::StateUnavailable { .. }) => {
@@ -409,6 +452,9 @@ impl Activation {
             .live
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         activation.counted = true;
+        if let Some(meters) = &activation.meters {
+            TypeMeters::add(&meters.activated);
+        }
         Ok(activation)
     }
 
@@ -554,6 +600,13 @@ impl Activation {
         Ok((index, f))
     }
 
+    /// Counts a call of the function at `index` answered with `outcome`.
+    fn count_call(&self, index: Option<usize>, outcome: Result<(), &CallError>) {
+        if let Some(calls) = index.and_then(|index| self.plugin.calls.get(index)) {
+            calls.count(outcome);
+        }
+    }
+
     /// Runs one call as a turn. `Err` means the activation died.
     async fn call(&mut self, message: CallMessage) -> Result<(), ()> {
         let now = Instant::now();
@@ -573,7 +626,9 @@ impl Activation {
             // call does not run. One-way sends always run.
             Some(reply) if reply.is_closed() => return Ok(()),
             Some(reply) if message_expired => {
-                reply.time_out(&self.actor, &function);
+                let timed_out = reply.time_out(&self.actor, &function);
+                let index = self.plugin.function(&function).map(|(index, _)| index);
+                self.count_call(index, Err(&timed_out));
                 return Ok(());
             }
             reply => reply,
@@ -605,6 +660,7 @@ impl Activation {
                 function: function.to_string(),
                 message,
             });
+            self.count_call(Some(index), Err(&error));
             answer(reply, Err(error));
             return Ok(());
         }
@@ -624,7 +680,7 @@ impl Activation {
             function: &function,
         });
         let turn = func.call_async(&mut self.store, &args, &mut results);
-        let outcome = bounded(bound, &self.mailbox, caller, turn).await;
+        let outcome = bounded(bound, self.meters.as_deref(), &self.mailbox, caller, turn).await;
         self.store.data_mut().chain = None;
         match outcome {
             Ok(()) => {
@@ -638,12 +694,14 @@ impl Activation {
                 } else {
                     Ok(results.pop())
                 };
+                self.count_call(Some(index), outcome.as_ref().map(drop));
                 answer(reply.take(), outcome);
                 Ok(())
             }
             Err(e) => {
                 let error = self.classify(&function, e);
                 tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
+                self.count_call(Some(index), Err(&error));
                 answer(reply.take(), Err(error));
                 Err(())
             }
@@ -699,9 +757,13 @@ impl Activation {
         match envelope {
             Envelope::Call(message) => self.call(message).await,
             Envelope::Reminder { name, done, .. } => {
+                if let Some(meters) = &self.meters {
+                    TypeMeters::add(&meters.reminders_fired);
+                }
                 let bound = self.begin_turn(Instant::now());
                 let turn = self.on_reminder.call_async(&mut self.store, (name,));
-                let outcome = bounded(bound, &self.mailbox, None, turn).await;
+                let outcome =
+                    bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
                 self.hook("on-reminder", Some(done), outcome)
             }
             Envelope::Session { event, done, .. } => {
@@ -729,7 +791,8 @@ impl Activation {
                         }
                     }
                 };
-                let outcome = bounded(bound, &self.mailbox, None, turn).await;
+                let outcome =
+                    bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
                 self.hook(hook, done, outcome)
             }
         }
@@ -737,9 +800,12 @@ impl Activation {
 
     /// Runs one timer tick as a turn. `Err` means the activation died.
     async fn tick(&mut self, name: String) -> Result<(), ()> {
+        if let Some(meters) = &self.meters {
+            TypeMeters::add(&meters.timers_fired);
+        }
         let bound = self.begin_turn(Instant::now());
         let turn = self.on_timer.call_async(&mut self.store, (name,));
-        let outcome = bounded(bound, &self.mailbox, None, turn).await;
+        let outcome = bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
         self.hook("on-timer", None, outcome)
     }
 
@@ -852,7 +918,7 @@ impl Activation {
         let (snapshot, _) = self.migrate?;
         let bound = self.begin_turn(Instant::now());
         let turn = snapshot.call_async(&mut self.store, ());
-        match bounded(bound, &self.mailbox, None, turn).await {
+        match bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await {
             Ok((state,)) => Some(state),
             Err(e) => {
                 let error = self.classify("snapshot", e);
@@ -867,7 +933,7 @@ impl Activation {
         self.store.data_mut().timers.clear();
         let bound = self.begin_turn(Instant::now());
         let turn = self.on_deactivate.call_async(&mut self.store, ());
-        let outcome = bounded(bound, &self.mailbox, None, turn).await;
+        let outcome = bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
         match outcome {
             Err(e) => {
                 let error = self.classify("on-deactivate", e);

@@ -27,6 +27,7 @@
 //! where a cluster routes a message to another host instead of activating it
 //! here.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -398,6 +399,15 @@ impl Directory {
         if let Some(listed) = self.entries.get(actor) {
             listed.mailbox.stop(Stop::Leave);
         }
+    }
+
+    /// Messages waiting in the mailboxes listed here, by actor type.
+    pub(crate) fn mailbox_depths(&self) -> HashMap<Arc<str>, usize> {
+        let mut depths: HashMap<Arc<str>, usize> = HashMap::new();
+        for listed in self.entries.iter() {
+            *depths.entry(listed.key().actor_type.clone()).or_default() += listed.mailbox.len();
+        }
+        depths
     }
 
     /// The actors of `actor_type` with an activation listed here.

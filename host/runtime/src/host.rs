@@ -52,6 +52,10 @@ pub struct HostConfig {
     /// How long [`Host::shutdown`] waits for activations to finish their turn
     /// and deactivate before it aborts them.
     pub shutdown_timeout: Duration,
+    /// Whether the host counts activations, calls, turns and state
+    /// operations for [`Host::metrics`]. Off, the metrics hold only the
+    /// gateway and the process.
+    pub metrics: bool,
 }
 
 impl Default for HostConfig {
@@ -62,6 +66,7 @@ impl Default for HostConfig {
             compile_cache: None,
             call_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            metrics: true,
         }
     }
 }
@@ -466,6 +471,7 @@ impl Inner {
             file,
             bytes,
         )?;
+        self.meter(&mut new);
         if let Some(expected) = &options.actor_type {
             if *expected != new.actor_type {
                 return Err(DeployError::WrongType {
@@ -576,6 +582,14 @@ impl Inner {
         Ok(deployed)
     }
 
+    /// Gives `plugin` its functions' call counters, if the host counts.
+    fn meter(&self, plugin: &mut Plugin) {
+        if let Some(meters) = &self.context.services.meters {
+            let names = plugin.functions.iter().map(|f| f.name.as_str());
+            plugin.calls = meters.functions(&plugin.actor_type, names);
+        }
+    }
+
     fn plugin(&self, actor_type: &str) -> Result<Arc<Plugin>, CallError> {
         let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
         plugins.get(actor_type).cloned().ok_or_else(|| {
@@ -607,6 +621,7 @@ impl Host {
             catalog: Catalog::default(),
             call_timeout: config.call_timeout,
             remote_sessions: Arc::default(),
+            meters: config.metrics.then(Arc::default),
         };
         let turns = Arc::new(tokio::sync::Semaphore::new(
             crate::engine::running_turn_limit(&limits) as usize,
@@ -694,6 +709,36 @@ impl Host {
         self.inner.cluster.get().map(|node| node.status())
     }
 
+    /// The host's metrics in the Prometheus text format (version 0.0.4), as
+    /// `GET /metrics` serves them: per actor type, live activations,
+    /// activations and deactivations, calls by function and outcome, turn
+    /// latency, mailbox depth, incidents, timers and reminders; actors'
+    /// state operations by backend, operation and outcome, with latency;
+    /// the gateway's sessions, messages, bytes and closes; the process's
+    /// resident memory and open file descriptors.
+    pub fn metrics(&self) -> String {
+        crate::metrics::encode(self)
+    }
+
+    pub(crate) fn meters(&self) -> Option<&Arc<crate::metrics::Meters>> {
+        self.inner.context.services.meters.as_ref()
+    }
+
+    /// Messages waiting in mailboxes, by actor type.
+    pub(crate) fn mailbox_depths(&self) -> std::collections::HashMap<Arc<str>, usize> {
+        self.inner.directory.mailbox_depths()
+    }
+
+    /// One-shot reminders given up, by actor type.
+    pub(crate) fn dead_letters_by_type(&self) -> BTreeMap<Arc<str>, u64> {
+        self.inner.reminders.dead_letters_by_type()
+    }
+
+    /// The state backend's name: `memory`, `embedded` or `redis`.
+    pub(crate) fn state_backend(&self) -> &'static str {
+        self.inner.context.services.state.backend()
+    }
+
     /// One-shot reminders given up, since start, after failing every try.
     pub fn dead_letters(&self) -> u64 {
         self.inner.reminders.dead_letters()
@@ -729,7 +774,8 @@ impl Host {
             self.inner.cache.as_ref(),
             file,
         )
-        .and_then(|plugin| {
+        .and_then(|mut plugin| {
+            self.inner.meter(&mut plugin);
             let mut plugins = self
                 .inner
                 .plugins

@@ -19,6 +19,7 @@ use crate::directory::Directory;
 use crate::guest_output::GuestOutput;
 use crate::incidents::{Counts, Incident};
 use crate::limits::ActorLimits;
+use crate::metrics::{Meters, StateOp};
 use crate::reminders::Reminders;
 use crate::state::quota::Quota;
 use crate::state::{Fence, Guards, RowKey, StateError, StateStore};
@@ -116,6 +117,8 @@ pub(crate) struct Services {
     pub(crate) call_timeout: Duration,
     /// Set when the host joins a cluster.
     pub(crate) remote_sessions: Arc<OnceLock<Weak<dyn RemoteSessions>>>,
+    /// What the host counts; `None` if it counts nothing.
+    pub(crate) meters: Option<Arc<Meters>>,
 }
 
 impl Services {
@@ -276,10 +279,15 @@ impl ActivationState {
     /// deadline, which limits the guest's own running time.
     fn state_result<T>(
         &mut self,
+        op: StateOp,
         started: Instant,
         r: Result<T, StateError>,
     ) -> Result<T, wit::StateError> {
-        self.turn_deadline += started.elapsed();
+        let elapsed = started.elapsed();
+        self.turn_deadline += elapsed;
+        if let Some(meters) = &self.services.meters {
+            meters.state(op, r.as_ref().err(), elapsed);
+        }
         r.map_err(|e| match e {
             StateError::Unavailable(m) => {
                 self.state_failure = Some(m.clone());
@@ -338,7 +346,7 @@ impl grove::actor::host::Host for ActivationState {
         let started = Instant::now();
         let key = self.row(&table, &key1, key2.as_deref());
         let r = self.services.state.get(key).await;
-        Ok(self.state_result(started, r))
+        Ok(self.state_result(StateOp::Get, started, r))
     }
 
     async fn state_put(
@@ -355,7 +363,7 @@ impl grove::actor::host::Host for ActivationState {
             .state
             .put_guarded(key, value, self.guards(&key))
             .await;
-        Ok(self.state_result(started, r))
+        Ok(self.state_result(StateOp::Put, started, r))
     }
 
     async fn state_delete(
@@ -371,7 +379,7 @@ impl grove::actor::host::Host for ActivationState {
             .state
             .delete_guarded(key, self.guards(&key))
             .await;
-        Ok(self.state_result(started, r))
+        Ok(self.state_result(StateOp::Delete, started, r))
     }
 
     async fn state_list(
@@ -385,7 +393,7 @@ impl grove::actor::host::Host for ActivationState {
             .state
             .list(&self.actor.actor_type, &table, &key1)
             .await;
-        Ok(self.state_result(started, rows).map(|rows| {
+        Ok(self.state_result(StateOp::List, started, rows).map(|rows| {
             rows.into_iter()
                 .map(|r| wit::Row {
                     key2: r.key2,
@@ -445,7 +453,7 @@ impl grove::actor::host::Host for ActivationState {
                 self.max_reminders,
             )
             .await;
-        Ok(self.state_result(started, r))
+        Ok(self.state_result(StateOp::SetReminder, started, r))
     }
 
     async fn cancel_reminder(
@@ -454,7 +462,7 @@ impl grove::actor::host::Host for ActivationState {
     ) -> wasmtime::Result<Result<bool, wit::StateError>> {
         let started = Instant::now();
         let r = self.services.reminders.cancel(&self.actor, &name).await;
-        Ok(self.state_result(started, r))
+        Ok(self.state_result(StateOp::CancelReminder, started, r))
     }
 
     async fn send_to_session(

@@ -35,6 +35,7 @@ mod imports;
 mod incidents;
 pub mod limits;
 mod mailbox;
+mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod proxy_wit;

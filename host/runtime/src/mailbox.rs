@@ -118,13 +118,15 @@ impl Reply {
 
     /// Answers that the call to `function` of `actor` was not answered in
     /// time.
-    pub(crate) fn time_out(self, actor: &ActorRef, function: &str) {
+    pub(crate) fn time_out(self, actor: &ActorRef, function: &str) -> CallError {
         let timeout = self.timeout();
-        self.send(Err(CallError::Unavailable(Unavailable::Timeout {
+        let error = CallError::Unavailable(Unavailable::Timeout {
             actor: actor.to_string(),
             function: function.to_owned(),
             timeout,
-        })));
+        });
+        self.send(Err(error.clone()));
+        error
     }
 }
 
@@ -252,7 +254,7 @@ impl Envelope {
         match message.reply.take() {
             Some(reply) if reply.is_closed() => Err(()),
             Some(reply) if expired => {
-                reply.time_out(&message.target, &message.function);
+                let _ = reply.time_out(&message.target, &message.function);
                 Err(())
             }
             reply => {
@@ -387,6 +389,11 @@ impl Mailbox {
         let envelope = queue.envelopes.pop_front()?;
         self.room.add_permits(1);
         Some(envelope)
+    }
+
+    /// How many messages wait.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().envelopes.len()
     }
 
     /// The next message if one is waiting. Calls queued whose callers
@@ -554,7 +561,7 @@ pub(crate) struct Caller<'a> {
 impl Caller<'_> {
     fn time_out(self) {
         if let Some(reply) = self.reply.take() {
-            reply.time_out(self.actor, self.function);
+            let _ = reply.time_out(self.actor, self.function);
         }
     }
 }

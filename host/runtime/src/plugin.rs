@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
@@ -14,6 +15,7 @@ use wasmtime::Engine;
 
 use crate::engine::{content_hash, CompileCache, CompileError, HostError};
 use crate::imports::ActivationState;
+use crate::metrics::FunctionCalls;
 use crate::wit_text::{self, InterfaceText};
 
 /// The lifecycle interface every plugin exports.
@@ -165,6 +167,9 @@ pub struct Plugin {
     pub(crate) pre: InstancePre<ActivationState>,
     /// Activations running this version now.
     pub(crate) live: AtomicUsize,
+    /// The call counters of each function, by index, once a host with
+    /// metrics has loaded the plugin (see [`crate::metrics`]).
+    pub(crate) calls: Vec<Arc<FunctionCalls>>,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
 }
@@ -282,6 +287,7 @@ impl Plugin {
             migrate,
             pre,
             live: AtomicUsize::new(0),
+            calls: Vec::new(),
             loaded_at: SystemTime::now(),
         })
     }

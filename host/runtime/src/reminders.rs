@@ -9,9 +9,10 @@
 //! dead letters); when one falls due it is delivered to its actor —
 //! activating it if needed — as an `on-reminder` turn.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -74,7 +75,8 @@ pub(crate) struct Reminders {
     /// How long a firing may wait for its actor's turn.
     turn_timeout: Duration,
     running: AtomicBool,
-    dead_letters: AtomicU64,
+    /// One-shot reminders given up, by actor type.
+    dead_letters: Mutex<BTreeMap<Arc<str>, u64>>,
     /// Set when the host joins a cluster.
     gate: OnceLock<Weak<dyn FiringGate>>,
     /// The wall clock in Unix ms: reminders are stored against it, so they
@@ -132,7 +134,7 @@ impl Reminders {
             directory,
             turn_timeout,
             running: AtomicBool::new(false),
-            dead_letters: AtomicU64::new(0),
+            dead_letters: Mutex::default(),
             gate: OnceLock::new(),
             clock,
         })
@@ -144,7 +146,16 @@ impl Reminders {
 
     /// One-shot reminders given up after failing every try, since start.
     pub(crate) fn dead_letters(&self) -> u64 {
-        self.dead_letters.load(Ordering::Relaxed)
+        self.dead_letters_by_type().values().sum()
+    }
+
+    /// One-shot reminders given up after failing every try, since start,
+    /// by actor type.
+    pub(crate) fn dead_letters_by_type(&self) -> BTreeMap<Arc<str>, u64> {
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Stores and schedules a reminder for `actor`.
@@ -355,7 +366,12 @@ impl Reminders {
             Outcome::Keep | Outcome::Retry { .. } => false,
             Outcome::Done => true,
             Outcome::GaveUp { tries } => {
-                self.dead_letters.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .dead_letters
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(actor.actor_type.clone())
+                    .or_default() += 1;
                 tracing::error!(%actor, reminder = %name, tries, "reminder given up after failing every try (dead letter)");
                 true
             }

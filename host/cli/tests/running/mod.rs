@@ -136,6 +136,18 @@ pub mod reqwest {
         runtime().block_on(async { ::reqwest::get(url).await?.text().await })
     }
 
+    /// The body and `Content-Type` of a GET.
+    pub fn blocking_get_typed(url: &str) -> (String, String) {
+        runtime().block_on(async {
+            let response = ::reqwest::get(url).await.unwrap();
+            let content_type = response.headers()[::reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (response.text().await.unwrap(), content_type)
+        })
+    }
+
     pub fn blocking_post(url: &str, body: &str) -> (u16, String) {
         runtime().block_on(async {
             let response = ::reqwest::Client::new()

@@ -238,6 +238,15 @@ impl StateStore {
         Ok(StateStore::Redis(RedisStore::connect(url).await?))
     }
 
+    /// The backend's name: `memory`, `embedded` or `redis`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StateStore::Memory(_) => "memory",
+            StateStore::Embedded(_) => "embedded",
+            StateStore::Redis(_) => "redis",
+        }
+    }
+
     /// Reads one row.
     pub async fn get(&self, key: RowKey<'_>) -> Result<Option<Vec<u8>>, StateError> {
         key.check()?;

@@ -55,6 +55,7 @@ pub fn config() -> HostConfig {
         compile_cache: Some(compile_cache()),
         call_timeout: Duration::from_secs(10),
         shutdown_timeout: Duration::from_secs(10),
+        metrics: true,
     }
 }
 
