@@ -164,7 +164,7 @@ pub(crate) async fn run(
         Err(error) => {
             tracing::warn!(%actor, %error, "activation failed");
             if let Some(meters) = &context.services.meters {
-                TypeMeters::add(&meters.of(&actor.actor_type).failed_to_start);
+                meters.of(&actor.actor_type).failed_to_start.add();
             }
             let rolled_back = matches!(
                 error,
@@ -303,7 +303,7 @@ impl Drop for Activation {
                 .live
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(meters) = &self.meters {
-                TypeMeters::add(&meters.ended);
+                meters.ended.add();
             }
         }
     }
@@ -453,7 +453,7 @@ impl Activation {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         activation.counted = true;
         if let Some(meters) = &activation.meters {
-            TypeMeters::add(&meters.activated);
+            meters.activated.add();
         }
         Ok(activation)
     }
@@ -758,7 +758,7 @@ impl Activation {
             Envelope::Call(message) => self.call(message).await,
             Envelope::Reminder { name, done, .. } => {
                 if let Some(meters) = &self.meters {
-                    TypeMeters::add(&meters.reminders_fired);
+                    meters.reminders_fired.add();
                 }
                 let bound = self.begin_turn(Instant::now());
                 let turn = self.on_reminder.call_async(&mut self.store, (name,));
@@ -801,7 +801,7 @@ impl Activation {
     /// Runs one timer tick as a turn. `Err` means the activation died.
     async fn tick(&mut self, name: String) -> Result<(), ()> {
         if let Some(meters) = &self.meters {
-            TypeMeters::add(&meters.timers_fired);
+            meters.timers_fired.add();
         }
         let bound = self.begin_turn(Instant::now());
         let turn = self.on_timer.call_async(&mut self.store, (name,));

@@ -14,7 +14,7 @@
 //! activations and plugins get no meters.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,52 +30,131 @@ use crate::error::CallError;
 use crate::state::StateError;
 use crate::Host;
 
-/// Upper bounds of the latency histograms' buckets, in seconds: from 10 µs
-/// (a short turn) to 10 s (past every default deadline).
-const BUCKETS: [f64; 19] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Upper bounds of the latency histograms' buckets, in nanoseconds: from
+/// 10 µs (a short turn) to 10 s (past every default deadline).
+const BUCKETS: [u64; 19] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
 ];
 
-/// A latency histogram: a count per bucket (the last one past every bound),
-/// and the sum.
+/// Copies of a counter: each thread counts in its own, on its own cache
+/// line, so that threads counting the same thing at once do not take the
+/// line from each other; a scrape adds them up.
+const SHARDS: usize = 4;
+
+/// The copy the current thread counts in.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
+/// One cache line (two, for the adjacent-line prefetcher) to itself.
 #[derive(Debug, Default)]
-pub(crate) struct Histogram {
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// A counter that only grows.
+#[derive(Debug, Default)]
+pub(crate) struct Counter([Padded<AtomicU64>; SHARDS]);
+
+impl Counter {
+    /// Adds one.
+    pub(crate) fn add(&self) {
+        if let Some(Padded(n)) = self.0.get(shard()) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|Padded(n)| n.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// One copy of a histogram's counts.
+#[derive(Debug, Default)]
+struct HistogramShard {
     counts: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
+/// A latency histogram: a count per bucket (the last one past every bound),
+/// and the sum.
+#[derive(Debug, Default)]
+pub(crate) struct Histogram([Padded<HistogramShard>; SHARDS]);
+
 impl Histogram {
     /// Counts one duration.
     pub(crate) fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let bucket = BUCKETS.partition_point(|bound| *bound < seconds);
-        if let Some(count) = self.counts.get(bucket) {
+        let Some(Padded(shard)) = self.0.get(shard()) else {
+            return;
+        };
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS.partition_point(|bound| *bound < nanos);
+        if let Some(count) = shard.counts.get(bucket) {
             count.fetch_add(1, Ordering::Relaxed);
         }
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// The sum in seconds, the count, and the count of each bucket by its
-    /// upper bound (`+Inf` last); the encoder makes them cumulative.
+    /// upper bound in seconds (`+Inf` last); the encoder makes them
+    /// cumulative.
     fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut total = 0;
         let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
-        for (i, count) in self.counts.iter().enumerate() {
-            let count = count.load(Ordering::Relaxed);
+        for i in 0..=BUCKETS.len() {
+            let count: u64 = self
+                .0
+                .iter()
+                .filter_map(|Padded(shard)| shard.counts.get(i))
+                .map(|n| n.load(Ordering::Relaxed))
+                .sum();
             total += count;
-            buckets.push((BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), count));
+            let bound = BUCKETS.get(i).map_or(f64::INFINITY, |nanos| {
+                Duration::from_nanos(*nanos).as_secs_f64()
+            });
+            buckets.push((bound, count));
         }
-        let sum = Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
-        (sum, total, buckets)
+        let sum_nanos: u64 = self
+            .0
+            .iter()
+            .map(|Padded(shard)| shard.sum_nanos.load(Ordering::Relaxed))
+            .sum();
+        (
+            Duration::from_nanos(sum_nanos).as_secs_f64(),
+            total,
+            buckets,
+        )
     }
 }
 
 /// The calls of one function of one actor type, by outcome.
 #[derive(Debug, Default)]
 pub(crate) struct FunctionCalls {
-    ok: AtomicU64,
+    ok: Counter,
     /// By [`CallError::kind`]: failures are rare, so a lock is cheap.
     failed: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -84,9 +163,7 @@ impl FunctionCalls {
     /// Counts one call that was answered with `outcome`.
     pub(crate) fn count(&self, outcome: Result<(), &CallError>) {
         match outcome {
-            Ok(()) => {
-                self.ok.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => self.ok.add(),
             Err(error) => {
                 let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
                 *failed.entry(error.kind()).or_default() += 1;
@@ -96,7 +173,7 @@ impl FunctionCalls {
 
     fn read(&self) -> Vec<(&'static str, u64)> {
         let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        std::iter::once(("ok", self.ok.load(Ordering::Relaxed)))
+        std::iter::once(("ok", self.ok.get()))
             .chain(failed.iter().map(|(kind, n)| (*kind, *n)))
             .collect()
     }
@@ -106,24 +183,19 @@ impl FunctionCalls {
 #[derive(Debug, Default)]
 pub(crate) struct TypeMeters {
     /// Activations started (`on-activate` ran).
-    pub(crate) activated: AtomicU64,
+    pub(crate) activated: Counter,
     /// Activations that ended after starting: deactivated or died.
-    pub(crate) ended: AtomicU64,
+    pub(crate) ended: Counter,
     /// Activations that failed to start.
-    pub(crate) failed_to_start: AtomicU64,
+    pub(crate) failed_to_start: Counter,
     /// Every turn: calls, session events, timers, reminders and hooks.
     pub(crate) turns: Histogram,
-    pub(crate) timers_fired: AtomicU64,
-    pub(crate) reminders_fired: AtomicU64,
+    pub(crate) timers_fired: Counter,
+    pub(crate) reminders_fired: Counter,
     functions: DashMap<Arc<str>, Arc<FunctionCalls>>,
 }
 
 impl TypeMeters {
-    /// Adds one to `counter`.
-    pub(crate) fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// The call counters of `function`.
     fn function(&self, function: &str) -> Arc<FunctionCalls> {
         if let Some(calls) = self.functions.get(function) {
@@ -188,7 +260,7 @@ fn state_outcome(error: Option<&StateError>) -> usize {
 /// Actors' state operations, by operation and outcome, with their latency.
 #[derive(Debug, Default)]
 struct StateMeters {
-    counts: [[AtomicU64; STATE_OUTCOMES.len()]; StateOp::ALL.len()],
+    counts: [[Counter; STATE_OUTCOMES.len()]; StateOp::ALL.len()],
     latency: [Histogram; StateOp::ALL.len()],
 }
 
@@ -227,7 +299,7 @@ impl Meters {
             .get(op)
             .and_then(|o| o.get(state_outcome(error)))
         {
-            n.fetch_add(1, Ordering::Relaxed);
+            n.add();
         }
         if let Some(latency) = self.state.latency.get(op) {
             latency.observe(elapsed);
@@ -355,7 +427,7 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         .collect();
     let depths = host.mailbox_depths();
     let dead_letters = host.dead_letters_by_type();
-    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let load = Counter::get;
 
     let mut live = Family::new("grove_activations_live", "Activations running now.");
     let mut activated = Family::new("grove_activations", "Activations started.");
@@ -461,7 +533,7 @@ fn encode_state(
         for (outcome, n) in STATE_OUTCOMES.iter().zip(counts) {
             let mut labels = of_op();
             labels.push(("outcome", (*outcome).to_owned()));
-            ops.add(labels, counter(n.load(Ordering::Relaxed)));
+            ops.add(labels, counter(n.get()));
         }
         latency.add(of_op(), ConstHistogram::of(histogram));
     }
@@ -569,6 +641,7 @@ mod tests {
         assert!((sum - 60.003_015).abs() < 1e-9, "{sum}");
         // 10 µs holds two (its bound included), 5 ms one, +Inf one.
         assert_eq!(buckets.first(), Some(&(0.000_01, 2)));
+        assert!(buckets.contains(&(0.0025, 0)));
         assert!(buckets.contains(&(0.005, 1)));
         assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
         assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 4);
