@@ -16,6 +16,9 @@
 //!   `rolled-back` if it failed to start one, and the type went back to the
 //!   version before).
 //! * `GET /v1/health` — liveness and the number of activations.
+//! * `GET /v1/openapi.json` — an OpenAPI 3.1 description of the calls to
+//!   the loaded actor types, generated from their WIT (see
+//!   [`crate::openapi`]).
 //! * `GET /metrics` — the host's metrics in the Prometheus text format
 //!   (`docs/metrics.md`).
 //!
@@ -132,6 +135,7 @@ pub fn router(host: Host, plugins: PathBuf) -> Router {
         .route("/v1/plugins/{actor_type}", put(deploy_type).layer(deploys))
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/cluster", get(cluster))
         .fallback(|| async {
             error_response(
@@ -469,6 +473,10 @@ async fn cluster(State(host): State<Host>) -> Response {
             None,
         ),
     }
+}
+
+async fn openapi(State(host): State<Host>) -> Json<Value> {
+    Json(crate::openapi::document(&host))
 }
 
 async fn metrics(State(host): State<Host>) -> Response {

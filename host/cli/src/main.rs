@@ -2,6 +2,7 @@
 
 mod deploy;
 mod http;
+mod openapi;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! this crate holds those forms, all driven by the WIT type:
 //!
 //! * [`check`]: whether a value fits a type, before it reaches a guest;
-//! * [`json`]: the HTTP API's JSON;
+//! * [`json`]: the HTTP API's JSON, and [`schema`]: its JSON Schemas;
 //! * [`wave`]: WAVE text, for the CLI and for people;
 //! * [`wire`]: a compact binary encoding (the component model's value
 //!   encoding as wRPC defines it) for values that travel between machines.
@@ -19,6 +19,7 @@
 
 pub mod check;
 pub mod json;
+pub mod schema;
 pub mod size;
 pub mod wave;
 pub mod wire;
