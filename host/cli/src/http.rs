@@ -20,7 +20,7 @@
 //!   the loaded actor types, generated from their WIT (see
 //!   [`crate::openapi`]).
 //! * `GET /metrics` — the host's metrics in the Prometheus text format
-//!   (`docs/metrics.md`).
+//!   (`docs/observability.md`).
 //!
 //! Every error is `{"error": {"kind": ..., "message": ...}}` with a fitting
 //! status: 400 for bad input, 404 for an unknown actor type or function, 500
@@ -35,11 +35,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRef, Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde_json::{json, Value};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use grove_host::cluster::PublishError;
 use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
@@ -175,6 +179,44 @@ async fn call(
     State(host): State<Host>,
     Path((actor_type, key, function)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let span = tracing::trace_span!(
+        target: "grove::http",
+        "http call",
+        actor = %format_args!("{actor_type}/{key}"),
+        function = %function,
+    );
+    if !span.is_disabled() {
+        // A caller's W3C `traceparent` makes the call part of its trace.
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
+        let _ = span.set_parent(parent);
+    }
+    serve_call(host, actor_type, key, function, query, body)
+        .instrument(span)
+        .await
+}
+
+/// Reads a W3C trace context from request headers.
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+async fn serve_call(
+    host: Host,
+    actor_type: String,
+    key: String,
+    function: String,
+    query: Option<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let body = match body {

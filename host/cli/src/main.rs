@@ -3,6 +3,7 @@
 mod deploy;
 mod http;
 mod openapi;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -180,6 +181,11 @@ struct RunArgs {
     /// `GET /metrics` then shows only the gateway and the process.
     #[arg(long)]
     no_metrics: bool,
+    /// Export traces (a span per turn, joined across actor calls and hosts)
+    /// to this OpenTelemetry collector's OTLP/HTTP traces endpoint, e.g.
+    /// `http://127.0.0.1:4318/v1/traces`.
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
     #[command(flatten)]
     gateway: GatewayArgs,
     #[command(flatten)]
@@ -446,12 +452,13 @@ impl RunArgs {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,grove_host=info".into()),
-        )
-        .init();
+    let telemetry = telemetry::init(args.otlp.as_deref(), &args.http.to_string())?;
+    let ran = serve(args).await;
+    telemetry.shutdown();
+    ran
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let state = if args.memory_state {
         StateStore::memory()
     } else if let Some(url) = &args.redis {

@@ -175,6 +175,9 @@ pub struct Request {
     /// A one-way send: answered [`Outcome::Queued`] once it is in the
     /// actor's mailbox, not when it has run.
     pub one_way: bool,
+    /// The span that sent it, if traced: the turn that runs it joins the
+    /// trace.
+    pub trace: Option<grove_core::TraceParent>,
 }
 
 /// The answer to a [`Request`].
@@ -274,6 +277,7 @@ mod tests {
             timeout_us: 30_000_000,
             chain: vec![],
             one_way: false,
+            trace: None,
         })
     }
 
@@ -288,6 +292,14 @@ mod tests {
     #[test]
     fn frames_survive_the_round_trip() {
         assert_eq!(roundtrip(&request()), request());
+        let mut traced = request();
+        if let Frame::Request(r) = &mut traced {
+            r.trace = Some(grove_core::TraceParent {
+                trace_id: [0xfe; 16],
+                span_id: [7; 8],
+            });
+        }
+        assert_eq!(roundtrip(&traced), traced);
         for outcome in [
             Outcome::Returned(Some(vec![1, 2, 3])),
             Outcome::Returned(None),
@@ -316,7 +328,7 @@ mod tests {
         let mut out = Vec::new();
         encode(&request(), &mut out);
         let expected: Vec<u8> = [
-            &[0x18, 0x00, 0x00, 0x00][..],                     // body length 24
+            &[0x19, 0x00, 0x00, 0x00][..],                     // body length 25
             &[0x00],                                           // Frame::Request
             &[0x01],                                           // id 1
             &[0x07, b'c', b'o', b'u', b'n', b't', b'e', b'r'], // actor type
@@ -326,6 +338,7 @@ mod tests {
             &[0x80, 0x87, 0xa7, 0x0e],                         // 30,000,000 µs
             &[0x00],                                           // empty chain
             &[0x00],                                           // a call, not one-way
+            &[0x00],                                           // not traced
         ]
         .concat();
         assert_eq!(out, expected);

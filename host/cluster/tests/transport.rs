@@ -110,6 +110,7 @@ fn request(args: Vec<u8>) -> Request {
         timeout_us: 1_000_000,
         chain: vec![],
         one_way: false,
+        trace: None,
     }
 }
 

@@ -31,6 +31,10 @@ fn seeds() -> Vec<Vec<u8>> {
             timeout_us: 30_000_000,
             chain: vec!["room/1".into(), "player/42".into()],
             one_way: false,
+            trace: Some(grove_core::TraceParent {
+                trace_id: 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128.to_be_bytes(),
+                span_id: 0xb7ad_6b71_6920_3331_u64.to_be_bytes(),
+            }),
         }),
         Frame::Request(Request {
             id: u64::MAX,
@@ -41,6 +45,7 @@ fn seeds() -> Vec<Vec<u8>> {
             timeout_us: 0,
             chain: vec![],
             one_way: true,
+            trace: None,
         }),
         Frame::Response(Response {
             id: 3,

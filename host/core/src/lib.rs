@@ -25,4 +25,4 @@ pub mod timers;
 
 pub use actor_ref::{ActorRef, BadActorRef};
 pub use chain::{CallChain, ChainError};
-pub use message::Message;
+pub use message::{Message, TraceParent};

@@ -32,6 +32,21 @@ pub struct Message<Args, Reply> {
     pub deadline: Instant,
     /// Where the answer goes; `None` for a one-way send.
     pub reply: Option<Reply>,
+    /// The span the message was sent from, if it is traced: the turn that
+    /// runs it is a child of it, in the same trace. Boxed: most messages are
+    /// not traced, and every message waiting in a mailbox holds the field.
+    pub trace: Option<Box<TraceParent>>,
+}
+
+/// Where a message sits in a distributed trace: the trace's id and the id
+/// of the span that sent it (W3C Trace Context's `trace-id` and
+/// `parent-id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceParent {
+    /// The trace's 16 bytes, never all zero.
+    pub trace_id: [u8; 16],
+    /// The sending span's 8 bytes, never all zero.
+    pub span_id: [u8; 8],
 }
 
 impl<Args, Reply> Message<Args, Reply> {
@@ -62,6 +77,7 @@ mod tests {
             chain: None,
             deadline: now + Duration::from_millis(5),
             reply: None,
+            trace: None,
         };
         assert!(!message.expired(now));
         assert!(message.expired(now + Duration::from_millis(5)));

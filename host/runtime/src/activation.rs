@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use grove_values::size::{message_size, MAX_MESSAGE_SIZE};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::sleep;
+use tracing::{Instrument, Span};
 use wasmtime::component::{Func, Instance, TypedFunc, Val};
 use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
 
@@ -50,6 +51,7 @@ use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, Sess
 use crate::metrics::TypeMeters;
 use crate::plugin::Plugin;
 use crate::state::Fence;
+use crate::trace;
 use crate::values;
 use crate::ActorRef;
 
@@ -268,14 +270,16 @@ impl WallBound {
 async fn bounded<T>(
     bound: WallBound,
     meters: Option<&TypeMeters>,
+    span: &Span,
     mailbox: &Mailbox,
     caller: Option<Caller<'_>>,
     turn: impl Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
-    let mut turn = std::pin::pin!(turn);
+    let mut turn = std::pin::pin!(turn.instrument(span.clone()));
     let first = std::future::poll_fn(|cx| Poll::Ready(turn.as_mut().poll(cx))).await;
     if let Poll::Ready(done) = first {
         bound.took(meters);
+        trace::ended(span, if done.is_ok() { "ok" } else { "error" });
         return done;
     }
     // Boxed: the slow path's state stays out of every activation's future.
@@ -293,6 +297,7 @@ async fn bounded<T>(
     });
     let done = slow.await;
     bound.took(meters);
+    trace::ended(span, if done.is_ok() { "ok" } else { "error" });
     done
 }
 
@@ -358,7 +363,7 @@ impl Activation {
         let bound = WallBound::from(Instant::now(), wall_limit);
         let instantiated = plugin.pre.instantiate_async(&mut store);
         // Counted with `on-activate`, not as a turn of its own.
-        let instance = bounded(bound, None, &mailbox, None, instantiated)
+        let instance = bounded(bound, None, &Span::none(), &mailbox, None, instantiated)
             .await
             .map_err(|e| failed(format!("{e:#}")))?;
         let lifecycle = plugin.lifecycle;
@@ -407,9 +412,11 @@ impl Activation {
             (Some(state), Some(restore)) => {
                 let bound = activation.begin_turn(Instant::now());
                 let restored = restore.call_async(&mut activation.store, (state,));
+                let span = trace::turn(&activation.actor, "restore", None);
                 let restored = bounded(
                     bound,
                     activation.meters.as_deref(),
+                    &span,
                     &activation.mailbox,
                     None,
                     restored,
@@ -429,9 +436,11 @@ impl Activation {
         }
         let bound = activation.begin_turn(Instant::now());
         let activated = on_activate.call_async(&mut activation.store, ());
+        let span = trace::turn(&activation.actor, "on-activate", None);
         let activated = bounded(
             bound,
             activation.meters.as_deref(),
+            &span,
             &activation.mailbox,
             None,
             activated,
@@ -617,6 +626,7 @@ impl Activation {
             mut args,
             chain,
             reply,
+            trace: traced_from,
             ..
         } = message;
         let one_way = reply.is_none();
@@ -679,8 +689,17 @@ impl Activation {
             actor: &self.actor,
             function: &function,
         });
+        let span = trace::turn(&self.actor, &function, traced_from);
         let turn = func.call_async(&mut self.store, &args, &mut results);
-        let outcome = bounded(bound, self.meters.as_deref(), &self.mailbox, caller, turn).await;
+        let outcome = bounded(
+            bound,
+            self.meters.as_deref(),
+            &span,
+            &self.mailbox,
+            caller,
+            turn,
+        )
+        .await;
         self.store.data_mut().chain = None;
         match outcome {
             Ok(()) => {
@@ -695,6 +714,9 @@ impl Activation {
                     Ok(results.pop())
                 };
                 self.count_call(Some(index), outcome.as_ref().map(drop));
+                if let Err(error) = &outcome {
+                    trace::ended(&span, error.kind());
+                }
                 answer(reply.take(), outcome);
                 Ok(())
             }
@@ -702,6 +724,7 @@ impl Activation {
                 let error = self.classify(&function, e);
                 tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
                 self.count_call(Some(index), Err(&error));
+                trace::ended(&span, error.kind());
                 answer(reply.take(), Err(error));
                 Err(())
             }
@@ -761,14 +784,16 @@ impl Activation {
                     meters.reminders_fired.add();
                 }
                 let bound = self.begin_turn(Instant::now());
+                let span = trace::turn(&self.actor, "on-reminder", None);
                 let turn = self.on_reminder.call_async(&mut self.store, (name,));
-                let outcome =
-                    bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
+                let meters = self.meters.as_deref();
+                let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
                 self.hook("on-reminder", Some(done), outcome)
             }
             Envelope::Session { event, done, .. } => {
                 let hook = event.hook();
                 let bound = self.begin_turn(Instant::now());
+                let span = trace::turn(&self.actor, hook, None);
                 let store = &mut self.store;
                 let turn = async {
                     match event {
@@ -791,8 +816,8 @@ impl Activation {
                         }
                     }
                 };
-                let outcome =
-                    bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
+                let meters = self.meters.as_deref();
+                let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
                 self.hook(hook, done, outcome)
             }
         }
@@ -804,8 +829,10 @@ impl Activation {
             meters.timers_fired.add();
         }
         let bound = self.begin_turn(Instant::now());
+        let span = trace::turn(&self.actor, "on-timer", None);
         let turn = self.on_timer.call_async(&mut self.store, (name,));
-        let outcome = bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
+        let meters = self.meters.as_deref();
+        let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
         self.hook("on-timer", None, outcome)
     }
 
@@ -917,8 +944,10 @@ impl Activation {
     async fn snapshot(&mut self) -> Option<Vec<u8>> {
         let (snapshot, _) = self.migrate?;
         let bound = self.begin_turn(Instant::now());
+        let span = trace::turn(&self.actor, "snapshot", None);
         let turn = snapshot.call_async(&mut self.store, ());
-        match bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await {
+        let meters = self.meters.as_deref();
+        match bounded(bound, meters, &span, &self.mailbox, None, turn).await {
             Ok((state,)) => Some(state),
             Err(e) => {
                 let error = self.classify("snapshot", e);
@@ -932,8 +961,10 @@ impl Activation {
     async fn deactivate(&mut self) {
         self.store.data_mut().timers.clear();
         let bound = self.begin_turn(Instant::now());
+        let span = trace::turn(&self.actor, "on-deactivate", None);
         let turn = self.on_deactivate.call_async(&mut self.store, ());
-        let outcome = bounded(bound, self.meters.as_deref(), &self.mailbox, None, turn).await;
+        let meters = self.meters.as_deref();
+        let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
         match outcome {
             Err(e) => {
                 let error = self.classify("on-deactivate", e);

@@ -1318,6 +1318,7 @@ impl Node {
             chain,
             deadline: Instant::now() + timeout,
             reply: None,
+            trace: request.trace.map(Box::new),
         };
         Ok(Accepted {
             actor,
@@ -1627,6 +1628,7 @@ async fn send(
                     .map(ToString::to_string)
                     .collect(),
                 one_way: !message.is_call(),
+                trace: message.trace.as_deref().copied(),
             })
         }
         Envelope::Reminder { name, .. } => Err(EventKind::Reminder { name: name.clone() }),

@@ -963,6 +963,7 @@ impl Host {
             args,
             chain: None,
             timeout: self.inner.config.call_timeout,
+            trace: crate::trace::current(),
         };
         self.inner.directory.call(call).await
     }
@@ -1021,6 +1022,7 @@ impl Host {
             chain: None,
             deadline: Instant::now() + self.inner.config.call_timeout,
             reply: None,
+            trace: crate::trace::current(),
         };
         self.inner
             .directory

@@ -41,6 +41,7 @@ pub mod proxy;
 pub mod proxy_wit;
 pub mod reminders;
 pub mod state;
+pub mod trace;
 pub mod values;
 pub mod wit_text;
 

@@ -303,6 +303,7 @@ async fn invoke(
             chain: None,
             deadline: started + timeout,
             reply: None,
+            trace: crate::trace::current(),
         };
         // Never wait for room in the mailbox of an actor that waits on this
         // one: only it could make some.
@@ -321,6 +322,7 @@ async fn invoke(
                     args,
                     chain,
                     timeout,
+                    trace: crate::trace::current(),
                 };
                 directory.call(call).await
             }
