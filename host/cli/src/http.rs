@@ -19,6 +19,10 @@
 //! * `GET /v1/openapi.json` — an OpenAPI 3.1 description of the calls to
 //!   the loaded actor types, generated from their WIT (see
 //!   [`crate::openapi`]).
+//! * `GET /v1/activations?top=N` — the number of live activations, and the
+//!   `N` (default 20) that ran the most turns, with their mailboxes.
+//! * `GET /dashboard` — a live page of what the host does, reading the
+//!   endpoints here.
 //! * `GET /metrics` — the host's metrics in the Prometheus text format
 //!   (`docs/observability.md`).
 //!
@@ -140,6 +144,8 @@ pub fn router(host: Host, plugins: PathBuf) -> Router {
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/activations", get(activations))
+        .route("/dashboard", get(dashboard))
         .route("/v1/cluster", get(cluster))
         .fallback(|| async {
             error_response(
@@ -515,6 +521,39 @@ async fn cluster(State(host): State<Host>) -> Response {
             None,
         ),
     }
+}
+
+/// The dashboard: one page, compiled into the binary, that reads only the
+/// API around it.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD)
+}
+
+/// How many of the busiest activations `GET /v1/activations` lists unless
+/// asked (`?top=N`, at most [`MAX_TOP`]).
+const DEFAULT_TOP: usize = 20;
+const MAX_TOP: usize = 1000;
+
+#[derive(serde::Deserialize)]
+struct Top {
+    top: Option<usize>,
+}
+
+async fn activations(
+    State(host): State<Host>,
+    axum::extract::Query(Top { top }): axum::extract::Query<Top>,
+) -> Json<Value> {
+    let n = top.unwrap_or(DEFAULT_TOP).min(MAX_TOP);
+    let busiest: Vec<Value> = host
+        .busiest(n)
+        .into_iter()
+        .map(|(actor, turns, mailbox)| {
+            json!({ "actor": actor.to_string(), "turns": turns, "mailbox": mailbox })
+        })
+        .collect();
+    Json(json!({ "activations": host.active_count(), "busiest": busiest }))
 }
 
 async fn openapi(State(host): State<Host>) -> Json<Value> {

@@ -486,6 +486,7 @@ impl Activation {
 
     /// Starts a turn at `now`; returns its wall-clock bound.
     fn begin_turn(&mut self, now: Instant) -> WallBound {
+        self.mailbox.count_turn();
         let bound = WallBound::from(now, self.wall_limit);
         let state = self.store.data_mut();
         state.turn_deadline = now + state.turn_limit;

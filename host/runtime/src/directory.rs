@@ -408,6 +408,24 @@ impl Directory {
         }
     }
 
+    /// The `n` activations listed here that have run the most turns, most
+    /// first: each actor with its turns and the messages waiting for it.
+    pub(crate) fn busiest(&self, n: usize) -> Vec<(ActorRef, u64, usize)> {
+        let mut all: Vec<(ActorRef, u64, usize)> = self
+            .entries
+            .iter()
+            .map(|l| (l.key().clone(), l.mailbox.turns(), l.mailbox.len()))
+            .collect();
+        let n = n.min(all.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        all.select_nth_unstable_by(n - 1, |a, b| b.1.cmp(&a.1));
+        all.truncate(n);
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all
+    }
+
     /// Messages waiting in the mailboxes listed here, by actor type.
     pub(crate) fn mailbox_depths(&self) -> HashMap<Arc<str>, usize> {
         let mut depths: HashMap<Arc<str>, usize> = HashMap::new();

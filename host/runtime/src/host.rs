@@ -729,6 +729,13 @@ impl Host {
         self.inner.directory.mailbox_depths()
     }
 
+    /// The `n` live activations that have run the most turns, most first:
+    /// each actor, its turns since it was activated, and the messages
+    /// waiting in its mailbox.
+    pub fn busiest(&self, n: usize) -> Vec<(ActorRef, u64, usize)> {
+        self.inner.directory.busiest(n)
+    }
+
     /// One-shot reminders given up, by actor type.
     pub(crate) fn dead_letters_by_type(&self) -> BTreeMap<Arc<str>, u64> {
         self.inner.reminders.dead_letters_by_type()

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -284,6 +285,8 @@ pub(crate) struct Mailbox {
     /// Wakes the activation watching deadlines when a call with an earlier
     /// deadline arrives.
     sooner: Notify,
+    /// Turns the activation has run: how busy it is, for operators.
+    turns: AtomicU64,
 }
 
 /// Why an activation was told to stop taking messages.
@@ -324,6 +327,7 @@ impl Mailbox {
             }),
             room: Semaphore::new(capacity.max(1)),
             sooner: Notify::new(),
+            turns: AtomicU64::new(0),
         }
     }
 
@@ -400,6 +404,16 @@ impl Mailbox {
     /// How many messages wait.
     pub(crate) fn len(&self) -> usize {
         self.lock().envelopes.len()
+    }
+
+    /// Counts a turn of the activation reading this mailbox.
+    pub(crate) fn count_turn(&self) {
+        self.turns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The turns the activation reading this mailbox has run.
+    pub(crate) fn turns(&self) -> u64 {
+        self.turns.load(Ordering::Relaxed)
     }
 
     /// The next message if one is waiting. Calls queued whose callers
