@@ -2,6 +2,7 @@
 
 mod deploy;
 mod http;
+mod new;
 mod openapi;
 mod telemetry;
 
@@ -60,6 +61,18 @@ enum Command {
         /// accepts (a function removed or retyped).
         #[arg(long)]
         force: bool,
+    },
+    /// Start a new actor project: its WIT, code with a function that keeps
+    /// state and a timer, and a build script that writes NAME.wasm.
+    New {
+        /// The actor type, e.g. `lobby` or `guild-bank`.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
+        /// Where to write it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Print a plugin's actor type and the WIT of its actor interface.
     Inspect {
@@ -388,6 +401,14 @@ fn main() -> ExitCode {
             }) => proxy(&sources, interface.as_deref(), out.as_deref()),
             Command::Cluster(ClusterCommand::Status { host }) => cluster_status(&host).await,
             Command::Deploy { host, file, force } => deploy(&host, &file, force).await,
+            Command::New { name, lang, dir } => new::create(&name, lang, dir).map(|dir| {
+                println!(
+                    "created {}: build it with {}/build.sh, serve it with grove run --plugins {}",
+                    dir.display(),
+                    dir.display(),
+                    dir.display()
+                );
+            }),
         }
     });
     match result {
