@@ -67,7 +67,7 @@ enum Command {
     New {
         /// The actor type, e.g. `lobby` or `guild-bank`.
         name: String,
-        /// The language to write it in.
+        /// The language to write it in: rust, python or js.
         #[arg(long, value_enum, default_value = "rust")]
         lang: new::Lang,
         /// Where to write it [default: ./NAME].
@@ -807,6 +807,11 @@ fn proxy(sources: &[PathBuf], interface: Option<&str>, out: Option<&Path>) -> an
     };
     match out {
         Some(path) => {
+            // `wit/deps/NAME/` is where WIT tools look for dependencies.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
             std::fs::write(path, wit).with_context(|| format!("cannot write {}", path.display()))
         }
         None => {

@@ -1,7 +1,8 @@
-//! `grove new NAME --lang rust|python`: a new actor project, ready to build.
+//! `grove new NAME --lang rust|python|js`: a new actor project, ready to
+//! build.
 //!
 //! The project holds its WIT (the actor interface, and Grove's own
-//! `grove:actor` package next to it, so it builds anywhere), code with one
+//! `grove:actor` package in `wit/deps/`, so it builds anywhere), code with one
 //! function that keeps state and a timer, a `build.sh` that installs what
 //! it needs and writes `NAME.wasm`, and a README. The templates are in
 //! `host/cli/templates/`, compiled into the binary.
@@ -17,6 +18,8 @@ pub enum Lang {
     Rust,
     /// Python, built with componentize-py.
     Python,
+    /// JavaScript, built with componentize-js.
+    Js,
 }
 
 /// Grove's own WIT package, which every actor's world includes.
@@ -58,6 +61,15 @@ const PYTHON: [(&str, &str, bool); 2] = [
         true,
     ),
 ];
+const JS: [(&str, &str, bool); 3] = [
+    ("app.js", include_str!("../templates/js/app.js"), false),
+    (
+        "package.json",
+        include_str!("../templates/js/package.json"),
+        false,
+    ),
+    ("build.sh", include_str!("../templates/js/build.sh"), true),
+];
 
 /// Where the Rust guest SDK is: the checkout this `grove` was built from,
 /// if it is still there, else the project's repository.
@@ -83,6 +95,15 @@ fn valid_name(name: &str) -> bool {
         })
 }
 
+/// `game-lobby` as `gameLobby`.
+fn lower_camel(name: &str) -> String {
+    let upper = camel(name);
+    let mut chars = upper.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_ascii_lowercase().to_string() + chars.as_str()
+    })
+}
+
 /// `game-lobby` as `GameLobby`.
 fn camel(name: &str) -> String {
     name.split('-')
@@ -100,6 +121,7 @@ fn fill(template: &str, name: &str) -> String {
         .replace("__NAME__", name)
         .replace("__SNAKE__", &name.replace('-', "_"))
         .replace("__CAMEL__", &camel(name))
+        .replace("__LOWER_CAMEL__", &lower_camel(name))
         .replace("__SDK__", &sdk_dependency())
 }
 
@@ -129,7 +151,7 @@ pub fn create(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<Pa
         bail!("{} exists and is not empty", dir.display());
     }
     for (file, text) in GROVE_WIT {
-        write(&dir.join("wit/grove-actor").join(file), text, false)?;
+        write(&dir.join("wit/deps/grove-actor").join(file), text, false)?;
     }
     write(
         &dir.join(format!("wit/{name}.wit")),
@@ -139,6 +161,7 @@ pub fn create(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<Pa
     let files: &[(&str, &str, bool)] = match lang {
         Lang::Rust => &RUST,
         Lang::Python => &PYTHON,
+        Lang::Js => &JS,
     };
     for (file, text, executable) in files {
         write(&dir.join(file), &fill(text, name), *executable)?;
@@ -151,6 +174,7 @@ pub fn create(name: &str, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<Pa
         match lang {
             Lang::Rust => "`src/lib.rs`",
             Lang::Python => "`app.py`",
+            Lang::Js => "`app.js`",
         }
     );
     write(&dir.join("README.md"), &readme, false)?;
@@ -179,6 +203,7 @@ mod tests {
             assert!(!valid_name(bad), "{bad}");
         }
         assert_eq!(camel("guild-bank"), "GuildBank");
+        assert_eq!(lower_camel("guild-bank"), "guildBank");
     }
 
     #[test]
@@ -188,7 +213,7 @@ mod tests {
         create("guild-bank", Lang::Python, Some(project.clone())).unwrap();
         let app = std::fs::read_to_string(project.join("app.py")).unwrap();
         assert!(app.contains("class GuildBank(exports.GuildBank):"), "{app}");
-        assert!(project.join("wit/grove-actor/host.wit").exists());
+        assert!(project.join("wit/deps/grove-actor/host.wit").exists());
         let wit = std::fs::read_to_string(project.join("wit/guild-bank.wit")).unwrap();
         assert!(wit.starts_with("package actors:guild-bank;"));
         let again = create("guild-bank", Lang::Rust, Some(project.clone()));

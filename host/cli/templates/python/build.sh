@@ -10,6 +10,5 @@ if ! "$venv/bin/componentize-py" --version 2>/dev/null | grep -q "$version"; the
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet "componentize-py==$version"
 fi
-"$venv/bin/componentize-py" -d wit/grove-actor -d wit/__NAME__.wit -w actors:__NAME__/__NAME__-actor \
-  componentize app -o __NAME__.wasm
+"$venv/bin/componentize-py" -d wit -w actors:__NAME__/__NAME__-actor componentize app -o __NAME__.wasm
 echo "built __NAME__.wasm"

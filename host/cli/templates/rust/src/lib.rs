@@ -4,7 +4,7 @@
 
 mod bindings {
     wit_bindgen::generate!({
-        path: ["wit/grove-actor", "wit/__NAME__.wit"],
+        path: "wit",
         world: "actors:__NAME__/__NAME__-actor",
         with: {
             "grove:actor/host@0.1.0": grove_guest::host,
