@@ -225,11 +225,24 @@ impl End {
         }
     }
 
+    /// Its place in [`End::ALL`].
     fn index(self) -> usize {
-        End::ALL
-            .iter()
-            .position(|end| end.name() == self.name())
-            .unwrap_or(0)
+        match self {
+            End::ClientClosed | End::Closed(CloseCode::Closed) => 0,
+            End::TimedOut => 1,
+            End::Closed(CloseCode::ClosedByActor) => 2,
+            End::Closed(CloseCode::AuthRejected) => 3,
+            End::Closed(CloseCode::AuthFailed) => 4,
+            End::Closed(CloseCode::AuthTimeout) => 5,
+            End::Closed(CloseCode::BadFirstPacket) => 6,
+            End::Closed(CloseCode::FrameTooLarge) => 7,
+            End::Closed(CloseCode::ProtocolViolation) => 8,
+            End::Closed(CloseCode::RateLimited) => 9,
+            End::Closed(CloseCode::SlowConsumer) => 10,
+            End::Closed(CloseCode::OwnerUnavailable) => 11,
+            End::Closed(CloseCode::HostShutdown) => 12,
+            End::Closed(CloseCode::ServerBusy) => 13,
+        }
     }
 
     /// How a session that ended for `why` ended.
@@ -478,6 +491,13 @@ mod tests {
         assert!(cut.len() <= MAX_REASON);
         assert!(reason.starts_with(cut));
         assert_eq!(truncate_reason("short"), "short");
+    }
+
+    #[test]
+    fn every_end_has_its_own_counter() {
+        for (i, end) in End::ALL.iter().enumerate() {
+            assert_eq!(end.index(), i, "{}", end.name());
+        }
     }
 
     #[test]

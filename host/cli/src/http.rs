@@ -189,7 +189,7 @@ async fn call(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let span = tracing::trace_span!(
-        target: "grove::http",
+        target: crate::telemetry::HTTP_TARGET,
         "http call",
         actor = %format_args!("{actor_type}/{key}"),
         function = %function,
@@ -536,16 +536,17 @@ async fn dashboard() -> axum::response::Html<&'static str> {
 const DEFAULT_TOP: usize = 20;
 const MAX_TOP: usize = 1000;
 
-#[derive(serde::Deserialize)]
-struct Top {
-    top: Option<usize>,
-}
-
-async fn activations(
-    State(host): State<Host>,
-    axum::extract::Query(Top { top }): axum::extract::Query<Top>,
-) -> Json<Value> {
-    let n = top.unwrap_or(DEFAULT_TOP).min(MAX_TOP);
+async fn activations(State(host): State<Host>, RawQuery(query): RawQuery) -> Response {
+    let n = match query.as_deref() {
+        None | Some("") => DEFAULT_TOP,
+        Some(query) => match query.strip_prefix("top=").map(str::parse::<usize>) {
+            Some(Ok(n)) => n.min(MAX_TOP),
+            _ => {
+                let message = format!("unknown query `{query}`; use ?top=N");
+                return error_response(StatusCode::BAD_REQUEST, "bad-request", message, None);
+            }
+        },
+    };
     let busiest: Vec<Value> = host
         .busiest(n)
         .into_iter()
@@ -553,7 +554,7 @@ async fn activations(
             json!({ "actor": actor.to_string(), "turns": turns, "mailbox": mailbox })
         })
         .collect();
-    Json(json!({ "activations": host.active_count(), "busiest": busiest }))
+    Json(json!({ "activations": host.active_count(), "busiest": busiest })).into_response()
 }
 
 async fn openapi(State(host): State<Host>) -> Json<Value> {

@@ -475,7 +475,7 @@ impl RunArgs {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let telemetry = telemetry::init(args.otlp.as_deref(), &args.http.to_string())?;
     let ran = serve(args).await;
-    telemetry.shutdown();
+    telemetry.shutdown().await;
     ran
 }
 

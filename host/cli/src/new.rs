@@ -83,10 +83,136 @@ fn sdk_dependency() -> String {
     }
 }
 
+/// Names that would be a keyword in WIT, Rust, Python or JavaScript once
+/// the project is generated, or that Cargo refuses as a package.
+const RESERVED: &[&str] = &[
+    // WIT
+    "as",
+    "async",
+    "bool",
+    "borrow",
+    "char",
+    "constructor",
+    "enum",
+    "export",
+    "f32",
+    "f64",
+    "flags",
+    "from",
+    "func",
+    "future",
+    "import",
+    "include",
+    "interface",
+    "list",
+    "option",
+    "own",
+    "package",
+    "record",
+    "resource",
+    "result",
+    "s16",
+    "s32",
+    "s64",
+    "s8",
+    "static",
+    "stream",
+    "string",
+    "tuple",
+    "type",
+    "u16",
+    "u32",
+    "u64",
+    "u8",
+    "use",
+    "variant",
+    "with",
+    "world",
+    // Rust
+    "abstract",
+    "await",
+    "become",
+    "box",
+    "break",
+    "const",
+    "continue",
+    "crate",
+    "do",
+    "dyn",
+    "else",
+    "extern",
+    "false",
+    "final",
+    "fn",
+    "for",
+    "gen",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "macro",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "override",
+    "priv",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "struct",
+    "super",
+    "trait",
+    "true",
+    "try",
+    "typeof",
+    "unsafe",
+    "unsized",
+    "virtual",
+    "where",
+    "while",
+    "yield",
+    // Python and JavaScript
+    "and",
+    "assert",
+    "case",
+    "catch",
+    "class",
+    "def",
+    "default",
+    "del",
+    "delete",
+    "elif",
+    "except",
+    "finally",
+    "function",
+    "global",
+    "is",
+    "lambda",
+    "new",
+    "nonlocal",
+    "not",
+    "null",
+    "or",
+    "pass",
+    "raise",
+    "switch",
+    "this",
+    "throw",
+    "var",
+    "void",
+    // Cargo
+    "test",
+];
+
 /// Whether `name` is a WIT identifier an actor type can have: lowercase
-/// words of letters and digits, each starting with a letter, joined by `-`.
+/// words of letters and digits, each starting with a letter, joined by `-`,
+/// and no keyword of the languages the project is written in.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && !RESERVED.contains(&name)
         && name.split('-').all(|word| {
             word.chars().next().is_some_and(|c| c.is_ascii_lowercase())
                 && word
@@ -199,11 +325,28 @@ mod tests {
             "-x",
             "x-",
             "a b",
+            "record",
+            "match",
+            "class",
+            "test",
         ] {
             assert!(!valid_name(bad), "{bad}");
         }
         assert_eq!(camel("guild-bank"), "GuildBank");
         assert_eq!(lower_camel("guild-bank"), "guildBank");
+    }
+
+    /// A file added to Grove's WIT package must reach new projects too.
+    #[test]
+    fn every_file_of_grove_s_wit_package_is_written() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/actor");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let written: Vec<&str> = GROVE_WIT.iter().map(|(file, _)| *file).collect();
+        assert_eq!(on_disk, written);
     }
 
     #[test]

@@ -87,8 +87,8 @@ pub fn document(host: &Host) -> Value {
     })
 }
 
-/// `grove-` and the first 16 hex digits of a hash over every loaded type and
-/// its version.
+/// Grove's version, `+`, and the first 16 hex digits of a hash over every
+/// loaded type and its version.
 fn version(plugins: &[std::sync::Arc<Plugin>]) -> String {
     let mut hash = Sha256::new();
     for plugin in plugins {

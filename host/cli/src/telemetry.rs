@@ -1,10 +1,13 @@
 //! Logs, and traces exported over OTLP.
 //!
 //! Logs go to standard error, filtered by `RUST_LOG` (default `info`).
-//! With `--otlp URL`, the spans Grove makes for traces (targets `grove::*`:
-//! a span per turn, per HTTP call; see `grove_host::trace`) are exported to
+//! With `--otlp URL`, the spans Grove makes for traces (targets
+//! `grove::turn`, a span per turn, see `grove_host::trace`, and
+//! `grove::http`, a span per HTTP call) are exported to
 //! an OpenTelemetry collector over OTLP/HTTP (protobuf), batched, in the
 //! background on the host's runtime.
+
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -17,15 +20,29 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// The target of the span each HTTP call runs in.
+pub const HTTP_TARGET: &str = "grove::http";
+
+/// How long stopping waits for the last traces to reach the collector.
+const FLUSH_FOR: Duration = Duration::from_secs(5);
+
 /// What exports traces, to flush at exit.
 pub struct Telemetry(Option<SdkTracerProvider>);
 
 impl Telemetry {
-    /// Sends the spans not yet exported.
-    pub fn shutdown(self) {
-        if let Some(provider) = self.0 {
-            if let Err(error) = provider.shutdown() {
-                eprintln!("could not flush the last traces: {error}");
+    /// Sends the spans not yet exported, waiting at most [`FLUSH_FOR`].
+    pub async fn shutdown(self) {
+        let Some(provider) = self.0 else {
+            return;
+        };
+        // The exporter's shutdown blocks its thread until the batch task on
+        // this runtime has sent: not on one of the runtime's workers.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
+        match tokio::time::timeout(FLUSH_FOR, flushed).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => eprintln!("could not flush the last traces: {error}"),
+            Ok(Err(_)) | Err(_) => {
+                eprintln!("the last traces were not flushed within {FLUSH_FOR:?}")
             }
         }
     }
@@ -63,7 +80,11 @@ pub fn init(otlp: Option<&str>, host_name: &str) -> anyhow::Result<Telemetry> {
         .build();
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("grove"))
-        .with_filter(Targets::new().with_target("grove", LevelFilter::TRACE));
+        .with_filter(
+            Targets::new()
+                .with_target(grove_host::trace::TURN_TARGET, LevelFilter::TRACE)
+                .with_target(HTTP_TARGET, LevelFilter::TRACE),
+        );
     registry.with(traces).init();
     Ok(Telemetry(Some(provider)))
 }

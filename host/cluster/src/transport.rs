@@ -478,10 +478,12 @@ where
         lock(&self.shared.extra).retain(|link| link.peer.id != peer_id);
     }
 
-    /// Leaves: every connection sends what is queued on it (answers to
-    /// calls already served above all) and ends its stream; once the peers
-    /// have read to the end and closed, or after `grace`, the endpoint
-    /// closes.
+    /// Leaves: requests taken get up to `grace` to be answered; then every
+    /// connection sends what is queued on it (those answers above all) and
+    /// ends its stream, and once the peers have read to the end and closed,
+    /// or after another `grace`, the endpoint closes. The ends get a bound of
+    /// their own: a request held until the first bound must still reach its
+    /// peer as `NotHere`, not be cut off as lost.
     pub async fn close(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         // From now on requests are answered `NotHere` without running, so
@@ -502,7 +504,7 @@ where
             link.finish.notify_one();
         }
         let closed = futures_closed(links.iter().map(|l| l.connection.clone()).collect());
-        let _ = tokio::time::timeout_at(deadline, closed).await;
+        let _ = tokio::time::timeout(grace, closed).await;
         self.shared.endpoint.close(0u32.into(), b"host leaving");
     }
 

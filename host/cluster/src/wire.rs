@@ -297,6 +297,7 @@ mod tests {
             r.trace = Some(grove_core::TraceParent {
                 trace_id: [0xfe; 16],
                 span_id: [7; 8],
+                sampled: true,
             });
         }
         assert_eq!(roundtrip(&traced), traced);

@@ -34,6 +34,7 @@ fn seeds() -> Vec<Vec<u8>> {
             trace: Some(grove_core::TraceParent {
                 trace_id: 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128.to_be_bytes(),
                 span_id: 0xb7ad_6b71_6920_3331_u64.to_be_bytes(),
+                sampled: true,
             }),
         }),
         Frame::Request(Request {

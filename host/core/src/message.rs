@@ -38,15 +38,18 @@ pub struct Message<Args, Reply> {
     pub trace: Option<Box<TraceParent>>,
 }
 
-/// Where a message sits in a distributed trace: the trace's id and the id
-/// of the span that sent it (W3C Trace Context's `trace-id` and
-/// `parent-id`).
+/// Where a message sits in a distributed trace: the trace's id, the id of
+/// the span that sent it and whether the trace is sampled (W3C Trace
+/// Context's `trace-id`, `parent-id` and `sampled` flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceParent {
     /// The trace's 16 bytes, never all zero.
     pub trace_id: [u8; 16],
     /// The sending span's 8 bytes, never all zero.
     pub span_id: [u8; 8],
+    /// Whether the trace is recorded: a turn in a trace its caller chose
+    /// not to record is not recorded either.
+    pub sampled: bool,
 }
 
 impl<Args, Reply> Message<Args, Reply> {

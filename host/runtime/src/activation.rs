@@ -261,9 +261,10 @@ impl WallBound {
     }
 }
 
-/// Runs `turn` within its wall-clock `bound`, answering callers whose
-/// deadlines pass meanwhile: the turn's own `caller` and those of the calls
-/// queued in `mailbox`.
+/// Runs `turn` within its wall-clock `bound` and in `span` (marked `ok` if
+/// it succeeds; a failure is marked with its kind once classified),
+/// answering callers whose deadlines pass meanwhile: the turn's own
+/// `caller` and those of the calls queued in `mailbox`.
 ///
 /// Most turns finish in their first poll (guest code that neither waits on
 /// the host nor runs past an epoch tick): those arm no timer at all.
@@ -279,7 +280,9 @@ async fn bounded<T>(
     let first = std::future::poll_fn(|cx| Poll::Ready(turn.as_mut().poll(cx))).await;
     if let Poll::Ready(done) = first {
         bound.took(meters);
-        trace::ended(span, if done.is_ok() { "ok" } else { "error" });
+        if done.is_ok() {
+            trace::ended(span, "ok");
+        }
         return done;
     }
     // Boxed: the slow path's state stays out of every activation's future.
@@ -297,7 +300,9 @@ async fn bounded<T>(
     });
     let done = slow.await;
     bound.took(meters);
-    trace::ended(span, if done.is_ok() { "ok" } else { "error" });
+    if done.is_ok() {
+        trace::ended(span, "ok");
+    }
     done
 }
 
@@ -423,7 +428,7 @@ impl Activation {
                 )
                 .await;
                 if let Err(e) = restored {
-                    let error = activation.classify("restore", e);
+                    let error = activation.classify("restore", e, &span);
                     return Err(failed(format!("restore failed: {error}")));
                 }
             }
@@ -447,7 +452,7 @@ impl Activation {
         )
         .await;
         if let Err(e) = activated {
-            return Err(match activation.classify("on-activate", e) {
+            return Err(match activation.classify("on-activate", e, &span) {
                 unavailable @ CallError::Unavailable(Unavailable::StateUnavailable { .. }) => {
                     unavailable
                 }
@@ -496,10 +501,12 @@ impl Activation {
         bound
     }
 
-    /// Turns a failed turn's error into what the caller sees, and counts it
-    /// as an incident of the actor's type unless the state backend failed.
-    fn classify(&self, function: &str, error: wasmtime::Error) -> CallError {
+    /// Turns a failed turn's error into what the caller sees, marks the
+    /// turn's span with its kind, and counts it as an incident of the
+    /// actor's type unless the state backend failed.
+    fn classify(&self, function: &str, error: wasmtime::Error, span: &Span) -> CallError {
         let error = self.classify_uncounted(function, error);
+        trace::ended(span, error.kind());
         let incident = match &error {
             CallError::Failed(ActorFailure::DeadlineExceeded { .. }) => Incident::DeadlineExceeded,
             CallError::Failed(ActorFailure::LimitExceeded { .. }) => Incident::LimitExceeded,
@@ -637,9 +644,8 @@ impl Activation {
             // call does not run. One-way sends always run.
             Some(reply) if reply.is_closed() => return Ok(()),
             Some(reply) if message_expired => {
-                let timed_out = reply.time_out(&self.actor, &function);
-                let index = self.plugin.function(&function).map(|(index, _)| index);
-                self.count_call(index, Err(&timed_out));
+                // Counted as a timeout where the caller waited.
+                reply.time_out(&self.actor, &function);
                 return Ok(());
             }
             reply => reply,
@@ -714,7 +720,10 @@ impl Activation {
                 } else {
                     Ok(results.pop())
                 };
-                self.count_call(Some(index), outcome.as_ref().map(drop));
+                // A caller that gave up meanwhile counted a timeout.
+                if reply.is_some() || one_way {
+                    self.count_call(Some(index), outcome.as_ref().map(drop));
+                }
                 if let Err(error) = &outcome {
                     trace::ended(&span, error.kind());
                 }
@@ -722,10 +731,11 @@ impl Activation {
                 Ok(())
             }
             Err(e) => {
-                let error = self.classify(&function, e);
+                let error = self.classify(&function, e, &span);
                 tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
-                self.count_call(Some(index), Err(&error));
-                trace::ended(&span, error.kind());
+                if reply.is_some() || one_way {
+                    self.count_call(Some(index), Err(&error));
+                }
                 answer(reply.take(), Err(error));
                 Err(())
             }
@@ -737,10 +747,11 @@ impl Activation {
     fn hook(
         &mut self,
         hook: &str,
+        span: &Span,
         done: Option<oneshot::Sender<Result<(), CallError>>>,
         outcome: wasmtime::Result<()>,
     ) -> Result<(), ()> {
-        let result = outcome.map_err(|e| self.classify(hook, e));
+        let result = outcome.map_err(|e| self.classify(hook, e, span));
         if let Err(error) = &result {
             tracing::warn!(actor = %self.actor, %error, "activation ended by a failed {hook}");
         }
@@ -789,7 +800,7 @@ impl Activation {
                 let turn = self.on_reminder.call_async(&mut self.store, (name,));
                 let meters = self.meters.as_deref();
                 let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
-                self.hook("on-reminder", Some(done), outcome)
+                self.hook("on-reminder", &span, Some(done), outcome)
             }
             Envelope::Session { event, done, .. } => {
                 let hook = event.hook();
@@ -819,7 +830,7 @@ impl Activation {
                 };
                 let meters = self.meters.as_deref();
                 let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
-                self.hook(hook, done, outcome)
+                self.hook(hook, &span, done, outcome)
             }
         }
     }
@@ -834,7 +845,7 @@ impl Activation {
         let turn = self.on_timer.call_async(&mut self.store, (name,));
         let meters = self.meters.as_deref();
         let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
-        self.hook("on-timer", None, outcome)
+        self.hook("on-timer", &span, None, outcome)
     }
 
     async fn serve(mut self, context: &Context, slot: Slot) {
@@ -951,7 +962,7 @@ impl Activation {
         match bounded(bound, meters, &span, &self.mailbox, None, turn).await {
             Ok((state,)) => Some(state),
             Err(e) => {
-                let error = self.classify("snapshot", e);
+                let error = self.classify("snapshot", e, &span);
                 tracing::warn!(actor = %self.actor, %error, "snapshot failed: no state is carried to the new version");
                 None
             }
@@ -968,7 +979,7 @@ impl Activation {
         let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
         match outcome {
             Err(e) => {
-                let error = self.classify("on-deactivate", e);
+                let error = self.classify("on-deactivate", e, &span);
                 tracing::warn!(actor = %self.actor, %error, "on-deactivate failed");
             }
             Ok(()) => tracing::debug!(actor = %self.actor, "deactivated"),

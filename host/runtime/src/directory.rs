@@ -42,6 +42,7 @@ use wasmtime::component::Val;
 use crate::error::{CallError, Unavailable};
 use crate::limits::Limits;
 use crate::mailbox::{Answer, Envelope, Mailbox, Refused, Reply, Stop};
+use crate::metrics::Meters;
 use crate::ActorRef;
 
 /// A call to make: the message's parts, and who makes it.
@@ -82,6 +83,8 @@ pub(crate) struct Directory {
     /// Notified whenever an entry is removed.
     removed: Notify,
     activator: OnceLock<Weak<dyn Activator>>,
+    /// Where calls that timed out are counted, if the host counts.
+    meters: OnceLock<Arc<Meters>>,
 }
 
 /// An activation's place in the directory and its mailbox, owned by the
@@ -122,6 +125,7 @@ impl Directory {
             stopping: AtomicBool::new(false),
             removed: Notify::new(),
             activator: OnceLock::new(),
+            meters: OnceLock::new(),
         })
     }
 
@@ -130,6 +134,13 @@ impl Directory {
             .for_type(&actor.actor_type)
             .mailbox_capacity
             .max(1)
+    }
+
+    /// Counts the calls made here that time out in `meters`: a call is
+    /// counted where it runs, but a timeout where its caller gave up (the
+    /// turn, if it still runs, has no caller to answer).
+    pub(crate) fn count_timeouts_in(&self, meters: Arc<Meters>) {
+        let _ = self.meters.set(meters);
     }
 
     /// Installs the activator; only the first call has an effect.
@@ -266,6 +277,7 @@ impl Directory {
             timeout,
             trace,
         } = call;
+        let function_name = function.clone();
         let (reply, answer) = Reply::new(timeout);
         let message = Message {
             target: target.clone(),
@@ -278,12 +290,18 @@ impl Directory {
         };
         // An undelivered call is answered with the error.
         let _ = self.deliver(target, Envelope::Call(message), true).await;
-        answer.await.unwrap_or_else(|_| {
+        let answer = answer.await.unwrap_or_else(|_| {
             Err(CallError::Unavailable(Unavailable::ActivationFailed {
                 actor: target.to_string(),
                 message: "the activation ended before answering".into(),
             }))
-        })
+        });
+        if let (Err(error @ CallError::Unavailable(Unavailable::Timeout { .. })), Some(meters)) =
+            (&answer, self.meters.get())
+        {
+            meters.count_timeout(target, &function_name, error);
+        }
+        answer
     }
 
     /// The mailbox of `actor`'s activation, activating it if it has none.

@@ -471,7 +471,6 @@ impl Inner {
             file,
             bytes,
         )?;
-        self.meter(&mut new);
         if let Some(expected) = &options.actor_type {
             if *expected != new.actor_type {
                 return Err(DeployError::WrongType {
@@ -540,6 +539,8 @@ impl Inner {
                 }
             }
         }
+        // Counted only once accepted: a refused version leaves no series.
+        self.meter(&mut new);
         let new = Arc::new(new);
         let moving = Arc::new(AtomicBool::new(true));
         // Locks in this order: trials, plugins, retired.
@@ -607,7 +608,11 @@ impl Host {
         let epoch = EpochClock::start(&engine)?;
         let cache = config.compile_cache.clone().map(CompileCache::new);
         let limits = Arc::new(config.limits.clone());
+        let meters: Option<Arc<crate::metrics::Meters>> = config.metrics.then(Arc::default);
         let directory = Directory::new(limits.clone());
+        if let Some(meters) = &meters {
+            directory.count_timeouts_in(meters.clone());
+        }
         let reminders = Reminders::new(
             state.clone(),
             Arc::downgrade(&directory),
@@ -621,7 +626,7 @@ impl Host {
             catalog: Catalog::default(),
             call_timeout: config.call_timeout,
             remote_sessions: Arc::default(),
-            meters: config.metrics.then(Arc::default),
+            meters,
         };
         let turns = Arc::new(tokio::sync::Semaphore::new(
             crate::engine::running_turn_limit(&limits) as usize,
@@ -782,7 +787,6 @@ impl Host {
             file,
         )
         .and_then(|mut plugin| {
-            self.inner.meter(&mut plugin);
             let mut plugins = self
                 .inner
                 .plugins
@@ -795,6 +799,7 @@ impl Host {
                     other: other.file.clone(),
                 });
             }
+            self.inner.meter(&mut plugin);
             let plugin = Arc::new(plugin);
             let functions = plugin.functions.iter().map(|f| f.name.clone());
             self.inner

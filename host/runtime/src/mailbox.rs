@@ -119,15 +119,13 @@ impl Reply {
 
     /// Answers that the call to `function` of `actor` was not answered in
     /// time.
-    pub(crate) fn time_out(self, actor: &ActorRef, function: &str) -> CallError {
+    pub(crate) fn time_out(self, actor: &ActorRef, function: &str) {
         let timeout = self.timeout();
-        let error = CallError::Unavailable(Unavailable::Timeout {
+        self.send(Err(CallError::Unavailable(Unavailable::Timeout {
             actor: actor.to_string(),
             function: function.to_owned(),
             timeout,
-        });
-        self.send(Err(error.clone()));
-        error
+        })));
     }
 }
 
@@ -255,7 +253,7 @@ impl Envelope {
         match message.reply.take() {
             Some(reply) if reply.is_closed() => Err(()),
             Some(reply) if expired => {
-                let _ = reply.time_out(&message.target, &message.function);
+                reply.time_out(&message.target, &message.function);
                 Err(())
             }
             reply => {
@@ -581,7 +579,7 @@ pub(crate) struct Caller<'a> {
 impl Caller<'_> {
     fn time_out(self) {
         if let Some(reply) = self.reply.take() {
-            let _ = reply.time_out(self.actor, self.function);
+            reply.time_out(self.actor, self.function);
         }
     }
 }

@@ -28,7 +28,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::CallError;
 use crate::state::StateError;
-use crate::Host;
+use crate::{ActorRef, Host};
 
 /// Upper bounds of the latency histograms' buckets, in nanoseconds: from
 /// 10 µs (a short turn) to 10 s (past every default deadline).
@@ -288,6 +288,18 @@ impl Meters {
     ) -> Vec<Arc<FunctionCalls>> {
         let meters = self.of(actor_type);
         functions.map(|f| meters.function(f)).collect()
+    }
+
+    /// Counts a call of `function` on `actor` whose caller got `error` (a
+    /// timeout). Only functions a loaded plugin has are counted.
+    pub(crate) fn count_timeout(&self, actor: &ActorRef, function: &str, error: &CallError) {
+        let calls = self
+            .by_type
+            .get(&*actor.actor_type)
+            .and_then(|m| m.functions.get(function).map(|c| c.clone()));
+        if let Some(calls) = calls {
+            calls.count(Err(error));
+        }
     }
 
     /// Counts one state operation of an actor that took `elapsed`.

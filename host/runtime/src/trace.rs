@@ -35,6 +35,7 @@ fn parent_of(span: &Span) -> Option<Box<TraceParent>> {
         Box::new(TraceParent {
             trace_id: span_context.trace_id().to_bytes(),
             span_id: span_context.span_id().to_bytes(),
+            sampled: span_context.is_sampled(),
         })
     })
 }
@@ -58,7 +59,11 @@ pub(crate) fn turn(actor: &ActorRef, function: &str, parent: Option<Box<TracePar
         let remote = SpanContext::new(
             TraceId::from_bytes(parent.trace_id),
             SpanId::from_bytes(parent.span_id),
-            TraceFlags::SAMPLED,
+            if parent.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
             true,
             TraceState::default(),
         );

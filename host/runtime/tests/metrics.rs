@@ -1,6 +1,6 @@
 //! `Host::metrics` (what `GET /metrics` serves), scraped before and after
-//! known calls, traps, timers and gateway sessions: every counter and
-//! histogram moves by exactly what happened.
+//! known calls, traps, timeouts, timers and gateway sessions: the counters
+//! and histograms move by exactly what happened.
 
 mod common;
 
@@ -190,6 +190,46 @@ async fn traps_memory_hits_and_timers_are_counted_by_kind() {
         1.0
     );
     assert_eq!(after.get("grove_mailbox_depth", &probe), 0.0);
+}
+
+#[tokio::test]
+async fn a_call_whose_caller_gave_up_counts_as_a_timeout() {
+    let config = HostConfig {
+        call_timeout: Duration::from_millis(300),
+        ..common::config()
+    };
+    let host = common::host_with(config, grove_host::state::StateStore::memory());
+    let before = Scrape::of(&host);
+    // `spin` runs until its turn deadline (1.5 s): its caller gives up at
+    // 300 ms, and so does the caller of `recall`, queued behind it.
+    let (spun, recalled) = tokio::join!(call(&host, "probe/s", "spin", &[]), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        call(&host, "probe/s", "recall", &[]).await
+    });
+    assert!(spun.unwrap_err().starts_with("timeout"));
+    assert!(recalled.unwrap_err().starts_with("timeout"));
+    let deadline = [("actor_type", "probe"), ("incident", "deadline-exceeded")];
+    eventually("the spinning turn was stopped", WAIT, || async {
+        Scrape::of(&host).delta(&before, "grove_incidents_total", &deadline) == 1.0
+    })
+    .await;
+    let after = Scrape::of(&host);
+    let calls = |function, outcome| {
+        after.delta(
+            &before,
+            "grove_calls_total",
+            &[
+                ("actor_type", "probe"),
+                ("function", function),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    // What each caller got, once: not the turn's own end.
+    assert_eq!(calls("spin", "timeout"), 1.0);
+    assert_eq!(calls("spin", "deadline-exceeded"), 0.0);
+    assert_eq!(calls("recall", "timeout"), 1.0);
+    assert_eq!(calls("recall", "ok"), 0.0);
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ async fn a_call_from_actor_to_actor_to_actor_is_one_trace() {
         .instrument(request)
         .await;
     assert_eq!(answered.unwrap(), r#"ok(["a", "b", "c"])"#);
+    let trapped = call(&host, "probe/d", "fail", &[r#""on purpose""#]).await;
+    assert!(trapped.unwrap_err().starts_with("trapped"));
     provider.force_flush().unwrap();
 
     let spans = exporter.get_finished_spans().unwrap();
@@ -63,9 +65,21 @@ async fn a_call_from_actor_to_actor_to_actor_is_one_trace() {
     assert_eq!(c.parent_span_id, b.span_context.span_id());
     // Each callee's turn lies within its caller's.
     assert!(a.start_time <= b.start_time && c.end_time <= b.end_time && b.end_time <= a.end_time);
+    // A failed turn carries the error's kind, once.
+    let failed = spans
+        .iter()
+        .find(|s| s.name == "turn" && attribute(s, "function") == "fail")
+        .unwrap();
+    let outcomes: Vec<String> = failed
+        .attributes
+        .iter()
+        .filter(|kv| kv.key.as_str() == "outcome")
+        .map(|kv| kv.value.to_string())
+        .collect();
+    assert_eq!(outcomes, ["trapped"]);
     // Turns nobody sent (activations starting) are traces of their own.
     let activations = spans
         .iter()
         .filter(|s| s.name == "turn" && attribute(s, "function") == "on-activate");
-    assert_eq!(activations.count(), 3);
+    assert_eq!(activations.count(), 4);
 }

@@ -1,8 +1,11 @@
 //! JSON Schemas (draft 2020-12, the dialect of OpenAPI 3.1) for the JSON
-//! mapping of [`crate::json`]: a schema accepts exactly the JSON that
-//! [`from_json`](crate::json::from_json) takes for the type, the forms it
-//! documents, and so also everything [`to_json`](crate::json::to_json)
-//! writes.
+//! mapping of [`crate::json`], as `docs/http-api.md` documents it: what a
+//! schema accepts, [`from_json`](crate::json::from_json) takes, and
+//! everything [`to_json`](crate::json::to_json) writes fits it. Two
+//! leniencies of `from_json` are left out of the schemas, so that clients
+//! are not told to rely on them: integers of 32 bits or less written as
+//! strings, and a `+` sign. A 64-bit integer written as a string is
+//! checked for its digits, not its range.
 //!
 //! WIT types are not recursive, so every schema is written out in full.
 
@@ -21,7 +24,8 @@ fn integer(min: i128, max: i128) -> Json {
 /// A 64-bit integer: a number, or a decimal string (JSON parsers that read
 /// numbers as doubles lose precision past 2^53).
 fn wide_integer(min: i128, max: i128) -> Json {
-    json!({ "anyOf": [integer(min, max), { "type": "string", "pattern": "^-?[0-9]+$" }] })
+    let digits = if min < 0 { "^-?[0-9]+$" } else { "^[0-9]+$" };
+    json!({ "anyOf": [integer(min, max), { "type": "string", "pattern": digits }] })
 }
 
 /// An object with exactly one property, `name`, holding `value`.
