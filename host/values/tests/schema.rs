@@ -72,6 +72,7 @@ fn the_schema_refuses_what_the_mapping_refuses() {
             json!(18_446_744_073_709_551_615u64),
             json!("42"),
             json!(-1),
+            json!("-1"),
             json!("x"),
         ],
     );
