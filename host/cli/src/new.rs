@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use grove_host::proxy_wit::KEYWORDS;
 
 /// A language `grove new` writes projects in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,127 +84,19 @@ fn sdk_dependency() -> String {
     }
 }
 
-/// Names that would be a keyword in WIT, Rust, Python or JavaScript once
-/// the project is generated, or that Cargo refuses as a package.
+/// Names that would be a keyword in Rust, Python or JavaScript once the
+/// project is generated, or that Cargo refuses as a package (WIT's own
+/// keywords are [`KEYWORDS`]).
 const RESERVED: &[&str] = &[
-    // WIT
-    "as",
-    "async",
-    "bool",
-    "borrow",
-    "char",
-    "constructor",
-    "enum",
-    "export",
-    "f32",
-    "f64",
-    "flags",
-    "from",
-    "func",
-    "future",
-    "import",
-    "include",
-    "interface",
-    "list",
-    "option",
-    "own",
-    "package",
-    "record",
-    "resource",
-    "result",
-    "s16",
-    "s32",
-    "s64",
-    "s8",
-    "static",
-    "stream",
-    "string",
-    "tuple",
-    "type",
-    "u16",
-    "u32",
-    "u64",
-    "u8",
-    "use",
-    "variant",
-    "with",
-    "world",
     // Rust
-    "abstract",
-    "await",
-    "become",
-    "box",
-    "break",
-    "const",
-    "continue",
-    "crate",
-    "do",
-    "dyn",
-    "else",
-    "extern",
-    "false",
-    "final",
-    "fn",
-    "for",
-    "gen",
-    "if",
-    "impl",
-    "in",
-    "let",
-    "loop",
-    "macro",
-    "match",
-    "mod",
-    "move",
-    "mut",
-    "override",
-    "priv",
-    "pub",
-    "ref",
-    "return",
-    "self",
-    "struct",
-    "super",
-    "trait",
-    "true",
-    "try",
-    "typeof",
-    "unsafe",
-    "unsized",
-    "virtual",
-    "where",
-    "while",
-    "yield",
-    // Python and JavaScript
-    "and",
-    "assert",
-    "case",
-    "catch",
-    "class",
-    "def",
-    "default",
-    "del",
-    "delete",
-    "elif",
-    "except",
-    "finally",
-    "function",
-    "global",
-    "is",
-    "lambda",
-    "new",
-    "nonlocal",
-    "not",
-    "null",
-    "or",
-    "pass",
-    "raise",
-    "switch",
-    "this",
-    "throw",
-    "var",
-    "void",
-    // Cargo
+    "abstract", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn",
+    "else", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop",
+    "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self",
+    "struct", "super", "trait", "true", "try", "typeof", "unsafe", "unsized", "virtual", "where",
+    "while", "yield", // Python and JavaScript
+    "and", "assert", "case", "catch", "class", "def", "default", "del", "delete", "elif", "except",
+    "finally", "function", "global", "is", "lambda", "new", "nonlocal", "not", "null", "or",
+    "pass", "raise", "switch", "this", "throw", "var", "void", // Cargo
     "test",
 ];
 
@@ -213,6 +106,7 @@ const RESERVED: &[&str] = &[
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !RESERVED.contains(&name)
+        && !KEYWORDS.contains(&name)
         && name.split('-').all(|word| {
             word.chars().next().is_some_and(|c| c.is_ascii_lowercase())
                 && word

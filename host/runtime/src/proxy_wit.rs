@@ -375,7 +375,7 @@ impl Needed {
 }
 
 /// WIT keywords that must be written `%name` when used as identifiers.
-const KEYWORDS: &[&str] = &[
+pub const KEYWORDS: &[&str] = &[
     "as",
     "async",
     "bool",

@@ -53,6 +53,17 @@ impl Scrape {
     fn delta(&self, before: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels) - before.get(name, labels)
     }
+
+    /// How many calls of `actor_type.function` ended with `outcome` since
+    /// `before`.
+    fn calls(&self, before: &Scrape, actor_type: &str, function: &str, outcome: &str) -> f64 {
+        let labels = [
+            ("actor_type", actor_type),
+            ("function", function),
+            ("outcome", outcome),
+        ];
+        self.delta(before, "grove_calls_total", &labels)
+    }
 }
 
 #[tokio::test]
@@ -67,17 +78,7 @@ async fn calls_activations_turns_and_state_operations_are_counted_exactly() {
     let after = Scrape::of(&host);
 
     let counter = [("actor_type", "counter")];
-    let calls = |function, outcome| {
-        after.delta(
-            &before,
-            "grove_calls_total",
-            &[
-                ("actor_type", "counter"),
-                ("function", function),
-                ("outcome", outcome),
-            ],
-        )
-    };
+    let calls = |function, outcome| after.calls(&before, "counter", function, outcome);
     assert_eq!(calls("add", "ok"), 3.0);
     assert_eq!(calls("get", "ok"), 2.0);
     assert_eq!(calls("reset", "ok"), 0.0);
@@ -153,17 +154,7 @@ async fn traps_memory_hits_and_timers_are_counted_by_kind() {
     let after = Scrape::of(&host);
 
     let probe = [("actor_type", "probe")];
-    let calls = |function, outcome| {
-        after.delta(
-            &before,
-            "grove_calls_total",
-            &[
-                ("actor_type", "probe"),
-                ("function", function),
-                ("outcome", outcome),
-            ],
-        )
-    };
+    let calls = |function, outcome| after.calls(&before, "probe", function, outcome);
     assert_eq!(calls("fail", "trapped"), 1.0);
     assert_eq!(calls("fail", "ok"), 0.0);
     assert_eq!(calls("hog", "out-of-memory"), 1.0);
@@ -214,17 +205,7 @@ async fn a_call_whose_caller_gave_up_counts_as_a_timeout() {
     })
     .await;
     let after = Scrape::of(&host);
-    let calls = |function, outcome| {
-        after.delta(
-            &before,
-            "grove_calls_total",
-            &[
-                ("actor_type", "probe"),
-                ("function", function),
-                ("outcome", outcome),
-            ],
-        )
-    };
+    let calls = |function, outcome| after.calls(&before, "probe", function, outcome);
     // What each caller got, once: not the turn's own end.
     assert_eq!(calls("spin", "timeout"), 1.0);
     assert_eq!(calls("spin", "deadline-exceeded"), 0.0);
