@@ -59,9 +59,11 @@ impl RunningHost {
             url: format!("http://127.0.0.1:{port}"),
         };
         let start = Instant::now();
+        // A large plugin (a JavaScript or Python actor carries its engine)
+        // compiles for tens of seconds in a debug build, more on a busy box.
         while reqwest::blocking_get(&format!("{}/v1/health", host.url)).is_err() {
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                start.elapsed() < Duration::from_secs(180),
                 "grove run did not start serving"
             );
             std::thread::sleep(Duration::from_millis(50));
