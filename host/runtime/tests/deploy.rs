@@ -175,6 +175,11 @@ async fn an_incompatible_version_is_refused_with_what_breaks_unless_forced() {
     let forced = deploy(&host, "counter_retyped", true).unwrap();
     assert_eq!(forced.breaking_changes, *changes);
     assert_eq!(forced.moving, 1);
+    // Once moved, the actor takes the new types. (A call made while it
+    // still moves can reach the old version, which refuses new-shaped
+    // arguments: the HTTP API answers a deploy only once it has moved.)
+    let settled = host.settle(&forced, Duration::from_secs(10)).await;
+    assert!(matches!(settled, grove_host::Settled::Moved), "{settled:?}");
     assert_eq!(
         host.call(&one, "add", vec![Val::String("4".into())])
             .await
