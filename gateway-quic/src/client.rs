@@ -97,6 +97,12 @@ pub enum ConnectError {
     /// credentials were rejected, or the first packet was refused.
     #[error("refused by the gateway: {0}")]
     Refused(Closed),
+    /// The gateway's TCP port could not be reached (WebSocket).
+    #[error("connecting to the gateway: {0}")]
+    Unreachable(#[source] std::io::Error),
+    /// The WebSocket upgrade failed.
+    #[error("WebSocket handshake: {0}")]
+    WebSocket(String),
     /// The gateway's welcome frame was malformed.
     #[error("the gateway sent a malformed welcome frame")]
     BadWelcome,
@@ -156,28 +162,7 @@ pub struct Client {
 impl Client {
     /// Binds a client socket.
     pub fn new(config: ClientConfig) -> Result<Client, ConnectError> {
-        let provider = provider();
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| ConnectError::Tls(e.to_string()))?;
-        let mut tls = match &config.trust {
-            ServerTrust::Pinned(fingerprint) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-                    fingerprint: *fingerprint,
-                    provider,
-                }))
-                .with_no_client_auth(),
-            ServerTrust::Roots(roots) => {
-                let mut store = rustls::RootCertStore::empty();
-                for root in roots {
-                    store
-                        .add(root.clone())
-                        .map_err(|e| ConnectError::Tls(e.to_string()))?;
-                }
-                builder.with_root_certificates(store).with_no_client_auth()
-            }
-        };
+        let mut tls = tls_config(&config.trust)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| ConnectError::Tls(e.to_string()))?;
@@ -246,6 +231,32 @@ impl Client {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
     }
+}
+
+/// A TLS 1.3 client configuration that trusts the gateway as `trust` says.
+pub(crate) fn tls_config(trust: &ServerTrust) -> Result<rustls::ClientConfig, ConnectError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ConnectError::Tls(e.to_string()))?;
+    Ok(match trust {
+        ServerTrust::Pinned(fingerprint) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                fingerprint: *fingerprint,
+                provider,
+            }))
+            .with_no_client_auth(),
+        ServerTrust::Roots(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            for root in roots {
+                store
+                    .add(root.clone())
+                    .map_err(|e| ConnectError::Tls(e.to_string()))?;
+            }
+            builder.with_root_certificates(store).with_no_client_auth()
+        }
+    })
 }
 
 /// Waits for the connection's close and returns why.

@@ -25,24 +25,24 @@
 //! authentication so that clients logging in together cannot overshoot it.
 //! Datagrams that arrive before the welcome is sent are read and dropped.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ConnectionError, ReadError, RecvStream, SendStream};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::protocol::{
-    frame_header, CloseCode, FrameDecoder, FrameError, RateLimit, Welcome, ALPN,
+use crate::protocol::{frame_header, CloseCode, FrameDecoder, FrameError, ALPN};
+use crate::reader::{
+    authenticate, run_session, session_slot, Admission, Incoming, Login, Refusal, Source,
 };
-use crate::sessions::{Disconnect, End, Outbound, SessionId, SessionLink, Sessions};
+use crate::sessions::{Disconnect, Door, End, Outbound, SessionId, Sessions};
 use crate::tls::{provider, Fingerprint, Identity, TlsError};
+use crate::websocket::WebSocketListen;
 
 /// Largest chunk read from a client stream at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -56,10 +56,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for sessions to report their disconnects.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Bytes a message in a session's inbound backlog is charged beyond its
-/// payload (its bookkeeping), so that empty frames count too.
-const MESSAGE_OVERHEAD: usize = 64;
 
 /// How a gateway listens and what it allows its clients.
 #[derive(Debug, Clone)]
@@ -99,6 +95,8 @@ pub struct GatewayConfig {
     /// reads ahead while the owner is busy with earlier ones. Beyond this it
     /// stops reading the client, whom QUIC flow control then slows down.
     pub inbound_backlog: usize,
+    /// A WebSocket door beside the QUIC one, if any (`crate::websocket`).
+    pub websocket: Option<WebSocketListen>,
 }
 
 impl GatewayConfig {
@@ -117,6 +115,7 @@ impl GatewayConfig {
             max_pending_auth: 1024,
             outbound_queue: 1024,
             inbound_backlog: 256 * 1024,
+            websocket: None,
         }
     }
 }
@@ -178,7 +177,7 @@ pub enum GatewayError {
     /// The certificate or key was refused.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The UDP socket could not be bound.
+    /// A socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
         /// The address asked for.
@@ -194,21 +193,22 @@ pub struct Gateway {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     fingerprint: Fingerprint,
-    stop: Arc<Notify>,
-    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    websocket_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    accepting: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// What every connection task shares.
-struct Shared<B> {
-    config: GatewayConfig,
-    sessions: Sessions,
-    backend: Arc<B>,
+/// What every connection task shares, whichever door it came through.
+pub(crate) struct Shared<B> {
+    pub(crate) config: GatewayConfig,
+    pub(crate) sessions: Sessions,
+    pub(crate) backend: Arc<B>,
     /// One permit per session, taken before its client authenticates, so
     /// that concurrent logins cannot overshoot `max_sessions`.
-    session_slots: Arc<Semaphore>,
+    pub(crate) session_slots: Arc<Semaphore>,
     /// One permit per connection that has not finished logging in, taken
     /// before its handshake.
-    pending_auth: Arc<Semaphore>,
+    pub(crate) pending_auth: Arc<Semaphore>,
 }
 
 impl Gateway {
@@ -231,7 +231,11 @@ impl Gateway {
             source,
         })?;
         let fingerprint = config.identity.fingerprint();
-        let stop = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let websocket = match &config.websocket {
+            Some(door) => Some(websocket_listener(door, &config.identity).await?),
+            None => None,
+        };
         let session_slots = Arc::new(Semaphore::new(
             config.max_sessions.min(Semaphore::MAX_PERMITS),
         ));
@@ -245,14 +249,28 @@ impl Gateway {
             session_slots,
             pending_auth,
         });
-        let accepting = tokio::spawn(accept(endpoint.clone(), shared, stop.clone()));
+        let mut accepting = vec![tokio::spawn(accept(
+            endpoint.clone(),
+            shared.clone(),
+            stopped.clone(),
+        ))];
         tracing::info!(%local_addr, %fingerprint, "QUIC gateway listening");
+        let mut websocket_addr = None;
+        if let Some((listener, tls)) = websocket {
+            let addr = listener.local_addr().ok();
+            websocket_addr = addr;
+            tracing::info!(addr = ?addr, tls = tls.is_some(), "WebSocket gateway listening");
+            accepting.push(tokio::spawn(crate::websocket::accept(
+                listener, tls, shared, stopped,
+            )));
+        }
         Ok(Gateway {
             endpoint,
             local_addr,
             fingerprint,
+            websocket_addr,
             stop,
-            accepting: Mutex::new(Some(accepting)),
+            accepting: Mutex::new(accepting),
         })
     }
 
@@ -266,17 +284,18 @@ impl Gateway {
         self.fingerprint
     }
 
+    /// The TCP address of the WebSocket door, if it has one.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket_addr
+    }
+
     /// Closes every session, and every connection still logging in, with
     /// `host-shutdown`, waits (a few seconds at most) until the sessions'
     /// owners have been told, and stops listening.
     pub async fn shutdown(&self) {
-        self.stop.notify_one();
-        let accepting = self
-            .accepting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(accepting) = accepting {
+        self.stop.send_replace(true);
+        let accepting = std::mem::take(&mut *self.accepting.lock().unwrap_or_else(|e| e.into_inner()));
+        for accepting in accepting {
             let _ = accepting.await;
         }
         self.endpoint.close(
@@ -285,6 +304,32 @@ impl Gateway {
         );
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await;
     }
+}
+
+/// Binds the WebSocket door's listener, with TLS unless it is plain.
+async fn websocket_listener(
+    door: &WebSocketListen,
+    identity: &Identity,
+) -> Result<(tokio::net::TcpListener, Option<tokio_rustls::TlsAcceptor>), GatewayError> {
+    let tls = if door.plain {
+        None
+    } else {
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(TlsError::from)?
+            .with_no_client_auth()
+            .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(TlsError::from)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+    };
+    let listener = tokio::net::TcpListener::bind(door.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: door.listen,
+            source,
+        })?;
+    Ok((listener, tls))
 }
 
 fn server_config(config: &GatewayConfig) -> Result<quinn::ServerConfig, TlsError> {
@@ -307,7 +352,11 @@ fn server_config(config: &GatewayConfig) -> Result<quinn::ServerConfig, TlsError
     Ok(server)
 }
 
-async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, stop: Arc<Notify>) {
+async fn accept<B: Backend>(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared<B>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -330,7 +379,7 @@ async fn accept<B: Backend>(endpoint: quinn::Endpoint, shared: Arc<Shared<B>>, s
                 None => break,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = stop.notified() => break,
+            _ = stop.changed() => break,
         }
     }
     shared.sessions.close_all(
@@ -356,10 +405,6 @@ fn refuse(sessions: &Sessions, connection: &quinn::Connection, code: CloseCode, 
     tracing::debug!(remote = %connection.remote_address(), %code, reason, "connection refused");
     connection.close(code.code().into(), reason.as_bytes());
 }
-
-/// Why a client was not admitted: the close code and reason, or `None` if
-/// it went away.
-type Refusal = Option<(CloseCode, String)>;
 
 /// The first frame and the stream it came on.
 struct Opened {
@@ -422,21 +467,28 @@ async fn serve<B: Backend>(
         // Closed meanwhile (the gateway is shutting down, or the client
         // left): there is no session to tell the owner of.
         Ok(_) if connection.close_reason().is_some() => {}
-        Ok(admitted) => run_session(&shared, connection, admitted).await,
+        Ok((login, send, recv, decoder)) => {
+            // Datagrams that came before the welcome leaves are dropped: the
+            // client sent them before it knew it was in.
+            drop_received_datagrams(&connection).await;
+            let admission = Admission {
+                login,
+                door: Door::Quic(connection.clone()),
+                remote: connection.remote_address(),
+                source: QuicSource {
+                    recv,
+                    connection: connection.clone(),
+                },
+                decoder,
+            };
+            run_session(&shared, admission, |outbound| {
+                tokio::spawn(write_frames(send, outbound, connection));
+            })
+            .await;
+        }
         Err(Some((code, reason))) => refuse(&shared.sessions, &connection, code, &reason),
         Err(None) => {}
     }
-}
-
-/// A client the authenticator accepted, holding its session slot.
-struct Admitted<O> {
-    owner: O,
-    send: SendStream,
-    recv: RecvStream,
-    /// Holds whatever the client sent after its credentials.
-    decoder: FrameDecoder,
-    limit: RateLimit,
-    slot: OwnedSemaphorePermit,
 }
 
 /// Reserves a session slot, reads the client's credentials and asks the
@@ -447,41 +499,23 @@ async fn admit<B: Backend>(
     shared: &Shared<B>,
     connection: &quinn::Connection,
     pending: OwnedSemaphorePermit,
-) -> Result<Admitted<B::Owner>, Refusal> {
-    let config = &shared.config;
-    let slot = shared
-        .session_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            let reason = format!(
-                "the gateway serves at most {} sessions",
-                config.max_sessions
-            );
-            Some((CloseCode::ServerBusy, reason))
-        })?;
-    let (owner, send, recv, decoder, limit) = tokio::select! {
-        login = login(shared, connection) => login?,
+) -> Result<(Login<B::Owner>, SendStream, RecvStream, FrameDecoder), Refusal> {
+    let slot = session_slot(shared).map_err(Some)?;
+    let admitted = tokio::select! {
+        login = login(shared, connection, slot) => login?,
         never = discard_datagrams(connection) => match never {},
     };
     drop(pending);
-    Ok(Admitted {
-        owner,
-        send,
-        recv,
-        decoder,
-        limit,
-        slot,
-    })
+    Ok(admitted)
 }
 
 /// Reads the client's credentials and asks the authenticator; returns the
-/// owner, the stream, what followed the credentials, and the client's rate
-/// bucket (paused).
+/// login, the stream, and what followed the credentials.
 async fn login<B: Backend>(
     shared: &Shared<B>,
     connection: &quinn::Connection,
-) -> Result<(B::Owner, SendStream, RecvStream, FrameDecoder, RateLimit), Refusal> {
+    slot: OwnedSemaphorePermit,
+) -> Result<(Login<B::Owner>, SendStream, RecvStream, FrameDecoder), Refusal> {
     let config = &shared.config;
     let first = tokio::time::timeout(
         config.auth_timeout,
@@ -500,36 +534,8 @@ async fn login<B: Backend>(
             return Err(Some((CloseCode::AuthTimeout, reason)));
         }
     };
-    // The client's rate is measured from its credentials on. Nothing more is
-    // read until the session starts, so until then the bucket is paused: what
-    // the client sends meanwhile waits in QUIC's buffers and is counted, with
-    // credit for the wait, once the session reads it.
-    let now = Instant::now();
-    let mut limit = RateLimit::new(config.message_rate, config.message_burst, now);
-    limit.pause(now);
-    let authenticated = tokio::time::timeout(
-        config.auth_timeout,
-        shared.backend.authenticate(credentials),
-    )
-    .await;
-    let owner = match authenticated {
-        Ok(Ok(owner)) => owner,
-        Ok(Err(AuthError::Rejected(reason))) => {
-            return Err(Some((CloseCode::AuthRejected, reason)))
-        }
-        Ok(Err(AuthError::Failed(reason))) => {
-            tracing::warn!(%reason, "authentication failed");
-            return Err(Some((CloseCode::AuthFailed, reason)));
-        }
-        Err(_) => {
-            let reason = format!(
-                "the authenticator did not answer within {:?}",
-                config.auth_timeout
-            );
-            return Err(Some((CloseCode::AuthFailed, reason)));
-        }
-    };
-    Ok((owner, send, recv, decoder, limit))
+    let login = authenticate(shared, credentials, slot).await?;
+    Ok((login, send, recv, decoder))
 }
 
 /// Reads and drops the client's datagrams until the connection ends, then
@@ -559,311 +565,53 @@ async fn drop_received_datagrams(connection: &quinn::Connection) {
     }
 }
 
-/// Runs an admitted client's session until it ends, and tells the owner.
-async fn run_session<B: Backend>(
-    shared: &Shared<B>,
+/// A QUIC client's stream and datagrams, in arrival order.
+struct QuicSource {
+    recv: RecvStream,
     connection: quinn::Connection,
-    admitted: Admitted<B::Owner>,
-) {
-    let Admitted {
-        owner,
-        send,
-        recv,
-        mut decoder,
-        limit,
-        slot,
-    } = admitted;
-    let config = &shared.config;
-    let session = shared.sessions.next_id();
-    let (frames, outbound) = mpsc::channel(config.outbound_queue.max(1));
-    let welcome = Welcome {
-        session,
-        max_frame: u32::try_from(config.max_frame).unwrap_or(u32::MAX),
-        owner: owner.to_string(),
-    };
-    // The welcome is the first frame out; anything the owner sends from
-    // `on-connect` follows it. Datagrams that came before it leaves are
-    // dropped: the client sent them before it knew it was in.
-    let _ = frames.try_send(Outbound::Frame(welcome.encode()));
-    drop_received_datagrams(&connection).await;
-    tokio::spawn(write_frames(send, outbound, connection.clone()));
-    let closing = Arc::new(Mutex::new(None));
-    let link = SessionLink {
-        connection: connection.clone(),
-        frames,
-        max_frame: config.max_frame,
-        closing: closing.clone(),
-    };
-    shared.sessions.insert(session, link);
-    shared.sessions.count_opened();
-    tracing::debug!(session, %owner, remote = %connection.remote_address(), "session opened");
-    if let Err(reason) = shared.backend.connected(session, &owner).await {
-        shared.sessions.remove(session);
-        drop(slot);
-        let reason = format!("{owner} cannot take the session: {reason}");
-        return refuse(
-            &shared.sessions,
-            &connection,
-            CloseCode::OwnerUnavailable,
-            &reason,
-        );
-    }
-    let mut reader = Reader {
-        shared,
-        connection: &connection,
-        session,
-        owner: &owner,
-        closing: &closing,
-        limit,
-    };
-    decoder.set_limit(config.max_frame);
-    let why = reader.run(recv, decoder).await;
-    shared.sessions.count_end(End::of(&why));
-    shared.sessions.remove(session);
-    drop(slot);
-    tracing::debug!(session, %owner, reason = %why, "session closed");
-    shared.backend.disconnected(session, &owner, why).await;
 }
 
-/// Reads one session's client messages and hands them to its owner.
-struct Reader<'a, B: Backend> {
-    shared: &'a Shared<B>,
-    connection: &'a quinn::Connection,
-    session: SessionId,
-    owner: &'a B::Owner,
-    closing: &'a Mutex<Option<Disconnect>>,
-    limit: RateLimit,
-}
-
-/// Messages read from a client and not yet handed to its owner.
-#[derive(Default)]
-struct Backlog {
-    messages: VecDeque<(Bytes, bool)>,
-    bytes: usize,
-}
-
-impl Backlog {
-    fn push(&mut self, payload: Bytes, reliable: bool) {
-        self.bytes += payload.len() + MESSAGE_OVERHEAD;
-        self.messages.push_back((payload, reliable));
-    }
-
-    fn pop(&mut self) -> Option<(Bytes, bool)> {
-        let (payload, reliable) = self.messages.pop_front()?;
-        self.bytes -= payload.len() + MESSAGE_OVERHEAD;
-        Some((payload, reliable))
-    }
-}
-
-/// A message on its way to the owner.
-type Delivery<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// What woke the reader.
-enum Event {
-    /// The owner took the message being delivered.
-    Delivered,
-    /// Bytes (or the end, or an error) from the client's stream.
-    Chunk(Result<Option<quinn::Chunk>, ReadError>),
-    /// A datagram from the client, or the connection's end.
-    Datagram(Result<Bytes, ConnectionError>),
-    /// Nothing was waiting to be read.
-    CaughtUp,
-}
-
-impl<'a, B: Backend> Reader<'a, B> {
-    /// Runs until the session ends, then hands the owner what was already
-    /// read; returns why the session ended.
-    async fn run(&mut self, mut recv: RecvStream, mut decoder: FrameDecoder) -> Disconnect {
-        let mut backlog = Backlog::default();
-        let mut delivering = None;
-        self.limit.resume(Instant::now());
-        let why = match self.take_frames(&mut decoder, &mut backlog) {
-            Ok(()) => {
-                self.read(&mut recv, &mut decoder, &mut backlog, &mut delivering)
-                    .await
-            }
-            Err(why) => why,
-        };
-        if let Some(delivery) = delivering {
-            delivery.await;
-        }
-        while let Some((payload, reliable)) = backlog.pop() {
-            self.deliver(payload, reliable).await;
-        }
-        why
-    }
-
-    /// Hands one message to the owner.
-    fn deliver(&self, payload: Bytes, reliable: bool) -> Delivery<'a> {
-        let (shared, owner) = (self.shared, self.owner);
-        Box::pin(
-            shared
-                .backend
-                .message(self.session, owner, payload, reliable),
-        )
-    }
-
-    /// Reads the client's messages into `backlog` while delivering them one
-    /// at a time, until the session ends; returns why it did.
-    async fn read(
-        &mut self,
-        recv: &mut RecvStream,
-        decoder: &mut FrameDecoder,
-        backlog: &mut Backlog,
-        delivering: &mut Option<Delivery<'a>>,
-    ) -> Disconnect {
-        let budget = self.shared.config.inbound_backlog.max(1);
-        // Whether the last look found nothing to read: the next one waits.
-        let mut idle = false;
-        loop {
-            if delivering.is_none() {
-                *delivering = backlog
-                    .pop()
-                    .map(|(payload, reliable)| self.deliver(payload, reliable));
-            }
-            // A full backlog always has a message being delivered, so some
-            // branch below is enabled (`select!` panics if none is).
-            let reading = backlog.bytes < budget || delivering.is_none();
-            if reading {
-                self.limit.resume(Instant::now());
-            } else {
-                self.limit.pause(Instant::now());
-            }
-            // Credit for a pause lasts while messages that waited through it
-            // are being read; `biased` makes `CaughtUp` mean that nothing was.
-            let credited = reading && !idle && self.limit.has_credit();
-            let event = tokio::select! {
-                biased;
-                () = async {
-                    if let Some(delivery) = delivering.as_mut() {
-                        delivery.await;
-                    }
-                }, if delivering.is_some() => Event::Delivered,
-                chunk = recv.read_chunk(READ_CHUNK, true), if reading => Event::Chunk(chunk),
-                datagram = self.connection.read_datagram(), if reading => Event::Datagram(datagram),
-                () = std::future::ready(()), if credited => Event::CaughtUp,
-            };
-            idle = matches!(event, Event::CaughtUp);
-            let taken = match event {
-                Event::Delivered => {
-                    *delivering = None;
-                    Ok(())
-                }
-                Event::CaughtUp => {
-                    self.limit.caught_up();
-                    Ok(())
-                }
-                Event::Chunk(Ok(Some(chunk))) => {
-                    decoder.extend(&chunk.bytes);
-                    self.take_frames(decoder, backlog)
-                }
-                Event::Chunk(Ok(None)) if decoder.has_partial_frame() => {
-                    return self.kick(
-                        CloseCode::ProtocolViolation,
-                        "the stream ended inside a frame".into(),
-                    );
-                }
-                Event::Chunk(Ok(None)) => {
-                    self.connection
-                        .close(CloseCode::Closed.code().into(), b"stream finished");
-                    return Disconnect::ClientClosed("the client finished its stream".into());
-                }
-                Event::Chunk(Err(ReadError::ConnectionLost(error))) => return self.lost(error),
-                Event::Chunk(Err(ReadError::Reset(code))) => {
+impl Source for QuicSource {
+    async fn next(&mut self) -> Incoming {
+        // Both reads are cancel-safe, so the one that loses loses nothing.
+        tokio::select! {
+            chunk = self.recv.read_chunk(READ_CHUNK, true) => match chunk {
+                Ok(Some(chunk)) => Incoming::Bytes(chunk.bytes),
+                Ok(None) => Incoming::Finished,
+                Err(ReadError::ConnectionLost(error)) => Incoming::Gone(lost(error)),
+                Err(ReadError::Reset(code)) => {
                     self.connection
                         .close(CloseCode::Closed.code().into(), b"stream reset");
-                    return Disconnect::ClientClosed(format!(
+                    Incoming::Gone(Disconnect::ClientClosed(format!(
                         "the client reset its stream (code {code})"
-                    ));
+                    )))
                 }
-                Event::Chunk(Err(error)) => {
-                    return self.kick(CloseCode::ProtocolViolation, error.to_string())
-                }
-                Event::Datagram(Ok(payload)) => self.take(backlog, payload, false),
-                Event::Datagram(Err(error)) => return self.lost(error),
-            };
-            if let Err(why) = taken {
-                return why;
-            }
-        }
-    }
-
-    /// Takes every whole frame out of `decoder`.
-    fn take_frames(
-        &mut self,
-        decoder: &mut FrameDecoder,
-        backlog: &mut Backlog,
-    ) -> Result<(), Disconnect> {
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => self.take(backlog, frame, true)?,
-                Ok(None) => return Ok(()),
-                Err(error) => return Err(self.kick(CloseCode::FrameTooLarge, error.to_string())),
-            }
-        }
-    }
-
-    /// Counts one message just read against the client's rate and queues it
-    /// for the owner; closes the session if the client is over its rate.
-    fn take(
-        &mut self,
-        backlog: &mut Backlog,
-        payload: Bytes,
-        reliable: bool,
-    ) -> Result<(), Disconnect> {
-        if !self.limit.allow(Instant::now()) {
-            let config = &self.shared.config;
-            let reason = format!(
-                "more than {} messages per second (bursts of {})",
-                config.message_rate, config.message_burst
-            );
-            return Err(self.kick(CloseCode::RateLimited, reason));
-        }
-        self.shared.sessions.count_in(payload.len(), reliable);
-        backlog.push(payload, reliable);
-        Ok(())
-    }
-
-    /// Closes the connection because the client misbehaved.
-    fn kick(&self, code: CloseCode, reason: String) -> Disconnect {
-        tracing::debug!(session = self.session, %code, %reason, "closing session");
-        let why = Disconnect::Kicked {
-            code,
-            reason: reason.clone(),
-        };
-        self.closing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(why.clone());
-        self.connection.close(code.code().into(), reason.as_bytes());
-        why
-    }
-
-    /// Why the connection is gone.
-    fn lost(&self, error: ConnectionError) -> Disconnect {
-        if let Some(why) = self
-            .closing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return why;
-        }
-        match error {
-            ConnectionError::ApplicationClosed(close) => {
-                Disconnect::ClientClosed(String::from_utf8_lossy(&close.reason).into_owned())
-            }
-            ConnectionError::TimedOut => Disconnect::TimedOut,
-            ConnectionError::LocallyClosed => Disconnect::HostShutdown,
-            ConnectionError::ConnectionClosed(close) => {
-                Disconnect::ClientClosed(format!("transport close: {close}"))
-            }
-            ConnectionError::Reset => Disconnect::ClientClosed("connection reset".into()),
-            other => Disconnect::Kicked {
-                code: CloseCode::ProtocolViolation,
-                reason: other.to_string(),
+                Err(error) => Incoming::Violation(CloseCode::ProtocolViolation, error.to_string()),
+            },
+            datagram = self.connection.read_datagram() => match datagram {
+                Ok(payload) => Incoming::Message(payload, false),
+                Err(error) => Incoming::Gone(lost(error)),
             },
         }
+    }
+}
+
+/// Why a QUIC connection the gateway did not close is gone.
+pub(crate) fn lost(error: ConnectionError) -> Disconnect {
+    match error {
+        ConnectionError::ApplicationClosed(close) => {
+            Disconnect::ClientClosed(String::from_utf8_lossy(&close.reason).into_owned())
+        }
+        ConnectionError::TimedOut => Disconnect::TimedOut,
+        ConnectionError::LocallyClosed => Disconnect::HostShutdown,
+        ConnectionError::ConnectionClosed(close) => {
+            Disconnect::ClientClosed(format!("transport close: {close}"))
+        }
+        ConnectionError::Reset => Disconnect::ClientClosed("connection reset".into()),
+        other => Disconnect::Kicked {
+            code: CloseCode::ProtocolViolation,
+            reason: other.to_string(),
+        },
     }
 }
 

@@ -3,9 +3,12 @@
 //! [`Sessions`] is a cheap handle (`Arc` inside) shared by the gateway, which
 //! adds and removes sessions as clients come and go, and the host, which sends
 //! to them on behalf of actors. Sending never waits: a reliable frame goes into
-//! the session's bounded outbound queue (a writer task drains it onto the QUIC
-//! stream), a datagram goes straight to QUIC. A client whose queue overflows is
-//! not reading; it is disconnected rather than allowed to hold memory.
+//! the session's bounded outbound queue (a writer task drains it onto the
+//! client's stream or socket), a datagram goes straight to QUIC (or, for a
+//! WebSocket client, into a small queue that drops it when full). A client
+//! whose frame queue overflows is not reading; it is disconnected rather than
+//! allowed to hold memory. Sessions from every door (QUIC, WebTransport,
+//! WebSocket) live in the same registry and look the same to actors.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,9 +96,77 @@ pub(crate) enum Outbound {
     Close(CloseCode, String),
 }
 
+/// The connection a session came through, one per door.
+#[derive(Clone)]
+pub(crate) enum Door {
+    /// Grove's own QUIC protocol (ALPN `grove`).
+    Quic(quinn::Connection),
+    /// A WebTransport session (HTTP/3 over QUIC).
+    WebTransport(wtransport::Connection),
+    /// A WebSocket.
+    WebSocket(crate::websocket::WsDoor),
+}
+
+impl Door {
+    /// The door's name, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Door::Quic(_) => "quic",
+            Door::WebTransport(_) => "webtransport",
+            Door::WebSocket(_) => "websocket",
+        }
+    }
+
+    /// Closes the connection at once with `code` and `reason`.
+    pub(crate) fn close(&self, code: CloseCode, reason: &str) {
+        let reason = truncate_reason(reason);
+        match self {
+            Door::Quic(connection) => connection.close(code.code().into(), reason.as_bytes()),
+            Door::WebTransport(connection) => connection
+                .quic_connection()
+                .close(code.code().into(), reason.as_bytes()),
+            Door::WebSocket(socket) => socket.close(code, reason),
+        }
+    }
+
+    /// Sends one unreliable payload.
+    fn send_datagram(&self, session: SessionId, payload: Bytes) -> Result<(), SendError> {
+        let len = payload.len();
+        let too_large = |limit: Option<usize>| SendError::TooLarge {
+            len,
+            limit: limit.unwrap_or(0),
+        };
+        match self {
+            Door::Quic(connection) => match connection.send_datagram(payload) {
+                Ok(()) => Ok(()),
+                Err(quinn::SendDatagramError::TooLarge) => {
+                    Err(too_large(connection.max_datagram_size()))
+                }
+                Err(quinn::SendDatagramError::ConnectionLost(_)) => {
+                    Err(SendError::UnknownSession(session))
+                }
+                Err(_) => Err(SendError::DatagramsUnsupported(session)),
+            },
+            Door::WebTransport(connection) => match connection.send_datagram(&payload) {
+                Ok(()) => Ok(()),
+                Err(wtransport::error::SendDatagramError::TooLarge) => {
+                    Err(too_large(connection.max_datagram_size()))
+                }
+                Err(wtransport::error::SendDatagramError::NotConnected) => {
+                    Err(SendError::UnknownSession(session))
+                }
+                Err(wtransport::error::SendDatagramError::UnsupportedByPeer) => {
+                    Err(SendError::DatagramsUnsupported(session))
+                }
+            },
+            Door::WebSocket(socket) => socket.send_unreliable(session, payload),
+        }
+    }
+}
+
 /// What the gateway keeps about one live session.
 pub(crate) struct SessionLink {
-    pub(crate) connection: quinn::Connection,
+    pub(crate) door: Door,
     pub(crate) frames: mpsc::Sender<Outbound>,
     pub(crate) max_frame: usize,
     /// Why the gateway itself closed the connection, once it has.
@@ -117,8 +188,7 @@ impl SessionLink {
     /// Records why, then closes the connection with `code` and `reason`.
     pub(crate) fn close(&self, code: CloseCode, reason: &str, why: Disconnect) {
         if self.mark_closing(why) {
-            self.connection
-                .close(code.code().into(), truncate_reason(reason).as_bytes());
+            self.door.close(code, reason);
         }
     }
 
@@ -130,8 +200,7 @@ impl SessionLink {
         }
         let close = Outbound::Close(code, truncate_reason(reason).to_owned());
         if self.frames.try_send(close).is_err() {
-            self.connection
-                .close(code.code().into(), truncate_reason(reason).as_bytes());
+            self.door.close(code, reason);
         }
     }
 }
@@ -140,10 +209,16 @@ impl SessionLink {
 const MAX_REASON: usize = 512;
 
 fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_REASON {
+    truncate_to(reason, MAX_REASON)
+}
+
+/// The longest prefix of `reason` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn truncate_to(reason: &str, max: usize) -> &str {
+    if reason.len() <= max {
         return reason;
     }
-    let mut end = MAX_REASON;
+    let mut end = max;
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
@@ -337,7 +412,7 @@ impl Sessions {
             send_frame(session, &link, payload)?;
             counters.frames_out.fetch_add(1, Ordering::Relaxed);
         } else {
-            send_datagram(session, &link, payload)?;
+            link.door.send_datagram(session, payload)?;
             counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
         }
         counters.bytes_out.fetch_add(len, Ordering::Relaxed);
@@ -464,19 +539,6 @@ fn send_frame(session: SessionId, link: &SessionLink, payload: Bytes) -> Result<
             );
             Err(SendError::SlowConsumer(session))
         }
-    }
-}
-
-fn send_datagram(session: SessionId, link: &SessionLink, payload: Bytes) -> Result<(), SendError> {
-    let len = payload.len();
-    match link.connection.send_datagram(payload) {
-        Ok(()) => Ok(()),
-        Err(quinn::SendDatagramError::TooLarge) => Err(SendError::TooLarge {
-            len,
-            limit: link.connection.max_datagram_size().unwrap_or(0),
-        }),
-        Err(quinn::SendDatagramError::ConnectionLost(_)) => Err(SendError::UnknownSession(session)),
-        Err(_) => Err(SendError::DatagramsUnsupported(session)),
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use grove_gateway_quic::websocket::WebSocketListen;
 use grove_gateway_quic::{Gateway, GatewayConfig, Identity};
 use grove_host::gateway::Authenticator;
 use grove_host::limits::{ActorLimits, LimitRule, Limits};
@@ -332,6 +333,15 @@ struct GatewayArgs {
     /// Milliseconds without a packet after which a client counts as gone.
     #[arg(long, default_value_t = 15_000)]
     gateway_idle_timeout_ms: u64,
+    /// TCP address of a WebSocket door onto the same sessions (`wss://`,
+    /// with the gateway's certificate), for clients that cannot use UDP.
+    #[arg(long, requires = "gateway", value_name = "ADDR")]
+    gateway_ws: Option<SocketAddr>,
+    /// Serve the WebSocket door as plain `ws://`, without TLS: for local
+    /// development only (a browser page served over plain HTTP can then
+    /// reach it without trusting a certificate).
+    #[arg(long, requires = "gateway_ws")]
+    gateway_ws_plain: bool,
 }
 
 impl GatewayArgs {
@@ -355,6 +365,10 @@ impl GatewayArgs {
         config.message_rate = self.gateway_message_rate;
         config.message_burst = self.gateway_message_rate.saturating_mul(2);
         config.idle_timeout = Duration::from_millis(self.gateway_idle_timeout_ms.max(100));
+        config.websocket = self.gateway_ws.map(|listen| WebSocketListen {
+            listen,
+            plain: self.gateway_ws_plain,
+        });
         let auth = Authenticator {
             workers: self.gateway_auth_workers.max(1),
             ..auth
@@ -367,6 +381,10 @@ impl GatewayArgs {
             "gateway: quic://{} (ALPN grove), authenticator {authenticator}",
             gateway.local_addr()
         );
+        if let Some(addr) = gateway.websocket_addr() {
+            let scheme = if self.gateway_ws_plain { "ws" } else { "wss" };
+            println!("gateway: {scheme}://{addr}/ (WebSocket)");
+        }
         println!("gateway certificate sha256: {}", gateway.fingerprint());
         Ok(Some(gateway))
     }
