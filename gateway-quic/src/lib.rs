@@ -1,7 +1,7 @@
 //! Grove's gateway for game clients, and the Rust client library.
 //!
 //! Clients come through one of three doors onto the same sessions: QUIC
-//! (below), WebTransport for browsers and WebSocket
+//! (below), WebTransport for browsers ([`webtransport`]) and WebSocket
 //! ([`websocket`]). An actor never knows which one a client used.
 //!
 //! A game client connects over QUIC (ALPN `grove`), opens one bidirectional
@@ -25,6 +25,7 @@ mod reader;
 pub mod server;
 pub mod sessions;
 pub mod tls;
+pub mod webtransport;
 pub mod websocket;
 pub mod websocket_client;
 

@@ -42,10 +42,11 @@ use crate::reader::{
 };
 use crate::sessions::{Disconnect, Door, End, Outbound, SessionId, Sessions};
 use crate::tls::{provider, Fingerprint, Identity, TlsError};
+use crate::webtransport::WebTransportListen;
 use crate::websocket::WebSocketListen;
 
 /// Largest chunk read from a client stream at once.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// Frames the writer task coalesces into one stream write.
 const WRITE_BATCH: usize = 64;
@@ -97,6 +98,8 @@ pub struct GatewayConfig {
     pub inbound_backlog: usize,
     /// A WebSocket door beside the QUIC one, if any (`crate::websocket`).
     pub websocket: Option<WebSocketListen>,
+    /// A WebTransport door for browsers, if any (`crate::webtransport`).
+    pub webtransport: Option<WebTransportListen>,
 }
 
 impl GatewayConfig {
@@ -116,6 +119,7 @@ impl GatewayConfig {
             outbound_queue: 1024,
             inbound_backlog: 256 * 1024,
             websocket: None,
+            webtransport: None,
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct Gateway {
     local_addr: SocketAddr,
     fingerprint: Fingerprint,
     websocket_addr: Option<SocketAddr>,
+    websocket_plain: bool,
+    webtransport: Option<crate::webtransport::Running>,
     stop: watch::Sender<bool>,
     accepting: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -255,7 +261,16 @@ impl Gateway {
             stopped.clone(),
         ))];
         tracing::info!(%local_addr, %fingerprint, "QUIC gateway listening");
+        let mut webtransport = None;
+        if let Some(door) = shared.config.webtransport.clone() {
+            let (running, task) =
+                crate::webtransport::start(&door, shared.clone(), stopped.clone())?;
+            tracing::info!(addr = %running.addr, "WebTransport gateway listening");
+            webtransport = Some(running);
+            accepting.push(task);
+        }
         let mut websocket_addr = None;
+        let websocket_plain = websocket.as_ref().is_some_and(|(_, tls)| tls.is_none());
         if let Some((listener, tls)) = websocket {
             let addr = listener.local_addr().ok();
             websocket_addr = addr;
@@ -269,6 +284,8 @@ impl Gateway {
             local_addr,
             fingerprint,
             websocket_addr,
+            websocket_plain,
+            webtransport,
             stop,
             accepting: Mutex::new(accepting),
         })
@@ -287,6 +304,27 @@ impl Gateway {
     /// The TCP address of the WebSocket door, if it has one.
     pub fn websocket_addr(&self) -> Option<SocketAddr> {
         self.websocket_addr
+    }
+
+    /// Whether the WebSocket door is plain `ws://` (no TLS).
+    pub fn websocket_plain(&self) -> bool {
+        self.websocket_plain
+    }
+
+    /// The UDP address of the WebTransport door, if it has one.
+    pub fn webtransport_addr(&self) -> Option<SocketAddr> {
+        self.webtransport.as_ref().map(|door| door.addr)
+    }
+
+    /// The SHA-256 hashes a page passes as `serverCertificateHashes` to
+    /// reach the WebTransport door: the generated certificate's, which
+    /// changes as it rotates. Empty without the door, or when it presents a
+    /// CA-signed certificate.
+    pub fn webtransport_hashes(&self) -> Vec<Fingerprint> {
+        self.webtransport
+            .as_ref()
+            .map(|door| door.hashes.read().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     /// Closes every session, and every connection still logging in, with
@@ -417,17 +455,25 @@ struct Opened {
 /// Waits for the client's stream and reads its credentials frame.
 async fn read_first_frame(connection: &quinn::Connection, limit: usize) -> Result<Opened, Refusal> {
     let (send, mut recv) = connection.accept_bi().await.map_err(|_| None)?;
+    let (credentials, decoder) = read_credentials(&mut recv, limit).await?;
+    Ok(Opened {
+        credentials,
+        send,
+        recv,
+        decoder,
+    })
+}
+
+/// Reads the credentials frame off a client's stream; returns it and a
+/// decoder holding whatever followed it.
+pub(crate) async fn read_credentials(
+    recv: &mut RecvStream,
+    limit: usize,
+) -> Result<(Bytes, FrameDecoder), Refusal> {
     let mut decoder = FrameDecoder::new(limit);
     loop {
         match decoder.next_frame() {
-            Ok(Some(credentials)) => {
-                return Ok(Opened {
-                    credentials,
-                    send,
-                    recv,
-                    decoder,
-                })
-            }
+            Ok(Some(credentials)) => return Ok((credentials, decoder)),
             Ok(None) => {}
             Err(FrameError::TooLarge { len, limit }) => {
                 return Err(Some((
@@ -565,6 +611,23 @@ async fn drop_received_datagrams(connection: &quinn::Connection) {
     }
 }
 
+/// The QUIC stream under a door's send stream.
+pub(crate) trait AsQuinnStream: Send + 'static {
+    fn stream(&mut self) -> &mut SendStream;
+}
+
+impl AsQuinnStream for SendStream {
+    fn stream(&mut self) -> &mut SendStream {
+        self
+    }
+}
+
+impl AsQuinnStream for wtransport::SendStream {
+    fn stream(&mut self) -> &mut SendStream {
+        self.quic_stream_mut()
+    }
+}
+
 /// A QUIC client's stream and datagrams, in arrival order.
 struct QuicSource {
     recv: RecvStream,
@@ -597,7 +660,7 @@ impl Source for QuicSource {
 }
 
 /// Why a QUIC connection the gateway did not close is gone.
-pub(crate) fn lost(error: ConnectionError) -> Disconnect {
+fn lost(error: ConnectionError) -> Disconnect {
     match error {
         ConnectionError::ApplicationClosed(close) => {
             Disconnect::ClientClosed(String::from_utf8_lossy(&close.reason).into_owned())
@@ -617,11 +680,12 @@ pub(crate) fn lost(error: ConnectionError) -> Disconnect {
 
 /// Drains a session's outbound frames onto its stream, several per write;
 /// carries out a graceful close once everything before it is delivered.
-async fn write_frames(
-    mut send: SendStream,
+pub(crate) async fn write_frames(
+    mut send: impl AsQuinnStream,
     mut outbound: mpsc::Receiver<Outbound>,
     connection: quinn::Connection,
 ) {
+    let send = send.stream();
     let mut buffer = BytesMut::new();
     while let Some(first) = outbound.recv().await {
         let mut next = Some(first);

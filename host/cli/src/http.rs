@@ -23,6 +23,10 @@
 //!   `N` (default 20) that ran the most turns, with their mailboxes.
 //! * `GET /dashboard` — a live page of what the host does, reading the
 //!   endpoints here.
+//! * `GET /play` — the world demo's browser client, which logs in through
+//!   the gateway's WebTransport door and falls back to its WebSocket door;
+//!   `GET /play/config.json` tells it where they are and which certificate
+//!   hash to pin (`docs/protocol.md`).
 //! * `GET /metrics` — the host's metrics in the Prometheus text format
 //!   (`docs/observability.md`).
 //!
@@ -34,6 +38,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -49,6 +54,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use grove_gateway_quic::Gateway;
 use grove_host::cluster::PublishError;
 use grove_host::error::{ActorFailure, CallError, RejectedCall, Unavailable};
 use grove_host::limits::ActorLimits;
@@ -70,6 +76,8 @@ struct Api {
     host: Host,
     /// Where deployed plugins are kept.
     plugins: PathBuf,
+    /// The game-client gateway, if the host runs one.
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl FromRef<Api> for Host {
@@ -132,7 +140,7 @@ fn call_error(error: CallError) -> Response {
 
 /// The router serving the API for `host`, which keeps deployed plugins in
 /// `plugins`.
-pub fn router(host: Host, plugins: PathBuf) -> Router {
+pub fn router(host: Host, plugins: PathBuf, gateway: Option<Arc<Gateway>>) -> Router {
     let deploys = DefaultBodyLimit::max(MAX_PLUGIN_BYTES);
     Router::new()
         .route("/v1/actors/{actor_type}/{key}/{function}", post(call))
@@ -146,6 +154,8 @@ pub fn router(host: Host, plugins: PathBuf) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/activations", get(activations))
         .route("/dashboard", get(dashboard))
+        .route("/play", get(play))
+        .route("/play/config.json", get(play_config))
         .route("/v1/cluster", get(cluster))
         .fallback(|| async {
             error_response(
@@ -156,17 +166,22 @@ pub fn router(host: Host, plugins: PathBuf) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Api { host, plugins })
+        .with_state(Api {
+            host,
+            plugins,
+            gateway,
+        })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     host: Host,
     plugins: PathBuf,
+    gateway: Option<Arc<Gateway>>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host, plugins))
+    axum::serve(listener, router(host, plugins, gateway))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -529,6 +544,38 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(DASHBOARD)
+}
+
+/// The world demo's browser client, compiled into the binary.
+const PLAY: &str = include_str!("play.html");
+
+async fn play() -> axum::response::Html<&'static str> {
+    axum::response::Html(PLAY)
+}
+
+/// Where the browser client finds the gateway's doors: ports (the page
+/// takes the host name from its own address), the WebTransport path and
+/// the certificate hashes to pin, whether the WebSocket door speaks TLS.
+async fn play_config(State(api): State<Api>) -> Json<Value> {
+    let Some(gateway) = &api.gateway else {
+        return Json(json!({"webtransport": null, "websocket": null}));
+    };
+    let webtransport = gateway.webtransport_addr().map(|addr| {
+        let hashes: Vec<String> = gateway
+            .webtransport_hashes()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        json!({
+            "port": addr.port(),
+            "path": grove_gateway_quic::webtransport::PATH,
+            "certificate_hashes": hashes,
+        })
+    });
+    let websocket = gateway.websocket_addr().map(|addr| {
+        json!({"port": addr.port(), "secure": !gateway.websocket_plain()})
+    });
+    Json(json!({"webtransport": webtransport, "websocket": websocket}))
 }
 
 /// How many of the busiest activations `GET /v1/activations` lists unless

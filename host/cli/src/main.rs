@@ -6,6 +6,7 @@ mod new;
 mod openapi;
 mod telemetry;
 
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use grove_gateway_quic::webtransport::WebTransportListen;
 use grove_gateway_quic::websocket::WebSocketListen;
 use grove_gateway_quic::{Gateway, GatewayConfig, Identity};
 use grove_host::gateway::Authenticator;
@@ -342,6 +344,11 @@ struct GatewayArgs {
     /// reach it without trusting a certificate).
     #[arg(long, requires = "gateway_ws")]
     gateway_ws_plain: bool,
+    /// UDP address of a WebTransport door onto the same sessions, for
+    /// browsers (`https://HOST:PORT/grove`). Without `--cert`, it presents
+    /// short-lived certificates that pages pin by hash (`GET /play/config.json`).
+    #[arg(long, requires = "gateway", value_name = "ADDR")]
+    gateway_wt: Option<SocketAddr>,
 }
 
 impl GatewayArgs {
@@ -369,6 +376,16 @@ impl GatewayArgs {
             listen,
             plain: self.gateway_ws_plain,
         });
+        config.webtransport = self.gateway_wt.map(|listen| {
+            let mut door = WebTransportListen::new(listen);
+            if self.cert.is_some() {
+                door.identity = Some(config.identity.clone());
+            }
+            if !listen.ip().is_unspecified() {
+                door.names.push(listen.ip().to_string());
+            }
+            door
+        });
         let auth = Authenticator {
             workers: self.gateway_auth_workers.max(1),
             ..auth
@@ -381,6 +398,15 @@ impl GatewayArgs {
             "gateway: quic://{} (ALPN grove), authenticator {authenticator}",
             gateway.local_addr()
         );
+        if let Some(addr) = gateway.webtransport_addr() {
+            println!(
+                "gateway: https://{addr}{} (WebTransport)",
+                grove_gateway_quic::webtransport::PATH
+            );
+            for hash in gateway.webtransport_hashes() {
+                println!("gateway WebTransport certificate sha256: {hash} (rotates; GET /play/config.json has the current one)");
+            }
+        }
         if let Some(addr) = gateway.websocket_addr() {
             let scheme = if self.gateway_ws_plain { "ws" } else { "wss" };
             println!("gateway: {scheme}://{addr}/ (WebSocket)");
@@ -546,7 +572,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         load_ms = started.elapsed().as_millis() as u64,
         "grove is serving"
     );
-    let gateway = args.gateway.start(&host, &args.data).await?;
+    let gateway = args.gateway.start(&host, &args.data).await?.map(Arc::new);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let watching = args
         .watch
@@ -554,6 +580,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(
         host.clone(),
         args.plugins.clone(),
+        gateway.clone(),
         listener,
         async move {
             let _ = http_stopped.await;
