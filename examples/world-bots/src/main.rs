@@ -3,7 +3,8 @@
 //! Run with: `cargo run --release -p world-bots -- --cert .grove/gateway/cert.pem --clients 500`
 //! against `./scripts/demo` (or any `grove run --gateway ... --gateway-auth world-auth.login`).
 //!
-//! Each bot is one QUIC client: it logs in with its name, then sends commands
+//! Each bot is one client, over QUIC or (`--transport ws`) over the
+//! gateway's WebSocket door: it logs in with its name, then sends commands
 //! at a fixed rate (2 per second by default, the seed's method) for a set
 //! time — `set-velocity`, `aoe` and `query` (some of them over the whole
 //! world) — and finally logs out. The report gives, per command type, the
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use grove_gateway_quic::client::{Client, ClientConfig, Received, Session};
+use grove_gateway_quic::client::{Client, ClientConfig, Closed, Received, ServerTrust, Session};
+use grove_gateway_quic::websocket_client::WsSession;
 use grove_gateway_quic::{Fingerprint, Identity};
 use tokio::sync::Semaphore;
 use world_shared::{Command, Rect, Reply, Request, MAX_SPEED, WORLD_SIZE};
@@ -37,6 +39,14 @@ struct Args {
         default_value = "127.0.0.1:7071"
     )]
     gateway: Vec<SocketAddr>,
+    /// How the bots reach the gateway: `quic`, or `ws` for its WebSocket
+    /// door (`--gateway` then names the WebSocket addresses).
+    #[arg(long, value_enum, default_value_t = Transport::Quic)]
+    transport: Transport,
+    /// With `--transport ws`: the door is plain `ws://` (`grove run
+    /// --gateway-ws-plain`), so no certificate is checked.
+    #[arg(long)]
+    plain: bool,
     /// The gateway certificate's SHA-256 fingerprint, as `grove run` prints it.
     #[arg(long, conflicts_with = "cert")]
     pin: Option<Fingerprint>,
@@ -71,6 +81,47 @@ struct Args {
     /// Bot names are `<prefix>-<n>`.
     #[arg(long, default_value = "bot")]
     prefix: String,
+}
+
+/// How the bots reach the gateway.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    /// Grove's QUIC protocol, with datagrams.
+    Quic,
+    /// The WebSocket door: one TCP connection per bot.
+    Ws,
+}
+
+/// A bot's session, through either door.
+#[derive(Clone)]
+enum Bot {
+    Quic(Session),
+    Ws(WsSession),
+}
+
+impl Bot {
+    async fn send(&self, payload: &[u8]) -> Result<(), Closed> {
+        match self {
+            Bot::Quic(session) => session.send(payload).await,
+            Bot::Ws(session) => session.send(payload).await,
+        }
+    }
+
+    /// The next message. Over WebSocket, snapshots arrive as messages too;
+    /// the world's JSON replies start with `{` and its snapshots never do.
+    async fn recv(&self) -> Result<Received, Closed> {
+        match self {
+            Bot::Quic(session) => session.recv().await,
+            Bot::Ws(session) => {
+                let payload = session.recv().await?;
+                Ok(if payload.first() == Some(&b'{') {
+                    Received::Frame(payload)
+                } else {
+                    Received::Datagram(payload)
+                })
+            }
+        }
+    }
 }
 
 /// Latencies in microseconds and error counts, per command type.
@@ -164,7 +215,7 @@ fn pick(args: &Args, rng: &mut Rng) -> (&'static str, Command) {
 
 /// Reads a session's frames and datagrams, matching replies to commands.
 async fn read_replies(
-    session: Session,
+    session: Bot,
     pending: Pending,
     totals: Arc<Totals>,
     logout: Arc<Mutex<Option<Instant>>>,
@@ -202,11 +253,25 @@ async fn read_replies(
 }
 
 /// Logs one bot in; returns its session once the player is in the world.
-async fn login(client: &Client, args: &Args, n: usize, totals: &Totals) -> Option<Session> {
+async fn login(door: &Door, args: &Args, n: usize, totals: &Totals) -> Option<Bot> {
     let name = format!("{}-{n}", args.prefix);
     let started = Instant::now();
     let gateway = *args.gateway.get(n % args.gateway.len().max(1))?;
-    let session = match client.connect(gateway, name.as_bytes()).await {
+    let connected = match door {
+        Door::Quic(client) => client
+            .connect(gateway, name.as_bytes())
+            .await
+            .map(Bot::Quic),
+        Door::Ws(None) => WsSession::connect_plain(gateway, name.as_bytes())
+            .await
+            .map(Bot::Ws),
+        Door::Ws(Some(trust)) => {
+            WsSession::connect_tls(gateway, trust, "localhost", name.as_bytes())
+                .await
+                .map(Bot::Ws)
+        }
+    };
+    let session = match connected {
         Ok(session) => session,
         Err(error) => {
             eprintln!("{name}: cannot connect: {error}");
@@ -240,7 +305,7 @@ async fn login(client: &Client, args: &Args, n: usize, totals: &Totals) -> Optio
 
 /// Sends commands at the bot's rate until `until`, then logs out.
 async fn play(
-    session: Session,
+    session: Bot,
     args: Arc<Args>,
     n: usize,
     start: Instant,
@@ -249,7 +314,7 @@ async fn play(
 ) {
     let pending: Pending = Arc::default();
     let logged_out = Arc::new(Mutex::new(None));
-    let reader = tokio::spawn(read_replies(
+    let mut reader = tokio::spawn(read_replies(
         session.clone(),
         pending.clone(),
         totals.clone(),
@@ -293,12 +358,21 @@ async fn play(
     .unwrap_or_default();
     lock(&pending).insert(id, ("logout", Instant::now()));
     if session.send(&frame).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(10), session.closed()).await;
+        // The reader ends when the gateway closes the session.
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut reader).await;
     }
     if lock(&logged_out).is_none() {
         lock(&totals.stats).error("logout");
     }
     reader.abort();
+}
+
+/// Where the bots log in.
+#[derive(Clone)]
+enum Door {
+    Quic(Client),
+    /// WebSocket, with TLS checked this way unless plain.
+    Ws(Option<ServerTrust>),
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -371,32 +445,41 @@ fn report(args: &Args, totals: &Totals, connected: usize, run: Duration) {
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     let pin = match (&args.pin, &args.cert) {
-        (Some(pin), _) => *pin,
+        (Some(pin), _) => Some(*pin),
         (None, Some(cert)) => {
             let pem =
                 std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-            Identity::certificate_fingerprint(&pem)
-                .with_context(|| format!("{} holds no certificate", cert.display()))?
+            Some(
+                Identity::certificate_fingerprint(&pem)
+                    .with_context(|| format!("{} holds no certificate", cert.display()))?,
+            )
         }
-        (None, None) => anyhow::bail!("give the gateway's --pin or --cert"),
+        (None, None) => None,
     };
     anyhow::ensure!(!args.gateway.is_empty(), "give at least one --gateway");
-    let sockets = args.clients.div_ceil(args.per_socket.max(1)).max(1);
-    let clients = (0..sockets)
-        .map(|_| Client::new(ClientConfig::pinned(pin)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let doors = match (args.transport, pin) {
+        (Transport::Ws, _) if args.plain => vec![Door::Ws(None)],
+        (Transport::Ws, Some(pin)) => vec![Door::Ws(Some(ServerTrust::Pinned(pin)))],
+        (Transport::Quic, Some(pin)) => {
+            let sockets = args.clients.div_ceil(args.per_socket.max(1)).max(1);
+            (0..sockets)
+                .map(|_| Client::new(ClientConfig::pinned(pin)).map(Door::Quic))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        (_, None) => anyhow::bail!("give the gateway's --pin or --cert (or --plain with --transport ws)"),
+    };
     let totals = Arc::new(Totals::default());
 
     // Log everybody in first, a bounded number at a time.
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let logins: Vec<_> = (0..args.clients)
-        .zip(clients.iter().cycle())
-        .map(|(n, client)| {
-            let (client, args, totals, gate) =
-                (client.clone(), args.clone(), totals.clone(), gate.clone());
+        .zip(doors.iter().cycle())
+        .map(|(n, door)| {
+            let (door, args, totals, gate) =
+                (door.clone(), args.clone(), totals.clone(), gate.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire().await.ok()?;
-                login(&client, &args, n, &totals).await.map(|s| (n, s))
+                login(&door, &args, n, &totals).await.map(|s| (n, s))
             })
         })
         .collect();
