@@ -25,9 +25,9 @@ mod reader;
 pub mod server;
 pub mod sessions;
 pub mod tls;
-pub mod webtransport;
 pub mod websocket;
 pub mod websocket_client;
+pub mod webtransport;
 
 pub use protocol::CloseCode;
 pub use server::{AuthError, Backend, Gateway, GatewayConfig, GatewayError};

@@ -1,5 +1,8 @@
 //! The gateway: a QUIC endpoint that authenticates game clients and bridges
-//! their frames and datagrams to the actors that own their sessions.
+//! their frames and datagrams to the actors that own their sessions, and the
+//! [`Gateway`] that also runs the WebTransport and WebSocket doors onto the
+//! same sessions. What follows holds for every door; the reading and
+//! delivery are shared by all of them (`reader.rs`).
 //!
 //! The gateway knows nothing of actors. A [`Backend`] (the host) decides who
 //! may connect and which actor owns the session, and receives every message as
@@ -14,9 +17,10 @@
 //! messages. While the owner is busy the reader keeps reading (and counting)
 //! until the backlog holds [`GatewayConfig::inbound_backlog`] bytes; then it
 //! stops, QUIC flow control slows the client down, and the time it did not
-//! read is credited to the client's rate (see [`RateLimit`]). So a slow actor
-//! slows down only its own client, and a client within its rate is never
-//! closed for a burst its owner caused.
+//! read is credited to the client's rate (see
+//! [`RateLimit`](crate::protocol::RateLimit)). So a slow actor slows down
+//! only its own client, and a client within its rate is never closed for a
+//! burst its owner caused.
 //!
 //! Admission is bounded twice, both with semaphore permits that go back on
 //! every path: [`GatewayConfig::max_pending_auth`] places for connections
@@ -42,8 +46,8 @@ use crate::reader::{
 };
 use crate::sessions::{Disconnect, Door, End, Outbound, SessionId, Sessions};
 use crate::tls::{provider, Fingerprint, Identity, TlsError};
-use crate::webtransport::WebTransportListen;
 use crate::websocket::WebSocketListen;
+use crate::webtransport::WebTransportListen;
 
 /// Largest chunk read from a client stream at once.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -323,7 +327,12 @@ impl Gateway {
     pub fn webtransport_hashes(&self) -> Vec<Fingerprint> {
         self.webtransport
             .as_ref()
-            .map(|door| door.hashes.read().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|door| {
+                door.hashes
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            })
             .unwrap_or_default()
     }
 
@@ -332,7 +341,8 @@ impl Gateway {
     /// owners have been told, and stops listening.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
-        let accepting = std::mem::take(&mut *self.accepting.lock().unwrap_or_else(|e| e.into_inner()));
+        let accepting =
+            std::mem::take(&mut *self.accepting.lock().unwrap_or_else(|e| e.into_inner()));
         for accepting in accepting {
             let _ = accepting.await;
         }

@@ -10,7 +10,7 @@
 //! the socket is behind. The gateway closes with WebSocket close code 4000
 //! plus Grove's close code (`docs/protocol.md`).
 //!
-//! Each connection has one reader (the session's [`Source`]) and one writer
+//! Each connection has one reader (the session's source of messages) and one writer
 //! task holding the socket's two halves. The writer also pings the client, so
 //! that a client that vanished without closing is found at the idle timeout.
 
@@ -284,7 +284,9 @@ async fn run<B: Backend, S: Transport>(
 
 /// The first binary message: the credentials. `Err(None)` if the client
 /// went away.
-async fn first_message<S: Transport>(ws: &mut Socket<S>) -> Result<Bytes, Option<(CloseCode, String)>> {
+async fn first_message<S: Transport>(
+    ws: &mut Socket<S>,
+) -> Result<Bytes, Option<(CloseCode, String)>> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(credentials))) => return Ok(credentials),
@@ -313,7 +315,11 @@ async fn refuse<B: Backend, S: Transport>(
     shared.sessions.count_end(End::Closed(code));
     tracing::debug!(%code, reason, "WebSocket refused");
     let closing = async {
-        if ws.send(Message::Close(Some(close_frame(code, reason)))).await.is_ok() {
+        if ws
+            .send(Message::Close(Some(close_frame(code, reason))))
+            .await
+            .is_ok()
+        {
             // Wait for the client's answer, so the close frame is not lost
             // to a reset of a socket with unread bytes.
             while let Some(Ok(_)) = ws.next().await {}
@@ -481,9 +487,7 @@ fn batch(first: Option<Outbound>, outbound: &mut mpsc::Receiver<Outbound>) -> St
     while let Some(item) = next.take() {
         match item {
             Outbound::Frame(payload) => frames.push(Message::Binary(payload)),
-            Outbound::Close(code, reason) if frames.is_empty() => {
-                return Step::Close(code, reason)
-            }
+            Outbound::Close(code, reason) if frames.is_empty() => return Step::Close(code, reason),
             Outbound::Close(code, reason) => return Step::Frames(frames, Some((code, reason))),
         }
         if frames.len() < WRITE_BATCH {

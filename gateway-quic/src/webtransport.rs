@@ -22,7 +22,9 @@ use wtransport::endpoint::{endpoint_side, IncomingSession};
 use wtransport::tls::{Certificate, CertificateChain, PrivateKey};
 
 use crate::protocol::CloseCode;
-use crate::reader::{authenticate, run_session, session_slot, Admission, Incoming, Refusal, Source};
+use crate::reader::{
+    authenticate, run_session, session_slot, Admission, Incoming, Refusal, Source,
+};
 use crate::server::{read_credentials, write_frames, Backend, GatewayError, Shared, READ_CHUNK};
 use crate::sessions::{Disconnect, Door, End};
 use crate::tls::{Fingerprint, Identity, TlsError};
@@ -168,19 +170,15 @@ struct Rotation {
 }
 
 impl Rotation {
-    fn rotate(
-        &self,
-        endpoint: &Endpoint,
-    ) {
-        let rotated = pinnable_identity(&self.door.names, self.door.rotate_every * 2).and_then(
-            |identity| {
+    fn rotate(&self, endpoint: &Endpoint) {
+        let rotated =
+            pinnable_identity(&self.door.names, self.door.rotate_every * 2).and_then(|identity| {
                 let config = server_config(self.door.listen, &identity, self.idle)?;
                 endpoint
                     .reload_config(config, false)
                     .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
                 Ok(identity.fingerprint())
-            },
-        );
+            });
         match rotated {
             Ok(hash) => {
                 tracing::info!(%hash, "WebTransport certificate rotated");
@@ -246,7 +244,10 @@ async fn serve<B: Backend>(
         _ => return,
     };
     if request.path() != PATH {
-        tracing::debug!(path = request.path(), "WebTransport request for an unknown path");
+        tracing::debug!(
+            path = request.path(),
+            "WebTransport request for an unknown path"
+        );
         request.not_found().await;
         return;
     }

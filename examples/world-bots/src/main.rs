@@ -466,7 +466,9 @@ async fn main() -> anyhow::Result<()> {
                 .map(|_| Client::new(ClientConfig::pinned(pin)).map(Door::Quic))
                 .collect::<Result<Vec<_>, _>>()?
         }
-        (_, None) => anyhow::bail!("give the gateway's --pin or --cert (or --plain with --transport ws)"),
+        (_, None) => {
+            anyhow::bail!("give the gateway's --pin or --cert (or --plain with --transport ws)")
+        }
     };
     let totals = Arc::new(Totals::default());
 

@@ -572,9 +572,9 @@ async fn play_config(State(api): State<Api>) -> Json<Value> {
             "certificate_hashes": hashes,
         })
     });
-    let websocket = gateway.websocket_addr().map(|addr| {
-        json!({"port": addr.port(), "secure": !gateway.websocket_plain()})
-    });
+    let websocket = gateway
+        .websocket_addr()
+        .map(|addr| json!({"port": addr.port(), "secure": !gateway.websocket_plain()}));
     Json(json!({"webtransport": webtransport, "websocket": websocket}))
 }
 

@@ -6,16 +6,16 @@ mod new;
 mod openapi;
 mod telemetry;
 
-use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use grove_gateway_quic::webtransport::WebTransportListen;
 use grove_gateway_quic::websocket::WebSocketListen;
+use grove_gateway_quic::webtransport::WebTransportListen;
 use grove_gateway_quic::{Gateway, GatewayConfig, Identity};
 use grove_host::gateway::Authenticator;
 use grove_host::limits::{ActorLimits, LimitRule, Limits};

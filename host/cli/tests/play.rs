@@ -76,7 +76,10 @@ impl Browser {
             {
                 break port;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "chromium did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromium did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Browser {
@@ -88,8 +91,8 @@ impl Browser {
 
     /// The DevTools address of the browser's page.
     fn page_url(&self) -> String {
-        let list = reqwest::blocking_get(&format!("http://127.0.0.1:{}/json/list", self.port))
-            .unwrap();
+        let list =
+            reqwest::blocking_get(&format!("http://127.0.0.1:{}/json/list", self.port)).unwrap();
         let targets: Vec<Value> = serde_json::from_str(&list).unwrap();
         targets
             .iter()
@@ -211,12 +214,15 @@ fn a_browser_plays_over_webtransport_and_over_websocket() {
             "--gateway-ws-plain",
         ],
     );
-    let config: Value =
-        serde_json::from_str(&reqwest::blocking_get(&format!("{}/play/config.json", host.url)).unwrap())
-            .unwrap();
+    let config: Value = serde_json::from_str(
+        &reqwest::blocking_get(&format!("{}/play/config.json", host.url)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(config["webtransport"]["port"], wt);
     assert_eq!(config["webtransport"]["path"], "/grove");
-    let hash = config["webtransport"]["certificate_hashes"][0].as_str().unwrap();
+    let hash = config["webtransport"]["certificate_hashes"][0]
+        .as_str()
+        .unwrap();
     assert_eq!(hash.len(), 64, "{config}");
     assert_eq!(config["websocket"], json!({"port": ws, "secure": false}));
 
@@ -226,8 +232,11 @@ fn a_browser_plays_over_webtransport_and_over_websocket() {
     runtime.block_on(async {
         let mut page = Page::connect(page_url, browser.port).await;
         page.send("Page.enable", json!({})).await;
-        page.send("Page.navigate", json!({"url": format!("{}/play?name=ayla", host.url)}))
-            .await;
+        page.send(
+            "Page.navigate",
+            json!({"url": format!("{}/play?name=ayla", host.url)}),
+        )
+        .await;
         let state = page.wait_until_playing().await;
         assert_eq!(state["transport"], "webtransport", "{state:#}");
         assert_eq!(state["owner"], "world-player/ayla", "{state:#}");

@@ -22,15 +22,15 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use grove_gateway_quic::client::{Client, ClientConfig, Received, Session};
+use grove_gateway_quic::protocol::{encode_frame, Welcome, ALPN};
 use grove_gateway_quic::websocket::WebSocketListen;
 use grove_gateway_quic::websocket_client::WsSession;
-use grove_gateway_quic::protocol::{encode_frame, Welcome, ALPN};
 use grove_gateway_quic::{Gateway, GatewayConfig, Identity};
-use tokio_tungstenite::tungstenite::Message;
 use grove_host::gateway::{self, Authenticator};
 use grove_host::state::StateStore;
 use grove_host::{Host, HostConfig};
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Clients sharing one UDP socket.
 const PER_SOCKET: usize = 100;

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grove_gateway_quic::client::{Client, ClientConfig, Closed, ConnectError, Received, ServerTrust};
+use grove_gateway_quic::client::{
+    Client, ClientConfig, Closed, ConnectError, Received, ServerTrust,
+};
 use grove_gateway_quic::websocket::WebSocketListen;
 use grove_gateway_quic::websocket_client::WsSession;
 use grove_gateway_quic::{CloseCode, Gateway, GatewayConfig, Identity};
@@ -111,7 +113,10 @@ async fn a_client_logs_in_over_tls_pinning_the_gateways_certificate() {
     // Another pin is refused during the TLS handshake.
     let wrong = ServerTrust::Pinned(Identity::self_signed(&["x".into()]).unwrap().fingerprint());
     let refused = WsSession::connect_tls(setup.ws_addr(), &wrong, "localhost", b"bren").await;
-    assert!(matches!(refused, Err(ConnectError::Tls(_))), "connected with a wrong pin");
+    assert!(
+        matches!(refused, Err(ConnectError::Tls(_))),
+        "connected with a wrong pin"
+    );
 }
 
 #[tokio::test]
@@ -158,14 +163,29 @@ async fn one_payload_reaches_sessions_on_quic_and_websocket_alike() {
     setup
         .wait_for_event("echo/ayla", &format!("connect {}", quic.id()))
         .await;
-    let reached = ok(&setup.host, "echo/ayla", "broadcast", &["[111, 107]", "true"]).await;
+    let reached = ok(
+        &setup.host,
+        "echo/ayla",
+        "broadcast",
+        &["[111, 107]", "true"],
+    )
+    .await;
     assert_eq!(reached, "2");
     assert_eq!(recv(&ws).await, "ok");
-    let frame = tokio::time::timeout(WAIT, quic.recv()).await.unwrap().unwrap();
+    let frame = tokio::time::timeout(WAIT, quic.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(frame, Received::Frame("ok".into()));
     // An unreliable send reaches the WebSocket client as a message too.
     let id = ws.id().to_string();
-    ok(&setup.host, "echo/ayla", "push", &[&id, "[104, 105]", "false"]).await;
+    ok(
+        &setup.host,
+        "echo/ayla",
+        "push",
+        &[&id, "[104, 105]", "false"],
+    )
+    .await;
     assert_eq!(recv(&ws).await, "hi");
 }
 
@@ -186,7 +206,10 @@ async fn client_and_actor_closes_reach_the_other_side_with_their_reasons() {
 
     let closed_by_actor = setup.connect("bren").await;
     closed_by_actor.send(b"last words").await.unwrap();
-    closed_by_actor.send(b"close see you tomorrow").await.unwrap();
+    closed_by_actor
+        .send(b"close see you tomorrow")
+        .await
+        .unwrap();
     // Frames queued before the close arrive before it.
     assert_eq!(recv(&closed_by_actor).await, "last words");
     let closed = closed_within(&closed_by_actor).await;
@@ -195,7 +218,10 @@ async fn client_and_actor_closes_reach_the_other_side_with_their_reasons() {
     setup
         .wait_for_event(
             "echo/bren",
-            &format!("disconnect {} closed-by-actor: see you tomorrow", closed_by_actor.id()),
+            &format!(
+                "disconnect {} closed-by-actor: see you tomorrow",
+                closed_by_actor.id()
+            ),
         )
         .await;
 }

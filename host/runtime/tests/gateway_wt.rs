@@ -96,7 +96,10 @@ async fn a_pinned_session_logs_in_and_carries_frames_and_datagrams() {
         stream.send(format!("frame {i}").as_bytes()).await;
     }
     for i in 0..50 {
-        assert_eq!(stream.frame().await.unwrap(), format!("frame {i}").into_bytes());
+        assert_eq!(
+            stream.frame().await.unwrap(),
+            format!("frame {i}").into_bytes()
+        );
     }
     // Datagrams may be lost, even on loopback: retry until one comes back.
     let mut echoed = None;
@@ -118,10 +121,15 @@ async fn a_pinned_session_logs_in_and_carries_frames_and_datagrams() {
 #[tokio::test]
 async fn refused_credentials_close_with_grove_code_and_reason() {
     let gateway = start(Duration::from_secs(3600)).await;
-    let connection = open(&gateway, gateway.webtransport_hashes()[0]).await.unwrap();
+    let connection = open(&gateway, gateway.webtransport_hashes()[0])
+        .await
+        .unwrap();
     let mut stream = Stream::login(&connection, b"banned-bob").await;
     assert_eq!(stream.frame().await, None, "a refused client got a frame");
-    match tokio::time::timeout(WAIT, connection.closed()).await.unwrap() {
+    match tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .unwrap()
+    {
         ConnectionError::ApplicationClosed(close) => {
             assert_eq!(
                 close.code().into_inner(),
@@ -153,7 +161,9 @@ async fn the_certificate_rotates_and_new_sessions_pin_the_new_hash() {
     let fresh = open(&gateway, second).await.unwrap();
     let mut fresh_stream = Stream::login(&fresh, b"bren").await;
     assert_eq!(
-        Welcome::decode(&fresh_stream.frame().await.unwrap()).unwrap().owner,
+        Welcome::decode(&fresh_stream.frame().await.unwrap())
+            .unwrap()
+            .owner,
         "echo/bren"
     );
     // The old hash no longer opens a session, unless it rotated back (it
