@@ -104,6 +104,15 @@ pub(crate) async fn authenticate<B: Backend>(
     Ok(Login { owner, limit, slot })
 }
 
+/// Waits (at most `grace`) for a door's connection tasks to end once it
+/// stops accepting, then aborts the rest.
+pub(crate) async fn drain(mut connections: tokio::task::JoinSet<()>, grace: std::time::Duration) {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        connections.abort_all();
+    }
+}
+
 /// Reserves a session slot, or says why there is none.
 pub(crate) fn session_slot<B: Backend>(
     shared: &Shared<B>,

@@ -42,7 +42,7 @@ use tokio::task::JoinSet;
 
 use crate::protocol::{frame_header, CloseCode, FrameDecoder, FrameError, ALPN};
 use crate::reader::{
-    authenticate, run_session, session_slot, Admission, Incoming, Login, Refusal, Source,
+    authenticate, drain, run_session, session_slot, Admission, Incoming, Login, Refusal, Source,
 };
 use crate::sessions::{Disconnect, Door, End, Outbound, SessionId, Sessions};
 use crate::tls::{provider, Fingerprint, Identity, TlsError};
@@ -441,10 +441,7 @@ async fn accept<B: Backend>(
         CloseCode::HostShutdown.code().into(),
         b"host is shutting down",
     );
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        connections.abort_all();
-    }
+    drain(connections, SHUTDOWN_GRACE).await;
 }
 
 /// Closes `connection` with `code` and `reason`, before it has a session.

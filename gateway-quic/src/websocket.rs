@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::{CloseCode, FrameDecoder};
-use crate::reader::{authenticate, run_session, session_slot, Admission, Incoming, Source};
+use crate::reader::{authenticate, drain, run_session, session_slot, Admission, Incoming, Source};
 use crate::server::{Backend, Shared};
 use crate::sessions::{truncate_to, Disconnect, Door, End, Outbound, SendError, SessionId};
 
@@ -160,10 +160,7 @@ pub(crate) async fn accept<B: Backend>(
         }
     }
     drop(listener);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(CLOSE_GRACE * 3, drain).await.is_err() {
-        connections.abort_all();
-    }
+    drain(connections, CLOSE_GRACE * 3).await;
 }
 
 /// Serves one TCP connection: TLS, the WebSocket handshake, the login, the

@@ -23,7 +23,7 @@ use wtransport::tls::{Certificate, CertificateChain, PrivateKey};
 
 use crate::protocol::CloseCode;
 use crate::reader::{
-    authenticate, run_session, session_slot, Admission, Incoming, Refusal, Source,
+    authenticate, drain, run_session, session_slot, Admission, Incoming, Refusal, Source,
 };
 use crate::server::{read_credentials, write_frames, Backend, GatewayError, Shared, READ_CHUNK};
 use crate::sessions::{Disconnect, Door, End};
@@ -226,10 +226,7 @@ async fn accept<B: Backend>(
         CloseCode::HostShutdown.code().into(),
         b"host is shutting down",
     );
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        connections.abort_all();
-    }
+    drain(connections, SHUTDOWN_GRACE).await;
 }
 
 /// Serves one browser session from its QUIC handshake on.
