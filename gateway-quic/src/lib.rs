@@ -31,5 +31,5 @@ pub mod webtransport;
 
 pub use protocol::CloseCode;
 pub use server::{AuthError, Backend, Gateway, GatewayConfig, GatewayError};
-pub use sessions::{origin_of, Disconnect, End, SendError, SessionId, Sessions, Traffic};
+pub use sessions::{origin_of, Disconnect, DoorKind, End, SendError, SessionId, Sessions, Traffic};
 pub use tls::{Fingerprint, Identity};

@@ -180,8 +180,8 @@ pub(crate) async fn run_session<B: Backend, S: Source>(
         closing: closing.clone(),
     };
     shared.sessions.insert(session, link);
-    shared.sessions.count_opened();
-    tracing::debug!(session, %owner, %remote, door = door.name(), "session opened");
+    shared.sessions.count_opened(door.kind());
+    tracing::debug!(session, %owner, %remote, door = door.kind().name(), "session opened");
     if let Err(reason) = shared.backend.connected(session, &owner).await {
         shared.sessions.remove(session);
         drop(slot);

@@ -96,6 +96,35 @@ pub(crate) enum Outbound {
     Close(CloseCode, String),
 }
 
+/// Which door a session came through, as metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoorKind {
+    /// Grove's own QUIC protocol.
+    Quic,
+    /// WebTransport (HTTP/3), from browsers.
+    WebTransport,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl DoorKind {
+    /// Every door, in the order [`Sessions::doors`] lists them.
+    pub const ALL: [DoorKind; 3] = [DoorKind::Quic, DoorKind::WebTransport, DoorKind::WebSocket];
+
+    /// `quic`, `webtransport` or `websocket`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DoorKind::Quic => "quic",
+            DoorKind::WebTransport => "webtransport",
+            DoorKind::WebSocket => "websocket",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The connection a session came through, one per door.
 #[derive(Clone)]
 pub(crate) enum Door {
@@ -108,12 +137,12 @@ pub(crate) enum Door {
 }
 
 impl Door {
-    /// The door's name, for logs.
-    pub(crate) fn name(&self) -> &'static str {
+    /// Which door it is.
+    pub(crate) fn kind(&self) -> DoorKind {
         match self {
-            Door::Quic(_) => "quic",
-            Door::WebTransport(_) => "webtransport",
-            Door::WebSocket(_) => "websocket",
+            Door::Quic(_) => DoorKind::Quic,
+            Door::WebTransport(_) => DoorKind::WebTransport,
+            Door::WebSocket(_) => DoorKind::WebSocket,
         }
     }
 
@@ -249,6 +278,8 @@ pub struct Traffic {
 #[derive(Debug, Default)]
 struct Counters {
     sessions_opened: AtomicU64,
+    /// Sessions admitted, by [`DoorKind::ALL`] index.
+    opened_by_door: [AtomicU64; DoorKind::ALL.len()],
     frames_in: AtomicU64,
     datagrams_in: AtomicU64,
     bytes_in: AtomicU64,
@@ -444,10 +475,31 @@ impl Sessions {
             .collect()
     }
 
-    /// Counts a session admitted.
-    pub(crate) fn count_opened(&self) {
+    /// Counts a session admitted through `door`.
+    pub(crate) fn count_opened(&self, door: DoorKind) {
         let c = &self.inner.counters;
         c.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = c.opened_by_door.get(door.index()) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Per door, in the order of [`DoorKind::ALL`]: the sessions open now
+    /// and those admitted since the host started. Counting the open ones
+    /// walks the registry, so this is for scrapes, not hot paths.
+    pub fn doors(&self) -> Vec<(DoorKind, u64, u64)> {
+        let mut live = [0u64; DoorKind::ALL.len()];
+        for link in self.inner.live.iter() {
+            if let Some(n) = live.get_mut(link.door.kind().index()) {
+                *n += 1;
+            }
+        }
+        DoorKind::ALL
+            .iter()
+            .zip(live)
+            .zip(&self.inner.counters.opened_by_door)
+            .map(|((door, live), opened)| (*door, live, opened.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Counts a message read from a client.

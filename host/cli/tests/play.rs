@@ -253,11 +253,14 @@ fn a_browser_plays_over_webtransport_and_over_websocket() {
         assert_eq!(state["owner"], "world-player/bren", "{state:#}");
         page.screenshot(&artifact("play-websocket.png")).await;
     });
-    // Both logins went through the same sessions registry.
+    // Both logins went through the same sessions registry, each counted
+    // by its door.
     let metrics = reqwest::blocking_get(&format!("{}/metrics", host.url)).unwrap();
-    let opened = metrics
-        .lines()
-        .find(|l| l.starts_with("grove_gateway_sessions_opened_total"))
-        .unwrap_or_else(|| panic!("no sessions counter in {metrics}"));
-    assert!(opened.ends_with(" 2"), "{opened}");
+    for door in ["webtransport", "websocket"] {
+        let series = format!(r#"grove_gateway_sessions_opened_total{{door="{door}"}} 1"#);
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "no `{series}` in {metrics}"
+        );
+    }
 }

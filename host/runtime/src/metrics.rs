@@ -557,14 +557,20 @@ fn encode_state(
 fn encode_gateway(host: &Host, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
     let sessions = host.sessions();
     let traffic = sessions.traffic();
-    let mut live = Family::new("grove_gateway_sessions", "Game client sessions open now.");
-    live.add(vec![], gauge(sessions.len() as u64));
-    live.encode(encoder)?;
+    let mut live = Family::new(
+        "grove_gateway_sessions",
+        "Game client sessions open now, by the door they came through.",
+    );
     let mut opened = Family::new(
         "grove_gateway_sessions_opened",
-        "Game client sessions admitted.",
+        "Game client sessions admitted, by the door they came through.",
     );
-    opened.add(vec![], counter(traffic.sessions_opened));
+    for (door, open, admitted) in sessions.doors() {
+        let labels = || vec![("door", door.name().to_owned())];
+        live.add(labels(), gauge(open));
+        opened.add(labels(), counter(admitted));
+    }
+    live.encode(encoder)?;
     opened.encode(encoder)?;
     let mut messages = Family::new(
         "grove_gateway_messages",

@@ -235,7 +235,12 @@ async fn gateway_sessions_messages_bytes_and_closes_are_counted() {
         );
     }
     let during = Scrape::of(&host);
-    assert_eq!(during.get("grove_gateway_sessions", &[]), 1.0);
+    let quic = [("door", "quic")];
+    assert_eq!(during.get("grove_gateway_sessions", &quic), 1.0);
+    assert_eq!(
+        during.get("grove_gateway_sessions", &[("door", "websocket")]),
+        0.0
+    );
     session.close("done");
     eventually("the owner heard of the disconnect", WAIT, || async {
         ok(&host, "echo/ayla", "events", &[])
@@ -245,9 +250,9 @@ async fn gateway_sessions_messages_bytes_and_closes_are_counted() {
     .await;
     let after = Scrape::of(&host);
 
-    assert_eq!(after.get("grove_gateway_sessions", &[]), 0.0);
+    assert_eq!(after.get("grove_gateway_sessions", &quic), 0.0);
     assert_eq!(
-        after.delta(&before, "grove_gateway_sessions_opened_total", &[]),
+        after.delta(&before, "grove_gateway_sessions_opened_total", &quic),
         1.0
     );
     let messages = |direction, kind| {
@@ -298,7 +303,9 @@ async fn a_host_without_metrics_counts_no_calls() {
     ok(&host, "counter/m", "add", &["1"]).await;
     let scrape = Scrape::of(&host);
     assert!(scrape.0.keys().all(|k| !k.starts_with("grove_calls")));
-    assert!(scrape.0.contains_key("grove_gateway_sessions{}"));
+    assert!(scrape
+        .0
+        .contains_key(r#"grove_gateway_sessions{door="quic"}"#));
     assert!(scrape.get("process_resident_memory_bytes", &[]) > 0.0);
     assert!(scrape.get("process_open_fds", &[]) > 0.0);
 }
