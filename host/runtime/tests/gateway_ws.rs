@@ -415,3 +415,17 @@ async fn shutting_the_gateway_down_tells_websocket_clients_and_owners() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn a_full_gateway_refuses_websocket_clients_as_busy_whatever_their_door() {
+    let setup = start_with(true, |c| c.max_sessions = 1).await;
+    let client = Client::new(ClientConfig::pinned(setup.gateway.fingerprint())).unwrap();
+    // The one slot goes to a QUIC client; the WebSocket door shares it.
+    let _quic = client
+        .connect(setup.gateway.local_addr(), b"ayla")
+        .await
+        .unwrap();
+    let closed = refusal(WsSession::connect_plain(setup.ws_addr(), b"bren").await);
+    assert_eq!(closed.code, Some(CloseCode::ServerBusy), "{closed}");
+    assert!(closed.reason.contains("at most 1 sessions"), "{closed}");
+}

@@ -20,9 +20,14 @@ use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn start(rotate_every: Duration) -> Gateway {
+    start_with(rotate_every, |_| {}).await
+}
+
+async fn start_with(rotate_every: Duration, adjust: impl FnOnce(&mut GatewayConfig)) -> Gateway {
     let host = common::host_of(&["echo"]);
     let identity = Identity::self_signed(&["localhost".into()]).unwrap();
     let mut config = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), identity);
+    adjust(&mut config);
     let mut door = WebTransportListen::new("127.0.0.1:0".parse().unwrap());
     door.rotate_every = rotate_every;
     config.webtransport = Some(door);
@@ -172,4 +177,24 @@ async fn the_certificate_rotates_and_new_sessions_pin_the_new_hash() {
     assert!(stale.is_err(), "a stale hash still opened a session");
     stream.send(b"still here").await;
     assert_eq!(stream.frame().await.unwrap(), b"still here");
+}
+
+#[tokio::test]
+async fn a_full_gateway_refuses_browsers_as_busy() {
+    let gateway = start_with(Duration::from_secs(3600), |c| c.max_sessions = 1).await;
+    let hash = gateway.webtransport_hashes()[0];
+    let first = open(&gateway, hash).await.unwrap();
+    let mut stream = Stream::login(&first, b"ayla").await;
+    stream.frame().await.unwrap();
+    // Refused as soon as the session is open, before its credentials.
+    let second = open(&gateway, hash).await.unwrap();
+    match tokio::time::timeout(WAIT, second.closed()).await.unwrap() {
+        ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.code().into_inner(),
+                u64::from(CloseCode::ServerBusy.code())
+            );
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
 }
