@@ -157,7 +157,7 @@ pub(crate) async fn run_session<B: Backend, S: Source>(
         login: Login { owner, limit, slot },
         door,
         remote,
-        mut source,
+        source,
         mut decoder,
     } = admission;
     let config = &shared.config;
@@ -180,6 +180,16 @@ pub(crate) async fn run_session<B: Backend, S: Source>(
         closing: closing.clone(),
     };
     shared.sessions.insert(session, link);
+    // A session admitted while the gateway shuts down may have missed its
+    // `close_all`: close it the same way.
+    if *shared.stopping.borrow() {
+        shared.sessions.close_with(
+            session,
+            CloseCode::HostShutdown,
+            "host is shutting down",
+            Disconnect::HostShutdown,
+        );
+    }
     shared.sessions.count_opened(door.kind());
     tracing::debug!(session, %owner, %remote, door = door.kind().name(), "session opened");
     if let Err(reason) = shared.backend.connected(session, &owner).await {
@@ -201,7 +211,7 @@ pub(crate) async fn run_session<B: Backend, S: Source>(
         limit,
     };
     decoder.set_limit(config.max_frame);
-    let why = reader.run(&mut source, decoder).await;
+    let why = reader.run(source, decoder).await;
     shared.sessions.count_end(End::of(&why));
     shared.sessions.remove(session);
     drop(slot);
@@ -254,18 +264,20 @@ enum Event {
 
 impl<'a, B: Backend> Reader<'a, B> {
     /// Runs until the session ends, then hands the owner what was already
-    /// read; returns why the session ended.
-    async fn run(&mut self, source: &mut impl Source, mut decoder: FrameDecoder) -> Disconnect {
+    /// read; returns why the session ended. The source is dropped as soon
+    /// as reading ends (a door may finish its close with it meanwhile).
+    async fn run(&mut self, mut source: impl Source, mut decoder: FrameDecoder) -> Disconnect {
         let mut backlog = Backlog::default();
         let mut delivering = None;
         self.limit.resume(Instant::now());
         let why = match self.take_frames(&mut decoder, &mut backlog) {
             Ok(()) => {
-                self.read(source, &mut decoder, &mut backlog, &mut delivering)
+                self.read(&mut source, &mut decoder, &mut backlog, &mut delivering)
                     .await
             }
             Err(why) => why,
         };
+        drop(source);
         if let Some(delivery) = delivering {
             delivery.await;
         }

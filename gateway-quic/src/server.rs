@@ -59,8 +59,9 @@ const WRITE_BATCH: usize = 64;
 /// frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// How long shutdown waits for sessions to report their disconnects.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for each door's sessions to report their
+/// disconnects, and its logins to give up.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How a gateway listens and what it allows its clients.
 #[derive(Debug, Clone)]
@@ -74,7 +75,8 @@ pub struct GatewayConfig {
     /// Largest frame payload either side may send, in bytes.
     pub max_frame: usize,
     /// A connection with no packet from the client for this long is closed
-    /// (clients keep it alive with QUIC PINGs).
+    /// (QUIC clients keep it alive with PINGs; WebSocket clients answer the
+    /// gateway's pings).
     pub idle_timeout: Duration,
     /// Time a client has to send its credentials, and the authenticator to
     /// answer.
@@ -89,16 +91,17 @@ pub struct GatewayConfig {
     /// back if it fails or when the session ends. More are refused
     /// `server-busy`.
     pub max_sessions: usize,
-    /// Connections that have not finished logging in: in the QUIC
-    /// handshake, waiting for their credentials, or being authenticated.
-    /// More are refused during the handshake with QUIC's `CONNECTION_REFUSED`
-    /// before any work is done for them.
+    /// Connections, through any door, that have not finished logging in: in
+    /// the handshake, waiting for their credentials, or being authenticated.
+    /// More are refused before any work is done for them (QUIC's
+    /// `CONNECTION_REFUSED`; a WebSocket's TCP connection is dropped).
     pub max_pending_auth: usize,
     /// Frames queued for a client before it counts as a slow reader.
     pub outbound_queue: usize,
     /// Bytes of a client's messages (plus a little per message) the gateway
     /// reads ahead while the owner is busy with earlier ones. Beyond this it
-    /// stops reading the client, whom QUIC flow control then slows down.
+    /// stops reading the client, whom QUIC's (or TCP's) flow control then
+    /// slows down.
     pub inbound_backlog: usize,
     /// A WebSocket door beside the QUIC one, if any (`crate::websocket`).
     pub websocket: Option<WebSocketListen>,
@@ -219,6 +222,8 @@ pub(crate) struct Shared<B> {
     /// One permit per connection that has not finished logging in, taken
     /// before its handshake.
     pub(crate) pending_auth: Arc<Semaphore>,
+    /// Becomes `true` when the gateway shuts down.
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 impl Gateway {
@@ -258,6 +263,7 @@ impl Gateway {
             backend,
             session_slots,
             pending_auth,
+            stopping: stopped.clone(),
         });
         let mut accepting = vec![tokio::spawn(accept(
             endpoint.clone(),
@@ -427,7 +433,7 @@ async fn accept<B: Backend>(
                 None => break,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stop.changed() => break,
+            Ok(()) = stop.changed() => break,
         }
     }
     shared.sessions.close_all(

@@ -545,6 +545,19 @@ impl Sessions {
         true
     }
 
+    /// Closes one session with `code` and `reason`, recording `why`.
+    pub(crate) fn close_with(
+        &self,
+        session: SessionId,
+        code: CloseCode,
+        reason: &str,
+        why: Disconnect,
+    ) {
+        if let Some(link) = self.inner.live.get(&session) {
+            link.close(code, reason, why);
+        }
+    }
+
     /// Closes every session with `code` and `reason`.
     pub(crate) fn close_all(&self, code: CloseCode, reason: &str, why: &Disconnect) {
         for link in self.inner.live.iter() {

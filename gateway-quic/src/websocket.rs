@@ -6,13 +6,18 @@
 //! as its first binary message. The first binary message back is the same
 //! welcome a QUIC client gets; from then on every binary message is one frame
 //! both ways. An actor's unreliable sends arrive as binary messages too, on
-//! the same ordered socket, and are dropped, never queued without bound, when
-//! the socket is behind. The gateway closes with WebSocket close code 4000
-//! plus Grove's close code (`docs/protocol.md`).
+//! the same socket, and are dropped, never queued without bound, when
+//! the socket is behind. Frames keep their order; an unreliable payload
+//! may arrive before or after frames sent around it. The gateway closes with
+//! WebSocket close code 4000 plus Grove's close code (`docs/protocol.md`).
 //!
-//! Each connection has one reader (the session's source of messages) and one writer
-//! task holding the socket's two halves. The writer also pings the client, so
-//! that a client that vanished without closing is found at the idle timeout.
+//! The socket is split: the session's reader holds the read half (as its
+//! source of messages) and a writer task the write half. The writer also
+//! pings the client, so that a client that vanished without closing is found
+//! at the idle timeout. When the reader is done it hands its half to the
+//! writer, which reads the client's answer to the close frame before letting
+//! the socket go. The writer ends when the session's frame queue closes
+//! (the session left the registry) or after it sent the close.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +37,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::protocol::{CloseCode, FrameDecoder};
-use crate::reader::{authenticate, drain, run_session, session_slot, Admission, Incoming, Source};
-use crate::server::{Backend, Shared};
+use crate::reader::{
+    authenticate, drain, run_session, session_slot, Admission, Incoming, Login, Refusal, Source,
+};
+use crate::server::{Backend, Shared, SHUTDOWN_GRACE};
 use crate::sessions::{truncate_to, Disconnect, Door, End, Outbound, SendError, SessionId};
 
 /// WebSocket close codes for Grove's codes start here: Grove's code `n` is
@@ -53,6 +60,9 @@ const WRITE_BATCH: usize = 64;
 /// How long a close waits for the client to take the close frame and answer
 /// it, as on QUIC.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the gateway asked a session's socket to close with, once it has.
+type Closing = Option<(CloseCode, String)>;
 
 /// The WebSocket close code for a Grove close code.
 pub fn ws_close_code(code: CloseCode) -> u16 {
@@ -88,20 +98,15 @@ pub struct WebSocketListen {
 #[derive(Clone)]
 pub(crate) struct WsDoor {
     unreliable: mpsc::Sender<Bytes>,
-    close: Arc<watch::Sender<Option<(CloseCode, String)>>>,
+    close: Arc<watch::Sender<Closing>>,
     max_frame: usize,
 }
 
 impl WsDoor {
-    /// Asks the writer to close the socket now with `code` and `reason`.
+    /// Asks the writer to close the socket now with `code` and `reason`,
+    /// and the reader to stop.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
-        self.close.send_if_modified(|closing| {
-            if closing.is_some() {
-                return false;
-            }
-            *closing = Some((code, reason.to_owned()));
-            true
-        });
+        close_once(&self.close, code, reason);
     }
 
     /// Queues an unreliable payload, or drops it if the socket is behind.
@@ -123,6 +128,17 @@ impl WsDoor {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::UnknownSession(session)),
         }
     }
+}
+
+/// Records the first close asked for; later ones change nothing.
+fn close_once(close: &watch::Sender<Closing>, code: CloseCode, reason: &str) {
+    close.send_if_modified(|closing| {
+        if closing.is_some() {
+            return false;
+        }
+        *closing = Some((code, reason.to_owned()));
+        true
+    });
 }
 
 /// Either a TLS stream or the bare TCP stream.
@@ -156,11 +172,13 @@ pub(crate) async fn accept<B: Backend>(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stop.changed() => break,
+            Ok(()) = stop.changed() => break,
         }
     }
     drop(listener);
-    drain(connections, CLOSE_GRACE * 3).await;
+    // Sessions are closed with the others (the QUIC door's `close_all`);
+    // logins still running give up on `stopping`.
+    drain(connections, SHUTDOWN_GRACE).await;
 }
 
 /// Serves one TCP connection: TLS, the WebSocket handshake, the login, the
@@ -219,25 +237,15 @@ async fn run<B: Backend, S: Transport>(
         Ok(slot) => slot,
         Err((code, reason)) => return refuse(shared, ws, code, &reason).await,
     };
-    let credentials = match tokio::time::timeout(config.auth_timeout, first_message(&mut ws)).await
-    {
-        Ok(Ok(credentials)) if credentials.len() > config.max_credentials => {
-            let reason = format!(
-                "credentials of {} bytes exceed the limit of {} bytes",
-                credentials.len(),
-                config.max_credentials
-            );
-            return refuse(shared, ws, CloseCode::BadFirstPacket, &reason).await;
-        }
-        Ok(Ok(credentials)) => credentials,
-        Ok(Err(Some((code, reason)))) => return refuse(shared, ws, code, &reason).await,
-        Ok(Err(None)) => return,
-        Err(_) => {
-            let reason = format!("no credentials within {:?}", config.auth_timeout);
-            return refuse(shared, ws, CloseCode::AuthTimeout, &reason).await;
+    let mut stopping = shared.stopping.clone();
+    let login = tokio::select! {
+        login = login(shared, &mut ws, slot) => login,
+        // (A gateway dropped without a shutdown goes on serving.)
+        Ok(_) = stopping.wait_for(|stopping| *stopping) => {
+            Err(Some((CloseCode::HostShutdown, "host is shutting down".to_owned())))
         }
     };
-    let login = match authenticate(shared, credentials, slot).await {
+    let login = match login {
         Ok(login) => login,
         Err(Some((code, reason))) => return refuse(shared, ws, code, &reason).await,
         Err(None) => return,
@@ -262,6 +270,7 @@ async fn run<B: Backend, S: Transport>(
     let writer = Writer {
         sink,
         unreliable: unreliable_rx,
+        close: door.close.clone(),
         closing: close_rx,
         taken_back,
         ping_every: config.idle_timeout / 3,
@@ -277,6 +286,32 @@ async fn run<B: Backend, S: Transport>(
         tokio::spawn(writer.run(outbound));
     })
     .await;
+}
+
+/// Reads the credentials and asks the authenticator.
+async fn login<B: Backend, S: Transport>(
+    shared: &Shared<B>,
+    ws: &mut Socket<S>,
+    slot: OwnedSemaphorePermit,
+) -> Result<Login<B::Owner>, Refusal> {
+    let config = &shared.config;
+    let credentials = match tokio::time::timeout(config.auth_timeout, first_message(ws)).await {
+        Ok(Ok(credentials)) if credentials.len() > config.max_credentials => {
+            let reason = format!(
+                "credentials of {} bytes exceed the limit of {} bytes",
+                credentials.len(),
+                config.max_credentials
+            );
+            return Err(Some((CloseCode::BadFirstPacket, reason)));
+        }
+        Ok(Ok(credentials)) => credentials,
+        Ok(Err(refusal)) => return Err(refusal),
+        Err(_) => {
+            let reason = format!("no credentials within {:?}", config.auth_timeout);
+            return Err(Some((CloseCode::AuthTimeout, reason)));
+        }
+    };
+    authenticate(shared, credentials, slot).await
 }
 
 /// The first binary message: the credentials. `Err(None)` if the client
@@ -334,7 +369,7 @@ struct WsSource<S: Transport> {
     give_back: Option<oneshot::Sender<SplitStream<Socket<S>>>>,
     idle_timeout: Duration,
     deadline: Instant,
-    closing: watch::Receiver<Option<(CloseCode, String)>>,
+    closing: watch::Receiver<Closing>,
 }
 
 impl<S: Transport> Drop for WsSource<S> {
@@ -350,14 +385,23 @@ impl<S: Transport> Source for WsSource<S> {
         let Some(stream) = self.stream.as_mut() else {
             return Incoming::Gone(Disconnect::ClientClosed("connection closed".into()));
         };
+        // A deadline that passed while the reader was paused (its owner's
+        // read-ahead full) says nothing of the client: nobody listened.
+        let now = Instant::now();
+        if self.deadline <= now {
+            self.deadline = now + self.idle_timeout;
+        }
         let read = tokio::select! {
+            biased;
             read = stream.next() => read,
+            // The gateway closed the socket. The reason it recorded takes
+            // precedence over this one.
+            closing = self.closing.wait_for(Option::is_some) => {
+                let asked = closing.ok().and_then(|closing| closing.clone());
+                return Incoming::Gone(closed_by_gateway(asked));
+            }
             () = tokio::time::sleep_until(self.deadline) => {
                 return Incoming::Gone(Disconnect::TimedOut);
-            }
-            // The gateway closed the socket; its reason takes precedence.
-            _ = self.closing.wait_for(Option::is_some) => {
-                return Incoming::Gone(Disconnect::HostShutdown);
             }
         };
         self.deadline = Instant::now() + self.idle_timeout;
@@ -380,12 +424,24 @@ impl<S: Transport> Source for WsSource<S> {
     }
 }
 
+/// Why a session ended that the gateway closed with `closing`.
+fn closed_by_gateway(closing: Closing) -> Disconnect {
+    match closing {
+        Some((CloseCode::ClosedByActor, reason)) => Disconnect::ClosedByActor(reason),
+        Some((CloseCode::HostShutdown, _)) | None => Disconnect::HostShutdown,
+        Some((code, reason)) => Disconnect::Kicked { code, reason },
+    }
+}
+
 /// Writes one WebSocket session's frames, unreliable payloads, pings and
 /// close.
 struct Writer<S: Transport> {
     sink: SplitSink<Socket<S>, Message>,
     unreliable: mpsc::Receiver<Bytes>,
-    closing: watch::Receiver<Option<(CloseCode, String)>>,
+    /// Set once the close is sent, so the reader stops even if the client
+    /// never answers it.
+    close: Arc<watch::Sender<Closing>>,
+    closing: watch::Receiver<Closing>,
     taken_back: oneshot::Receiver<SplitStream<Socket<S>>>,
     ping_every: Duration,
 }
@@ -409,11 +465,12 @@ impl<S: Transport> Writer<S> {
             let step = tokio::select! {
                 biased;
                 _ = self.closing.wait_for(Option::is_some) => None,
+                // Before the data: a busy socket must still be pinged.
+                _ = ping.tick() => Some(Step::Frames(vec![Message::Ping(Bytes::new())], None)),
                 item = outbound.recv() => Some(batch(item, &mut outbound)),
                 Some(payload) = self.unreliable.recv() => {
                     Some(Step::Frames(vec![Message::Binary(payload)], None))
                 }
-                _ = ping.tick() => Some(Step::Frames(vec![Message::Ping(Bytes::new())], None)),
             };
             let step = step.unwrap_or_else(|| self.close_step());
             match step {
@@ -461,18 +518,24 @@ impl<S: Transport> Writer<S> {
         }
     }
 
-    /// Sends the close frame, then waits (a little) for the client's answer.
+    /// Sends the close frame, stops the reader, then waits (a little) for
+    /// the client's answer.
     async fn close(mut self, code: CloseCode, reason: &str) {
         let frame = Message::Close(Some(close_frame(code, reason)));
+        let (sink, close, taken_back) = (&mut self.sink, &self.close, self.taken_back);
         let closing = async {
-            if self.sink.send(frame).await.is_err() {
-                return;
-            }
-            if let Ok(mut stream) = self.taken_back.await {
-                while let Some(Ok(_)) = stream.next().await {}
+            let sent = sink.send(frame).await.is_ok();
+            // A client that ignores the close must not keep its session.
+            close_once(close, code, reason);
+            if sent {
+                if let Ok(mut stream) = taken_back.await {
+                    while let Some(Ok(_)) = stream.next().await {}
+                }
             }
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+        if tokio::time::timeout(CLOSE_GRACE, closing).await.is_err() {
+            close_once(&self.close, code, reason);
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Every binary message is one payload. Over WebSocket an actor's frames and
-//! its unreliable sends arrive the same way, in order; a client that needs to
+//! its unreliable sends arrive the same way (frames in order, unreliable
+//! payloads possibly ahead of or behind them); a client that needs to
 //! tell them apart does so from their content.
 
 use std::net::SocketAddr;

@@ -25,9 +25,15 @@ use crate::protocol::CloseCode;
 use crate::reader::{
     authenticate, drain, run_session, session_slot, Admission, Incoming, Refusal, Source,
 };
-use crate::server::{read_credentials, write_frames, Backend, GatewayError, Shared, READ_CHUNK};
+use crate::server::{
+    read_credentials, write_frames, Backend, GatewayError, Shared, READ_CHUNK, SHUTDOWN_GRACE,
+};
 use crate::sessions::{Disconnect, Door, End};
 use crate::tls::{Fingerprint, Identity, TlsError};
+
+/// The longest rotation period: half of what browsers accept as a pinned
+/// certificate's validity, less the backdating and a margin.
+pub const MAX_ROTATION: Duration = Duration::from_secs(6 * 24 * 3600 + 22 * 3600);
 
 /// A WebTransport server endpoint.
 type Endpoint = wtransport::Endpoint<endpoint_side::Server>;
@@ -42,9 +48,6 @@ const MAX_VALIDITY: time::Duration = time::Duration::days(14);
 /// a little behind the host's.
 const BACKDATE: time::Duration = time::Duration::hours(1);
 
-/// How long a shutdown waits for logins still in progress.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Where the WebTransport door listens and which certificate it presents.
 #[derive(Debug, Clone)]
 pub struct WebTransportListen {
@@ -56,7 +59,8 @@ pub struct WebTransportListen {
     /// The names a generated certificate carries.
     pub names: Vec<String>,
     /// How often a generated certificate is replaced; it is valid for
-    /// twice this (less than 14 days in all).
+    /// twice this. Browsers accept no more than 14 days of validity, so at
+    /// most [`MAX_ROTATION`] is used.
     pub rotate_every: Duration,
 }
 
@@ -130,6 +134,10 @@ pub(crate) fn start<B: Backend>(
 ) -> Result<(Running, tokio::task::JoinHandle<()>), GatewayError> {
     let idle = shared.config.idle_timeout;
     let generated = door.identity.is_none();
+    let door = &WebTransportListen {
+        rotate_every: door.rotate_every.min(MAX_ROTATION),
+        ..door.clone()
+    };
     let identity = match &door.identity {
         Some(identity) => identity.clone(),
         None => pinnable_identity(&door.names, door.rotate_every * 2)?,
@@ -219,14 +227,17 @@ async fn accept<B: Backend>(
                 rotation.rotate(&endpoint);
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stop.changed() => break,
+            Ok(()) = stop.changed() => break,
         }
     }
+    // Sessions are closed with the others (the QUIC door's `close_all`);
+    // closing the endpoint ends the logins still running.
     endpoint.close(
         CloseCode::HostShutdown.code().into(),
         b"host is shutting down",
     );
     drain(connections, SHUTDOWN_GRACE).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
 }
 
 /// Serves one browser session from its QUIC handshake on.
@@ -235,25 +246,30 @@ async fn serve<B: Backend>(
     incoming: IncomingSession,
     pending: OwnedSemaphorePermit,
 ) {
-    let config = &shared.config;
-    let request = match tokio::time::timeout(config.auth_timeout, incoming).await {
-        Ok(Ok(request)) => request,
-        _ => return,
-    };
-    if request.path() != PATH {
-        tracing::debug!(
-            path = request.path(),
-            "WebTransport request for an unknown path"
-        );
-        request.not_found().await;
-        return;
-    }
-    let connection = match request.accept().await {
-        Ok(connection) => connection,
-        Err(error) => {
-            tracing::debug!(%error, "WebTransport session not established");
-            return;
+    // The handshake and the session's request get the login's time, like
+    // the credentials after them: a client holds its place among those
+    // logging in no longer.
+    let opening = async {
+        let request = incoming.await.ok()?;
+        if request.path() != PATH {
+            tracing::debug!(
+                path = request.path(),
+                "WebTransport request for an unknown path"
+            );
+            request.not_found().await;
+            return None;
         }
+        match request.accept().await {
+            Ok(connection) => Some(connection),
+            Err(error) => {
+                tracing::debug!(%error, "WebTransport session not established");
+                None
+            }
+        }
+    };
+    let Ok(Some(connection)) = tokio::time::timeout(shared.config.auth_timeout, opening).await
+    else {
+        return;
     };
     let quic = connection.quic_connection().clone();
     let admitted = tokio::select! {
@@ -343,28 +359,45 @@ impl Source for WtSource {
                 Err(quinn::ReadError::Reset(code)) => Incoming::Gone(Disconnect::ClientClosed(
                     format!("the client reset its stream (code {code})"),
                 )),
+                // The session's end is read off its datagrams, which carry
+                // the page's close reason.
                 Err(quinn::ReadError::ConnectionLost(_)) => Incoming::Gone(self.lost().await),
                 Err(error) => Incoming::Violation(CloseCode::ProtocolViolation, error.to_string()),
             },
             datagram = self.connection.receive_datagram() => match datagram {
                 Ok(datagram) => Incoming::Message(datagram.payload(), false),
-                Err(_) => Incoming::Gone(self.lost().await),
+                Err(error) => Incoming::Gone(ended(error)),
             },
         }
     }
 }
 
 impl WtSource {
-    /// Why the session is gone, as WebTransport tells it.
+    /// Why the session is gone, once its stream failed: the session's own
+    /// end, which its datagrams report after the ones still queued.
     async fn lost(&self) -> Disconnect {
-        use wtransport::error::ConnectionError;
-        match self.connection.closed().await {
-            ConnectionError::ApplicationClosed(close) => {
-                Disconnect::ClientClosed(String::from_utf8_lossy(close.reason()).into_owned())
+        loop {
+            if let Err(error) = self.connection.receive_datagram().await {
+                return ended(error);
             }
-            ConnectionError::TimedOut => Disconnect::TimedOut,
-            ConnectionError::LocallyClosed => Disconnect::HostShutdown,
-            other => Disconnect::ClientClosed(other.to_string()),
         }
+    }
+}
+
+/// Why a session the gateway did not close ended (a close by the gateway is
+/// recorded, and takes precedence).
+fn ended(error: wtransport::error::ConnectionError) -> Disconnect {
+    use wtransport::error::ConnectionError;
+    match error {
+        // The page closed its session (`WebTransport.close`), or the peer
+        // closed the connection, with a reason.
+        ConnectionError::ApplicationClosed(close) => {
+            Disconnect::ClientClosed(String::from_utf8_lossy(close.reason()).into_owned())
+        }
+        ConnectionError::TimedOut => Disconnect::TimedOut,
+        // wtransport closes the connection itself when the page's close
+        // arrives without a reason it passes on.
+        ConnectionError::LocallyClosed => Disconnect::ClientClosed("session closed".into()),
+        other => Disconnect::ClientClosed(other.to_string()),
     }
 }

@@ -2,7 +2,8 @@
 //! which `scripts/test` installs), driven over the DevTools protocol, loads
 //! the world demo's page from a running host, pins the WebTransport door's
 //! certificate by its hash, logs in, sends a command and gets the reply and
-//! snapshot datagrams; then the same over the WebSocket door. Screenshots
+//! snapshot datagrams; then the same over the WebSocket door, and a refused
+//! login over each. Screenshots
 //! are kept in `target/tmp/play-*.png`.
 
 #[path = "../../runtime/tests/common/mod.rs"]
@@ -160,22 +161,33 @@ impl Page {
     /// Waits until the page is in, has a reply and snapshots; returns its
     /// state.
     async fn wait_until_playing(&mut self) -> Value {
+        self.wait_until("playing", |state| {
+            state["state"] == "in"
+                && state["replies"].as_u64() >= Some(1)
+                && state["snapshots"].as_u64() >= Some(2)
+                && state["players"].as_u64() >= Some(1)
+        })
+        .await
+    }
+
+    /// Waits until the page's state passes `test`; returns the state.
+    async fn wait_until(&mut self, what: &str, test: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         loop {
             let state = self.state().await;
-            let playing = state["state"] == "in"
-                && state["replies"].as_u64() >= Some(1)
-                && state["snapshots"].as_u64() >= Some(2)
-                && state["players"].as_u64() >= Some(1);
-            if playing {
+            if test(&state) {
                 return state;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "the page did not get playing: {state:#}"
+                "the page did not get {what}: {state:#}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    async fn open(&mut self, url: String) {
+        self.send("Page.navigate", json!({ "url": url })).await;
     }
 
     async fn screenshot(&mut self, path: &Path) {
@@ -232,32 +244,50 @@ fn a_browser_plays_over_webtransport_and_over_websocket() {
     runtime.block_on(async {
         let mut page = Page::connect(page_url, browser.port).await;
         page.send("Page.enable", json!({})).await;
-        page.send(
-            "Page.navigate",
-            json!({"url": format!("{}/play?name=ayla", host.url)}),
-        )
-        .await;
+        page.open(format!("{}/play?name=ayla", host.url)).await;
         let state = page.wait_until_playing().await;
         assert_eq!(state["transport"], "webtransport", "{state:#}");
         assert_eq!(state["owner"], "world-player/ayla", "{state:#}");
         assert_eq!(state["lastReply"]["type"], "ok", "{state:#}");
         page.screenshot(&artifact("play-webtransport.png")).await;
 
-        page.send(
-            "Page.navigate",
-            json!({"url": format!("{}/play?name=bren&transport=websocket", host.url)}),
-        )
-        .await;
+        page.open(format!("{}/play?name=bren&transport=websocket", host.url))
+            .await;
         let state = page.wait_until_playing().await;
         assert_eq!(state["transport"], "websocket", "{state:#}");
         assert_eq!(state["owner"], "world-player/bren", "{state:#}");
         page.screenshot(&artifact("play-websocket.png")).await;
+
+        // A name the authenticator refuses: over WebTransport the page
+        // does not retry over WebSocket; over WebSocket it shows the code.
+        page.open(format!("{}/play?name=1nvalid", host.url)).await;
+        let state = page.wait_until("refused", |s| s["state"] == "failed").await;
+        let error = state["error"].as_str().unwrap_or("");
+        assert!(error.contains("login refused"), "{state:#}");
+        assert!(
+            !state["log"].to_string().contains("falling back"),
+            "{state:#}"
+        );
+        page.open(format!(
+            "{}/play?name=1nvalid&transport=websocket",
+            host.url
+        ))
+        .await;
+        let state = page.wait_until("refused", |s| s["state"] == "failed").await;
+        assert_eq!(state["closeCode"], 4002, "{state:#}");
+        assert!(
+            !state["closeReason"].as_str().unwrap_or("").is_empty(),
+            "{state:#}"
+        );
     });
     // Both logins went through the same sessions registry, each counted
     // by its door.
     let metrics = reqwest::blocking_get(&format!("{}/metrics", host.url)).unwrap();
-    for door in ["webtransport", "websocket"] {
-        let series = format!(r#"grove_gateway_sessions_opened_total{{door="{door}"}} 1"#);
+    for series in [
+        r#"grove_gateway_sessions_opened_total{door="webtransport"} 1"#,
+        r#"grove_gateway_sessions_opened_total{door="websocket"} 1"#,
+        r#"grove_gateway_closes_total{reason="auth-rejected"} 2"#,
+    ] {
         assert!(
             metrics.lines().any(|l| l == series),
             "no `{series}` in {metrics}"

@@ -429,3 +429,28 @@ async fn a_full_gateway_refuses_websocket_clients_as_busy_whatever_their_door() 
     assert_eq!(closed.code, Some(CloseCode::ServerBusy), "{closed}");
     assert!(closed.reason.contains("at most 1 sessions"), "{closed}");
 }
+
+#[tokio::test]
+async fn a_client_that_ignores_an_actors_close_loses_its_session_anyway() {
+    let setup = start().await;
+    let session = setup.connect("ayla").await;
+    session.send(b"close enough").await.unwrap();
+    // The client never reads, so it never answers the close frame; it
+    // keeps sending instead.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ok(&setup.host, "echo/ayla", "events", &[])
+        .await
+        .contains(&format!(
+            "disconnect {} closed-by-actor: enough",
+            session.id()
+        ))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session outlived its actor's close"
+        );
+        let _ = session.send(b"still talking").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ok(&setup.host, "echo/ayla", "sessions", &[]).await, "[]");
+}
