@@ -135,61 +135,77 @@ struct Activation {
 
 /// Runs the activation holding `slot` until it deactivates or dies.
 /// In a cluster, `fence` is the claim its writes carry.
-pub(crate) async fn run(
+///
+/// Written as an `async move` block rather than an `async fn`: an async fn
+/// keeps a second copy of each argument in its future, and this future is
+/// held by every idle activation.
+pub(crate) fn run(
     context: Context,
     plugin: Arc<Plugin>,
     mut slot: Slot,
     fence: Option<Fence>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let carried = slot.take_carried();
+        // Kept until the activation has started: if the new version fails to
+        // start and is rolled back, the successor on the version before
+        // restores the state that version's snapshot wrote.
+        let kept = carried.clone();
+        // Boxed: what starting needs stays out of the future that serves.
+        let started = Box::pin(Activation::start(
+            &context,
+            plugin.clone(),
+            Start {
+                actor: slot.actor().clone(),
+                mailbox: slot.mailbox(),
+                fence,
+                carried,
+            },
+        ));
+        let activation = match started.await {
+            Ok(activation) => activation,
+            Err(error) => return failed_to_start(&context, &plugin, slot, kept, error),
+        };
+        drop(kept);
+        activation.serve(&context, slot).await
+    }
+}
+
+/// Fails what was queued for an activation that could not start, and
+/// leaves its slot (or hands it to the version before, if the new version
+/// was rolled back; `kept` is the state it carried).
+fn failed_to_start(
+    context: &Context,
+    plugin: &Arc<Plugin>,
+    slot: Slot,
+    kept: Option<Vec<u8>>,
+    error: CallError,
 ) {
     let actor = slot.actor().clone();
-    let carried = slot.take_carried();
-    // Kept until the activation has started: if the new version fails to
-    // start and is rolled back, the successor on the version before
-    // restores the state that version's snapshot wrote.
-    let kept = carried.clone();
-    // Boxed: what starting needs stays out of the future that serves.
-    let started = Box::pin(Activation::start(
-        &context,
-        plugin.clone(),
-        Start {
-            actor: actor.clone(),
-            mailbox: slot.mailbox(),
-            fence,
-            carried,
-        },
-    ));
-    match started.await {
-        Ok(activation) => {
-            drop(kept);
-            activation.serve(&context, slot).await
-        }
-        Err(error) => {
-            tracing::warn!(%actor, %error, "activation failed");
-            if let Some(meters) = &context.services.meters {
-                meters.of(&actor.actor_type).failed_to_start.add();
-            }
-            let rolled_back = matches!(
-                error,
-                CallError::Unavailable(Unavailable::ActivationFailed { .. })
-            ) && context
-                .versions
-                .get()
-                .and_then(Weak::upgrade)
-                .is_some_and(|versions| versions.failed_to_start(&plugin, &error));
-            if rolled_back {
-                return slot.move_on(kept);
-            }
-            if kept.is_some() {
-                tracing::error!(%actor, "the state carried over from the version before is lost: the new version failed to start");
-            }
-            // Everything already queued for this attempt fails with the same
-            // error; the slot is left empty so the next call tries afresh.
-            while let Some(envelope) = slot.try_recv(Instant::now()) {
-                envelope.fail(error.clone());
-            }
-            slot.leave();
-        }
+    tracing::warn!(%actor, %error, "activation failed");
+    if let Some(meters) = &context.services.meters {
+        meters.of(&actor.actor_type).failed_to_start.add();
     }
+    let rolled_back = matches!(
+        error,
+        CallError::Unavailable(Unavailable::ActivationFailed { .. })
+    ) && context
+        .versions
+        .get()
+        .and_then(Weak::upgrade)
+        .is_some_and(|versions| versions.failed_to_start(plugin, &error));
+    if rolled_back {
+        return slot.move_on(kept);
+    }
+    if kept.is_some() {
+        tracing::error!(%actor, "the state carried over from the version before is lost: the new version failed to start");
+    }
+    // Everything already queued for this attempt fails with the same error;
+    // the slot is left empty so the next call tries afresh.
+    while let Some(envelope) = slot.try_recv(Instant::now()) {
+        envelope.fail(error.clone());
+    }
+    slot.leave();
 }
 
 /// A permit to run turns: at once if one is free, otherwise once a running
@@ -766,9 +782,11 @@ impl Activation {
         }
     }
 
-    /// Runs `envelope` and the messages queued behind it, up to [`BATCH`];
-    /// how the activation ends, if one of them ended it.
+    /// Takes a running turn, then runs `envelope` and the messages queued
+    /// behind it, up to [`BATCH`]; how the activation ends, if one of them
+    /// ended it.
     async fn batch(&mut self, slot: &Slot, mut envelope: Envelope) -> Option<End> {
+        self.acquire_turn().await;
         for handled in 1.. {
             if self.handle(envelope).await.is_err() {
                 return Some(End::Died);
@@ -848,106 +866,111 @@ impl Activation {
         self.hook("on-timer", &span, None, outcome)
     }
 
-    async fn serve(mut self, context: &Context, slot: Slot) {
-        let idle_timeout = context.idle_timeout;
-        let mut last_activity = Instant::now();
-        let idle = sleep(idle_timeout);
-        tokio::pin!(idle);
-        let timer = sleep(Duration::ZERO);
-        tokio::pin!(timer);
-        let mut timer_armed: Option<Instant> = None;
-        // Timer ticks may not start before this: they get at most half of
-        // the actor's time.
-        let mut timer_gate = Instant::now();
+    /// Serves turns until the activation ends, then leaves `slot`. An
+    /// `async move` block, not an `async fn`, for the reason given at
+    /// [`run`].
+    fn serve(mut self, context: &Context, slot: Slot) -> impl Future<Output = ()> + Send + '_ {
+        async move {
+            let idle_timeout = context.idle_timeout;
+            let mut last_activity = Instant::now();
+            let idle = sleep(idle_timeout);
+            tokio::pin!(idle);
+            let timer = sleep(Duration::ZERO);
+            tokio::pin!(timer);
+            let mut timer_armed: Option<Instant> = None;
+            // Timer ticks may not start before this: they get at most half of
+            // the actor's time.
+            let mut timer_gate = Instant::now();
 
-        let end = 'serve: loop {
-            let next_tick = self
-                .store
-                .data()
-                .timers
-                .next_due()
-                .map(|at| at.max(timer_gate));
-            if next_tick != timer_armed {
-                if let Some(at) = next_tick {
-                    timer.as_mut().reset(at.into());
-                }
-                timer_armed = next_tick;
-            }
-            // Shutdown stops the mailbox (`recv` answers `None`); an
-            // activation started during the shutdown sees the flag here.
-            if slot.is_stopping() {
-                break 'serve End::Deactivate;
-            }
-            self.go_idle();
-            tokio::select! {
-                biased;
-                envelope = slot.recv() => {
-                    let Some(envelope) = envelope else { break 'serve End::Deactivate };
-                    last_activity = Instant::now();
-                    self.acquire_turn().await;
-                    // Boxed: a turn's state lives on the heap while it runs,
-                    // not in every idle activation's task.
-                    if let Some(end) = Box::pin(self.batch(&slot, envelope)).await {
-                        break 'serve end;
+            let end = 'serve: loop {
+                let next_tick = self
+                    .store
+                    .data()
+                    .timers
+                    .next_due()
+                    .map(|at| at.max(timer_gate));
+                if next_tick != timer_armed {
+                    if let Some(at) = next_tick {
+                        timer.as_mut().reset(at.into());
                     }
+                    timer_armed = next_tick;
                 }
-                () = &mut timer, if timer_armed.is_some() => {
-                    timer_armed = None;
-                    if let Some(tick) = self.store.data_mut().timers.take_next_due(Instant::now()) {
-                        if tick.keep_alive {
-                            last_activity = Instant::now();
+                // Shutdown stops the mailbox (`recv` answers `None`); an
+                // activation started during the shutdown sees the flag here.
+                if slot.is_stopping() {
+                    break 'serve End::Deactivate;
+                }
+                self.go_idle();
+                tokio::select! {
+                    biased;
+                    envelope = slot.recv() => {
+                        let Some(envelope) = envelope else { break 'serve End::Deactivate };
+                        last_activity = Instant::now();
+                        // Boxed, the wait for a running turn included: a
+                        // turn's state (the message first) lives on the heap
+                        // while it runs, not in every idle activation's task.
+                        if let Some(end) = Box::pin(self.batch(&slot, envelope)).await {
+                            break 'serve end;
                         }
-                        self.acquire_turn().await;
-                        let started = Instant::now();
-                        if Box::pin(self.tick(tick.name)).await.is_err() {
-                            break 'serve End::Died;
+                    }
+                    () = &mut timer, if timer_armed.is_some() => {
+                        timer_armed = None;
+                        if let Some(tick) = self.store.data_mut().timers.take_next_due(Instant::now()) {
+                            if tick.keep_alive {
+                                last_activity = Instant::now();
+                            }
+                            self.acquire_turn().await;
+                            let started = Instant::now();
+                            if Box::pin(self.tick(tick.name)).await.is_err() {
+                                break 'serve End::Died;
+                            }
+                            let now = Instant::now();
+                            timer_gate = now + now.duration_since(started);
+                            if self.store.data().deactivate_requested {
+                                break 'serve End::Deactivate;
+                            }
                         }
-                        let now = Instant::now();
-                        timer_gate = now + now.duration_since(started);
-                        if self.store.data().deactivate_requested {
+                    }
+                    () = &mut idle => {
+                        if last_activity.elapsed() >= idle_timeout {
                             break 'serve End::Deactivate;
                         }
+                        idle.as_mut().reset((last_activity + idle_timeout).into());
                     }
                 }
-                () = &mut idle => {
-                    if last_activity.elapsed() >= idle_timeout {
-                        break 'serve End::Deactivate;
-                    }
-                    idle.as_mut().reset((last_activity + idle_timeout).into());
-                }
-            }
-        };
+            };
 
-        self.acquire_turn().await;
-        let mut carried = None;
-        match end {
-            End::Deactivate => {
-                if self.mailbox.stopped() == Some(Stop::Upgrade) {
-                    carried = self.snapshot().await;
-                }
-                self.deactivate().await;
-            }
-            // A turn cut off may have queued state writes it never saw
-            // acknowledged: let them land before a successor reads state.
-            End::Died => {
-                let settle = context.services.state.settle();
-                let settled = Box::pin(async {
-                    tokio::select! {
-                        settled = tokio::time::timeout(self.wall_limit, settle) => settled,
-                        never = self.mailbox.police(None) => match never {},
+            self.acquire_turn().await;
+            let mut carried = None;
+            match end {
+                End::Deactivate => {
+                    if self.mailbox.stopped() == Some(Stop::Upgrade) {
+                        carried = Box::pin(self.snapshot()).await;
                     }
-                })
-                .await;
-                if !matches!(settled, Ok(Ok(()))) {
-                    tracing::warn!(actor = %self.actor, "state writes of a failed turn did not settle");
+                    Box::pin(self.deactivate()).await;
+                }
+                // A turn cut off may have queued state writes it never saw
+                // acknowledged: let them land before a successor reads state.
+                End::Died => {
+                    let settle = context.services.state.settle();
+                    let settled = Box::pin(async {
+                        tokio::select! {
+                            settled = tokio::time::timeout(self.wall_limit, settle) => settled,
+                            never = self.mailbox.police(None) => match never {},
+                        }
+                    })
+                    .await;
+                    if !matches!(settled, Ok(Ok(()))) {
+                        tracing::warn!(actor = %self.actor, "state writes of a failed turn did not settle");
+                    }
                 }
             }
-        }
-        // The instance goes back to the pool before a successor needs one.
-        drop(self);
-        match carried {
-            Some(state) => slot.leave_carrying(state),
-            None => slot.leave(),
+            // The instance goes back to the pool before a successor needs one.
+            drop(self);
+            match carried {
+                Some(state) => slot.leave_carrying(state),
+                None => slot.leave(),
+            }
         }
     }
 
