@@ -139,6 +139,7 @@ struct Activation {
 /// Written as an `async move` block rather than an `async fn`: an async fn
 /// keeps a second copy of each argument in its future, and this future is
 /// held by every idle activation.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn run(
     context: Context,
     plugin: Arc<Plugin>,
@@ -869,6 +870,7 @@ impl Activation {
     /// Serves turns until the activation ends, then leaves `slot`. An
     /// `async move` block, not an `async fn`, for the reason given at
     /// [`run`].
+    #[allow(clippy::manual_async_fn)]
     fn serve(mut self, context: &Context, slot: Slot) -> impl Future<Output = ()> + Send + '_ {
         async move {
             let idle_timeout = context.idle_timeout;
