@@ -172,7 +172,7 @@ struct RunArgs {
     /// Most linear memory one activation may use, in MiB.
     #[arg(long, default_value_t = 64)]
     max_memory_mib: usize,
-    /// Most activations alive at once [default: 20000, or fewer if the
+    /// Most activations alive at once [default: 30000, or fewer if the
     /// kernel's vm.max_map_count leaves room for fewer].
     #[arg(long)]
     max_activations: Option<u32>,

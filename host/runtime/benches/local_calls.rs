@@ -4,6 +4,9 @@
 //!
 //! Run with: `scripts/build-plugins && cargo bench -p grove-host --bench local_calls`
 //! (`GROVE_BENCH_SECS` sets the length of each measured phase, default 2).
+//! `GROVE_BENCH_ONLY=live` instead activates as many counters as `grove run`
+//! would allow under this machine's `vm.max_map_count` (or
+//! `GROVE_BENCH_LIVE` of them) and keeps them all alive.
 
 mod common;
 
@@ -176,6 +179,63 @@ fn mappings() -> u64 {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |maps| maps.lines().count() as u64)
 }
 
+/// Live activations under the kernel's limit on memory mappings: as many as
+/// `grove run` sizes `--max-activations` to (or `GROVE_BENCH_LIVE`), all
+/// activated and kept alive at once.
+async fn live() {
+    let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap();
+    let limits = Limits::default();
+    let fit = grove_host::engine::activations_that_fit(limits.max_running_turns).unwrap();
+    let n: u32 = std::env::var("GROVE_BENCH_LIVE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(fit);
+    let config = HostConfig {
+        limits: Limits {
+            max_activations: n,
+            ..limits
+        },
+        idle_timeout: Duration::from_secs(3600),
+        ..HostConfig::default()
+    };
+    let host = Host::new(config, StateStore::memory()).unwrap();
+    host.load_plugin(&plugin("counter")).unwrap();
+    let before = mappings();
+    let t = Instant::now();
+    let failed = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let batch: Vec<_> = (0..64)
+        .map(|c| {
+            let (host, failed) = (host.clone(), failed.clone());
+            tokio::spawn(async move {
+                for i in (c..n).step_by(64) {
+                    let actor = ActorRef::new("counter", &i.to_string());
+                    if let Err(e) = host.call(&actor, "get", vec![]).await {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("activation {i} failed: {e}");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for b in batch {
+        b.await.unwrap();
+    }
+    println!("## Live activations under vm.max_map_count\n");
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| vm.max_map_count | {} |", max_map_count.trim());
+    println!("| activations that fit, as `grove run` computes it | {fit} |");
+    println!("| activations asked for | {n} |");
+    println!("| live at the end | {} |", host.active_count());
+    println!("| failed | {} |", failed.load(Ordering::Relaxed));
+    println!(
+        "| memory mappings before the first activation / at the end | {before} / {} |",
+        mappings()
+    );
+    println!("| seconds to activate them, 64 in flight | {:.1} |", t.elapsed().as_secs_f64());
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -191,6 +251,9 @@ async fn bench() {
         plugin("counter").exists(),
         "run scripts/build-plugins first"
     );
+    if std::env::var("GROVE_BENCH_ONLY").as_deref() == Ok("live") {
+        return live().await;
+    }
     let config = HostConfig {
         limits: Limits {
             max_activations: 3 * ACTORS as u32,

@@ -83,17 +83,24 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
         .concurrency_support(false)
         .wasm_component_model(true)
         // Reserve only what the memory limit allows, so that tens of thousands of
-        // activations fit in the address space; bounds checks are explicit.
+        // activations fit in the address space. Bounds checks are explicit,
+        // offsets included, so slots need no guard region between them: a
+        // guard would be a mapping of its own in every live slot.
         .memory_reservation(limits.largest_memory() as u64)
-        .memory_guard_size(64 << 10)
+        .memory_guard_size(0)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
-        // Each activation maps its plugin's data image copy-on-write: pages
-        // it never writes stay shared between activations (the half of an
-        // idle activation's memory that copying cost), at two mappings more
-        // per activation and a slower burst of activations on several cores
-        // (docs/benchmarks.md, "Activation").
+        // Each activation maps its plugin's initial memory copy-on-write:
+        // pages it never writes stay shared between activations (the half
+        // of an idle activation's memory that copying cost), at a slower
+        // burst of activations on several cores (docs/benchmarks.md,
+        // "Activation"). The image is kept in a memory file as long as the
+        // largest memory, also for components loaded from the on-disk
+        // cache, and the vendored wasmtime maps it over an activation's
+        // whole slot: two mappings per live activation, where an image
+        // between anonymous mappings made four (`vendor/README.md`).
         .memory_init_cow(true)
+        .force_memory_init_memfd(true)
         .max_wasm_stack(512 << 10)
         .async_stack_size(1 << 20);
     Engine::new(&config).map_err(HostError::Engine)
@@ -107,18 +114,20 @@ pub(crate) fn running_turn_limit(limits: &Limits) -> u32 {
         .clamp(1, limits.max_activations.max(1))
 }
 
-/// Memory mappings one live activation adds: its linear memory's slot, split
-/// into the copy-on-write image, the accessible rest and the reserved rest.
-/// (Measured by the `local_calls` benchmark: 4.00.)
-const MAPPINGS_PER_ACTIVATION: u64 = 4;
+/// Memory mappings one live activation adds: its linear memory's slot, the
+/// plugin's memory file mapped over all of it, split into the accessible part
+/// and the reserved rest. (Measured by the `local_calls` benchmark and
+/// checked by `tests/mappings.rs`: 2.00.)
+const MAPPINGS_PER_ACTIVATION: u64 = 2;
 
 /// Memory mappings each configured fiber stack holds from the engine's
 /// start: the stack and its guard page.
 const MAPPINGS_PER_STACK: u64 = 2;
 
 /// Mappings left to everything else: the binary, libraries, the heap,
-/// thread stacks, the pools' own regions.
-const MAPPINGS_RESERVED: u64 = 4096;
+/// thread stacks, the pools' own regions, compiled plugins. A host serving
+/// the benchmarks holds under 100 of these before its first activation.
+const MAPPINGS_RESERVED: u64 = 2048;
 
 /// How many activations the kernel's limit on memory mappings per process
 /// (`vm.max_map_count`) leaves room for beside `running_turns` fiber

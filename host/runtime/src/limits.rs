@@ -94,7 +94,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_activations: 20_000,
+            max_activations: 30_000,
             max_running_turns: 1_024,
             // Above the largest message between actors (1 Mi elements of
             // 40 bytes), so that limit is met first with its own error.

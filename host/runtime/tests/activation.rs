@@ -306,3 +306,80 @@ async fn one_shot_timers_fire_once_and_cancelled_ones_never() {
         .unwrap();
     assert_eq!(again, Some(Val::Bool(false)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_in_a_slot_another_left_starts_from_the_plugin_s_initial_memory() {
+    let host = common::host();
+    for round in 0..20 {
+        // Each actor takes the memory slot the one before it left.
+        let actor = probe(&format!("tenant-{round}"));
+        assert_eq!(
+            host.call(&actor, "recall", vec![]).await.unwrap(),
+            Some(Val::Option(None)),
+            "round {round} saw what an earlier activation wrote"
+        );
+        host.call(&actor, "remember", vec![Val::String(format!("round {round}"))])
+            .await
+            .unwrap();
+        host.call(&actor, "hog", vec![Val::U32(2)]).await.unwrap();
+        host.call(&actor, "retire", vec![]).await.unwrap();
+        wait_until("the actor is deactivated", Duration::from_secs(5), || {
+            !host.is_active(&actor)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_taking_turns_in_the_same_memory_slots_each_start_from_their_own_image() {
+    // One activation at a time, so three plugins share two memory slots and
+    // each activation takes a slot another plugin's image was in.
+    let mut config = common::config();
+    config.limits.max_activations = 1;
+    config.idle_timeout = Duration::from_millis(50);
+    let host = grove_host::Host::new(config, StateStore::memory()).unwrap();
+    for name in ["probe", "counter", "greeter"] {
+        host.load_plugin(&common::plugin(name)).unwrap();
+    }
+    for round in 0..8 {
+        let actor = probe(&format!("tenant-{round}"));
+        assert_eq!(
+            host.call(&actor, "recall", vec![]).await.unwrap(),
+            Some(Val::Option(None)),
+            "round {round} saw what an earlier activation wrote"
+        );
+        host.call(&actor, "remember", vec![Val::String(format!("round {round}"))])
+            .await
+            .unwrap();
+        host.call(&actor, "hog", vec![Val::U32(3)]).await.unwrap();
+        host.call(&actor, "retire", vec![]).await.unwrap();
+        wait_until("the probe is deactivated", Duration::from_secs(5), || {
+            host.active_count() == 0
+        })
+        .await;
+
+        let counter = ActorRef::new("counter", &format!("c-{round}"));
+        assert_eq!(
+            host.call(&counter, "add", vec![Val::U64(5)]).await.unwrap(),
+            Some(Val::U64(5))
+        );
+        wait_until("the counter is deactivated", Duration::from_secs(5), || {
+            host.active_count() == 0
+        })
+        .await;
+
+        let greeter = ActorRef::new("greeter", &format!("g-{round}"));
+        let greeting = host
+            .call(&greeter, "greet", vec![Val::String("ayla".into())])
+            .await
+            .unwrap();
+        assert!(
+            matches!(&greeting, Some(Val::Tuple(t)) if t.get(1) == Some(&Val::U32(1))),
+            "round {round}: {greeting:?}"
+        );
+        wait_until("the greeter is deactivated", Duration::from_secs(5), || {
+            host.active_count() == 0
+        })
+        .await;
+    }
+}

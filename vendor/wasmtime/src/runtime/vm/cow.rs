@@ -71,6 +71,15 @@ pub struct MemoryImage {
     /// The offset, within `module_source.wasm_data()`, that this image starts
     /// at.
     module_source_offset: usize,
+
+    /// When non-zero, `source` holds the memory's whole initial contents from
+    /// its offset 0 and is this long: zeros, the image at
+    /// `linear_memory_offset` (so `source_offset` equals it), then zeros. A
+    /// slot then maps `source` over its entire reservation, and memory stays
+    /// one mapping however it grows, where an image in the middle of
+    /// anonymous memory splits a slot into four mappings (and so caps the
+    /// number of live instances under the kernel's `vm.max_map_count`).
+    span: HostAlignedByteCount,
 }
 
 impl MemoryImage {
@@ -80,6 +89,7 @@ impl MemoryImage {
         linear_memory_offset: HostAlignedByteCount,
         module_source: &Arc<impl ModuleMemoryImageSource>,
         data_range: Range<usize>,
+        span: Option<HostAlignedByteCount>,
     ) -> Result<Option<MemoryImage>> {
         let assert_page_aligned = |val: usize| {
             assert_eq!(val % (page_size as usize), 0);
@@ -124,6 +134,7 @@ impl MemoryImage {
                             len,
                             module_source: module_source.clone(),
                             module_source_offset: data_range.start,
+                            span: HostAlignedByteCount::ZERO,
                         }));
                     }
                 }
@@ -132,6 +143,26 @@ impl MemoryImage {
 
         // If `mmap` doesn't come from a file then platform-specific mechanisms
         // may be used to place the data in a form that's amenable to an mmap.
+        #[cfg(all(target_os = "linux", feature = "std", not(miri)))]
+        if let Some(span) = span {
+            if let Some(source) = MemoryImageSource::from_data_at(
+                linear_memory_offset.byte_count(),
+                data,
+                span.byte_count(),
+            )? {
+                return Ok(Some(MemoryImage {
+                    source,
+                    source_offset: u64::try_from(linear_memory_offset.byte_count()).unwrap(),
+                    linear_memory_offset,
+                    len,
+                    module_source: module_source.clone(),
+                    module_source_offset: data_range.start,
+                    span,
+                }));
+            }
+        }
+        #[cfg(not(all(target_os = "linux", feature = "std", not(miri))))]
+        let _ = span;
         if let Some(source) = MemoryImageSource::from_data(data)? {
             return Ok(Some(MemoryImage {
                 source,
@@ -140,6 +171,7 @@ impl MemoryImage {
                 len,
                 module_source: module_source.clone(),
                 module_source_offset: data_range.start,
+                span: HostAlignedByteCount::ZERO,
             }));
         }
 
@@ -231,9 +263,19 @@ impl ModuleMemoryImages {
             let offset = HostAlignedByteCount::new(offset_usize)
                 .expect("memory init offset is a multiple of the host page size");
 
+            // A 32-bit memory with wasm's 64 KiB pages can be spanned by a
+            // file as large as its maximum size.
+            let memory = &module.memories[memory_index];
+            let span = memory
+                .maximum_byte_size()
+                .ok()
+                .filter(|_| memory.page_size_log2 == 16)
+                .filter(|&max| max <= 1 << 32)
+                .and_then(|max| HostAlignedByteCount::new_rounded_up_u64(max).ok());
+
             // If this creation fails then we fail creating
             // `ModuleMemoryImages` since this memory couldn't be represented.
-            let image = match MemoryImage::new(engine, page_size, offset, source, data_range)? {
+            let image = match MemoryImage::new(engine, page_size, offset, source, data_range, span)? {
                 Some(image) => image,
                 None => return Ok(None),
             };
@@ -457,6 +499,9 @@ impl MemoryImageSlot {
         };
         if !images_equal {
             self.remove_image()?;
+            if let Some(image) = maybe_image.filter(|image| !image.span.is_zero()) {
+                self.map_span(image)?;
+            }
         }
 
         // The next order of business is to ensure that `self.accessible` is
@@ -496,7 +541,7 @@ impl MemoryImageSlot {
                         .byte_count()
                         <= initial_size_bytes
                 );
-                if !image.len.is_zero() {
+                if image.span.is_zero() && !image.len.is_zero() {
                     unsafe {
                         image.map_at(&self.base)?;
                     }
@@ -517,8 +562,42 @@ impl MemoryImageSlot {
         Ok(())
     }
 
+    /// Maps `image`'s whole source over this slot, up to the smaller of the
+    /// image's span and the slot's size, keeping what is accessible
+    /// accessible. From here on memory grows and shrinks by `mprotect` within
+    /// that one mapping, whose pieces merge again as they meet.
+    fn map_span(&mut self, image: &Arc<MemoryImage>) -> Result<()> {
+        let slot_size =
+            HostAlignedByteCount::new(self.static_size & !(host_page_size() - 1)).unwrap();
+        let mapped = image.span.min(slot_size);
+        if mapped.is_zero() {
+            return Ok(());
+        }
+        #[cfg(all(target_os = "linux", feature = "std", not(miri)))]
+        unsafe {
+            image
+                .source
+                .map_inaccessible_at(self.base.as_mut_ptr(), mapped.byte_count())?;
+        }
+        #[cfg(not(all(target_os = "linux", feature = "std", not(miri))))]
+        unreachable!("only images made on Linux span a memory");
+        self.reapply_pkey(HostAlignedByteCount::ZERO, mapped, false)?;
+        self.set_protection(HostAlignedByteCount::ZERO..self.accessible.min(mapped), true)?;
+        self.image = Some(image.clone());
+        Ok(())
+    }
+
     pub(crate) fn remove_image(&mut self) -> Result<()> {
         if let Some(image) = &self.image {
+            if !image.span.is_zero() {
+                // The source spans the slot: put anonymous memory back over
+                // all of it, zeros up to `accessible`.
+                let accessible = self.accessible;
+                self.reset_with_anon_memory()?;
+                self.set_protection(HostAlignedByteCount::ZERO..accessible, true)?;
+                self.accessible = accessible;
+                return Ok(());
+            }
             unsafe {
                 image.remap_as_zeros_at(self.base.as_mut_ptr())?;
             }
@@ -800,6 +879,7 @@ mod test {
             linear_memory_offset,
             module_source: Arc::new(source),
             module_source_offset: 0,
+            span: HostAlignedByteCount::ZERO,
         });
 
         struct TestDataSource {

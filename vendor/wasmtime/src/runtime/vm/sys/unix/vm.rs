@@ -124,11 +124,27 @@ impl MemoryImageSource {
 
     #[cfg(target_os = "linux")]
     pub fn from_data(data: &[u8]) -> crate::Result<Option<MemoryImageSource>> {
+        Self::from_data_at(0, data, data.len())
+    }
+
+    /// Like `from_data`, but the file is `len` bytes long and holds `data` at
+    /// `offset`, zeros before and after it: a whole linear memory's initial
+    /// contents, which a slot can map over its entire reservation. The zeros
+    /// cost nothing until a page of them is touched.
+    #[cfg(target_os = "linux")]
+    pub fn from_data_at(
+        offset: usize,
+        data: &[u8],
+        len: usize,
+    ) -> crate::Result<Option<MemoryImageSource>> {
         // On Linux `memfd_create` is used to create an anonymous
         // in-memory file to represent the heap image. This anonymous
         // file is then used as the basis for further mmaps.
 
-        use std::io::{ErrorKind, Write};
+        use std::io::ErrorKind;
+        use std::os::unix::fs::FileExt;
+
+        assert!(offset.checked_add(data.len()).is_some_and(|end| end <= len));
 
         // Create the memfd. It needs a name, but the documentation for
         // `memfd_create()` says that names can be duplicated with no issues.
@@ -145,7 +161,10 @@ impl MemoryImageSource {
             }
             Err(e) => return Err(e.into()),
         };
-        memfd.as_file().write_all(data)?;
+        memfd
+            .as_file()
+            .write_all_at(data, u64::try_from(offset).unwrap())?;
+        memfd.as_file().set_len(u64::try_from(len).unwrap())?;
 
         // Seal the memfd's data and length.
         //
@@ -179,6 +198,26 @@ impl MemoryImageSource {
             #[cfg(target_os = "linux")]
             MemoryImageSource::Memfd(ref memfd) => memfd.as_file(),
         }
+    }
+
+    /// Maps the first `len` bytes of this source at `base`, private and
+    /// inaccessible (`mprotect` then opens what is in use): a slot's whole
+    /// reservation over a source made by `from_data_at`. No swap is
+    /// reserved for it, as for the anonymous memory it replaces.
+    #[cfg(target_os = "linux")]
+    pub unsafe fn map_inaccessible_at(&self, base: *mut u8, len: usize) -> io::Result<()> {
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                base.cast(),
+                len,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | super::mmap::MMAP_NORESERVE_FLAG | MapFlags::FIXED,
+                self.as_file(),
+                0,
+            )?
+        };
+        assert_eq!(base, ptr.cast());
+        Ok(())
     }
 
     pub unsafe fn remap_as_zeros_at(&self, base: *mut u8, len: usize) -> io::Result<()> {
