@@ -233,7 +233,10 @@ async fn live() {
         "| memory mappings before the first activation / at the end | {before} / {} |",
         mappings()
     );
-    println!("| seconds to activate them, 64 in flight | {:.1} |", t.elapsed().as_secs_f64());
+    println!(
+        "| seconds to activate them, 64 in flight | {:.1} |",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 fn main() {

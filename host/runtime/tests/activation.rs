@@ -318,9 +318,13 @@ async fn an_activation_in_a_slot_another_left_starts_from_the_plugin_s_initial_m
             Some(Val::Option(None)),
             "round {round} saw what an earlier activation wrote"
         );
-        host.call(&actor, "remember", vec![Val::String(format!("round {round}"))])
-            .await
-            .unwrap();
+        host.call(
+            &actor,
+            "remember",
+            vec![Val::String(format!("round {round}"))],
+        )
+        .await
+        .unwrap();
         host.call(&actor, "hog", vec![Val::U32(2)]).await.unwrap();
         host.call(&actor, "retire", vec![]).await.unwrap();
         wait_until("the actor is deactivated", Duration::from_secs(5), || {
@@ -348,9 +352,13 @@ async fn plugins_taking_turns_in_the_same_memory_slots_each_start_from_their_own
             Some(Val::Option(None)),
             "round {round} saw what an earlier activation wrote"
         );
-        host.call(&actor, "remember", vec![Val::String(format!("round {round}"))])
-            .await
-            .unwrap();
+        host.call(
+            &actor,
+            "remember",
+            vec![Val::String(format!("round {round}"))],
+        )
+        .await
+        .unwrap();
         host.call(&actor, "hog", vec![Val::U32(3)]).await.unwrap();
         host.call(&actor, "retire", vec![]).await.unwrap();
         wait_until("the probe is deactivated", Duration::from_secs(5), || {

@@ -60,7 +60,9 @@ async fn a_live_activation_holds_two_memory_mappings_however_its_memory_grows() 
             .unwrap();
         assert_eq!(
             memo,
-            Some(Val::Option(Some(Box::new(Val::String(format!("memo {i}"))))))
+            Some(Val::Option(Some(Box::new(Val::String(format!(
+                "memo {i}"
+            ))))))
         );
     }
 }

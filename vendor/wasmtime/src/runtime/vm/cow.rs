@@ -275,7 +275,8 @@ impl ModuleMemoryImages {
 
             // If this creation fails then we fail creating
             // `ModuleMemoryImages` since this memory couldn't be represented.
-            let image = match MemoryImage::new(engine, page_size, offset, source, data_range, span)? {
+            let image = match MemoryImage::new(engine, page_size, offset, source, data_range, span)?
+            {
                 Some(image) => image,
                 None => return Ok(None),
             };
@@ -582,7 +583,10 @@ impl MemoryImageSlot {
         #[cfg(not(all(target_os = "linux", feature = "std", not(miri))))]
         unreachable!("only images made on Linux span a memory");
         self.reapply_pkey(HostAlignedByteCount::ZERO, mapped, false)?;
-        self.set_protection(HostAlignedByteCount::ZERO..self.accessible.min(mapped), true)?;
+        self.set_protection(
+            HostAlignedByteCount::ZERO..self.accessible.min(mapped),
+            true,
+        )?;
         self.image = Some(image.clone());
         Ok(())
     }
