@@ -497,12 +497,14 @@ impl Activation {
     }
 
     /// Gives the fiber stack back to the pool and the permit to run turns
-    /// back to the host: the activation has nothing to do for now.
+    /// back to the host, and frees the mailbox's buffer: the activation has
+    /// nothing to do for now.
     fn go_idle(&mut self) {
         if let Some(permit) = self.running.take() {
             // The stack first: the permit's next holder may need it.
             self.store.release_fiber_stack();
             drop(permit);
+            self.mailbox.free_room_if_empty();
         }
     }
 

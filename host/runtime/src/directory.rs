@@ -10,10 +10,11 @@
 //!    whose mailbox holds the drained messages first, before any later
 //!    message can reach the actor.
 //! 2. **No sender spins or waits forever.** A sender that finds a mailbox
-//!    closed waits on the activation's [`Slot`] being released (a watch
-//!    channel whose sender the slot owns), then looks the actor up again. The
-//!    slot is released on every path out of an activation task — return,
-//!    panic or abort — because the hand-over runs in its `Drop`.
+//!    closed waits until the activation's entry is released (removed, or
+//!    passed to a successor: the directory notifies every such change), then
+//!    looks the actor up again. The entry is released on every path out of
+//!    an activation task — return, panic or abort — because the hand-over
+//!    runs in its [`Slot`]'s `Drop`.
 //! 3. **A full mailbox pushes back, but not past a deadline.** A sender waits
 //!    for room at most until its message's deadline; an actor sending to
 //!    itself never waits (it is the only one who could make room).
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use grove_core::{CallChain, Message, TraceParent};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use wasmtime::component::Val;
 
@@ -69,7 +70,6 @@ pub(crate) trait Activator: Send + Sync + 'static {
 struct Listed {
     id: u64,
     mailbox: Arc<Mailbox>,
-    released: watch::Receiver<()>,
     task: Option<AbortHandle>,
 }
 
@@ -80,8 +80,9 @@ pub(crate) struct Directory {
     /// The mailbox capacity of each actor type.
     limits: Arc<Limits>,
     stopping: AtomicBool,
-    /// Notified whenever an entry is removed.
-    removed: Notify,
+    /// Notified whenever an activation's entry is released: removed, or
+    /// passed to a successor.
+    released: Notify,
     activator: OnceLock<Weak<dyn Activator>>,
     /// Where calls that timed out are counted, if the host counts.
     meters: OnceLock<Arc<Meters>>,
@@ -100,8 +101,6 @@ pub(crate) struct Slot {
     /// State the activation before carried over to this one (a move to a
     /// new plugin version).
     carried: Option<Vec<u8>>,
-    /// Dropped after the hand-over: wakes senders waiting to look again.
-    _released: watch::Sender<()>,
 }
 
 /// How an ending activation hands over to its successor.
@@ -123,7 +122,7 @@ impl Directory {
             next_id: AtomicU64::new(1),
             limits,
             stopping: AtomicBool::new(false),
-            removed: Notify::new(),
+            released: Notify::new(),
             activator: OnceLock::new(),
             meters: OnceLock::new(),
         })
@@ -202,7 +201,7 @@ impl Directory {
                     Err(Refused::Full(back) | Refused::Closed(back)) => envelope = back,
                 }
             }
-            let (mailbox, mut released) = match self.lookup(actor) {
+            let (mailbox, id) = match self.lookup(actor) {
                 Ok(found) => found,
                 Err(error) => return undelivered(envelope, error),
             };
@@ -222,10 +221,10 @@ impl Directory {
                 Err(Refused::Closed(back)) => back,
             };
             envelope = refused;
-            // The activation is ending: look again once its slot is
+            // The activation is ending: look again once its entry is
             // released (at once if it already is), but not past the
             // deadline.
-            let released = tokio::time::timeout_at(deadline.into(), released.changed()).await;
+            let released = tokio::time::timeout_at(deadline.into(), self.released(actor, id)).await;
             if released.is_err() {
                 let error = envelope.undelivered_in_time(|| {
                     CallError::Unavailable(Unavailable::ActivationFailed {
@@ -305,20 +304,17 @@ impl Directory {
     }
 
     /// The mailbox of `actor`'s activation, activating it if it has none.
-    fn lookup(
-        self: &Arc<Self>,
-        actor: &ActorRef,
-    ) -> Result<(Arc<Mailbox>, watch::Receiver<()>), CallError> {
+    fn lookup(self: &Arc<Self>, actor: &ActorRef) -> Result<(Arc<Mailbox>, u64), CallError> {
         if let Some(listed) = self.entries.get(actor) {
-            return Ok((listed.mailbox.clone(), listed.released.clone()));
+            return Ok((listed.mailbox.clone(), listed.id));
         }
         let activator = self.activator()?;
         activator.check(actor)?;
         match self.entries.entry(actor.clone()) {
-            Entry::Occupied(e) => Ok((e.get().mailbox.clone(), e.get().released.clone())),
+            Entry::Occupied(e) => Ok((e.get().mailbox.clone(), e.get().id)),
             Entry::Vacant(e) => {
                 let (listed, slot) = self.new_slot(actor, self.capacity(actor));
-                let found = (listed.mailbox.clone(), listed.released.clone());
+                let found = (listed.mailbox.clone(), listed.id);
                 drop(e.insert(listed));
                 // The task may end before its abort handle is recorded;
                 // `start` records it only while the entry is still its own.
@@ -339,11 +335,9 @@ impl Directory {
     fn new_slot(self: &Arc<Self>, actor: &ActorRef, capacity: usize) -> (Listed, Slot) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mailbox = Arc::new(Mailbox::new(capacity));
-        let (released_tx, released) = watch::channel(());
         let listed = Listed {
             id,
             mailbox: mailbox.clone(),
-            released,
             task: None,
         };
         let slot = Slot {
@@ -353,7 +347,6 @@ impl Directory {
             mailbox,
             left: false,
             carried: None,
-            _released: released_tx,
         };
         (listed, slot)
     }
@@ -390,7 +383,7 @@ impl Directory {
         };
         let Some((activator, left)) = successor else {
             entry.remove();
-            self.removed.notify_waiters();
+            self.released.notify_waiters();
             return;
         };
         // `left` came out of a mailbox of the same capacity, plus what a
@@ -404,7 +397,22 @@ impl Directory {
         }
         entry.insert(listed);
         drop(entry);
+        self.released.notify_waiters();
         self.start(actor, slot, &activator);
+    }
+
+    /// Waits until activation `id` of `actor` is no longer listed: its entry
+    /// removed, or passed to a successor.
+    async fn released(&self, actor: &ActorRef, id: u64) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.entries.get(actor).is_none_or(|listed| listed.id != id) {
+                return;
+            }
+            released.await;
+        }
     }
 
     /// Starts shutting down: no new activations or messages; every
@@ -475,13 +483,13 @@ impl Directory {
     /// aborts those still running. Returns how many were aborted.
     pub(crate) async fn wait_empty(&self, deadline: Instant) -> usize {
         loop {
-            let removed = self.removed.notified();
-            tokio::pin!(removed);
-            removed.as_mut().enable();
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             if self.entries.is_empty() {
                 return 0;
             }
-            if tokio::time::timeout_at(deadline.into(), removed)
+            if tokio::time::timeout_at(deadline.into(), released)
                 .await
                 .is_err()
             {

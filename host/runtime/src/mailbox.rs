@@ -297,8 +297,38 @@ pub(crate) enum Stop {
     Upgrade,
 }
 
+/// The messages in a mailbox, first to last. The first waits inline, so an
+/// actor that one caller at a time calls never allocates room for more.
+#[derive(Default)]
+struct Fifo {
+    first: Option<Envelope>,
+    rest: VecDeque<Envelope>,
+}
+
+impl Fifo {
+    fn push_back(&mut self, envelope: Envelope) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(envelope);
+        } else {
+            self.rest.push_back(envelope);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Envelope> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Envelope> + '_ {
+        self.first.take().into_iter().chain(self.rest.drain(..))
+    }
+}
+
 struct Queue {
-    envelopes: VecDeque<Envelope>,
+    envelopes: Fifo,
     closed: bool,
     /// Set when the reader is to stop taking messages, and why.
     stop: Option<Stop>,
@@ -316,7 +346,7 @@ impl Mailbox {
     pub(crate) fn new(capacity: usize) -> Mailbox {
         Mailbox {
             queue: Mutex::new(Queue {
-                envelopes: VecDeque::new(),
+                envelopes: Fifo::default(),
                 closed: false,
                 stop: None,
                 reader: None,
@@ -397,6 +427,15 @@ impl Mailbox {
         let envelope = queue.envelopes.pop_front()?;
         self.room.add_permits(1);
         Some(envelope)
+    }
+
+    /// Frees the room a backlog of messages took, once none waits: an idle
+    /// activation holds none (at least four envelopes' room, 512 bytes).
+    pub(crate) fn free_room_if_empty(&self) {
+        let mut queue = self.lock();
+        if queue.envelopes.len() == 0 && queue.envelopes.rest.capacity() > 0 {
+            queue.envelopes.rest = VecDeque::new();
+        }
     }
 
     /// How many messages wait.
@@ -481,7 +520,7 @@ impl Mailbox {
     pub(crate) fn close(&self) -> Vec<Envelope> {
         let mut queue = self.lock();
         queue.closed = true;
-        let left = queue.envelopes.drain(..).collect();
+        let left = queue.envelopes.drain().collect();
         drop(queue);
         self.room.close();
         left
@@ -500,9 +539,9 @@ impl Mailbox {
 
     fn expire_locked(&self, queue: &mut Queue, now: Instant) -> Option<Instant> {
         let before = queue.envelopes.len();
-        let mut kept = VecDeque::with_capacity(queue.envelopes.len());
+        let mut kept = Fifo::default();
         let mut earliest: Option<Instant> = None;
-        for envelope in queue.envelopes.drain(..) {
+        for envelope in queue.envelopes.drain() {
             // Answering only sends on a oneshot: cheap under the lock.
             if let Ok(envelope) = envelope.unless_expired(now) {
                 if let Some(deadline) = envelope.caller_deadline() {
