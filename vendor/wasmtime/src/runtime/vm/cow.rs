@@ -264,14 +264,14 @@ impl ModuleMemoryImages {
                 .expect("memory init offset is a multiple of the host page size");
 
             // A 32-bit memory with wasm's 64 KiB pages can be spanned by a
-            // file as large as its maximum size.
+            // file of 4 GiB, the most it can ever address: then the file
+            // covers the whole of any slot, whatever maximum the module
+            // declares.
             let memory = &module.memories[memory_index];
-            let span = memory
-                .maximum_byte_size()
-                .ok()
-                .filter(|_| memory.page_size_log2 == 16)
-                .filter(|&max| max <= 1 << 32)
-                .and_then(|max| HostAlignedByteCount::new_rounded_up_u64(max).ok());
+            let span = Some(memory)
+                .filter(|memory| memory.idx_type == wasmtime_environ::IndexType::I32)
+                .filter(|memory| memory.page_size_log2 == 16)
+                .and_then(|_| HostAlignedByteCount::new_rounded_up_u64(1 << 32).ok());
 
             // If this creation fails then we fail creating
             // `ModuleMemoryImages` since this memory couldn't be represented.

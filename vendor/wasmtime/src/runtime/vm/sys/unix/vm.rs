@@ -146,6 +146,21 @@ impl MemoryImageSource {
 
         assert!(offset.checked_add(data.len()).is_some_and(|end| end <= len));
 
+        // Sizing a file past the process's file-size limit (`ulimit -f`)
+        // would end the process with SIGXFSZ: leave such images to the
+        // slower paths.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `getrlimit` only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } != 0
+            || (limit.rlim_cur != libc::RLIM_INFINITY
+                && u64::from(limit.rlim_cur) < u64::try_from(len).unwrap())
+        {
+            return Ok(None);
+        }
+
         // Create the memfd. It needs a name, but the documentation for
         // `memfd_create()` says that names can be duplicated with no issues.
         let memfd = match memfd::MemfdOptions::new()
