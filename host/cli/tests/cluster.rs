@@ -512,7 +512,7 @@ fn a_joining_host_takes_new_actors_and_a_draining_host_leaves_without_a_failed_c
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    cluster.hosts[leaving].take().unwrap().interrupt();
+    let leaving_log = cluster.hosts[leaving].take().unwrap().interrupt();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let mut acked: HashMap<String, u64> = HashMap::new();
@@ -520,7 +520,7 @@ fn a_joining_host_takes_new_actors_and_a_draining_host_leaves_without_a_failed_c
         let (a, failed) = rt.block_on(writer).unwrap();
         assert!(
             failed.is_empty(),
-            "{} calls failed during the drain, e.g. {:?}",
+            "{} calls failed during the drain, e.g. {:?}; the leaving host's log:\n{leaving_log}",
             failed.len(),
             failed[0]
         );

@@ -490,6 +490,7 @@ where
         // a peer may send them elsewhere; those already taken are answered
         // before the streams end.
         self.shared.closing.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         while Arc::strong_count(&self.shared.unanswered) > 1
             && tokio::time::Instant::now() < deadline
         {
@@ -841,10 +842,15 @@ where
                 let Some(inbound) = shared.inbound.upgrade() else {
                     break "the host is gone".to_owned();
                 };
+                // Counted as unanswered before `closing` is read: `close`
+                // sets `closing` before it counts, so either it waits for
+                // this request's answer or the request is refused here.
+                let unanswered = shared.unanswered.clone();
+                std::sync::atomic::fence(Ordering::SeqCst);
                 let responder = |id| Responder {
                     id,
                     writer: link.writer.clone(),
-                    _unanswered: shared.unanswered.clone(),
+                    _unanswered: unanswered,
                     _error: std::marker::PhantomData,
                 };
                 if shared.closing.load(Ordering::SeqCst) {
