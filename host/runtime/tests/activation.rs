@@ -307,30 +307,39 @@ async fn one_shot_timers_fire_once_and_cancelled_ones_never() {
     assert_eq!(again, Some(Val::Bool(false)));
 }
 
+/// Checks that a fresh probe `tenant-{round}` starts with nothing
+/// remembered, then has it write to its memory (a memo, and `hog_mib` MiB
+/// more) and deactivate; returns once it has.
+async fn dirty_a_fresh_slot(host: &grove_host::Host, round: u32, hog_mib: u32) {
+    let actor = probe(&format!("tenant-{round}"));
+    assert_eq!(
+        host.call(&actor, "recall", vec![]).await.unwrap(),
+        Some(Val::Option(None)),
+        "round {round} saw what an earlier activation wrote"
+    );
+    host.call(
+        &actor,
+        "remember",
+        vec![Val::String(format!("round {round}"))],
+    )
+    .await
+    .unwrap();
+    host.call(&actor, "hog", vec![Val::U32(hog_mib)])
+        .await
+        .unwrap();
+    host.call(&actor, "retire", vec![]).await.unwrap();
+    wait_until("the probe is deactivated", Duration::from_secs(5), || {
+        !host.is_active(&actor)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_activation_in_a_slot_another_left_starts_from_the_plugin_s_initial_memory() {
     let host = common::host();
     for round in 0..20 {
         // Each actor takes the memory slot the one before it left.
-        let actor = probe(&format!("tenant-{round}"));
-        assert_eq!(
-            host.call(&actor, "recall", vec![]).await.unwrap(),
-            Some(Val::Option(None)),
-            "round {round} saw what an earlier activation wrote"
-        );
-        host.call(
-            &actor,
-            "remember",
-            vec![Val::String(format!("round {round}"))],
-        )
-        .await
-        .unwrap();
-        host.call(&actor, "hog", vec![Val::U32(2)]).await.unwrap();
-        host.call(&actor, "retire", vec![]).await.unwrap();
-        wait_until("the actor is deactivated", Duration::from_secs(5), || {
-            !host.is_active(&actor)
-        })
-        .await;
+        dirty_a_fresh_slot(&host, round, 2).await;
     }
 }
 
@@ -346,25 +355,7 @@ async fn plugins_taking_turns_in_the_same_memory_slots_each_start_from_their_own
         host.load_plugin(&common::plugin(name)).unwrap();
     }
     for round in 0..8 {
-        let actor = probe(&format!("tenant-{round}"));
-        assert_eq!(
-            host.call(&actor, "recall", vec![]).await.unwrap(),
-            Some(Val::Option(None)),
-            "round {round} saw what an earlier activation wrote"
-        );
-        host.call(
-            &actor,
-            "remember",
-            vec![Val::String(format!("round {round}"))],
-        )
-        .await
-        .unwrap();
-        host.call(&actor, "hog", vec![Val::U32(3)]).await.unwrap();
-        host.call(&actor, "retire", vec![]).await.unwrap();
-        wait_until("the probe is deactivated", Duration::from_secs(5), || {
-            host.active_count() == 0
-        })
-        .await;
+        dirty_a_fresh_slot(&host, round, 3).await;
 
         let counter = ActorRef::new("counter", &format!("c-{round}"));
         assert_eq!(

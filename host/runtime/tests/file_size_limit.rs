@@ -10,13 +10,6 @@ mod common;
 use grove_host::ActorRef;
 use wasmtime::component::Val;
 
-fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_under_a_file_size_limit_serves_actors_from_images_it_can_write() {
     let mut limit = libc::rlimit {
@@ -41,7 +34,7 @@ async fn a_host_under_a_file_size_limit_serves_actors_from_images_it_can_write()
     );
 
     const ACTORS: usize = 100;
-    let before = mappings();
+    let before = common::memory_mappings();
     for i in 0..ACTORS {
         let probe = ActorRef::new("probe", &format!("limited-{i}"));
         host.call(&probe, "remember", vec![Val::String(format!("memo {i}"))])
@@ -55,7 +48,7 @@ async fn a_host_under_a_file_size_limit_serves_actors_from_images_it_can_write()
         );
     }
     // The images sit in the middle of their slots, as without the patch.
-    let per_activation = (mappings() - before) as f64 / ACTORS as f64;
+    let per_activation = (common::memory_mappings() - before) as f64 / ACTORS as f64;
     assert!(
         per_activation > 2.5,
         "{per_activation:.2} mappings per activation: the spanning images were used"

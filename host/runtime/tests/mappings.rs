@@ -9,14 +9,6 @@ mod common;
 use grove_host::ActorRef;
 use wasmtime::component::Val;
 
-/// The process's memory mappings.
-fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_activation_holds_two_memory_mappings_however_its_memory_grows() {
     const ACTORS: usize = 300;
@@ -29,7 +21,7 @@ async fn a_live_activation_holds_two_memory_mappings_however_its_memory_grows() 
         .await
         .unwrap();
 
-    let before = mappings();
+    let before = common::memory_mappings();
     for i in 0..ACTORS {
         let probe = ActorRef::new("probe", &format!("p{i}"));
         host.call(&probe, "remember", vec![Val::String(format!("memo {i}"))])
@@ -43,7 +35,7 @@ async fn a_live_activation_holds_two_memory_mappings_however_its_memory_grows() 
             .await
             .unwrap();
     }
-    let per_activation = (mappings() - before) as f64 / (2 * ACTORS) as f64;
+    let per_activation = (common::memory_mappings() - before) as f64 / (2 * ACTORS) as f64;
     assert_eq!(host.active_count(), 2 * ACTORS + 2);
     // A copy-on-write data image in the middle of anonymous memory would
     // split each slot into four mappings.

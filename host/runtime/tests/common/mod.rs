@@ -125,3 +125,12 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The process's memory mappings, which the kernel caps at
+/// `vm.max_map_count`.
+pub fn memory_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
