@@ -83,7 +83,56 @@ pub(crate) struct Context {
     pub(crate) versions: Arc<OnceLock<Weak<dyn Versions>>>,
     /// A permit per running turn (`Limits::max_running_turns`): one per
     /// fiber stack in the engine's pool.
-    pub(crate) turns: Arc<Semaphore>,
+    pub(crate) turns: Arc<Turns>,
+}
+
+/// The host's running turns: a permit per fiber stack in the engine's pool.
+/// Turns that serve no other actor's call (client sessions, calls from
+/// outside, timers, reminders) may hold at most three quarters of them. An
+/// actor called by turns that wait on it then always finds a stack to answer
+/// with: without the reserve, a crowd of players each waiting on a call to
+/// its cell could hold every stack and leave the cells none until the calls
+/// timed out.
+pub(crate) struct Turns {
+    stacks: Arc<Semaphore>,
+    outer: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl Turns {
+    /// `limit` running turns, a quarter of them kept for turns that serve
+    /// other actors' calls.
+    pub(crate) fn new(limit: usize) -> Arc<Turns> {
+        let limit = limit.max(1);
+        Arc::new(Turns {
+            stacks: Arc::new(Semaphore::new(limit)),
+            outer: Arc::new(Semaphore::new(limit - limit / 4)),
+            limit,
+        })
+    }
+
+    /// How many turns run now.
+    pub(crate) fn running(&self) -> usize {
+        self.limit.saturating_sub(self.stacks.available_permits())
+    }
+}
+
+/// What a turn is for, which decides the permits it needs.
+#[derive(Clone, Copy)]
+enum TurnFor {
+    /// A session event, a call from outside, a timer or a reminder: a stack,
+    /// and a place among the turns that serve no actor.
+    Outside,
+    /// A call from another actor, which waits for it (or an activation
+    /// leaving, which frees what it holds): a stack, from the reserve too.
+    Actor,
+}
+
+/// A permit to run turns: a fiber stack and, for a turn from outside, its
+/// place among those.
+struct Running {
+    _stack: OwnedSemaphorePermit,
+    _outside: Option<OwnedSemaphorePermit>,
 }
 
 /// Marks a turn stopped by its wall-clock bound.
@@ -127,8 +176,8 @@ struct Activation {
     counted: bool,
     /// The host's running turns, and this activation's permit among them
     /// while it has turns to run (and so holds a fiber stack).
-    turns: Arc<Semaphore>,
-    running: Option<OwnedSemaphorePermit>,
+    turns: Arc<Turns>,
+    running: Option<Running>,
     /// What its actor type counts, if the host counts.
     meters: Option<Arc<TypeMeters>>,
 }
@@ -209,11 +258,24 @@ fn failed_to_start(
     slot.leave();
 }
 
-/// A permit to run turns: at once if one is free, otherwise once a running
-/// turn ends, answering meanwhile the queued callers whose deadlines pass.
-/// (`None` only if the permits were closed, which the host never does.)
-async fn running_turn(turns: &Arc<Semaphore>, mailbox: &Mailbox) -> Option<OwnedSemaphorePermit> {
-    if let Ok(permit) = turns.clone().try_acquire_owned() {
+/// A permit to run turns `turn_for`: at once if one is free, otherwise once
+/// a running turn ends, answering meanwhile the queued callers whose
+/// deadlines pass. (`None` only if the permits were closed, which the host
+/// never does.)
+async fn running_turn(turns: &Turns, mailbox: &Mailbox, turn_for: TurnFor) -> Option<Running> {
+    let outside = match turn_for {
+        TurnFor::Outside => Some(permit(&turns.outer, mailbox).await?),
+        TurnFor::Actor => None,
+    };
+    Some(Running {
+        _stack: permit(&turns.stacks, mailbox).await?,
+        _outside: outside,
+    })
+}
+
+/// One of `permits`, waiting for it as [`running_turn`] does.
+async fn permit(permits: &Arc<Semaphore>, mailbox: &Mailbox) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = permits.clone().try_acquire_owned() {
         return Some(permit);
     }
     warn_turns_wait();
@@ -221,7 +283,7 @@ async fn running_turn(turns: &Arc<Semaphore>, mailbox: &Mailbox) -> Option<Owned
         tokio::select! {
             biased;
             never = mailbox.police(None) => match never {},
-            permit = turns.clone().acquire_owned() => permit.ok(),
+            permit = permits.clone().acquire_owned() => permit.ok(),
         }
     });
     waiting.await
@@ -349,7 +411,12 @@ impl Activation {
             carried,
         } = start;
         // Instantiation runs guest code on a fiber: it is a running turn.
-        let running = running_turn(&context.turns, &mailbox).await;
+        let turn_for = if mailbox.first_serves_an_actor() {
+            TurnFor::Actor
+        } else {
+            TurnFor::Outside
+        };
+        let running = running_turn(&context.turns, &mailbox, turn_for).await;
         let limits = context.limits.for_type(&actor.actor_type);
         let incidents = context.incidents.of(&actor.actor_type);
         let meters = context
@@ -489,10 +556,10 @@ impl Activation {
         Ok(activation)
     }
 
-    /// Waits, if it must, until this activation may run turns.
-    async fn acquire_turn(&mut self) {
+    /// Waits, if it must, until this activation may run turns `turn_for`.
+    async fn acquire_turn(&mut self, turn_for: TurnFor) {
         if self.running.is_none() {
-            self.running = running_turn(&self.turns, &self.mailbox).await;
+            self.running = running_turn(&self.turns, &self.mailbox, turn_for).await;
         }
     }
 
@@ -789,7 +856,12 @@ impl Activation {
     /// behind it, up to [`BATCH`]; how the activation ends, if one of them
     /// ended it.
     async fn batch(&mut self, slot: &Slot, mut envelope: Envelope) -> Option<End> {
-        self.acquire_turn().await;
+        let turn_for = if envelope.serves_an_actor() {
+            TurnFor::Actor
+        } else {
+            TurnFor::Outside
+        };
+        self.acquire_turn(turn_for).await;
         for handled in 1.. {
             if self.handle(envelope).await.is_err() {
                 return Some(End::Died);
@@ -923,7 +995,7 @@ impl Activation {
                             if tick.keep_alive {
                                 last_activity = Instant::now();
                             }
-                            self.acquire_turn().await;
+                            self.acquire_turn(TurnFor::Outside).await;
                             let started = Instant::now();
                             if Box::pin(self.tick(tick.name)).await.is_err() {
                                 break 'serve End::Died;
@@ -944,7 +1016,9 @@ impl Activation {
                 }
             };
 
-            self.acquire_turn().await;
+            // Leaving frees what the activation holds: it may use the
+            // reserve.
+            self.acquire_turn(TurnFor::Actor).await;
             let mut carried = None;
             match end {
                 End::Deactivate => {

@@ -628,9 +628,7 @@ impl Host {
             remote_sessions: Arc::default(),
             meters,
         };
-        let turns = Arc::new(tokio::sync::Semaphore::new(
-            crate::engine::running_turn_limit(&limits) as usize,
-        ));
+        let turns = activation::Turns::new(crate::engine::running_turn_limit(&limits) as usize);
         let context = activation::Context {
             engine,
             limits,
@@ -773,8 +771,7 @@ impl Host {
     /// or on other actors included. At most `Limits::max_running_turns`;
     /// each holds a fiber stack.
     pub fn running_turns(&self) -> usize {
-        let limit = crate::engine::running_turn_limit(&self.inner.context.limits) as usize;
-        limit.saturating_sub(self.inner.context.turns.available_permits())
+        self.inner.context.turns.running()
     }
 
     /// Loads one plugin file. A plugin whose actor type is already loaded is

@@ -181,6 +181,12 @@ impl SessionEvent {
 }
 
 impl Envelope {
+    /// Whether this is a call from another actor, which waits for it in a
+    /// turn of its own.
+    pub(crate) fn serves_an_actor(&self) -> bool {
+        matches!(self, Envelope::Call(message) if message.chain.is_some())
+    }
+
     /// After this instant nobody waits for the envelope to be handled.
     pub(crate) fn deadline(&self) -> Instant {
         match self {
@@ -322,6 +328,10 @@ impl Fifo {
         usize::from(self.first.is_some()) + self.rest.len()
     }
 
+    fn front(&self) -> Option<&Envelope> {
+        self.first.as_ref().or_else(|| self.rest.front())
+    }
+
     fn drain(&mut self) -> impl Iterator<Item = Envelope> + '_ {
         self.first.take().into_iter().chain(self.rest.drain(..))
     }
@@ -436,6 +446,14 @@ impl Mailbox {
         if queue.envelopes.len() == 0 && queue.envelopes.rest.capacity() > 0 {
             queue.envelopes.rest = VecDeque::new();
         }
+    }
+
+    /// Whether the first message waiting is a call from another actor.
+    pub(crate) fn first_serves_an_actor(&self) -> bool {
+        self.lock()
+            .envelopes
+            .front()
+            .is_some_and(Envelope::serves_an_actor)
     }
 
     /// How many messages wait.

@@ -84,3 +84,34 @@ async fn a_chain_wider_than_the_limit_times_out_and_the_host_recovers() {
         Ok("5")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_from_outside_waiting_on_actors_never_take_the_stacks_those_actors_need() {
+    // Four stacks and 32 callers from outside at once, each calling an
+    // actor that calls another: the first actors' turns wait on the second
+    // ones. Were every stack theirs, the second actors could not run until
+    // the calls timed out; a quarter of the stacks is kept for turns that
+    // serve other actors.
+    let host = host_with_turns(4, Duration::from_secs(3));
+    let started = Instant::now();
+    let callers: Vec<_> = (0..32)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let path = format!(r#"["second-{i}"]"#);
+                ok(&host, &format!("probe/first-{i}"), "relay", &[&path]).await
+            })
+        })
+        .collect();
+    for (i, caller) in callers.into_iter().enumerate() {
+        assert_eq!(
+            caller.await.unwrap(),
+            format!(r#"ok(["first-{i}", "second-{i}"])"#)
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
