@@ -88,10 +88,11 @@ pub(crate) struct Context {
 
 /// The host's running turns: a permit per fiber stack in the engine's pool.
 /// Turns that serve no other actor's call (client sessions, calls from
-/// outside, timers, reminders) may hold at most three quarters of them. An
-/// actor called by turns that wait on it then always finds a stack to answer
-/// with: without the reserve, a crowd of players each waiting on a call to
-/// its cell could hold every stack and leave the cells none until the calls
+/// outside, timers, reminders) may hold at most three quarters of them,
+/// unless a call from an actor waits behind them in their mailbox. An actor
+/// called by turns that wait on it then always finds a stack to answer with:
+/// without the reserve, a crowd of players each waiting on a call to its
+/// cell could hold every stack and leave the cells none until the calls
 /// timed out.
 pub(crate) struct Turns {
     stacks: Arc<Semaphore>,
@@ -264,13 +265,29 @@ fn failed_to_start(
 /// never does.)
 async fn running_turn(turns: &Turns, mailbox: &Mailbox, turn_for: TurnFor) -> Option<Running> {
     let outside = match turn_for {
-        TurnFor::Outside => Some(permit(&turns.outer, mailbox).await?),
+        TurnFor::Outside => outside_place(turns, mailbox).await?,
         TurnFor::Actor => None,
     };
     Some(Running {
         _stack: permit(&turns.stacks, mailbox).await?,
         _outside: outside,
     })
+}
+
+/// A place among the turns from outside, for a turn from outside; none is
+/// needed once a call from another actor waits behind the turn. The turn
+/// then runs on the way to answering an actor, and may use the reserve:
+/// otherwise a cell whose timer is due would wait for the players calling
+/// it to finish their turns, and they wait on the cell.
+async fn outside_place(turns: &Turns, mailbox: &Mailbox) -> Option<Option<OwnedSemaphorePermit>> {
+    if let Ok(place) = turns.outer.clone().try_acquire_owned() {
+        return Some(Some(place));
+    }
+    tokio::select! {
+        biased;
+        () = mailbox.actor_waits() => Some(None),
+        place = permit(&turns.outer, mailbox) => place.map(Some),
+    }
 }
 
 /// One of `permits`, waiting for it as [`running_turn`] does.

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use grove_core::{CallChain, Message, TraceParent};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 use wasmtime::component::Val;
 
@@ -56,6 +56,39 @@ pub(crate) struct Call<'a> {
     pub(crate) timeout: Duration,
     /// The span it is made from, if traced.
     pub(crate) trace: Option<Box<TraceParent>>,
+}
+
+/// A call made with [`Directory::start_call`], its answer still to come.
+pub(crate) struct Started {
+    target: ActorRef,
+    function: Arc<str>,
+    answer: oneshot::Receiver<Answer>,
+    meters: Option<Arc<Meters>>,
+}
+
+impl Started {
+    /// Waits for the answer. Whoever holds the call answers it by its
+    /// deadline, so this wait ends by then too.
+    pub(crate) async fn answer(self) -> Answer {
+        let Started {
+            target,
+            function,
+            answer,
+            meters,
+        } = self;
+        let answer = answer.await.unwrap_or_else(|_| {
+            Err(CallError::Unavailable(Unavailable::ActivationFailed {
+                actor: target.to_string(),
+                message: "the activation ended before answering".into(),
+            }))
+        });
+        if let (Err(error @ CallError::Unavailable(Unavailable::Timeout { .. })), Some(meters)) =
+            (&answer, meters)
+        {
+            meters.count_timeout(&target, &function, error);
+        }
+        answer
+    }
 }
 
 /// Starts activations for the directory.
@@ -268,6 +301,12 @@ impl Directory {
     /// once, an activation in a long turn within an epoch tick, one busy
     /// with short turns before its next turn.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Answer {
+        self.start_call(call).await.answer().await
+    }
+
+    /// Makes `call` without waiting for the answer: returns once the message
+    /// is delivered (or has failed, its error then waiting as the answer).
+    pub(crate) async fn start_call(self: &Arc<Self>, call: Call<'_>) -> Started {
         let Call {
             target,
             function,
@@ -276,11 +315,10 @@ impl Directory {
             timeout,
             trace,
         } = call;
-        let function_name = function.clone();
         let (reply, answer) = Reply::new(timeout);
         let message = Message {
             target: target.clone(),
-            function,
+            function: function.clone(),
             args,
             chain,
             deadline: Instant::now() + timeout,
@@ -289,18 +327,12 @@ impl Directory {
         };
         // An undelivered call is answered with the error.
         let _ = self.deliver(target, Envelope::Call(message), true).await;
-        let answer = answer.await.unwrap_or_else(|_| {
-            Err(CallError::Unavailable(Unavailable::ActivationFailed {
-                actor: target.to_string(),
-                message: "the activation ended before answering".into(),
-            }))
-        });
-        if let (Err(error @ CallError::Unavailable(Unavailable::Timeout { .. })), Some(meters)) =
-            (&answer, self.meters.get())
-        {
-            meters.count_timeout(target, &function_name, error);
+        Started {
+            target: target.clone(),
+            function,
+            answer,
+            meters: self.meters.get().cloned(),
         }
-        answer
     }
 
     /// The mailbox of `actor`'s activation, activating it if it has none.

@@ -335,6 +335,10 @@ impl Fifo {
     fn drain(&mut self) -> impl Iterator<Item = Envelope> + '_ {
         self.first.take().into_iter().chain(self.rest.drain(..))
     }
+
+    fn iter(&self) -> impl Iterator<Item = &Envelope> {
+        self.first.iter().chain(self.rest.iter())
+    }
 }
 
 struct Queue {
@@ -454,6 +458,22 @@ impl Mailbox {
             .envelopes
             .front()
             .is_some_and(Envelope::serves_an_actor)
+    }
+
+    /// Resolves once a call from another actor waits in the mailbox: at
+    /// once if one does, otherwise when one arrives. For the activation's
+    /// task while it waits for a running turn, not for a message.
+    pub(crate) async fn actor_waits(&self) {
+        std::future::poll_fn(|cx| {
+            let mut queue = self.lock();
+            if queue.envelopes.iter().any(Envelope::serves_an_actor) {
+                return Poll::Ready(());
+            }
+            // Every message queued wakes the reader's waker: this one now.
+            queue.reader = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
     }
 
     /// How many messages wait.

@@ -30,7 +30,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grove_core::{chain, Message};
+use grove_core::{chain, CallChain, Message};
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{
@@ -38,10 +38,10 @@ use wasmtime::component::{
 };
 use wasmtime::{Engine, StoreContextMut};
 
-use crate::directory::Call;
+use crate::directory::{Call, Directory, Started};
 use crate::error::{CallError, RejectedCall};
 use crate::imports::{ActivationState, LimitExceeded};
-use crate::mailbox::Envelope;
+use crate::mailbox::{Answer, Envelope};
 
 use crate::ActorRef;
 
@@ -61,6 +61,25 @@ pub struct ProxyRef {
     timeout: Duration,
 }
 
+/// The prefix of the proxy method that starts a call without waiting:
+/// `start-query` starts `query`, and returns a `pending-query` handle.
+pub const START_PREFIX: &str = "start-";
+
+/// The prefix of the resource a started call's answer is waited on through.
+pub const PENDING_PREFIX: &str = "pending-";
+
+/// The method of a `pending-f` handle that waits for the answer.
+pub const WAIT: &str = "wait";
+
+/// A call started through a proxy's `start-f`, behind its `pending-f`
+/// handle: the answer still to come, or the answer once a `wait` got it.
+pub(crate) enum PendingCall {
+    Started(Started),
+    /// A `wait` is on (the guest is suspended in it).
+    Waiting,
+    Answered(Answer),
+}
+
 /// What one imported proxy method does.
 #[derive(Clone)]
 enum Method {
@@ -69,6 +88,14 @@ enum Method {
     /// no such function and the name starts with `send-` — a one-way send of
     /// the rest (see [`Catalog`](crate::catalog::Catalog)).
     Invoke(Arc<str>),
+    /// `start-f`: a call of `f` whose answer is waited for later, through a
+    /// handle of the `pending-f` resource (this type id).
+    Start {
+        function: Arc<str>,
+        pending: u32,
+    },
+    /// `pending-f.wait`.
+    Wait,
 }
 
 /// Defines, in `linker`, every proxy interface `component` imports. An
@@ -92,7 +119,10 @@ pub(crate) fn define_imports(
         let mut funcs = Vec::new();
         for (export, item) in instance.exports(engine) {
             match item.ty {
-                ComponentItem::Resource(_) => resources.push(export.to_owned()),
+                ComponentItem::Resource(_) => {
+                    resources.push((export.to_owned(), next_type));
+                    next_type += 1;
+                }
                 ComponentItem::ComponentFunc(f) => funcs.push((export.to_owned(), f)),
                 ComponentItem::Type(_) => {}
                 _ => {
@@ -102,24 +132,49 @@ pub(crate) fn define_imports(
                 }
             }
         }
+        let type_of = |resource: &str| {
+            resources
+                .iter()
+                .find(|(r, _)| r == resource)
+                .map(|(_, id)| *id)
+        };
         let mut inst = linker
             .instance(name)
             .map_err(|e| format!("cannot define proxy `{name}`: {e}"))?;
-        for resource in &resources {
-            let type_id = next_type;
-            next_type += 1;
-            inst.resource(
-                resource,
-                ResourceType::host_dynamic(type_id),
-                |mut store: StoreContextMut<'_, ActivationState>, rep| {
-                    store
-                        .data_mut()
-                        .proxies
-                        .delete(Resource::<ProxyRef>::new_own(rep))?;
-                    Ok(())
-                },
-            )
-            .map_err(|e| format!("cannot define proxy `{name}`: {e}"))?;
+        for (resource, type_id) in &resources {
+            let type_id = *type_id;
+            // Actor handles have a constructor; pending calls do not.
+            let actor = funcs
+                .iter()
+                .any(|(func, _)| *func == format!("[constructor]{resource}"));
+            let defined = if actor {
+                inst.resource(
+                    resource,
+                    ResourceType::host_dynamic(type_id),
+                    |mut store: StoreContextMut<'_, ActivationState>, rep| {
+                        store
+                            .data_mut()
+                            .proxies
+                            .delete(Resource::<ProxyRef>::new_own(rep))?;
+                        Ok(())
+                    },
+                )
+            } else {
+                inst.resource(
+                    resource,
+                    ResourceType::host_dynamic(type_id),
+                    |mut store: StoreContextMut<'_, ActivationState>, rep| {
+                        // Dropped unanswered: the caller stopped waiting,
+                        // so the call does not run if it has not begun.
+                        store
+                            .data_mut()
+                            .proxies
+                            .delete(Resource::<PendingCall>::new_own(rep))?;
+                        Ok(())
+                    },
+                )
+            };
+            defined.map_err(|e| format!("cannot define proxy `{name}`: {e}"))?;
             let actor_type: Arc<str> = resource.as_str().into();
             let prefix = format!("[method]{resource}.");
             for (func, f) in &funcs {
@@ -131,8 +186,29 @@ pub(crate) fn define_imports(
                     })
                     .map_err(|e| format!("cannot define `{name}#{func}`: {e}"))?;
                 } else if let Some(method) = func.strip_prefix(&prefix) {
-                    let method = if method == SET_TIMEOUT {
+                    let method = if !actor {
+                        if method != WAIT {
+                            return Err(format!(
+                                "proxy `{name}`: `{func}` is not a method of a pending call; regenerate the proxy with `grove wit proxy`"
+                            ));
+                        }
+                        check_method(name, func, f)?;
+                        Method::Wait
+                    } else if method == SET_TIMEOUT {
                         Method::SetTimeout
+                    } else if starts_a_call(f) {
+                        let called = method.strip_prefix(START_PREFIX).unwrap_or(method);
+                        let pending = type_of(&format!("{PENDING_PREFIX}{called}"))
+                            .filter(|_| method.starts_with(START_PREFIX))
+                            .ok_or_else(|| {
+                                format!(
+                                    "proxy `{name}`: `{func}` returns a handle but is not `{START_PREFIX}<f>` returning `{PENDING_PREFIX}<f>`; regenerate the proxy with `grove wit proxy`"
+                                )
+                            })?;
+                        Method::Start {
+                            function: called.into(),
+                            pending,
+                        }
                     } else {
                         check_method(name, func, f)?;
                         Method::Invoke(method.into())
@@ -146,7 +222,7 @@ pub(crate) fn define_imports(
             }
         }
         for (func, _) in &funcs {
-            let known = resources.iter().any(|r| {
+            let known = resources.iter().any(|(r, _)| {
                 *func == format!("[constructor]{r}") || func.starts_with(&format!("[method]{r}."))
             });
             if !known {
@@ -157,6 +233,19 @@ pub(crate) fn define_imports(
         }
     }
     Ok(())
+}
+
+/// Whether proxy method `f` starts a call: it returns
+/// `result<pending-f, call-error>`, a handle, where every other method
+/// returns values.
+fn starts_a_call(f: &ComponentFunc) -> bool {
+    let mut results = f.results();
+    match (results.next(), results.next()) {
+        (Some(wasmtime::component::Type::Result(r)), None) => {
+            matches!(r.ok(), Some(wasmtime::component::Type::Own(_)))
+        }
+        _ => false,
+    }
 }
 
 /// Whether the import `name` (`ns:pkg-proxy/iface@version`) is a proxy.
@@ -248,85 +337,50 @@ async fn invoke(
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
     let rep = proxy_rep(&mut store, params)?;
-    let handle = Resource::<ProxyRef>::new_borrow(rep);
-    if let Method::SetTimeout = method {
-        let Some(Val::U32(ms)) = params.get(1) else {
-            return Err(wasmtime::Error::msg("set-timeout takes milliseconds (u32)"));
-        };
-        store.data_mut().proxies.get_mut(&handle)?.timeout =
-            Duration::from_millis(u64::from(*ms).max(1));
-        return Ok(());
-    }
-    let proxy = store.data().proxies.get(&handle)?.clone();
-    let args = params.get(1..).unwrap_or_default();
-    let size = grove_values::size::message_size(args);
-    if size > grove_values::size::MAX_MESSAGE_SIZE {
-        let error = CallError::Rejected(RejectedCall::MessageTooLarge {
-            actor: proxy.target.to_string(),
-            size,
-            limit: grove_values::size::MAX_MESSAGE_SIZE,
-        });
-        if let Some(result) = results.first_mut() {
-            *result = Val::Result(Err(Some(Box::new(error.to_wit_val()))));
-        }
-        return Ok(());
-    }
-    let args = args.to_vec();
-    let (directory, chain, caller, wall_deadline) = {
-        let state = store.data();
-        (
-            state.services.directory.clone(),
-            state.chain.clone(),
-            state.actor.clone(),
-            state.turn_wall_deadline,
-        )
-    };
-    let Method::Invoke(method) = method else {
-        return Ok(());
-    };
-    let (function, one_way) = store
-        .data()
-        .services
-        .catalog
-        .resolve(&proxy.target.actor_type, &method);
     let started = Instant::now();
-    // The caller's turn outlives its wait: a wait cut short of the turn's
-    // wall-clock bound ends in `timeout`, and the caller goes on.
-    let timeout = proxy
-        .timeout
-        .min(wall_deadline.saturating_duration_since(started) * 9 / 10);
-    let outcome = if one_way {
-        let message = Message {
-            target: proxy.target.clone(),
-            function,
-            args,
-            chain: None,
-            deadline: started + timeout,
-            reply: None,
-            trace: crate::trace::current(),
-        };
-        // Never wait for room in the mailbox of an actor that waits on this
-        // one: only it could make some.
-        let may_wait = caller != proxy.target && !chain::contains(&chain, &proxy.target);
-        directory
-            .deliver(&proxy.target, Envelope::Call(message), may_wait)
-            .await
-            .map(|()| None)
-    } else {
-        match chain::extend(&chain, &caller, &proxy.target) {
-            Err(e) => Err(e.into()),
-            Ok(chain) => {
-                let call = Call {
-                    target: &proxy.target,
-                    function,
-                    args,
-                    chain,
-                    timeout,
-                    trace: crate::trace::current(),
-                };
-                directory.call(call).await
-            }
+    let outcome = match method {
+        Method::SetTimeout => {
+            let Some(Val::U32(ms)) = params.get(1) else {
+                return Err(wasmtime::Error::msg("set-timeout takes milliseconds (u32)"));
+            };
+            let handle = Resource::<ProxyRef>::new_borrow(rep);
+            store.data_mut().proxies.get_mut(&handle)?.timeout =
+                Duration::from_millis(u64::from(*ms).max(1));
+            return Ok(());
         }
+        Method::Invoke(method) => match outgoing(&mut store, rep, params)? {
+            Err(error) => Err(error),
+            Ok(mut out) => {
+                let (function, one_way) = store
+                    .data()
+                    .services
+                    .catalog
+                    .resolve(&out.target.actor_type, &method);
+                if one_way {
+                    send(out, function).await.map(|()| None)
+                } else {
+                    let directory = out.directory.clone();
+                    match out.call(function) {
+                        Err(error) => Err(error),
+                        Ok(call) => directory.call(call).await,
+                    }
+                }
+            }
+        },
+        Method::Start { function, pending } => match outgoing(&mut store, rep, params)? {
+            Err(error) => Err(error),
+            Ok(mut out) => {
+                let directory = out.directory.clone();
+                match out.call(function) {
+                    Err(error) => Err(error),
+                    Ok(call) => {
+                        let call = directory.start_call(call).await;
+                        Ok(Some(pending_handle(&mut store, call, pending)?))
+                    }
+                }
+            }
+        },
+        Method::Wait => wait(&mut store, rep).await?,
     };
     // Time spent waiting for the callee, or for room in its mailbox, is not
     // the caller's own turn time; the turn's wall-clock bound still counts it.
@@ -338,4 +392,131 @@ async fn invoke(
         });
     }
     Ok(())
+}
+
+/// A message about to leave through a proxy handle.
+struct Outgoing {
+    target: ActorRef,
+    args: Vec<Val>,
+    /// How long the caller waits for the answer, and the message's deadline.
+    timeout: Duration,
+    directory: Arc<Directory>,
+    chain: CallChain,
+    caller: ActorRef,
+}
+
+/// The message for the proxy method with `params` on handle `rep`, or the
+/// `call-error` it fails with before leaving (it is too large).
+fn outgoing(
+    store: &mut StoreContextMut<'_, ActivationState>,
+    rep: u32,
+    params: &[Val],
+) -> wasmtime::Result<Result<Outgoing, CallError>> {
+    let handle = Resource::<ProxyRef>::new_borrow(rep);
+    let proxy = store.data().proxies.get(&handle)?.clone();
+    let args = params.get(1..).unwrap_or_default();
+    let size = grove_values::size::message_size(args);
+    if size > grove_values::size::MAX_MESSAGE_SIZE {
+        return Ok(Err(CallError::Rejected(RejectedCall::MessageTooLarge {
+            actor: proxy.target.to_string(),
+            size,
+            limit: grove_values::size::MAX_MESSAGE_SIZE,
+        })));
+    }
+    let state = store.data();
+    // The caller's turn outlives its wait: a wait cut short of the turn's
+    // wall-clock bound ends in `timeout`, and the caller goes on.
+    let timeout = proxy.timeout.min(
+        state
+            .turn_wall_deadline
+            .saturating_duration_since(Instant::now())
+            * 9
+            / 10,
+    );
+    Ok(Ok(Outgoing {
+        target: proxy.target,
+        args: args.to_vec(),
+        timeout,
+        directory: state.services.directory.clone(),
+        chain: state.chain.clone(),
+        caller: state.actor.clone(),
+    }))
+}
+
+impl Outgoing {
+    /// The call of `function`, on the caller's chain; a call back into an
+    /// actor waiting on the chain fails at once.
+    fn call(&mut self, function: Arc<str>) -> Result<Call<'_>, CallError> {
+        let chain = chain::extend(&self.chain, &self.caller, &self.target)?;
+        Ok(Call {
+            target: &self.target,
+            function,
+            args: std::mem::take(&mut self.args),
+            chain,
+            timeout: self.timeout,
+            trace: crate::trace::current(),
+        })
+    }
+}
+
+/// A one-way send of `function`: returns once the message is queued.
+async fn send(out: Outgoing, function: Arc<str>) -> Result<(), CallError> {
+    let message = Message {
+        target: out.target.clone(),
+        function,
+        args: out.args,
+        chain: None,
+        deadline: Instant::now() + out.timeout,
+        reply: None,
+        trace: crate::trace::current(),
+    };
+    // Never wait for room in the mailbox of an actor that waits on this
+    // one: only it could make some.
+    let may_wait = out.caller != out.target && !chain::contains(&out.chain, &out.target);
+    out.directory
+        .deliver(&out.target, Envelope::Call(message), may_wait)
+        .await
+}
+
+/// A new `pending-f` handle (resource type `pending`) on a started call.
+fn pending_handle(
+    store: &mut StoreContextMut<'_, ActivationState>,
+    call: Started,
+    pending: u32,
+) -> wasmtime::Result<Val> {
+    let max = store.data().max_proxies;
+    let handle = store
+        .data_mut()
+        .proxies
+        .push(PendingCall::Started(call))
+        .map_err(|_| {
+            LimitExceeded(format!(
+                "an activation may hold at most {max} proxy handles and pending calls"
+            ))
+        })?;
+    let any = ResourceDynamic::new_own(handle.rep(), pending).try_into_resource_any(&mut *store)?;
+    Ok(Val::Resource(any))
+}
+
+/// `pending-f.wait` on handle `rep`: the started call's answer, waited for
+/// the first time, the same answer again after.
+async fn wait(
+    store: &mut StoreContextMut<'_, ActivationState>,
+    rep: u32,
+) -> wasmtime::Result<Answer> {
+    let handle = Resource::<PendingCall>::new_borrow(rep);
+    let entry = store.data_mut().proxies.get_mut(&handle)?;
+    let call = match std::mem::replace(entry, PendingCall::Waiting) {
+        PendingCall::Started(call) => call,
+        PendingCall::Answered(answer) => {
+            *entry = PendingCall::Answered(answer.clone());
+            return Ok(answer);
+        }
+        PendingCall::Waiting => {
+            return Err(wasmtime::Error::msg("a pending call is already waited on"))
+        }
+    };
+    let answer = call.answer().await;
+    *store.data_mut().proxies.get_mut(&handle)? = PendingCall::Answered(answer.clone());
+    Ok(answer)
 }

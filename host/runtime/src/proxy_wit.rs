@@ -5,12 +5,16 @@
 //! `my-game:player-proxy`, interface `player`, holding copies of every type
 //! the callee's functions use and one resource named after the actor type:
 //! a constructor taking the actor's key, `set-timeout`, and for each callee
-//! function `f: func(a: A) -> R` two methods:
+//! function `f: func(a: A) -> R` three methods:
 //!
 //! * `f: func(a: A) -> result<R, call-error>`: a call that waits for the
 //!   answer;
 //! * `send-f: func(a: A) -> result<_, call-error>`: a one-way send that
-//!   returns once the message is queued.
+//!   returns once the message is queued;
+//! * `start-f: func(a: A) -> result<pending-f, call-error>`: a call that
+//!   returns once the message is queued, with a handle whose
+//!   `wait: func() -> result<R, call-error>` gives the answer. Calls started
+//!   one after another run at the same time on their callees.
 //!
 //! A caller's world imports the proxy; its language's bindings generator does
 //! the rest, e.g. `Player::new("42").take_hit(&hit)` in Rust or
@@ -27,7 +31,9 @@ use std::path::{Path, PathBuf};
 use wit_parser::{InterfaceId, Resolve, Type, TypeDef, TypeDefKind, TypeId, TypeOwner, WorldItem};
 
 use crate::plugin::LIFECYCLE_INTERFACE;
-use crate::proxy::{PROXY_PACKAGE_SUFFIX, SEND_PREFIX, SET_TIMEOUT};
+use crate::proxy::{
+    PENDING_PREFIX, PROXY_PACKAGE_SUFFIX, SEND_PREFIX, SET_TIMEOUT, START_PREFIX, WAIT,
+};
 use crate::wit_text;
 
 /// An error from `wit-parser`, which reports its errors as one opaque type.
@@ -135,12 +141,15 @@ pub enum ProxyWitError {
         /// The function.
         function: String,
     },
-    /// Functions `f` and `send-f` both exist, so the one-way method for `f`
-    /// would clash with the call method for `send-f`.
-    #[error("functions `{function}` and `{SEND_PREFIX}{function}` would make the one-way method `{SEND_PREFIX}{function}` ambiguous")]
-    AmbiguousSend {
+    /// A name the proxy makes for function `function` (`send-f`,
+    /// `start-f` or `pending-f`) is also the name of a function or type of
+    /// the interface.
+    #[error("the proxy's `{name}` for function `{function}` would be ambiguous with the interface's own `{name}`; rename one")]
+    Ambiguous {
         /// The function.
         function: String,
+        /// The name made for it.
+        name: String,
     },
 }
 
@@ -473,9 +482,20 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> Result<String, ProxyWitEr
                 function: SET_TIMEOUT.to_owned(),
             });
         }
-        if names.contains(format!("{SEND_PREFIX}{name}").as_str()) {
-            return Err(ProxyWitError::AmbiguousSend {
+        for made in [SEND_PREFIX, START_PREFIX] {
+            let made = format!("{made}{name}");
+            if names.contains(made.as_str()) {
+                return Err(ProxyWitError::Ambiguous {
+                    function: (*name).to_owned(),
+                    name: made,
+                });
+            }
+        }
+        let pending = format!("{PENDING_PREFIX}{name}");
+        if needed.names.contains_key(&pending) || pending == actor {
+            return Err(ProxyWitError::Ambiguous {
                 function: (*name).to_owned(),
+                name: pending,
             });
         }
     }
@@ -522,6 +542,15 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> Result<String, ProxyWitEr
         }
         out.push('\n');
     }
+    for f in iface.functions.values() {
+        let _ = writeln!(
+            out,
+            "    /// A call of `{name}` started with `{actor}.{START_PREFIX}{name}`: its\n    /// answer still to come.\n    resource {} {{\n        /// Waits for the answer, as `{name}` does; a later `{WAIT}` gives the\n        /// same answer again. Dropping the handle first gives the call\n        /// up: not yet begun, it does not run.\n        {WAIT}: func() -> result<{}, call-error>;\n    }}\n",
+            ident(&format!("{PENDING_PREFIX}{}", f.name)),
+            result_type(resolve, f),
+            name = f.name,
+        );
+    }
     let _ = writeln!(
         out,
         "    /// A handle on one `{actor}` actor. Making one does not activate the\n    /// actor; its first call does. Every call returns `call-error` if the\n    /// callee could not answer (see grove:actor/types).\n    resource {} {{",
@@ -538,10 +567,7 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> Result<String, ProxyWitEr
             .map(|p| format!("{}: {}", ident(&p.name), wit_text::ty(resolve, &p.ty)))
             .collect();
         let params = params.join(", ");
-        let result = f
-            .result
-            .as_ref()
-            .map_or_else(|| "_".to_owned(), |r| wit_text::ty(resolve, r));
+        let result = result_type(resolve, f);
         out.push('\n');
         doc_lines(&mut out, "        ", &f.docs);
         let _ = writeln!(
@@ -555,9 +581,23 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> Result<String, ProxyWitEr
             f.name,
             ident(&format!("{SEND_PREFIX}{}", f.name))
         );
+        let _ = writeln!(
+            out,
+            "        /// Starts `{}` and returns once the message is queued; `{WAIT}` on\n        /// the handle gives the answer. Calls started one after another run\n        /// at the same time on their actors.\n        {}: func({params}) -> result<{}, call-error>;",
+            f.name,
+            ident(&format!("{START_PREFIX}{}", f.name)),
+            ident(&format!("{PENDING_PREFIX}{}", f.name)),
+        );
     }
     out.push_str("    }\n}\n");
     Ok(out)
+}
+
+/// What `f` returns, in WIT (`_` for nothing).
+fn result_type(resolve: &Resolve, f: &wit_parser::Function) -> String {
+    f.result
+        .as_ref()
+        .map_or_else(|| "_".to_owned(), |r| wit_text::ty(resolve, r))
 }
 
 #[cfg(test)]
@@ -601,6 +641,13 @@ mod tests {
         assert!(wit
             .contains("send-buy: func(item: item, count: option<u32>) -> result<_, call-error>;"));
         assert!(wit.contains("ping: func() -> result<_, call-error>;"));
+        assert!(wit.contains(
+            "start-buy: func(item: item, count: option<u32>) -> result<pending-buy, call-error>;"
+        ));
+        assert!(wit.contains("resource pending-buy {"), "{wit}");
+        assert!(wit.contains("wait: func() -> result<result<u64, string>, call-error>;"));
+        assert!(wit.contains("start-ping: func() -> result<pending-ping, call-error>;"));
+        assert!(wit.contains("wait: func() -> result<_, call-error>;"));
         // The generated WIT parses.
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("proxy.wit"), &wit).unwrap();
@@ -615,6 +662,20 @@ mod tests {
         let err =
             proxy("package acme:x;\ninterface x { go: func(); send-go: func(); }").unwrap_err();
         assert!(err.to_string().contains("ambiguous"), "{err}");
+        let err =
+            proxy("package acme:x;\ninterface x { go: func(); start-go: func(); }").unwrap_err();
+        assert!(
+            matches!(&err, ProxyWitError::Ambiguous { function, name } if function == "go" && name == "start-go"),
+            "{err}"
+        );
+        let err = proxy(
+            "package acme:x;\ninterface x { record pending-go { a: u8 } go: func(p: pending-go); }",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ProxyWitError::Ambiguous { function, name } if function == "go" && name == "pending-go"),
+            "{err}"
+        );
         let err =
             proxy("package acme:y;\ninterface y { resource r; take: func(r: r); }").unwrap_err();
         assert!(

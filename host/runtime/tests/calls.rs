@@ -165,6 +165,62 @@ async fn a_call_to_an_actor_type_nobody_provides_is_an_error_value() {
     assert!(answer.contains("guild"), "{answer}");
 }
 
+/// `start-f` and `pending-f.wait`: calls started one after another run at
+/// the same time on their callees, and each answer comes back to its own
+/// handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_calls_run_at_the_same_time_and_answer_their_own_handles() {
+    let host = common::host_of(&["probe"]);
+    let targets: Vec<String> = (0..8).map(|n| format!("sleeper-{n}")).collect();
+    let list = format!(
+        "[{}]",
+        targets
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Each callee naps 400 ms inside its turn: one after another, eight
+    // would take 3.2 s.
+    let started = Instant::now();
+    let answer = ok(&host, "probe/gatherer", "gather", &[&list, "400"]).await;
+    let took = started.elapsed();
+    assert_eq!(answer, format!("ok({list})"));
+    assert!(took >= Duration::from_millis(400), "took {took:?}");
+    assert!(
+        took < Duration::from_millis(1600),
+        "eight started calls of 400 ms took {took:?}: they did not run at the same time"
+    );
+
+    // A call started into the caller itself is a cycle: refused at once,
+    // before any handle exists.
+    let answer = ok(
+        &host,
+        "probe/gatherer",
+        "gather",
+        &[r#"["sleeper-0", "gatherer"]"#, "0"],
+    )
+    .await;
+    assert!(answer.starts_with("err(reentrancy("), "{answer}");
+    assert!(
+        answer.contains("probe/gatherer -> probe/gatherer"),
+        "{answer}"
+    );
+
+    // One sender's started calls to one actor run in the order started,
+    // whatever the order of the waits.
+    ok(
+        &host,
+        "probe/scatterer",
+        "scatter-notes",
+        &[r#""collector""#, "0", "50"],
+    )
+    .await;
+    let expected: Vec<String> = (0..50).map(|n| n.to_string()).collect();
+    let expected = format!("[{}]", expected.join(", "));
+    assert_eq!(ok(&host, "probe/collector", "notes", &[]).await, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_way_sends_arrive_in_order_even_across_deactivations() {
     let host = common::host_of(&["probe"]);

@@ -115,3 +115,47 @@ async fn callers_from_outside_waiting_on_actors_never_take_the_stacks_those_acto
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_turn_with_actors_waiting_behind_it_may_use_the_reserve() {
+    // Four stacks: three for turns from outside, one kept. Three callers
+    // from outside hold those three while `shared`'s timer comes due, so
+    // its tick (a turn from outside too) waits; then each calls `shared`,
+    // whose mailbox holds their calls behind the tick. Were the tick to wait
+    // for a place among turns from outside, it would wait on the three,
+    // which wait on it, until their calls timed out.
+    let host = host_with_turns(4, Duration::from_secs(3));
+    ok(
+        &host,
+        "probe/shared",
+        "start-timer",
+        &[r#""t""#, "300", "none", "false"],
+    )
+    .await;
+    let started = Instant::now();
+    let callers: Vec<_> = (0..3)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                ok(
+                    &host,
+                    &format!("probe/w-{i}"),
+                    "relay-after",
+                    &["700", r#"["shared"]"#],
+                )
+                .await
+            })
+        })
+        .collect();
+    for (i, caller) in callers.into_iter().enumerate() {
+        assert_eq!(caller.await.unwrap(), format!(r#"ok(["w-{i}", "shared"])"#));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let ticks = ok(&host, "probe/shared", "ticks", &[r#""t""#]).await;
+    assert_eq!(ticks.matches(',').count(), 0, "one tick: {ticks}");
+    assert_ne!(ticks, "[]");
+}

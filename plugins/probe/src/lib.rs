@@ -162,6 +162,11 @@ impl Guest for Probe {
         Ok(answered)
     }
 
+    fn relay_after(ms: u32, path: Vec<String>) -> Result<Vec<String>, CallError> {
+        std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+        Self::relay(path)
+    }
+
     fn provoke(
         target: String,
         what: Misbehavior,
@@ -189,6 +194,37 @@ impl Guest for Probe {
             took.push(start.elapsed().as_nanos() as u64);
         }
         Ok(took)
+    }
+
+    fn nap(ms: u32) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+        grove_guest::self_key()
+    }
+
+    fn gather(targets: Vec<String>, nap_ms: u32) -> Result<Vec<String>, CallError> {
+        let started = targets
+            .iter()
+            .map(|t| ProbeProxy::new(t).start_nap(nap_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut answered = Vec::with_capacity(started.len());
+        for pending in &started {
+            let key = pending.wait()?;
+            // A trap here fails the caller's test: the answer is kept.
+            assert_eq!(pending.wait()?, key, "a second wait gave another answer");
+            answered.push(key);
+        }
+        Ok(answered)
+    }
+
+    fn scatter_notes(target: String, first: u32, count: u32) -> Result<(), CallError> {
+        let callee = ProbeProxy::new(&target);
+        let started = (first..first + count)
+            .map(|n| callee.start_note(n, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        for pending in started.iter().rev() {
+            pending.wait()?;
+        }
+        Ok(())
     }
 
     fn ping_bytes(target: String, count: u32, size: u32) -> Result<Vec<u64>, CallError> {
