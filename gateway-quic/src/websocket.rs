@@ -57,6 +57,9 @@ const UNRELIABLE_QUEUE: usize = 64;
 /// Frames the writer sends before it flushes the socket.
 const WRITE_BATCH: usize = 64;
 
+/// Bytes each socket reads at most at once: a few frames.
+const READ_BUFFER: usize = 4096;
+
 /// How long a close waits for the client to take the close frame and answer
 /// it, as on QUIC.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -193,7 +196,11 @@ async fn serve<B: Backend>(
     let _ = tcp.set_nodelay(true);
     let config = &shared.config;
     let limit = config.max_frame.max(config.max_credentials);
+    // tungstenite zeroes its whole read buffer (128 KiB by default) before
+    // every read from the socket: game frames are small, and a host holds
+    // thousands of sockets. A frame larger than the buffer grows it.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     let handshake = async {
