@@ -90,8 +90,8 @@ pub(crate) struct Context {
 /// Turns that serve no other actor's call (client sessions, calls from
 /// outside, timers, reminders) may hold at most three quarters of them,
 /// unless a call from an actor waits behind them in their mailbox. An actor
-/// called by turns that wait on it then always finds a stack to answer with:
-/// without the reserve, a crowd of players each waiting on a call to its
+/// called by turns that wait on it then finds a stack to answer with, unless
+/// chains of calls between actors use up the reserve too: without it, a crowd of players each waiting on a call to its
 /// cell could hold every stack and leave the cells none until the calls
 /// timed out.
 pub(crate) struct Turns {
@@ -122,7 +122,8 @@ impl Turns {
 #[derive(Clone, Copy)]
 enum TurnFor {
     /// A session event, a call from outside, a timer or a reminder: a stack,
-    /// and a place among the turns that serve no actor.
+    /// and a place among the turns that serve no actor — or, once a call
+    /// from an actor waits behind it, a stack alone.
     Outside,
     /// A call from another actor, which waits for it (or an activation
     /// leaving, which frees what it holds): a stack, from the reserve too.

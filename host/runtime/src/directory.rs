@@ -58,37 +58,11 @@ pub(crate) struct Call<'a> {
     pub(crate) trace: Option<Box<TraceParent>>,
 }
 
-/// A call made with [`Directory::start_call`], its answer still to come.
+/// A call made with [`Directory::start_call`], its answer still to come
+/// ([`Directory::answer`]).
 pub(crate) struct Started {
-    target: ActorRef,
     function: Arc<str>,
     answer: oneshot::Receiver<Answer>,
-    meters: Option<Arc<Meters>>,
-}
-
-impl Started {
-    /// Waits for the answer. Whoever holds the call answers it by its
-    /// deadline, so this wait ends by then too.
-    pub(crate) async fn answer(self) -> Answer {
-        let Started {
-            target,
-            function,
-            answer,
-            meters,
-        } = self;
-        let answer = answer.await.unwrap_or_else(|_| {
-            Err(CallError::Unavailable(Unavailable::ActivationFailed {
-                actor: target.to_string(),
-                message: "the activation ended before answering".into(),
-            }))
-        });
-        if let (Err(error @ CallError::Unavailable(Unavailable::Timeout { .. })), Some(meters)) =
-            (&answer, meters)
-        {
-            meters.count_timeout(&target, &function, error);
-        }
-        answer
-    }
 }
 
 /// Starts activations for the directory.
@@ -301,7 +275,9 @@ impl Directory {
     /// once, an activation in a long turn within an epoch tick, one busy
     /// with short turns before its next turn.
     pub(crate) async fn call(self: &Arc<Self>, call: Call<'_>) -> Answer {
-        self.start_call(call).await.answer().await
+        let target = call.target;
+        let started = self.start_call(call).await;
+        self.answer(target, started).await
     }
 
     /// Makes `call` without waiting for the answer: returns once the message
@@ -327,12 +303,25 @@ impl Directory {
         };
         // An undelivered call is answered with the error.
         let _ = self.deliver(target, Envelope::Call(message), true).await;
-        Started {
-            target: target.clone(),
-            function,
-            answer,
-            meters: self.meters.get().cloned(),
+        Started { function, answer }
+    }
+
+    /// Waits for the answer to `started`, a call to `target`. Whoever holds
+    /// the call answers it by its deadline, so this wait ends by then too.
+    pub(crate) async fn answer(&self, target: &ActorRef, started: Started) -> Answer {
+        let Started { function, answer } = started;
+        let answer = answer.await.unwrap_or_else(|_| {
+            Err(CallError::Unavailable(Unavailable::ActivationFailed {
+                actor: target.to_string(),
+                message: "the activation ended before answering".into(),
+            }))
+        });
+        if let (Err(error @ CallError::Unavailable(Unavailable::Timeout { .. })), Some(meters)) =
+            (&answer, self.meters.get())
+        {
+            meters.count_timeout(target, &function, error);
         }
+        answer
     }
 
     /// The mailbox of `actor`'s activation, activating it if it has none.

@@ -149,7 +149,8 @@ pub(crate) struct ActivationState {
     pub(crate) actor: ActorRef,
     /// The call chain of the call being run, if the turn is a call.
     pub(crate) chain: CallChain,
-    /// Proxy handles (see [`crate::proxy`]) the guest holds.
+    /// Proxy handles and pending started calls (see [`crate::proxy`]) the
+    /// guest holds.
     pub(crate) proxies: ResourceTable,
     /// Set when a state operation in this turn found the backend unavailable.
     pub(crate) state_failure: Option<String>,
@@ -164,7 +165,7 @@ pub(crate) struct ActivationState {
     pub(crate) turn_limit: Duration,
     pub(crate) limiter: ActivationLimiter,
     pub(crate) output: GuestOutput,
-    /// Proxy handles the activation may hold at once.
+    /// Proxy handles and pending calls the activation may hold at once.
     pub(crate) max_proxies: usize,
     /// Reminders the actor may hold at once.
     max_reminders: usize,

@@ -346,7 +346,8 @@ struct Queue {
     closed: bool,
     /// Set when the reader is to stop taking messages, and why.
     stop: Option<Stop>,
-    /// The activation's task, if it waits for a message.
+    /// The activation's task, if it waits for a message (or, for a turn,
+    /// for a call from an actor to arrive: [`Mailbox::actor_waits`]).
     reader: Option<Waker>,
     /// No queued call's caller waits past this (it may be earlier than any
     /// left: it is exact only after [`Mailbox::expire`]).

@@ -10,6 +10,10 @@
 //!     set-timeout: func(timeout-ms: u32);
 //!     take-hit: func(hit: hit) -> result<result<stats, player-error>, call-error>;
 //!     send-take-hit: func(hit: hit) -> result<_, call-error>;
+//!     start-take-hit: func(hit: hit) -> result<pending-take-hit, call-error>;
+//! }
+//! resource pending-take-hit {
+//!     wait: func() -> result<result<stats, player-error>, call-error>;
 //! }
 //! ```
 //!
@@ -17,8 +21,11 @@
 //! imports: a constructor makes a [`ProxyRef`] (no activation happens), a
 //! method call routes the arguments — the very `Val`s the caller's bindings
 //! produced — to the target activation and hands the callee's result back.
-//! Whatever goes wrong on the callee's side comes back as a `call-error` value;
-//! the caller's turn goes on.
+//! `start-f` sends the call and returns a handle on a pending call, whose
+//! `wait` takes the answer; both kinds of handle live in the activation's
+//! one table of proxies, under its one limit. Whatever goes wrong on the
+//! callee's side comes back as a `call-error` value; the caller's turn goes
+//! on.
 //!
 //! Every call carries its [call chain](grove_core::chain). An actor waits for
 //! the answer inside its turn, so a call back into any actor on the chain
@@ -34,7 +41,7 @@ use grove_core::{chain, CallChain, Message};
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{
-    Component, Linker, Resource, ResourceAny, ResourceDynamic, ResourceType, Val,
+    Component, Linker, LinkerInstance, Resource, ResourceAny, ResourceDynamic, ResourceType, Val,
 };
 use wasmtime::{Engine, StoreContextMut};
 
@@ -72,12 +79,13 @@ pub const PENDING_PREFIX: &str = "pending-";
 pub const WAIT: &str = "wait";
 
 /// A call started through a proxy's `start-f`, behind its `pending-f`
-/// handle: the answer still to come, or the answer once a `wait` got it.
+/// handle, until a `wait` takes its answer.
 pub(crate) enum PendingCall {
-    Started(Started),
-    /// A `wait` is on (the guest is suspended in it).
-    Waiting,
-    Answered(Answer),
+    /// Its handle is made; the call is being sent.
+    Sending,
+    Started(ActorRef, Started),
+    /// A `wait` took the answer, or waits for it now.
+    Taken,
 }
 
 /// What one imported proxy method does.
@@ -147,32 +155,12 @@ pub(crate) fn define_imports(
             let actor = funcs
                 .iter()
                 .any(|(func, _)| *func == format!("[constructor]{resource}"));
+            // A pending call dropped unanswered: the caller stopped
+            // waiting, so the call does not run if it has not begun.
             let defined = if actor {
-                inst.resource(
-                    resource,
-                    ResourceType::host_dynamic(type_id),
-                    |mut store: StoreContextMut<'_, ActivationState>, rep| {
-                        store
-                            .data_mut()
-                            .proxies
-                            .delete(Resource::<ProxyRef>::new_own(rep))?;
-                        Ok(())
-                    },
-                )
+                define_resource::<ProxyRef>(&mut inst, resource, type_id)
             } else {
-                inst.resource(
-                    resource,
-                    ResourceType::host_dynamic(type_id),
-                    |mut store: StoreContextMut<'_, ActivationState>, rep| {
-                        // Dropped unanswered: the caller stopped waiting,
-                        // so the call does not run if it has not begun.
-                        store
-                            .data_mut()
-                            .proxies
-                            .delete(Resource::<PendingCall>::new_own(rep))?;
-                        Ok(())
-                    },
-                )
+                define_resource::<PendingCall>(&mut inst, resource, type_id)
             };
             defined.map_err(|e| format!("cannot define proxy `{name}`: {e}"))?;
             let actor_type: Arc<str> = resource.as_str().into();
@@ -233,6 +221,26 @@ pub(crate) fn define_imports(
         }
     }
     Ok(())
+}
+
+/// Defines resource `resource` as host type `type_id`, whose handles are
+/// `T`s in the activation's table: dropping a handle deletes its `T`.
+fn define_resource<T: Send + 'static>(
+    inst: &mut LinkerInstance<'_, ActivationState>,
+    resource: &str,
+    type_id: u32,
+) -> wasmtime::Result<()> {
+    inst.resource(
+        resource,
+        ResourceType::host_dynamic(type_id),
+        |mut store: StoreContextMut<'_, ActivationState>, rep| {
+            store
+                .data_mut()
+                .proxies
+                .delete(Resource::<T>::new_own(rep))?;
+            Ok(())
+        },
+    )
 }
 
 /// Whether proxy method `f` starts a call: it returns
@@ -309,7 +317,7 @@ fn construct(
     let max = store.data().max_proxies;
     let handle = store.data_mut().proxies.push(proxy).map_err(|_| {
         LimitExceeded(format!(
-            "an activation may hold at most {max} proxy handles"
+            "an activation may hold at most {max} proxy handles and pending calls"
         ))
     })?;
     let any = ResourceDynamic::new_own(handle.rep(), type_id).try_into_resource_any(&mut store)?;
@@ -317,7 +325,7 @@ fn construct(
     Ok(())
 }
 
-fn proxy_rep(
+fn handle_rep(
     store: &mut StoreContextMut<'_, ActivationState>,
     params: &[Val],
 ) -> wasmtime::Result<u32> {
@@ -336,7 +344,7 @@ async fn invoke(
     params: &[Val],
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
-    let rep = proxy_rep(&mut store, params)?;
+    let rep = handle_rep(&mut store, params)?;
     let started = Instant::now();
     let outcome = match method {
         Method::SetTimeout => {
@@ -371,11 +379,16 @@ async fn invoke(
             Err(error) => Err(error),
             Ok(mut out) => {
                 let directory = out.directory.clone();
+                let target = out.target.clone();
                 match out.call(function) {
                     Err(error) => Err(error),
                     Ok(call) => {
-                        let call = directory.start_call(call).await;
-                        Ok(Some(pending_handle(&mut store, call, pending)?))
+                        // The handle first: past the limit, nothing is sent.
+                        let (handle, value) = pending_handle(&mut store, pending)?;
+                        let started = directory.start_call(call).await;
+                        *store.data_mut().proxies.get_mut(&handle)? =
+                            PendingCall::Started(target, started);
+                        Ok(Some(value))
                     }
                 }
             }
@@ -478,45 +491,39 @@ async fn send(out: Outgoing, function: Arc<str>) -> Result<(), CallError> {
         .await
 }
 
-/// A new `pending-f` handle (resource type `pending`) on a started call.
+/// A new `pending-f` handle (resource type `pending`) for a call about to
+/// be sent.
 fn pending_handle(
     store: &mut StoreContextMut<'_, ActivationState>,
-    call: Started,
     pending: u32,
-) -> wasmtime::Result<Val> {
+) -> wasmtime::Result<(Resource<PendingCall>, Val)> {
     let max = store.data().max_proxies;
     let handle = store
         .data_mut()
         .proxies
-        .push(PendingCall::Started(call))
+        .push(PendingCall::Sending)
         .map_err(|_| {
             LimitExceeded(format!(
                 "an activation may hold at most {max} proxy handles and pending calls"
             ))
         })?;
     let any = ResourceDynamic::new_own(handle.rep(), pending).try_into_resource_any(&mut *store)?;
-    Ok(Val::Resource(any))
+    Ok((Resource::new_borrow(handle.rep()), Val::Resource(any)))
 }
 
-/// `pending-f.wait` on handle `rep`: the started call's answer, waited for
-/// the first time, the same answer again after.
+/// `pending-f.wait` on handle `rep`: the started call's answer. It is
+/// taken: a second `wait` on the handle traps.
 async fn wait(
     store: &mut StoreContextMut<'_, ActivationState>,
     rep: u32,
 ) -> wasmtime::Result<Answer> {
     let handle = Resource::<PendingCall>::new_borrow(rep);
     let entry = store.data_mut().proxies.get_mut(&handle)?;
-    let call = match std::mem::replace(entry, PendingCall::Waiting) {
-        PendingCall::Started(call) => call,
-        PendingCall::Answered(answer) => {
-            *entry = PendingCall::Answered(answer.clone());
-            return Ok(answer);
-        }
-        PendingCall::Waiting => {
-            return Err(wasmtime::Error::msg("a pending call is already waited on"))
-        }
+    let PendingCall::Started(target, started) = std::mem::replace(entry, PendingCall::Taken) else {
+        return Err(wasmtime::Error::msg(
+            "`wait` on a pending call whose answer an earlier `wait` took",
+        ));
     };
-    let answer = call.answer().await;
-    *store.data_mut().proxies.get_mut(&handle)? = PendingCall::Answered(answer.clone());
-    Ok(answer)
+    let directory = store.data().services.directory.clone();
+    Ok(directory.answer(&target, started).await)
 }

@@ -14,7 +14,7 @@
 //! * `start-f: func(a: A) -> result<pending-f, call-error>`: a call that
 //!   returns once the message is queued, with a handle whose
 //!   `wait: func() -> result<R, call-error>` gives the answer. Calls started
-//!   one after another run at the same time on their callees.
+//!   one after another on different callees run at the same time.
 //!
 //! A caller's world imports the proxy; its language's bindings generator does
 //! the rest, e.g. `Player::new("42").take_hit(&hit)` in Rust or
@@ -545,7 +545,7 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> Result<String, ProxyWitEr
     for f in iface.functions.values() {
         let _ = writeln!(
             out,
-            "    /// A call of `{name}` started with `{actor}.{START_PREFIX}{name}`: its\n    /// answer still to come.\n    resource {} {{\n        /// Waits for the answer, as `{name}` does; a later `{WAIT}` gives the\n        /// same answer again. Dropping the handle first gives the call\n        /// up: not yet begun, it does not run.\n        {WAIT}: func() -> result<{}, call-error>;\n    }}\n",
+            "    /// A call made with `{START_PREFIX}{name}`,\n    /// its answer still to come.\n    resource {} {{\n        /// Waits for the answer and takes it: a second `{WAIT}` traps.\n        /// Dropping the handle before the answer stops waiting for it; a\n        /// call still queued on this host is skipped.\n        {WAIT}: func() -> result<{}, call-error>;\n    }}\n",
             ident(&format!("{PENDING_PREFIX}{}", f.name)),
             result_type(resolve, f),
             name = f.name,
@@ -583,7 +583,7 @@ pub fn generate(resolve: &Resolve, id: InterfaceId) -> Result<String, ProxyWitEr
         );
         let _ = writeln!(
             out,
-            "        /// Starts `{}` and returns once the message is queued; `{WAIT}` on\n        /// the handle gives the answer. Calls started one after another run\n        /// at the same time on their actors.\n        {}: func({params}) -> result<{}, call-error>;",
+            "        /// Starts `{}`:\n        /// returns once the message is queued, with a handle whose `{WAIT}`\n        /// gives the answer. Calls started one after another on different\n        /// actors run at the same time.\n        {}: func({params}) -> result<{}, call-error>;",
             f.name,
             ident(&format!("{START_PREFIX}{}", f.name)),
             ident(&format!("{PENDING_PREFIX}{}", f.name)),

@@ -207,6 +207,13 @@ async fn started_calls_run_at_the_same_time_and_answer_their_own_handles() {
         "{answer}"
     );
 
+    // `wait` takes the answer: a second one traps the caller's turn.
+    let answer = common::call(&host, "probe/gatherer", "wait-twice", &[r#""sleeper-0""#])
+        .await
+        .unwrap_err();
+    assert!(answer.starts_with("trapped"), "{answer}");
+    assert!(answer.contains("an earlier `wait` took"), "{answer}");
+
     // One sender's started calls to one actor run in the order started,
     // whatever the order of the waits.
     ok(
