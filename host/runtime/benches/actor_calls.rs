@@ -136,6 +136,34 @@ async fn bytes_latency(host: &Host, size: u32) -> (f64, f64) {
     (actor, median_u64(took))
 }
 
+/// Median ns of one round of `recall` calls from one actor to `fan_out`
+/// others: one after another, or started all at once and then waited for.
+async fn fan_out_round(host: &Host, fan_out: usize, at_once: bool) -> f64 {
+    let targets = (0..fan_out)
+        .map(|i| Val::String(format!("fan-{i}")))
+        .collect();
+    let answer = host
+        .call(
+            &probe("fanner"),
+            "recall-each",
+            vec![Val::List(targets), Val::Bool(at_once), Val::U32(PINGS / 20)],
+        )
+        .await
+        .unwrap();
+    let Some(Val::Result(Ok(Some(list)))) = answer else {
+        panic!("recall-each failed: {answer:?}")
+    };
+    let Val::List(took) = *list else { panic!() };
+    median_u64(
+        took.into_iter()
+            .map(|v| match v {
+                Val::U64(n) => n,
+                _ => panic!(),
+            })
+            .collect(),
+    )
+}
+
 /// Operations/s of `workers` tasks, each running `op(worker, n)` for
 /// n = 0, 1, 2, ... until the measured phase is over (after a warm-up).
 async fn rate<F, Fut>(workers: usize, op: F) -> f64
@@ -358,6 +386,21 @@ async fn bench() {
         chain_check_ns(1),
         chain_check_ns(8)
     );
+    println!("## One actor calling many (median of {RUNS} runs)\n");
+    println!("| callees | one after another, per round (µs) | started at once, then waited for (µs) | at once / one after another |");
+    println!("|---:|---:|---:|---:|");
+    for fan_out in [16usize, 100] {
+        // Activate the callees first.
+        fan_out_round(&host, fan_out, false).await;
+        let (mut each, mut once) = (vec![], vec![]);
+        for _ in 0..RUNS {
+            each.push(fan_out_round(&host, fan_out, false).await);
+            once.push(fan_out_round(&host, fan_out, true).await);
+        }
+        let (e, o) = (median(each) / 1000.0, median(once) / 1000.0);
+        println!("| {fan_out} | {e:.1} | {o:.1} | {:.2}× |", o / e);
+    }
+    println!();
     println!("## A `list<u8>` argument (median of {RUNS} runs)\n");
     println!("| payload | actor → actor p50 (µs) | direct host call p50 (µs) |");
     println!("|---|---|---|");

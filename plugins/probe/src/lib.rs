@@ -213,6 +213,33 @@ impl Guest for Probe {
         Ok(answered)
     }
 
+    fn recall_each(
+        targets: Vec<String>,
+        at_once: bool,
+        rounds: u32,
+    ) -> Result<Vec<u64>, CallError> {
+        let callees: Vec<ProbeProxy> = targets.iter().map(|t| ProbeProxy::new(t)).collect();
+        let mut took = Vec::with_capacity(rounds as usize);
+        for _ in 0..rounds {
+            let start = std::time::Instant::now();
+            if at_once {
+                let started = callees
+                    .iter()
+                    .map(ProbeProxy::start_recall)
+                    .collect::<Result<Vec<_>, _>>()?;
+                for pending in &started {
+                    pending.wait()?;
+                }
+            } else {
+                for callee in &callees {
+                    callee.recall()?;
+                }
+            }
+            took.push(start.elapsed().as_nanos() as u64);
+        }
+        Ok(took)
+    }
+
     fn wait_twice(target: String) -> Result<Option<String>, CallError> {
         let pending = ProbeProxy::new(&target).start_recall()?;
         pending.wait()?;
