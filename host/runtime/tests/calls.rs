@@ -6,8 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::ok;
+use grove_host::limits::{LimitRule, Limits};
 use grove_host::state::StateStore;
-use grove_host::Host;
+use grove_host::{ActorRef, Host, HostConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_actor_calls_another_with_typed_values() {
@@ -226,6 +227,41 @@ async fn started_calls_run_at_the_same_time_and_answer_their_own_handles() {
     let expected: Vec<String> = (0..50).map(|n| n.to_string()).collect();
     let expected = format!("[{}]", expected.join(", "));
     assert_eq!(ok(&host, "probe/collector", "notes", &[]).await, expected);
+}
+
+/// A started call past the activation's limit of handles ends the turn
+/// before its message leaves: the callee never hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_call_past_the_handle_limit_is_never_sent() {
+    let mut limits: Limits = common::config().limits;
+    limits.apply(&["probe.proxies=4".parse::<LimitRule>().unwrap()]);
+    let host = Host::new(
+        HostConfig {
+            limits,
+            ..common::config()
+        },
+        StateStore::memory(),
+    )
+    .unwrap();
+    host.load_plugin(&common::plugin("probe")).unwrap();
+    // `gather` holds each pending call and, while starting one, its
+    // actor's handle: the fourth target's start is the fifth handle.
+    let error = common::call(
+        &host,
+        "probe/gatherer",
+        "gather",
+        &[r#"["a", "b", "c", "d"]"#, "0"],
+    )
+    .await
+    .unwrap_err();
+    assert!(error.starts_with("limit-exceeded"), "{error}");
+    assert!(
+        error.contains("at most 4 proxy handles and pending calls"),
+        "{error}"
+    );
+    // `c`'s call was sent, which activated it; `d`'s never left.
+    assert!(host.is_active(&ActorRef::new("probe", "c")));
+    assert!(!host.is_active(&ActorRef::new("probe", "d")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
