@@ -385,9 +385,9 @@ async fn invoke(
                     Ok(call) => {
                         // The handle first: past the limit, nothing is sent.
                         let (handle, value) = pending_handle(&mut store, pending)?;
-                        let started = directory.start_call(call).await;
+                        let sent = directory.start_call(call).await;
                         *store.data_mut().proxies.get_mut(&handle)? =
-                            PendingCall::Started(target, started);
+                            PendingCall::Started(target, sent);
                         Ok(Some(value))
                     }
                 }
