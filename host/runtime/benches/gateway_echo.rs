@@ -11,7 +11,8 @@
 //!
 //! Run with: `cargo bench -p grove-host --bench gateway_echo` (phase length
 //! in `GROVE_BENCH_SECS`, default 2 s; client counts in `GROVE_BENCH_CLIENTS`,
-//! default `1,100,1000,5000`).
+//! default `1,100,1000,5000`; the runtime's worker threads in
+//! `GROVE_BENCH_WORKERS`, default one per core, as `grove run` has).
 
 mod common;
 
@@ -250,7 +251,14 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = std::env::var("GROVE_BENCH_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build().unwrap();
     runtime.block_on(async {
         let phase = common::phase();
         let counts: Vec<usize> = std::env::var("GROVE_BENCH_CLIENTS")

@@ -24,6 +24,9 @@ use wasmtime::component::Val;
 
 const ACTORS: usize = 10_000;
 
+/// Probe actors activated one at a time, on fresh slots and on used ones.
+const PROBES: usize = 1_000;
+
 /// What one measured phase saw.
 struct Run {
     calls_per_sec: f64,
@@ -239,6 +242,34 @@ async fn live() {
     );
 }
 
+/// Activates [`PROBES`] probe actors named after `prefix`, one at a time;
+/// the sorted times of each activation and its first call.
+async fn activate_probes(host: &Host, prefix: &str) -> Vec<u64> {
+    let mut times = Vec::with_capacity(PROBES);
+    for i in 0..PROBES {
+        let actor = ActorRef::new("probe", &format!("{prefix}-{i}"));
+        let t = Instant::now();
+        host.call(&actor, "recall", vec![]).await.unwrap();
+        times.push(t.elapsed().as_nanos() as u64);
+    }
+    times.sort_unstable();
+    times
+}
+
+/// Asks the probes `activate_probes` started to deactivate, and waits until
+/// they have: their slots are back in the pool.
+async fn retire_probes(host: &Host, prefix: &str) {
+    let actors: Vec<_> = (0..PROBES)
+        .map(|i| ActorRef::new("probe", &format!("{prefix}-{i}")))
+        .collect();
+    for actor in &actors {
+        host.call(actor, "retire", vec![]).await.unwrap();
+    }
+    while actors.iter().any(|actor| host.is_active(actor)) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -288,6 +319,13 @@ async fn bench() {
         first_call.push(t.elapsed().as_nanos() as u64);
     }
     first_call.sort_unstable();
+    // The same on slots deactivated actors left: a slot keeps the pages its
+    // activation wrote resident, so the next activation of the plugin takes
+    // no page faults. `probe` can ask to be deactivated (`retire`).
+    let fresh_slots = activate_probes(&host, "fresh").await;
+    retire_probes(&host, "fresh").await;
+    let used_slots = activate_probes(&host, "again").await;
+    retire_probes(&host, "again").await;
     let mut native_first = Vec::with_capacity(1000);
     for i in 0..1000 {
         let t = Instant::now();
@@ -333,6 +371,16 @@ async fn bench() {
         percentile(&first_call, 0.99),
         percentile(&native_first, 0.5),
         percentile(&native_first, 0.99)
+    );
+    println!(
+        "| `probe`: activation + first call on a fresh slot, p50 / p99 (µs) | {:.1} / {:.1} | |",
+        percentile(&fresh_slots, 0.5),
+        percentile(&fresh_slots, 0.99)
+    );
+    println!(
+        "| `probe`: the same on a slot a deactivated `probe` left, p50 / p99 (µs) | {:.1} / {:.1} | |",
+        percentile(&used_slots, 0.5),
+        percentile(&used_slots, 0.99)
     );
     println!("| activations/s, 64 in flight | {activation_rate:.0} | |");
     println!("| anonymous RSS per idle activation (KiB) | {per_activation:.1} | |");
