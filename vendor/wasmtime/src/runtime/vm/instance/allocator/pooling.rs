@@ -809,6 +809,17 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
             self.stacks
                 .zero_stack(&mut stack, |ptr, len| queue.push_raw(ptr, len))
         };
+        // A stack with nothing to decommit (stack zeroing is off) goes
+        // straight back to the pool: no queue to merge, and one slot freed
+        // without `free_many`'s per-shard batches. An embedder that hands
+        // an idle store's stack back after every burst of calls takes this
+        // path once per burst.
+        if queue.raw_len() == 0 {
+            // SAFETY: the stack is no longer in use and nothing of it
+            // awaits decommit.
+            unsafe { self.stacks.deallocate(stack, bytes_resident) };
+            return;
+        }
         // SAFETY: this stack's memory regions were enqueued above.
         unsafe {
             queue.push_stack(stack, bytes_resident);

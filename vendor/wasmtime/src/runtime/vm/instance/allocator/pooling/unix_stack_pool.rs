@@ -208,6 +208,17 @@ impl StackPool {
         size_to_memset.byte_count()
     }
 
+    /// Deallocate one previously-allocated fiber stack, as
+    /// [`Self::deallocate_many`] does many.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`Self::deallocate_many`]'s.
+    pub unsafe fn deallocate(&self, stack: wasmtime_fiber::FiberStack, bytes_resident: usize) {
+        self.index_allocator
+            .free(SlotId(self.stack_index(&stack)), bytes_resident);
+    }
+
     /// Deallocate the previously-allocated fibers produced by `items`.
     ///
     /// # Safety
