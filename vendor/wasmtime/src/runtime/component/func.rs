@@ -5,7 +5,7 @@ use crate::component::types::ComponentFunc;
 use crate::component::values::Val;
 use crate::prelude::*;
 use crate::runtime::vm::component::{ComponentInstance, InstanceFlags};
-use crate::runtime::vm::{Export, VMFuncRef};
+use crate::runtime::vm::{Export, SendSyncPtr, VMFuncRef};
 use crate::store::StoreOpaque;
 use crate::{AsContext, AsContextMut, StoreContextMut, ValRaw};
 use core::mem::{self, MaybeUninit};
@@ -34,23 +34,48 @@ pub use self::typed::*;
 pub struct Func {
     instance: Instance,
     index: ExportIndex,
+    /// The `VMFuncRef` of the core function this `Func` lifts, found once
+    /// when the `Func` is made instead of on every call (which looked the
+    /// export up and initialized the funcref again, registry lookup
+    /// included). It lives in the core instance's `vmctx`, as long as the
+    /// store does.
+    func_ref: SendSyncPtr<VMFuncRef>,
 }
 
 // Double-check that the C representation in `component/instance.h` matches our
-// in-Rust representation here in terms of size/alignment/etc.
+// in-Rust representation here in terms of size/alignment/etc. The C API
+// (not built with this crate) would need the cached funcref added to its
+// `wasmtime_component_func_t`; the fields it has keep their places.
 const _: () = {
     #[repr(C)]
     struct T(u64, u32);
     #[repr(C)]
-    struct C(T, u32);
+    struct C(T, u32, *const u8);
     assert!(core::mem::size_of::<C>() == core::mem::size_of::<Func>());
     assert!(core::mem::align_of::<C>() == core::mem::align_of::<Func>());
     assert!(core::mem::offset_of!(Func, instance) == 0);
 };
 
 impl Func {
-    pub(crate) fn from_lifted_func(instance: Instance, index: ExportIndex) -> Func {
-        Func { instance, index }
+    pub(crate) fn from_lifted_func(
+        store: &mut StoreOpaque,
+        instance: Instance,
+        index: ExportIndex,
+    ) -> Func {
+        let def = {
+            let data = instance.id().get(store);
+            let (_ty, def, _options) = data.component().export_lifted_function(index);
+            def.clone()
+        };
+        let func_ref = match instance.lookup_vmdef(store, &def) {
+            Export::Function(f) => f.vm_func_ref(store),
+            _ => unreachable!(),
+        };
+        Func {
+            instance,
+            index,
+            func_ref: SendSyncPtr::new(func_ref),
+        }
     }
 
     /// Attempt to cast this [`Func`] to a statically typed [`TypedFunc`] with
@@ -372,15 +397,10 @@ impl Func {
     }
 
     pub(crate) fn lifted_core_func(&self, store: &mut StoreOpaque) -> NonNull<VMFuncRef> {
-        let def = {
-            let instance = self.instance.id().get(store);
-            let (_ty, def, _options) = instance.component().export_lifted_function(self.index);
-            def.clone()
-        };
-        match self.instance.lookup_vmdef(store, &def) {
-            Export::Function(f) => f.vm_func_ref(store),
-            _ => unreachable!(),
-        }
+        // Checks that this `Func` belongs to `store`, whose instance holds
+        // the funcref.
+        self.instance.id().get(store);
+        self.func_ref.as_non_null()
     }
 
     pub(crate) fn post_return_core_func(&self, store: &StoreOpaque) -> Option<NonNull<VMFuncRef>> {

@@ -154,20 +154,23 @@ impl Instance {
     /// ```
     pub fn get_func(&self, mut store: impl AsContextMut, name: impl ExportLookup) -> Option<Func> {
         let store = store.as_context_mut().0;
-        let instance = self.id.get(store);
-        let component = instance.component();
+        let index = {
+            let instance = self.id.get(store);
+            let component = instance.component();
 
-        // Validate that `name` exists within `self.`
-        let index = name.lookup(component, None)?;
+            // Validate that `name` exists within `self.`
+            let index = name.lookup(component, None)?;
 
-        // Validate that `index` is indeed a lifted function.
-        match &component.env_component().export_items[index] {
-            Export::LiftedFunction { .. } => {}
-            _ => return None,
-        }
+            // Validate that `index` is indeed a lifted function.
+            match &component.env_component().export_items[index] {
+                Export::LiftedFunction { .. } => {}
+                _ => return None,
+            }
+            index
+        };
 
-        // And package up the indices!
-        Some(Func::from_lifted_func(*self, index))
+        // And package up the indices, with the core function's funcref.
+        Some(Func::from_lifted_func(store, *self, index))
     }
 
     /// Looks up an exported [`Func`] value by name and with its type.
