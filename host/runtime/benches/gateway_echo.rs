@@ -272,7 +272,10 @@ fn main() {
         let raw = raw_echo(identity).await;
         let raw_ws = raw_ws_echo().await;
         let ws = gateway.websocket_addr().unwrap();
-        println!("echo round trips, 32-byte frames, {phase:?} per phase");
+        println!(
+            "echo round trips, 32-byte frames, {phase:?} per phase, {} runtime workers",
+            tokio::runtime::Handle::current().metrics().num_workers()
+        );
         println!(
             "{:<8}{:<24}{:>12}{:>10}{:>10}",
             "clients", "server", "msgs/s", "p50 ms", "p99 ms"

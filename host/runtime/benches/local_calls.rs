@@ -242,22 +242,47 @@ async fn live() {
     );
 }
 
-/// Activates [`PROBES`] probe actors named after `prefix`, one at a time;
-/// the sorted times of each activation and its first call.
-async fn activate_probes(host: &Host, prefix: &str) -> Vec<u64> {
-    let mut times = Vec::with_capacity(PROBES);
-    for i in 0..PROBES {
-        let actor = ActorRef::new("probe", &format!("{prefix}-{i}"));
+/// Activates `n` actors of `actor_type` named after `prefix`, one at a
+/// time, each by a call of `function`; the sorted times of each activation
+/// and its first call.
+async fn first_calls(
+    host: &Host,
+    actor_type: &str,
+    prefix: &str,
+    function: &str,
+    n: usize,
+) -> Vec<u64> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let actor = ActorRef::new(actor_type, &format!("{prefix}-{i}"));
         let t = Instant::now();
-        host.call(&actor, "recall", vec![]).await.unwrap();
+        host.call(&actor, function, vec![]).await.unwrap();
         times.push(t.elapsed().as_nanos() as u64);
     }
     times.sort_unstable();
     times
 }
 
-/// Asks the probes `activate_probes` started to deactivate, and waits until
-/// they have: their slots are back in the pool.
+/// Activation and first call of [`PROBES`] probes one at a time on fresh
+/// slots, then of as many others on the slots the first left, each sorted.
+/// A slot keeps the pages its activation wrote resident (up to
+/// `linear_memory_keep_resident`), so an activation of the same plugin
+/// there takes fewer page faults. On a host of its own, so that the slots
+/// left over do not change what the other activation rows measure; after
+/// the memory rows, whose growth the heap this host frees would hide.
+async fn slot_reuse(config: HostConfig) -> (Vec<u64>, Vec<u64>) {
+    let host = Host::new(config, StateStore::memory()).unwrap();
+    host.load_plugin(&plugin("probe")).unwrap();
+    let fresh = first_calls(&host, "probe", "fresh", "recall", PROBES).await;
+    retire_probes(&host, "fresh").await;
+    let used = first_calls(&host, "probe", "again", "recall", PROBES).await;
+    host.shutdown().await;
+    (fresh, used)
+}
+
+/// Asks the [`PROBES`] probes named after `prefix` to deactivate (`probe`
+/// can ask for it), and waits until they have: their slots are back in the
+/// pool.
 async fn retire_probes(host: &Host, prefix: &str) {
     let actors: Vec<_> = (0..PROBES)
         .map(|i| ActorRef::new("probe", &format!("{prefix}-{i}")))
@@ -265,7 +290,9 @@ async fn retire_probes(host: &Host, prefix: &str) {
     for actor in &actors {
         host.call(actor, "retire", vec![]).await.unwrap();
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
     while actors.iter().any(|actor| host.is_active(actor)) {
+        assert!(Instant::now() < deadline, "retired probes still active");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -296,7 +323,7 @@ async fn bench() {
         idle_timeout: Duration::from_secs(3600),
         ..HostConfig::default()
     };
-    let host = Host::new(config, StateStore::memory()).unwrap();
+    let host = Host::new(config.clone(), StateStore::memory()).unwrap();
     host.load_plugin(&plugin("counter")).unwrap();
     host.load_plugin(&plugin("probe")).unwrap();
     let native_state = StateStore::memory();
@@ -311,21 +338,7 @@ async fn bench() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
-    let mut first_call = Vec::with_capacity(firsts);
-    for i in 0..firsts {
-        let actor = ActorRef::new("counter", &format!("first-{i}"));
-        let t = Instant::now();
-        host.call(&actor, "get", vec![]).await.unwrap();
-        first_call.push(t.elapsed().as_nanos() as u64);
-    }
-    first_call.sort_unstable();
-    // The same on slots deactivated actors left: a slot keeps the pages its
-    // activation wrote resident, so the next activation of the plugin takes
-    // no page faults. `probe` can ask to be deactivated (`retire`).
-    let fresh_slots = activate_probes(&host, "fresh").await;
-    retire_probes(&host, "fresh").await;
-    let used_slots = activate_probes(&host, "again").await;
-    retire_probes(&host, "again").await;
+    let first_call = first_calls(&host, "counter", "first", "get", firsts).await;
     let mut native_first = Vec::with_capacity(1000);
     for i in 0..1000 {
         let t = Instant::now();
@@ -361,6 +374,9 @@ async fn bench() {
     let maps_per_activation = mappings().saturating_sub(maps_before) as f64 / ACTORS as f64;
     let heap_per_activation =
         heap_in_use().saturating_sub(heap_before) as f64 / ACTORS as f64 / 1024.0;
+    // After the memory rows: the other host's heap, freed, would be reused.
+    eprintln!("measuring activation on fresh and used slots...");
+    let (fresh_slots, used_slots) = slot_reuse(config).await;
 
     println!("## Activation ({} activations)\n", ACTORS);
     println!("| measure | Grove | native baseline |");

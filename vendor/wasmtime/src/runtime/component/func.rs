@@ -37,8 +37,9 @@ pub struct Func {
     /// The `VMFuncRef` of the core function this `Func` lifts, found once
     /// when the `Func` is made instead of on every call (which looked the
     /// export up and initialized the funcref again, registry lookup
-    /// included). It lives in the core instance's `vmctx`, as long as the
-    /// store does.
+    /// included). It lives in a `vmctx` of the instance (a core instance's,
+    /// or the component instance's for a trampoline), as long as the store
+    /// does.
     func_ref: SendSyncPtr<VMFuncRef>,
 }
 
