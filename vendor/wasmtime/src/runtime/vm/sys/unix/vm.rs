@@ -181,27 +181,7 @@ impl MemoryImageSource {
             .write_all_at(data, u64::try_from(offset).unwrap())?;
         memfd.as_file().set_len(u64::try_from(len).unwrap())?;
 
-        // Seal the memfd's data and length.
-        //
-        // This is a defense-in-depth security mitigation. The
-        // memfd will serve as the starting point for the heap of
-        // every instance of this module. If anything were to
-        // write to this, it could affect every execution. The
-        // memfd object itself is owned by the machinery here and
-        // not exposed elsewhere, but it is still an ambient open
-        // file descriptor at the syscall level, so some other
-        // vulnerability that allowed writes to arbitrary fds
-        // could modify it. Or we could have some issue with the
-        // way that we map it into each instance. To be
-        // extra-super-sure that it never changes, and because
-        // this costs very little, we use the kernel's "seal" API
-        // to make the memfd image permanently read-only.
-        memfd.add_seals(&[
-            memfd::FileSeal::SealGrow,
-            memfd::FileSeal::SealShrink,
-            memfd::FileSeal::SealWrite,
-            memfd::FileSeal::SealSeal,
-        ])?;
+        seal_image(&memfd)?;
 
         Ok(Some(MemoryImageSource::Memfd(memfd)))
     }
@@ -247,6 +227,54 @@ impl MemoryImageSource {
         assert_eq!(base, ptr.cast());
         Ok(())
     }
+}
+
+/// Seals an image's memfd: its data and length never change again.
+///
+/// This is a defense-in-depth security mitigation. The memfd will serve as
+/// the starting point for the heap of every instance of this module. If
+/// anything were to write to this, it could affect every execution. The memfd
+/// object itself is owned by the machinery here and not exposed elsewhere, but
+/// it is still an ambient open file descriptor at the syscall level, so some
+/// other vulnerability that allowed writes to arbitrary fds could modify it.
+///
+/// `F_SEAL_WRITE` also waits until no page of the file holds a reference
+/// beyond the page cache's and its mappings', and fails with `EBUSY` if one
+/// still does after about 70 ms. Kernel daemons hold such references for
+/// longer on busy hosts: DAMON's `pageout` scheme isolates whole cold physical
+/// regions at once, compaction migrates pages. So the write seal is tried a
+/// few more times, and then left off with a warning rather than failing every
+/// instantiation of the module over a mitigation.
+#[cfg(target_os = "linux")]
+fn seal_image(memfd: &memfd::Memfd) -> crate::Result<()> {
+    use memfd::FileSeal::{SealGrow, SealSeal, SealShrink, SealWrite};
+    use std::time::Duration;
+
+    const RETRY_AFTER: [Duration; 3] = [
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+        Duration::from_millis(100),
+    ];
+    let mut retries = RETRY_AFTER.iter();
+    loop {
+        match memfd.add_seals(&[SealGrow, SealShrink, SealWrite, SealSeal]) {
+            Ok(()) => return Ok(()),
+            Err(memfd::Error::AddSeals(e)) if e.raw_os_error() == Some(libc::EBUSY) => {
+                match retries.next() {
+                    Some(wait) => std::thread::sleep(*wait),
+                    None => break,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    log::warn!(
+        "a memory image's pages stayed referenced by the kernel through {} attempts \
+         to seal it against writes; it is sealed against resizing only",
+        RETRY_AFTER.len() + 1
+    );
+    memfd.add_seals(&[SealGrow, SealShrink, SealSeal])?;
+    Ok(())
 }
 
 impl PartialEq for MemoryImageSource {
