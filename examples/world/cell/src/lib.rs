@@ -8,7 +8,11 @@
 //! every second, and between keyframes, every tenth tick, a delta of the
 //! players who changed in a way the movement rule cannot tell, only when
 //! someone did (`world_shared::snapshot`). A client sees the cell it is in;
-//! one entering gets the last keyframe at once.
+//! one entering gets the last keyframe at once. Cell `i` sends on the ticks
+//! where `tick + i` is a multiple of ten, so that a tenth of the cells send
+//! on each tick: cells that started ticking together would otherwise wake
+//! every client's connection at the same moment, and every call between
+//! actors made then would wait behind those writes.
 //!
 //! A cell with no players stops ticking and is deactivated when idle.
 
@@ -132,7 +136,8 @@ impl Cell {
             let now = self.tick;
             self.departed.retain(|_, (_, at)| now - *at < FORWARD_TICKS);
         }
-        if self.tick.is_multiple_of(SNAPSHOT_EVERY) && !self.players.is_empty() {
+        let snapshot_due = (self.tick + u64::from(me)).is_multiple_of(SNAPSHOT_EVERY);
+        if snapshot_due && !self.players.is_empty() {
             self.push_snapshot(me);
         }
         if self.players.is_empty() && self.departed.is_empty() {
