@@ -229,7 +229,7 @@ impl CompileCache {
                 }
             }
         }
-        let component = Component::new(engine, bytes).map_err(CompileError::Invalid)?;
+        let component = compile(engine, bytes).map_err(CompileError::Invalid)?;
         if let Err(e) = self.store(&path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
         }
@@ -247,6 +247,26 @@ impl CompileCache {
         std::fs::rename(&tmp, path)?;
         Ok(())
     }
+}
+
+/// Compiles `bytes`, then gives the memory the compiler freed back to the
+/// system.
+///
+/// Cranelift compiles a component's functions on a pool of threads, and glibc
+/// gives each of those threads an arena of its own, which keeps what the
+/// compiler freed: glibc returns memory to the system only from the top of
+/// an arena's heap. A host that compiled the demo's plugins held 355 MiB of
+/// anonymous memory afterwards, against 19 MiB when it loaded them from the
+/// compile cache. `malloc_trim` releases every free page of every arena.
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    let component = Component::new(engine, bytes);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory to the system; it is
+    // safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    component
 }
 
 /// Hex SHA-256 of a plugin's bytes: its content identity.

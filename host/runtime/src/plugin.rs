@@ -243,7 +243,7 @@ impl Plugin {
                 .load(engine, bytes, &hash)
                 .map(|(c, _)| c)
                 .map_err(|CompileError::Invalid(e)| e),
-            None => Component::new(engine, bytes),
+            None => crate::engine::compile(engine, bytes),
         }
         .map_err(|e| invalid(format!("{e:#}")))?;
 
