@@ -229,10 +229,21 @@ impl CompileCache {
                 }
             }
         }
-        let component = compile(engine, bytes).map_err(CompileError::Invalid)?;
+        let component = Component::new(engine, bytes).map_err(CompileError::Invalid)?;
         if let Err(e) = self.store(&path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
+            give_back_freed_memory();
+            return Ok((component, false));
         }
+        // Taken back from the file just written, the code is mapped from it
+        // (page cache, which a restart shares and the kernel may reclaim)
+        // instead of held in anonymous memory.
+        // SAFETY: as above; the file was just written from `component`.
+        let component = match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(mapped) => mapped,
+            Err(_) => component,
+        };
+        give_back_freed_memory();
         Ok((component, false))
     }
 
@@ -260,13 +271,17 @@ impl CompileCache {
 /// compile cache. `malloc_trim` releases every free page of every arena.
 pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     let component = Component::new(engine, bytes);
+    give_back_freed_memory();
+    component
+}
+
+fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` only returns free memory to the system; it is
     // safe to call at any time from any thread.
     unsafe {
         libc::malloc_trim(0);
     }
-    component
 }
 
 /// Hex SHA-256 of a plugin's bytes: its content identity.
