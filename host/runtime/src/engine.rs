@@ -7,6 +7,10 @@
 //! activations), epoch interruption (cheap deadline checks in compiled code)
 //! and no component-model concurrency (which slows every call down).
 //!
+//! Compiling gives the compiler's freed memory back to the system
+//! (`compile`), and a component compiled into the cache runs from the
+//! cache file's mapping, as one loaded from it does.
+//!
 //! Errors: [`HostError`] for what keeps a host (its engine, imports or
 //! epoch clock) from starting, [`CompileError`] for a component that does
 //! not compile.
@@ -229,22 +233,28 @@ impl CompileCache {
                 }
             }
         }
-        let component = Component::new(engine, bytes).map_err(CompileError::Invalid)?;
-        if let Err(e) = self.store(&path, &component) {
+        let compiled = compile(engine, bytes).map_err(CompileError::Invalid)?;
+        if let Err(e) = self.store(&path, &compiled) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compile cache entry");
-            give_back_freed_memory();
-            return Ok((component, false));
+            return Ok((compiled, false));
         }
         // Taken back from the file just written, the code is mapped from it
         // (page cache, which a restart shares and the kernel may reclaim)
         // instead of held in anonymous memory.
-        // SAFETY: as above; the file was just written from `component`.
-        let component = match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(mapped) => mapped,
-            Err(_) => component,
-        };
-        give_back_freed_memory();
-        Ok((component, false))
+        // SAFETY: as above: whoever wrote the file (this host, or another
+        // sharing the cache) wrote it with `Component::serialize` under the
+        // same compatibility hash, and renamed it into place whole.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(mapped) => {
+                drop(compiled);
+                give_back_freed_memory();
+                Ok((mapped, false))
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot map the compile cache entry just written");
+                Ok((compiled, false))
+            }
+        }
     }
 
     fn store(&self, path: &Path, component: &Component) -> wasmtime::Result<()> {

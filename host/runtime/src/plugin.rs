@@ -275,6 +275,14 @@ impl Plugin {
                 "it needs an import that Grove does not provide: {e:#}"
             ))
         })?;
+        // The memory images (one memory file per image) are made now rather
+        // than on the first activation, which would otherwise wait for them
+        // on one of the runtime's workers: sealing a file can wait on the
+        // kernel for a while (`vendor/README.md`). If that fails, the first
+        // activation tries again and reports the error.
+        if let Err(e) = component.initialize_copy_on_write_image() {
+            tracing::warn!(actor_type = %actor_type, error = %format!("{e:#}"), "cannot make the plugin's memory images yet");
+        }
         Ok(Plugin {
             actor_type,
             interface,

@@ -240,21 +240,19 @@ impl MemoryImageSource {
 ///
 /// `F_SEAL_WRITE` also waits until no page of the file holds a reference
 /// beyond the page cache's and its mappings', and fails with `EBUSY` if one
-/// still does after about 70 ms. Kernel daemons hold such references for
+/// still does after about 150 ms. Kernel daemons hold such references for
 /// longer on busy hosts: DAMON's `pageout` scheme isolates whole cold physical
-/// regions at once, compaction migrates pages. So the write seal is tried a
-/// few more times, and then left off with a warning rather than failing every
-/// instantiation of the module over a mitigation.
+/// regions at once, compaction migrates pages. So the write seal is tried
+/// twice more, and then left off with a warning rather than failing every
+/// instantiation of the module over a mitigation: the file is then sealed
+/// against resizing only, and its descriptor could still write to it. At
+/// worst this blocks the thread for about half a second.
 #[cfg(target_os = "linux")]
 fn seal_image(memfd: &memfd::Memfd) -> crate::Result<()> {
     use memfd::FileSeal::{SealGrow, SealSeal, SealShrink, SealWrite};
     use std::time::Duration;
 
-    const RETRY_AFTER: [Duration; 3] = [
-        Duration::from_millis(10),
-        Duration::from_millis(50),
-        Duration::from_millis(100),
-    ];
+    const RETRY_AFTER: [Duration; 2] = [Duration::from_millis(10), Duration::from_millis(50)];
     let mut retries = RETRY_AFTER.iter();
     loop {
         match memfd.add_seals(&[SealGrow, SealShrink, SealWrite, SealSeal]) {
