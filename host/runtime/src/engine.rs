@@ -276,9 +276,9 @@ impl CompileCache {
 /// Cranelift compiles a component's functions on a pool of threads, and glibc
 /// gives each of those threads an arena of its own, which keeps what the
 /// compiler freed: glibc returns memory to the system only from the top of
-/// an arena's heap. A host that compiled the demo's plugins held 355 MiB of
-/// anonymous memory afterwards, against 19 MiB when it loaded them from the
-/// compile cache. `malloc_trim` releases every free page of every arena.
+/// an arena's heap: hundreds of MiB after the demo's plugins
+/// (`docs/benchmarks.md`). `malloc_trim` releases every free page of every
+/// arena.
 pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     let component = Component::new(engine, bytes);
     give_back_freed_memory();
