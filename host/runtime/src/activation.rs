@@ -792,6 +792,12 @@ impl Activation {
         };
         // Results go back to a calling actor as a message: they are capped.
         let from_actor = chain.is_some();
+        if let (Some(meters), Some(reply)) = (self.meters.as_deref(), &reply) {
+            // The deadline is the moment the call was made plus its timeout.
+            if let Some(made) = deadline.checked_sub(reply.timeout()) {
+                meters.queued.observe(now.saturating_duration_since(made));
+            }
+        }
         let bound = self.begin_turn(now);
         self.store.data_mut().chain = chain;
         let caller = (!one_way).then_some(Caller {

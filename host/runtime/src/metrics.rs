@@ -190,6 +190,9 @@ pub(crate) struct TypeMeters {
     pub(crate) failed_to_start: Counter,
     /// Every turn: calls, session events, timers, reminders and hooks.
     pub(crate) turns: Histogram,
+    /// Calls that waited for an answer: how long from being made until
+    /// their turn began.
+    pub(crate) queued: Histogram,
     pub(crate) timers_fired: Counter,
     pub(crate) reminders_fired: Counter,
     functions: DashMap<Arc<str>, Arc<FunctionCalls>>,
@@ -460,6 +463,11 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         "Time of each turn: calls, session events, timers, reminders and lifecycle hooks.",
     )
     .seconds();
+    let mut queued = Family::new(
+        "grove_call_queue_duration",
+        "Time from a call being made to the start of its turn: the wait in the mailbox behind other turns.",
+    )
+    .seconds();
     let mut mailbox = Family::new("grove_mailbox_depth", "Messages waiting in mailboxes.");
     let mut incidents = Family::new(
         "grove_incidents",
@@ -479,6 +487,7 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         ended.add(of_type(), counter(stopped));
         failed.add(of_type(), counter(load(&m.failed_to_start)));
         turns.add(of_type(), ConstHistogram::of(&m.turns));
+        queued.add(of_type(), ConstHistogram::of(&m.queued));
         let depth = depths.get(actor_type).copied().unwrap_or(0);
         mailbox.add(of_type(), gauge(depth as u64));
         timers.add(of_type(), counter(load(&m.timers_fired)));
@@ -510,6 +519,7 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
     failed.encode(encoder)?;
     calls.encode(encoder)?;
     turns.encode(encoder)?;
+    queued.encode(encoder)?;
     mailbox.encode(encoder)?;
     incidents.encode(encoder)?;
     timers.encode(encoder)?;

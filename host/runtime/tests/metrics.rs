@@ -214,6 +214,43 @@ async fn a_call_whose_caller_gave_up_counts_as_a_timeout() {
 }
 
 #[tokio::test]
+async fn a_call_queued_behind_a_long_turn_shows_its_wait() {
+    let host = common::host_of(&["probe"]);
+    // Activated first, so that no wait below includes the activation.
+    ok(&host, "probe/q", "recall", &[]).await;
+    let before = Scrape::of(&host);
+    // `nap` holds the actor's turn for 400 ms; `recall`, made 50 ms in,
+    // waits in the mailbox for the rest of it.
+    let (napped, recalled) = tokio::join!(call(&host, "probe/q", "nap", &["400"]), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        call(&host, "probe/q", "recall", &[]).await
+    });
+    napped.unwrap();
+    recalled.unwrap();
+    let after = Scrape::of(&host);
+    let queued = |le| {
+        after.delta(
+            &before,
+            "grove_call_queue_duration_seconds_bucket",
+            &[("actor_type", "probe"), ("le", le)],
+        )
+    };
+    // `nap` began at once; `recall` waited about 350 ms.
+    assert_eq!(queued("+Inf"), 2.0);
+    assert_eq!(queued("0.1"), 1.0);
+    assert_eq!(queued("0.25"), 1.0);
+    let waited = after.delta(
+        &before,
+        "grove_call_queue_duration_seconds_sum",
+        &[("actor_type", "probe")],
+    );
+    assert!(
+        (0.3..1.0).contains(&waited),
+        "calls waited {waited} s in all"
+    );
+}
+
+#[tokio::test]
 async fn gateway_sessions_messages_bytes_and_closes_are_counted() {
     let host = common::host_of(&["echo"]);
     let identity = Identity::self_signed(&["localhost".into()]).unwrap();
