@@ -457,17 +457,21 @@ impl Cluster {
         }
     }
 
-    /// Leaves the cluster: deletes the lease (the others see this host gone
-    /// at once) and closes the host-to-host connections. Deactivate the
+    /// Leaves the cluster: ends the host-to-host connections, then deletes
+    /// the lease (the others see this host gone at once). Deactivate the
     /// actors first ([`crate::Host::shutdown`]), so their state is saved and
     /// their placement released.
+    ///
+    /// The connections end first because a host that sees a lease gone drops
+    /// its connection to that host, failing the calls on it as lost: ended
+    /// cleanly first, the calls still in flight come back `NotHere` and go
+    /// to another host.
     pub async fn leave(self) -> Result<(), RedisUnavailable> {
         for task in &self.tasks {
             task.abort();
         }
-        let result = self.lease.leave().await;
         self.node.transport.close(Duration::from_secs(2)).await;
-        result
+        self.lease.leave().await
     }
 }
 
