@@ -69,6 +69,9 @@ const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Close codes of host-to-host connections.
 const NOT_A_MEMBER: u32 = 1;
 const PROTOCOL_ERROR: u32 = 2;
+/// Closes a leaving host's connection on which it took a request and did not
+/// answer it in time: the peer hears that the request may have run.
+const LEFT_UNANSWERED: u32 = 3;
 
 /// How a host's transport is set up.
 #[derive(Debug, Clone)]
@@ -181,8 +184,12 @@ pub trait Inbound<E>: Send + Sync + 'static {
 pub struct Responder<E> {
     id: u64,
     writer: mpsc::UnboundedSender<Vec<u8>>,
+    /// Counts the requests taken on this link and not yet answered: a
+    /// leaving host fails a link it still owes answers on. Declared first,
+    /// so dropped before the host's count.
+    _link_unanswered: Arc<()>,
     /// Counts the requests this host has yet to answer: a leaving host
-    /// answers them all before it ends its streams.
+    /// waits for them all before it ends its streams.
     _unanswered: Arc<()>,
     _error: std::marker::PhantomData<fn(E)>,
 }
@@ -191,16 +198,15 @@ impl<E: Serialize> Responder<E> {
     /// Sends the answer (lost if the connection is gone: the caller hears
     /// [`Unanswered::Lost`]).
     pub fn respond(self, outcome: Outcome<E>) {
-        let mut bytes = Vec::new();
-        wire::encode(
-            &Frame::Response(Response {
-                id: self.id,
-                outcome,
-            }),
-            &mut bytes,
-        );
-        let _ = self.writer.send(bytes);
+        respond(&self.writer, self.id, outcome);
     }
+}
+
+/// Queues the answer to request `id` on a link's writer.
+fn respond<E: Serialize>(writer: &mpsc::UnboundedSender<Vec<u8>>, id: u64, outcome: Outcome<E>) {
+    let mut bytes = Vec::new();
+    wire::encode(&Frame::Response(Response { id, outcome }), &mut bytes);
+    let _ = writer.send(bytes);
 }
 
 /// One connection to a peer.
@@ -215,6 +221,9 @@ struct Link<E> {
     /// earlier than it sleeps until, or the link is gone.
     expire: Arc<tokio::sync::Notify>,
     next_id: AtomicU64,
+    /// One reference per request taken on this link and not yet answered,
+    /// held by its responder.
+    unanswered: Arc<()>,
 }
 
 /// The requests a link waits on answers to.
@@ -484,6 +493,12 @@ where
     /// or after another `grace`, the endpoint closes. The ends get a bound of
     /// their own: a request held until the first bound must still reach its
     /// peer as `NotHere`, not be cut off as lost.
+    ///
+    /// A peer reads a stream's end as "every request I sent that was not
+    /// answered never ran", and may send those requests to another host. So
+    /// a connection on which a request taken is still unanswered after
+    /// `grace` is closed instead: its peer hears [`Unanswered::Lost`], which
+    /// is the truth (the request may yet run), rather than run it twice.
     pub async fn close(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         // From now on requests are answered `NotHere` without running, so
@@ -502,7 +517,15 @@ where
             .collect();
         links.append(&mut lock(&self.shared.extra));
         for link in &links {
-            link.finish.notify_one();
+            if Arc::strong_count(&link.unanswered) > 1 {
+                tracing::warn!(peer = %link.peer.id, "leaving with requests from this host unanswered");
+                link.connection.close(
+                    LEFT_UNANSWERED.into(),
+                    b"host left with requests unanswered",
+                );
+            } else {
+                link.finish.notify_one();
+            }
         }
         let closed = futures_closed(links.iter().map(|l| l.connection.clone()).collect());
         let _ = tokio::time::timeout(grace, closed).await;
@@ -701,6 +724,7 @@ where
         }),
         expire: expire.clone(),
         next_id: AtomicU64::new(1),
+        unanswered: Arc::new(()),
     });
     tokio::spawn(write(link.connection.clone(), send, queue, finish));
     tokio::spawn(read(Arc::downgrade(shared), link.clone(), recv));
@@ -847,12 +871,6 @@ where
                 // this request's answer or the request is refused here.
                 let unanswered = shared.unanswered.clone();
                 std::sync::atomic::fence(Ordering::SeqCst);
-                let responder = |id| Responder {
-                    id,
-                    writer: link.writer.clone(),
-                    _unanswered: unanswered,
-                    _error: std::marker::PhantomData,
-                };
                 if shared.closing.load(Ordering::SeqCst) {
                     let id = match &frame {
                         Frame::Request(r) => r.id,
@@ -860,9 +878,20 @@ where
                         Frame::Push(p) => p.id,
                         Frame::Response(r) => r.id,
                     };
-                    responder(id).respond(Outcome::NotHere);
+                    respond::<E>(&link.writer, id, Outcome::NotHere);
                     continue;
                 }
+                // Taken: counted on the link too, while the host's count
+                // still holds it, so that once that count has drained a
+                // link's count is the requests on it that `close` waited
+                // for in vain.
+                let responder = |id| Responder {
+                    id,
+                    writer: link.writer.clone(),
+                    _link_unanswered: link.unanswered.clone(),
+                    _unanswered: unanswered,
+                    _error: std::marker::PhantomData,
+                };
                 match frame {
                     Frame::Request(request) => {
                         let responder = responder(request.id);

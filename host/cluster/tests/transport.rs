@@ -231,29 +231,45 @@ async fn a_request_left_unanswered_times_out_at_its_deadline_and_others_go_on() 
 const MILLI: Duration = Duration::from_millis(1);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_pending_when_a_peer_leaves_go_elsewhere_and_a_dropped_connection_loses_them() {
+async fn a_leaving_host_refuses_new_requests_and_fails_a_link_it_owes_answers_on_and_a_dropped_connection_loses_them(
+) {
     let redis = RedisServer::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let membership = Membership::new(ConnectionManager::new(client).await.unwrap(), "tls");
     let a = node(&membership, "a", true).await;
     let b = node(&membership, "b", true).await;
     let c = node(&membership, "c", true).await;
+    let d = node(&membership, "d", true).await;
     let mut hold = request(vec![]);
     hold.function = "hold".into();
 
-    // B leaves with A's request unanswered: A hears that B does not run it
-    // (it may go to another host), and B is not dialled again.
+    // B leaves while A's request is held unanswered there, and while D has
+    // a link to B that it owes nothing on.
     let left = call(&a.transport, &b.member, hold.clone(), 10 * SECOND).await;
     let served = call(&a.transport, &b.member, request(vec![7]), SECOND).await;
     assert_eq!(served.await.unwrap(), Ok(Outcome::Returned(Some(vec![7]))));
-    b.transport.close(200 * MILLI).await;
-    assert_eq!(left.await.unwrap(), Ok(Outcome::NotHere));
-    assert!(a.transport.has_departed("b"));
-    let after = call(&a.transport, &b.member, request(vec![8]), SECOND).await;
+    let served = call(&d.transport, &b.member, request(vec![6]), SECOND).await;
+    assert_eq!(served.await.unwrap(), Ok(Outcome::Returned(Some(vec![6]))));
+    let leaving = b.transport.clone();
+    let leaving = tokio::spawn(async move { leaving.close(300 * MILLI).await });
+    tokio::time::sleep(50 * MILLI).await;
+    // A request that reaches B while it waits for its answers is refused
+    // unrun: D may send it elsewhere.
+    let refused = call(&d.transport, &b.member, request(vec![5]), SECOND).await;
+    assert_eq!(refused.await.unwrap(), Ok(Outcome::NotHere));
+    assert_eq!(b.inbound.served.load(Ordering::SeqCst), 3);
+    leaving.await.unwrap();
+    // B ended D's stream cleanly: D knows B left and does not dial it again.
+    assert!(d.transport.has_departed("b"));
+    let after = call(&d.transport, &b.member, request(vec![8]), SECOND).await;
     assert!(
         matches!(after.await.unwrap(), Err(Unanswered::Unsent(_))),
         "a request was sent to a host that left"
     );
+    // B took A's request and never answered it: it may yet run there, so A
+    // hears it lost, not free to go to another host.
+    assert_eq!(left.await.unwrap(), Err(Unanswered::Lost));
+    assert!(!a.transport.has_departed("b"));
 
     // C drops the connection with A's request in flight: it may have run.
     let lost = call(&a.transport, &c.member, hold, 10 * SECOND).await;
