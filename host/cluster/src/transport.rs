@@ -491,14 +491,15 @@ where
     /// connection sends what is queued on it (those answers above all) and
     /// ends its stream, and once the peers have read to the end and closed,
     /// or after another `grace`, the endpoint closes. The ends get a bound of
-    /// their own: a request held until the first bound must still reach its
-    /// peer as `NotHere`, not be cut off as lost.
+    /// their own: a request that reached this host after it began to leave
+    /// must still reach its peer as `NotHere`, not be cut off as lost.
     ///
     /// A peer reads a stream's end as "every request I sent that was not
     /// answered never ran", and may send those requests to another host. So
     /// a connection on which a request taken is still unanswered after
-    /// `grace` is closed instead: its peer hears [`Unanswered::Lost`], which
-    /// is the truth (the request may yet run), rather than run it twice.
+    /// `grace` is closed instead (close code 3), at once: its peer hears
+    /// every request pending on it as [`Unanswered::Lost`], which is true
+    /// (each may have run, this one may yet), rather than run one twice.
     pub async fn close(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         // From now on requests are answered `NotHere` without running, so
@@ -511,13 +512,31 @@ where
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // The links' counts are read after the host's, and may not be seen
+        // older than it.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let mut links: Vec<Arc<Link<E>>> = lock(&self.shared.links)
             .drain()
             .filter_map(|(_, cell)| cell.get().cloned())
             .collect();
         links.append(&mut lock(&self.shared.extra));
+        let owing = |link: &Arc<Link<E>>| Arc::strong_count(&link.unanswered) > 1;
+        let mut suspect: Vec<&Arc<Link<E>>> = Vec::new();
         for link in &links {
-            if Arc::strong_count(&link.unanswered) > 1 {
+            if owing(link) {
+                suspect.push(link);
+            } else {
+                link.finish.notify_one();
+            }
+        }
+        if !suspect.is_empty() {
+            // A request being refused holds a link's count for an instant
+            // (the reader counts it before it reads `closing`); one taken
+            // and not answered holds it until answered.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for link in suspect {
+            if owing(link) {
                 tracing::warn!(peer = %link.peer.id, "leaving with requests from this host unanswered");
                 link.connection.close(
                     LEFT_UNANSWERED.into(),
@@ -695,16 +714,19 @@ where
         .open_bi()
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    Ok(open_link(&shared, peer, connection, send, recv))
+    // Registered by the caller, once the dial returns.
+    Ok(open_link(&shared, peer, connection, send, recv, |_| {}))
 }
 
-/// Starts the reader and writer of a connection's stream.
+/// Starts the reader and writer of a connection's stream, calling
+/// `register` with the link before the reader starts.
 fn open_link<E>(
     shared: &Arc<Shared<E>>,
     peer: Member,
     connection: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
+    register: impl FnOnce(&Arc<Link<E>>),
 ) -> Arc<Link<E>>
 where
     E: Serialize + DeserializeOwned + Send + 'static,
@@ -727,6 +749,7 @@ where
         unanswered: Arc::new(()),
     });
     tokio::spawn(write(link.connection.clone(), send, queue, finish));
+    register(&link);
     tokio::spawn(read(Arc::downgrade(shared), link.clone(), recv));
     tokio::spawn(expire_pending(Arc::downgrade(&link), expire));
     link
@@ -850,7 +873,16 @@ where
                 }
                 break "the peer left".to_owned();
             }
-            Err(StreamEnd::Failed(error)) => break error,
+            Err(StreamEnd::Failed(error)) => {
+                // A peer that left owing answers on this connection: not to
+                // be dialled again either.
+                if left_unanswered(&link.connection) {
+                    if let Some(shared) = shared.upgrade() {
+                        lock(&shared.departed).insert(link.peer.id.clone());
+                    }
+                }
+                break error;
+            }
         };
         match frame {
             Ok(Frame::Response(response)) => {
@@ -866,10 +898,13 @@ where
                 let Some(inbound) = shared.inbound.upgrade() else {
                     break "the host is gone".to_owned();
                 };
-                // Counted as unanswered before `closing` is read: `close`
-                // sets `closing` before it counts, so either it waits for
-                // this request's answer or the request is refused here.
+                // Counted as unanswered, by the host and on the link, before
+                // `closing` is read: `close` sets `closing` before it counts,
+                // so either it waits for this request's answer (and fails
+                // the link if it waited in vain) or the request is refused
+                // here.
                 let unanswered = shared.unanswered.clone();
+                let link_unanswered = link.unanswered.clone();
                 std::sync::atomic::fence(Ordering::SeqCst);
                 if shared.closing.load(Ordering::SeqCst) {
                     let id = match &frame {
@@ -878,17 +913,14 @@ where
                         Frame::Push(p) => p.id,
                         Frame::Response(r) => r.id,
                     };
+                    drop(link_unanswered);
                     respond::<E>(&link.writer, id, Outcome::NotHere);
                     continue;
                 }
-                // Taken: counted on the link too, while the host's count
-                // still holds it, so that once that count has drained a
-                // link's count is the requests on it that `close` waited
-                // for in vain.
                 let responder = |id| Responder {
                     id,
                     writer: link.writer.clone(),
-                    _link_unanswered: link.unanswered.clone(),
+                    _link_unanswered: link_unanswered,
                     _unanswered: unanswered,
                     _error: std::marker::PhantomData,
                 };
@@ -932,6 +964,15 @@ where
     for waiter in link.close_pending() {
         waiter.answer(Err(Unanswered::Lost));
     }
+}
+
+/// Whether the peer closed `connection` leaving requests on it unanswered.
+fn left_unanswered(connection: &quinn::Connection) -> bool {
+    matches!(
+        connection.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == quinn::VarInt::from_u32(LEFT_UNANSWERED)
+    )
 }
 
 /// How a stream of frames ended.
@@ -1050,21 +1091,25 @@ where
         return;
     };
     let id = member.id.clone();
-    let link = open_link(&shared, member, connection, send, recv);
-    // The accepted connection is also this host's link to the peer, unless
-    // it has one already.
-    let cell = lock(&shared.links).entry(id).or_default().clone();
-    if let Err(
-        tokio::sync::SetError::AlreadyInitializedError(link)
-        | tokio::sync::SetError::InitializingError(link),
-    ) = cell.set(link)
-    {
-        // The two hosts dialled each other at once: this connection still
-        // carries the peer's calls, and ends with the others on leaving.
-        let mut extra = lock(&shared.extra);
-        extra.retain(|l| l.connection.close_reason().is_none());
-        extra.push(link);
-    }
+    // Registered before its reader starts, so that no request on it is
+    // served while `disconnect` could not find it.
+    open_link(&shared, member, connection, send, recv, |link| {
+        // The accepted connection is also this host's link to the peer,
+        // unless it has one already.
+        let cell = lock(&shared.links).entry(id).or_default().clone();
+        if let Err(
+            tokio::sync::SetError::AlreadyInitializedError(link)
+            | tokio::sync::SetError::InitializingError(link),
+        ) = cell.set(link.clone())
+        {
+            // The two hosts dialled each other at once: this connection
+            // still carries the peer's calls, and ends with the others on
+            // leaving.
+            let mut extra = lock(&shared.extra);
+            extra.retain(|l| l.connection.close_reason().is_none());
+            extra.push(link);
+        }
+    });
 }
 
 /// Asks every client for a certificate and checks the handshake signature

@@ -464,8 +464,10 @@ impl Cluster {
     ///
     /// The connections end first because a host that sees a lease gone drops
     /// its connection to that host, failing the calls on it as lost: ended
-    /// cleanly first, the calls still in flight come back `NotHere` and go
-    /// to another host.
+    /// cleanly first, the calls still in flight that this host did not take
+    /// come back `NotHere` and go to another host. (A connection on which
+    /// this host took a call and could not answer it fails those calls as
+    /// lost either way: [`grove_cluster::transport::Transport::close`].)
     pub async fn leave(self) -> Result<(), RedisUnavailable> {
         for task in &self.tasks {
             task.abort();
