@@ -9,7 +9,11 @@
 //! time — `set-velocity`, `aoe` and `query` (some of them over the whole
 //! world) — and finally logs out. The report gives, per command type, the
 //! count, errors and p50/p95/p99/max latency from sending a command to
-//! reading its reply, then messages per second and connection failures.
+//! reading its reply, then messages per second and connection failures,
+//! and, on Linux, how busy the machine's CPUs were while the commands ran
+//! and how much of them the hypervisor took (steal): the bots usually share
+//! the box with the host, and a tail measured on saturated or stolen cores
+//! measures the box, not Grove.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -385,7 +389,69 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
         .map_or(0.0, |&micros| f64::from(micros) / 1000.0)
 }
 
-fn report(args: &Args, totals: &Totals, connected: usize, run: Duration) {
+/// The machine's CPU time from `/proc/stat`, in clock ticks summed over
+/// every CPU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct CpuTimes {
+    cores: usize,
+    /// Running anything: user, nice, system, irq and softirq.
+    busy: u64,
+    /// Taken by the hypervisor for other guests while this one had work.
+    steal: u64,
+    /// Every column, idle included.
+    total: u64,
+}
+
+impl CpuTimes {
+    fn read() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Parses `/proc/stat`: the `cpu` line sums the columns `user nice
+    /// system idle iowait irq softirq steal ...` over the CPUs, each of which
+    /// has a `cpuN` line of its own.
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let mut lines = stat.lines();
+        let mut fields = lines.next()?.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let columns: Vec<u64> = fields.map_while(|f| f.parse().ok()).collect();
+        let column = |i: usize| columns.get(i).copied().unwrap_or(0);
+        let cores = lines
+            .filter(|line| {
+                line.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
+        // Guest time (columns 8 and 9) is already counted in user and nice.
+        Some(CpuTimes {
+            cores,
+            busy: column(0) + column(1) + column(2) + column(5) + column(6),
+            steal: column(7),
+            total: (0..8).map(column).sum(),
+        })
+    }
+
+    /// Cores busy and cores stolen on average from `self` to `later`.
+    fn cores_used(&self, later: &CpuTimes) -> (f64, f64) {
+        let total = later.total.saturating_sub(self.total).max(1) as f64;
+        let share = |from: u64, to: u64| to.saturating_sub(from) as f64 / total;
+        let cores = later.cores as f64;
+        (
+            share(self.busy, later.busy) * cores,
+            share(self.steal, later.steal) * cores,
+        )
+    }
+}
+
+fn report(
+    args: &Args,
+    totals: &Totals,
+    connected: usize,
+    run: Duration,
+    cpu: Option<(CpuTimes, CpuTimes)>,
+) {
     let stats = lock(&totals.stats);
     println!(
         "world-bots: {} clients ({connected} in the world, {} connection failures), {} commands/s each for {} s",
@@ -439,6 +505,13 @@ fn report(args: &Args, totals: &Totals, connected: usize, run: Duration) {
         "sessions dropped during the run: {}",
         totals.dropped_sessions.load(Ordering::Relaxed)
     );
+    if let Some((before, after)) = cpu {
+        let (busy, stolen) = before.cores_used(&after);
+        println!(
+            "machine CPU while commands ran: {busy:.2} of {} cores busy (host, bots and the rest), {stolen:.2} stolen by the hypervisor",
+            after.cores
+        );
+    }
 }
 
 #[tokio::main]
@@ -499,6 +572,11 @@ async fn main() -> anyhow::Result<()> {
 
     let start = Instant::now();
     let until = start + Duration::from_secs(args.seconds);
+    let cpu = tokio::spawn(async move {
+        let before = CpuTimes::read()?;
+        tokio::time::sleep_until(until.into()).await;
+        Some((before, CpuTimes::read()?))
+    });
     let players: Vec<_> = sessions
         .into_iter()
         .map(|(n, session)| {
@@ -508,6 +586,48 @@ async fn main() -> anyhow::Result<()> {
     for player in players {
         let _ = player.await;
     }
-    report(&args, &totals, connected, until - start);
+    let cpu = cpu.await.ok().flatten();
+    report(&args, &totals, connected, until - start, cpu);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = "cpu  1000 10 500 8000 40 0 50 100 7 0\n\
+                          cpu0 500 5 250 4000 20 0 25 50 0 0\n\
+                          cpu1 500 5 250 4000 20 0 25 50 0 0\n\
+                          intr 12345 0 0\n\
+                          ctxt 999\n";
+
+    #[test]
+    fn proc_stat_gives_the_busy_and_stolen_ticks_and_the_core_count() {
+        let times = CpuTimes::parse(BEFORE).unwrap();
+        assert_eq!(
+            times,
+            CpuTimes {
+                cores: 2,
+                busy: 1000 + 10 + 500 + 50,
+                steal: 100,
+                total: 1000 + 10 + 500 + 8000 + 40 + 50 + 100,
+            }
+        );
+        assert_eq!(CpuTimes::parse("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn cores_used_are_the_shares_of_the_ticks_between_two_readings() {
+        let before = CpuTimes::parse(BEFORE).unwrap();
+        // 200 ticks later on two cores: 150 busy, 30 stolen, 20 idle.
+        let after = CpuTimes {
+            busy: before.busy + 150,
+            steal: before.steal + 30,
+            total: before.total + 200,
+            ..before
+        };
+        let (busy, stolen) = before.cores_used(&after);
+        assert!((busy - 1.5).abs() < 1e-9, "{busy}");
+        assert!((stolen - 0.3).abs() < 1e-9, "{stolen}");
+    }
 }
