@@ -20,6 +20,7 @@
 //! * [`tls`]: certificates, fingerprints and pinning.
 
 pub mod client;
+mod drain;
 pub mod protocol;
 mod reader;
 pub mod server;

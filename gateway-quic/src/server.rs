@@ -268,7 +268,7 @@ impl Gateway {
         let server = server_config(&config)?;
         let endpoint = bind_udp(config.listen)
             .and_then(|socket| {
-                let runtime = Arc::new(quinn::TokioRuntime);
+                let runtime = Arc::new(crate::drain::Draining);
                 quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
             })
             .map_err(|source| GatewayError::Bind {

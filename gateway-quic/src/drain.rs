@@ -1,0 +1,198 @@
+//! quinn's drivers, run until their work is done rather than one slice at a
+//! time.
+//!
+//! quinn reads the UDP socket every client shares in one task, the
+//! endpoint's driver, and hands each packet to its connection's driver. A
+//! driver does a bounded slice of work per poll (the endpoint's reads for
+//! 50 µs, `RECV_TIME_BOUND` in quinn 0.11), then wakes itself and returns.
+//! On tokio a task that wakes itself goes to the back of its worker's run
+//! queue, behind every session's and actor's task: on a busy host each slice
+//! of the socket waits a whole round of that queue, the socket's receive
+//! queue grows, and every packet in it waits with it.
+//!
+//! [`Draining`] spawns each driver inside [`Drain`], which polls it again at
+//! once while it keeps waking itself, for up to [`DRAIN_BUDGET`]: a driver
+//! that reaches a CPU empties the socket (or its connection's queues)
+//! before the rest of the run queue. A driver with nothing more to do
+//! returns after one poll, as before, so an idle host's round trip is
+//! unchanged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, TokioRuntime};
+
+/// How long a driver that keeps waking itself is polled in one go before it
+/// goes back to the run queue.
+pub(crate) const DRAIN_BUDGET: Duration = Duration::from_millis(1);
+
+/// quinn's tokio runtime, with every driver it spawns wrapped in [`Drain`].
+#[derive(Debug)]
+pub(crate) struct Draining;
+
+impl Runtime for Draining {
+    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        TokioRuntime.new_timer(at)
+    }
+
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        tokio::spawn(Drain::new(future));
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn AsyncUdpSocket>> {
+        TokioRuntime.wrap_udp_socket(socket)
+    }
+}
+
+/// A future polled again at once, up to [`DRAIN_BUDGET`], each time it
+/// returns `Pending` having woken itself.
+pub(crate) struct Drain<F> {
+    inner: F,
+    woken: Arc<Woken>,
+    /// The waker the inner future sees: it marks `woken` and wakes the task.
+    waker: Waker,
+}
+
+/// Records that the inner future was woken, and passes every wake on to the
+/// task, so that no wake is lost whatever [`Drain`] decides.
+#[derive(Default)]
+struct Woken {
+    flag: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.flag.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F> Drain<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        Drain {
+            inner,
+            woken,
+            waker,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for Drain<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        this.woken.task.register(cx.waker());
+        let mut inner_cx = Context::from_waker(&this.waker);
+        let mut started = None;
+        loop {
+            this.woken.flag.store(false, Ordering::Relaxed);
+            if let Poll::Ready(output) = Pin::new(&mut this.inner).poll(&mut inner_cx) {
+                return Poll::Ready(output);
+            }
+            if !this.woken.flag.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+            // The wake also reached the task, which is polled again later if
+            // the budget runs out here.
+            let started = *started.get_or_insert_with(Instant::now);
+            if started.elapsed() >= DRAIN_BUDGET {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its polls, and wakes itself on each of the first `more` ones.
+    struct Slices {
+        polls: usize,
+        more: usize,
+    }
+
+    impl Future for Slices {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls += 1;
+            if self.polls > self.more {
+                return Poll::Pending;
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_future_that_wakes_itself_is_polled_again_at_once_and_the_task_still_hears_the_wake() {
+        let task = Arc::new(Woken::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut drain = Drain::new(Slices { polls: 0, more: 5 });
+        assert!(Pin::new(&mut drain).poll(&mut cx).is_pending());
+        // Five slices that each woke the future, then one that did not.
+        assert_eq!(drain.inner.polls, 6);
+        assert!(
+            task.flag.load(Ordering::Acquire),
+            "the task's waker was woken"
+        );
+
+        task.flag.store(false, Ordering::Relaxed);
+        assert!(Pin::new(&mut drain).poll(&mut cx).is_pending());
+        assert_eq!(
+            drain.inner.polls, 7,
+            "a future with nothing to do is polled once"
+        );
+        assert!(!task.flag.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_future_that_always_wakes_itself_goes_back_to_the_queue_after_the_budget() {
+        let task = Arc::new(Woken::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut drain = Drain::new(Slices {
+            polls: 0,
+            more: usize::MAX,
+        });
+        let started = Instant::now();
+        assert!(Pin::new(&mut drain).poll(&mut cx).is_pending());
+        assert!(started.elapsed() >= DRAIN_BUDGET);
+        assert!(drain.inner.polls > 1);
+        assert!(
+            task.flag.load(Ordering::Acquire),
+            "the task is woken to come back"
+        );
+    }
+
+    #[test]
+    fn a_wake_from_elsewhere_after_the_poll_reaches_the_task() {
+        let task = Arc::new(Woken::default());
+        let task_waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&task_waker);
+        let mut drain = Drain::new(Slices { polls: 0, more: 0 });
+        assert!(Pin::new(&mut drain).poll(&mut cx).is_pending());
+        assert!(!task.flag.load(Ordering::Acquire));
+        // What a socket's readiness or a channel would do with the waker the
+        // driver kept.
+        drain.waker.wake_by_ref();
+        assert!(task.flag.load(Ordering::Acquire));
+    }
+}
