@@ -41,6 +41,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::drain::Draining;
 use crate::protocol::{frame_header, CloseCode, FrameDecoder, FrameError, ALPN};
 use crate::reader::{
     authenticate, drain, run_session, session_slot, Admission, Incoming, Login, Refusal, Source,
@@ -268,7 +269,7 @@ impl Gateway {
         let server = server_config(&config)?;
         let endpoint = bind_udp(config.listen)
             .and_then(|socket| {
-                let runtime = Arc::new(crate::drain::Draining);
+                let runtime = Arc::new(Draining);
                 quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
             })
             .map_err(|source| GatewayError::Bind {
