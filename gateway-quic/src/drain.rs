@@ -16,16 +16,15 @@
 //! cooperative budget for the task lasts: a driver that reaches a CPU reads
 //! the socket (or serves its connection) for that long before the rest of
 //! the run queue. A driver with nothing more to do returns after one poll,
-//! as before. Every wake also reaches the task, so a burst of polls ends
-//! with one more poll of the driver from the back of the queue, which
-//! usually finds nothing to do.
+//! as before. Wakes during the poll are kept from the task, which is woken
+//! only if the loop ends with one still to serve.
 //!
 //! This covers the gateway's QUIC door. The WebTransport door's endpoint
 //! belongs to `wtransport`, which runs it on quinn's plain tokio runtime.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use std::time::{Duration, Instant};
 use futures_util::task::AtomicWaker;
 use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, TokioRuntime};
 
-/// How long a driver that keeps waking itself is polled in one go before it
+/// How long a driver that keeps being woken is polled in one go before it
 /// goes back to the run queue.
 pub(crate) const DRAIN_BUDGET: Duration = Duration::from_millis(1);
 
@@ -69,37 +68,52 @@ impl Runtime for Draining {
 /// woken during the poll.
 pub(crate) struct Drain<F> {
     inner: F,
-    woken: Arc<Woken>,
-    /// The waker the inner future sees: it marks `woken` and wakes the task.
+    wakes: Arc<Wakes>,
+    /// The waker the inner future sees.
     waker: Waker,
 }
 
-/// Records that the inner future was woken, and passes every wake on to the
-/// task, so that no wake is lost whatever [`Drain`] decides.
+/// Not being polled: a wake goes to the task.
+const IDLE: u8 = 0;
+/// Being polled: a wake is noted for the loop.
+const POLLING: u8 = 1;
+/// Being polled, and woken since the inner future's last poll began.
+const WOKEN: u8 = 2;
+
+/// Where the inner future's wakes go: to the loop while [`Drain`] polls,
+/// to the task otherwise.
 #[derive(Default)]
-struct Woken {
-    flag: AtomicBool,
+struct Wakes {
+    state: AtomicU8,
     task: AtomicWaker,
 }
 
-impl Wake for Woken {
+impl Wake for Wakes {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.flag.store(true, Ordering::Release);
-        self.task.wake();
+        // From POLLING to WOKEN; WOKEN stays. Only from IDLE is the task
+        // woken: the loop serves any wake it sees, and wakes the task for
+        // one it leaves.
+        if self
+            .state
+            .compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err_and(|state| state == IDLE)
+        {
+            self.task.wake();
+        }
     }
 }
 
 impl<F> Drain<F> {
     pub(crate) fn new(inner: F) -> Self {
-        let woken = Arc::new(Woken::default());
-        let waker = Waker::from(woken.clone());
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
         Drain {
             inner,
-            woken,
+            wakes,
             waker,
         }
     }
@@ -110,22 +124,33 @@ impl<F: Future + Unpin> Future for Drain<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        this.woken.task.register(cx.waker());
+        this.wakes.task.register(cx.waker());
         let mut inner_cx = Context::from_waker(&this.waker);
+        let state = &this.wakes.state;
         let started = Instant::now();
         loop {
-            this.woken.flag.store(false, Ordering::Relaxed);
+            state.store(POLLING, Ordering::Release);
             if let Poll::Ready(output) = Pin::new(&mut this.inner).poll(&mut inner_cx) {
+                state.store(IDLE, Ordering::Release);
                 return Poll::Ready(output);
             }
-            // The wake also reached the task, which is polled again later if
-            // the loop ends here. Without cooperative budget the driver's
-            // sockets, channels and timers report nothing ready, and defer
-            // their wakes until the task yields.
-            if !this.woken.flag.load(Ordering::Acquire)
-                || started.elapsed() >= DRAIN_BUDGET
-                || !tokio::task::coop::has_budget_remaining()
-            {
+            // Without cooperative budget the driver's sockets, channels and
+            // timers report nothing ready, and defer their wakes until the
+            // task yields: those find the state IDLE and wake the task.
+            let more =
+                started.elapsed() < DRAIN_BUDGET && tokio::task::coop::has_budget_remaining();
+            if more {
+                // Not woken meanwhile: done. A wake after this reaches the task.
+                if state
+                    .compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Poll::Pending;
+                }
+            } else {
+                if state.swap(IDLE, Ordering::AcqRel) == WOKEN {
+                    cx.waker().wake_by_ref();
+                }
                 return Poll::Pending;
             }
         }
@@ -134,6 +159,8 @@ impl<F: Future + Unpin> Future for Drain<F> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
 
     /// Counts its polls, and wakes itself on each of the first `more` ones.
@@ -156,39 +183,47 @@ mod tests {
 
     /// Stands in for the tokio task that polls a driver: records its wakes.
     struct Task {
-        woken: Arc<Woken>,
+        woken: Arc<AtomicBool>,
         waker: Waker,
+    }
+
+    struct Flag(Arc<AtomicBool>);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::Release);
+        }
     }
 
     impl Task {
         fn new() -> Self {
-            let woken = Arc::new(Woken::default());
+            let woken = Arc::new(AtomicBool::new(false));
             Task {
-                waker: Waker::from(woken.clone()),
+                waker: Waker::from(Arc::new(Flag(woken.clone()))),
                 woken,
             }
         }
 
         /// Polls `drain` once, as the runtime would; whether it is pending.
-        fn poll(&self, drain: &mut Drain<Slices>) -> bool {
+        fn poll<F: Future + Unpin>(&self, drain: &mut Drain<F>) -> bool {
             let mut cx = Context::from_waker(&self.waker);
             Pin::new(drain).poll(&mut cx).is_pending()
         }
 
         /// Whether the task was woken since this was last asked.
         fn take_wake(&self) -> bool {
-            self.woken.flag.swap(false, Ordering::AcqRel)
+            self.woken.swap(false, Ordering::AcqRel)
         }
     }
 
     #[test]
-    fn a_future_that_wakes_itself_is_polled_again_at_once_and_the_task_still_hears_the_wake() {
+    fn a_future_that_wakes_itself_is_polled_again_at_once_and_the_task_is_not_woken_for_it() {
         let task = Task::new();
         let mut drain = Drain::new(Slices { polls: 0, more: 5 });
         assert!(task.poll(&mut drain));
         // Five slices that each woke the future, then one that did not.
         assert_eq!(drain.inner.polls, 6);
-        assert!(task.take_wake(), "the task's waker was woken");
+        assert!(!task.take_wake(), "the loop served every wake itself");
 
         assert!(task.poll(&mut drain));
         assert_eq!(
@@ -226,5 +261,32 @@ mod tests {
         // driver kept.
         drain.waker.wake_by_ref();
         assert!(task.take_wake());
+    }
+
+    /// Woken from another thread during its first poll, as a packet's
+    /// arrival would.
+    struct WokenElsewhere {
+        polls: usize,
+    }
+
+    impl Future for WokenElsewhere {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls += 1;
+            if self.polls == 1 {
+                let waker = cx.waker().clone();
+                let _ = std::thread::spawn(move || waker.wake()).join();
+            }
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_wake_from_another_thread_during_the_poll_is_served_by_polling_again() {
+        let task = Task::new();
+        let mut drain = Drain::new(WokenElsewhere { polls: 0 });
+        assert!(task.poll(&mut drain));
+        assert_eq!(drain.inner.polls, 2);
+        assert!(!task.take_wake());
     }
 }
