@@ -1,0 +1,85 @@
+//! A client's round trip through Grove is a chain of tasks, each woken by
+//! the one before: quinn's endpoint driver, the connection's driver, the
+//! session's reader, the actor's turn, the session's writer, and the
+//! connection's driver again. Tokio runs a task woken by a worker's running
+//! task next on that worker (its "LIFO slot"), but as published only three
+//! times in a row: the fourth goes to the run queue and wakes a sleeping
+//! worker to share it. On a virtual machine that wake-up costs tens of
+//! microseconds, several times raw quinn's whole round trip. Grove builds
+//! with a tokio that allows eight (`vendor/README.md`); this test fails
+//! with tokio as published.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+/// Tasks woken one by another in each chain, as many as a client's echo
+/// wakes after the endpoint's driver.
+const CHAIN: usize = 6;
+
+/// Chains run, one at a time.
+const CHAINS: u64 = 200;
+
+/// How many times each of the runtime's workers has gone to sleep so far.
+fn parks() -> Vec<u64> {
+    let metrics = Handle::current().metrics();
+    (0..metrics.num_workers())
+        .map(|worker| metrics.worker_park_count(worker))
+        .collect()
+}
+
+#[test]
+fn a_chain_of_six_wake_ups_does_not_wake_the_other_worker() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let parked = runtime.block_on(async {
+        // links[i] wakes the i-th task of the chain; the last task wakes
+        // links[CHAIN], which the driver waits on.
+        let links: Arc<Vec<Notify>> = Arc::new((0..=CHAIN).map(|_| Notify::new()).collect());
+        for i in 0..CHAIN {
+            let links = links.clone();
+            tokio::spawn(async move {
+                loop {
+                    links[i].notified().await;
+                    links[i + 1].notify_one();
+                }
+            });
+        }
+        let driver = tokio::spawn(async move {
+            // Every task has run to its first wait.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let before = parks();
+            for _ in 0..CHAINS {
+                // A timer wakes the driver, as a packet wakes quinn's
+                // endpoint driver: the worker that slept on it runs the
+                // chain, and the other one sleeps on.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                links[0].notify_one();
+                links[CHAIN].notified().await;
+            }
+            // Let the workers' last sleeps be counted.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let after = parks();
+            before
+                .iter()
+                .zip(after)
+                .map(|(b, a)| a - b)
+                .collect::<Vec<_>>()
+        });
+        driver.await.unwrap()
+    });
+    // One worker runs every chain and sleeps between them, waiting for the
+    // next timer. The other should sleep through: with tokio as published,
+    // the fourth task of each chain wakes it, and it sleeps again.
+    let calmer = parked.iter().min().copied().unwrap_or(0);
+    assert!(
+        calmer < CHAINS / 10,
+        "over {CHAINS} chains the workers slept {parked:?} times: \
+         the chains kept waking the second worker"
+    );
+}
