@@ -1,13 +1,19 @@
 //! A client's round trip through Grove is a chain of tasks, each woken by
-//! the one before: quinn's endpoint driver, the connection's driver, the
-//! session's reader, the actor's turn, the session's writer, and the
-//! connection's driver again. Tokio runs a task woken by a worker's running
-//! task next on that worker (its "LIFO slot"), but as published only three
-//! times in a row: the fourth goes to the run queue and wakes a sleeping
-//! worker to share it. On a virtual machine that wake-up costs tens of
-//! microseconds, several times raw quinn's whole round trip. Grove builds
-//! with a tokio that allows eight (`vendor/README.md`); this test fails
-//! with tokio as published.
+//! the one before: after quinn's endpoint driver, the connection's driver,
+//! the session's reader, the actor's turn, the session's writer, and the
+//! connection's driver again; a player whose turn calls a cell adds two
+//! more (the cell's turn, then the player's again). Tokio runs a task woken
+//! by a worker's running task next on that worker (its "LIFO slot"), but as
+//! published only three times in a row: the fourth goes to the run queue
+//! and wakes a sleeping worker to share it. On a virtual machine that
+//! wake-up costs tens of microseconds, several times raw quinn's whole
+//! round trip. Grove builds with a tokio that allows eight
+//! (`vendor/README.md`).
+//!
+//! This test runs chains of seven hand-offs on two workers and asserts that
+//! the worker not running them sleeps through: fewer than one sleep in ten
+//! chains. It fails with tokio as published (about 300 sleeps over 200
+//! chains) and with any cap under seven.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +21,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-/// Tasks woken one by another in each chain, as many as a client's echo
-/// wakes after the endpoint's driver.
+/// Tasks woken one by another in each chain; the last wakes the driver,
+/// the seventh hand-off.
 const CHAIN: usize = 6;
 
 /// Chains run, one at a time.
@@ -31,7 +37,7 @@ fn parks() -> Vec<u64> {
 }
 
 #[test]
-fn a_chain_of_six_wake_ups_does_not_wake_the_other_worker() {
+fn chains_of_seven_hand_offs_do_not_wake_the_other_worker() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -71,12 +77,21 @@ fn a_chain_of_six_wake_ups_does_not_wake_the_other_worker() {
                 .map(|(b, a)| a - b)
                 .collect::<Vec<_>>()
         });
-        driver.await.unwrap()
+        tokio::time::timeout(Duration::from_secs(60), driver)
+            .await
+            .expect("the chains did not finish within a minute")
+            .unwrap()
     });
     // One worker runs every chain and sleeps between them, waiting for the
     // next timer. The other should sleep through: with tokio as published,
     // the fourth task of each chain wakes it, and it sleeps again.
     let calmer = parked.iter().min().copied().unwrap_or(0);
+    let busier = parked.iter().max().copied().unwrap_or(0);
+    assert!(
+        busier >= CHAINS,
+        "over {CHAINS} chains the workers slept {parked:?} times: \
+         the worker running them should sleep between chains"
+    );
     assert!(
         calmer < CHAINS / 10,
         "over {CHAINS} chains the workers slept {parked:?} times: \
