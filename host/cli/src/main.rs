@@ -181,6 +181,12 @@ struct RunArgs {
     /// activations hold none. A turn past it waits for one to finish.
     #[arg(long, default_value_t = 1024)]
     max_running_turns: u32,
+    /// Instances of each actor type made ahead of the activations that
+    /// will run them, once the type has activated; each holds one of the
+    /// --max-activations slots until an activation takes it (or needs its
+    /// slot). 0 instantiates every activation on its first call.
+    #[arg(long, default_value_t = 4)]
+    warm_activations: u32,
     /// A limit for one actor type, or for every type (`*`), over the flags
     /// above: `player.memory-mib=128`, `room.mailbox=4096`,
     /// `*.log-lines-per-second=20`. Keys: memory-mib, turn-deadline-ms,
@@ -496,6 +502,7 @@ impl RunArgs {
                     .map_or(default, |fit| fit.clamp(1, default))
             }),
             max_running_turns: self.max_running_turns.max(1),
+            warm_activations: self.warm_activations,
             max_copy: self.max_copy_mib.saturating_mul(1 << 20),
             actor: ActorLimits {
                 max_memory: self.max_memory_mib << 20,

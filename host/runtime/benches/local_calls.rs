@@ -7,6 +7,8 @@
 //! `GROVE_BENCH_ONLY=live` instead activates as many counters as `grove run`
 //! would allow under this machine's `vm.max_map_count` (or
 //! `GROVE_BENCH_LIVE` of them) and keeps them all alive.
+//! `GROVE_BENCH_WARM` sets `Limits::warm_activations` (0: every activation
+//! instantiates on its first call).
 
 mod common;
 
@@ -243,20 +245,44 @@ async fn live() {
 }
 
 /// Activates `n` actors of `actor_type` named after `prefix`, one at a
-/// time, each by a call of `function`; the sorted times of each activation
-/// and its first call.
+/// time, each by a call of `function`, `gap` apart (untimed); the sorted
+/// times of each activation and its first call.
 async fn first_calls(
     host: &Host,
     actor_type: &str,
     prefix: &str,
     function: &str,
     n: usize,
+    gap: Duration,
 ) -> Vec<u64> {
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let actor = ActorRef::new(actor_type, &format!("{prefix}-{i}"));
         let t = Instant::now();
         host.call(&actor, function, vec![]).await.unwrap();
+        times.push(t.elapsed().as_nanos() as u64);
+    }
+    times.sort_unstable();
+    times
+}
+
+/// A login every [`GAP`] in the rows that space activations out.
+const GAP: Duration = Duration::from_millis(1);
+
+/// The native baseline of [`first_calls`]: 1,000 counters spawned one at a
+/// time, `gap` apart, each called once; the sorted times.
+async fn native_first_calls(state: &StateStore, prefix: &str, gap: Duration) -> Vec<u64> {
+    let mut times = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        let t = Instant::now();
+        let c = NativeCounter::spawn(format!("{prefix}-{i}"), state.clone());
+        c.call(None).await;
         times.push(t.elapsed().as_nanos() as u64);
     }
     times.sort_unstable();
@@ -273,9 +299,9 @@ async fn first_calls(
 async fn slot_reuse(config: HostConfig) -> (Vec<u64>, Vec<u64>) {
     let host = Host::new(config, StateStore::memory()).unwrap();
     host.load_plugin(&plugin("probe")).unwrap();
-    let fresh = first_calls(&host, "probe", "fresh", "recall", PROBES).await;
+    let fresh = first_calls(&host, "probe", "fresh", "recall", PROBES, Duration::ZERO).await;
     retire_probes(&host, "fresh").await;
-    let used = first_calls(&host, "probe", "again", "recall", PROBES).await;
+    let used = first_calls(&host, "probe", "again", "recall", PROBES, Duration::ZERO).await;
     host.shutdown().await;
     (fresh, used)
 }
@@ -318,6 +344,10 @@ async fn bench() {
     let config = HostConfig {
         limits: Limits {
             max_activations: 3 * ACTORS as u32,
+            warm_activations: std::env::var("GROVE_BENCH_WARM")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(Limits::default().warm_activations),
             ..Limits::default()
         },
         idle_timeout: Duration::from_secs(3600),
@@ -338,15 +368,12 @@ async fn bench() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
-    let first_call = first_calls(&host, "counter", "first", "get", firsts).await;
-    let mut native_first = Vec::with_capacity(1000);
-    for i in 0..1000 {
-        let t = Instant::now();
-        let c = NativeCounter::spawn(format!("first-{i}"), native_state.clone());
-        c.call(None).await;
-        native_first.push(t.elapsed().as_nanos() as u64);
-    }
-    native_first.sort_unstable();
+    let first_call = first_calls(&host, "counter", "first", "get", firsts, Duration::ZERO).await;
+    let native_first = native_first_calls(&native_state, "first", Duration::ZERO).await;
+    // Logins a millisecond apart: time between activations to make the
+    // next instance ahead.
+    let spaced = first_calls(&host, "counter", "spaced", "get", 1000, GAP).await;
+    let native_spaced = native_first_calls(&native_state, "spaced", GAP).await;
 
     eprintln!("activating {ACTORS} actors...");
     let (rss_before, maps_before, heap_before) = (rss_anon_bytes(), mappings(), heap_in_use());
@@ -387,6 +414,13 @@ async fn bench() {
         percentile(&first_call, 0.99),
         percentile(&native_first, 0.5),
         percentile(&native_first, 0.99)
+    );
+    println!(
+        "| the same, one every millisecond, p50 / p99 (µs) | {:.1} / {:.1} | {:.1} / {:.1} |",
+        percentile(&spaced, 0.5),
+        percentile(&spaced, 0.99),
+        percentile(&native_spaced, 0.5),
+        percentile(&native_spaced, 0.99)
     );
     println!(
         "| `probe`: activation + first call on a fresh slot, p50 / p99 (µs) | {:.1} / {:.1} | |",

@@ -53,6 +53,7 @@ use crate::plugin::Plugin;
 use crate::state::Fence;
 use crate::trace;
 use crate::values;
+use crate::warm::Warm;
 use crate::ActorRef;
 
 /// Messages handled in a row before the task looks at its timers again.
@@ -65,6 +66,13 @@ pub(crate) trait Versions: Send + Sync + 'static {
     /// on trial after a deploy): then the activation's messages go to a
     /// successor on that version instead of failing.
     fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool;
+
+    /// Whether `plugin` is the version its actor type runs now.
+    fn serves(&self, plugin: &Plugin) -> bool;
+
+    /// Drops every plugin's instances made ahead, giving their slots to
+    /// activations; whether there were any.
+    fn drop_warm(&self) -> bool;
 }
 
 /// What an activation needs from its host.
@@ -241,10 +249,7 @@ fn failed_to_start(
     let rolled_back = matches!(
         error,
         CallError::Unavailable(Unavailable::ActivationFailed { .. })
-    ) && context
-        .versions
-        .get()
-        .and_then(Weak::upgrade)
+    ) && versions(context)
         .is_some_and(|versions| versions.failed_to_start(plugin, &error));
     if rolled_back {
         return slot.move_on(kept);
@@ -322,6 +327,107 @@ fn warn_turns_wait() {
              (raise --max-running-turns if this lasts)"
         );
     }
+}
+
+/// A store for an activation of `actor`, with its limits and its deadline
+/// check.
+fn new_store(context: &Context, actor: ActorRef) -> Store<ActivationState> {
+    let limits = context.limits.for_type(&actor.actor_type);
+    let incidents = context.incidents.of(&actor.actor_type);
+    let data = ActivationState::new(context.services.clone(), actor, limits, incidents);
+    let mut store = Store::new(&context.engine, data);
+    store.limiter(|s| &mut s.limiter);
+    store.set_hostcall_fuel(context.limits.max_copy);
+    // Checked at every epoch tick while guest code runs: long turns yield
+    // to other tasks, and a turn past its deadline is stopped.
+    store.epoch_deadline_callback(|ctx| {
+        let state = ctx.data();
+        if Instant::now() >= state.turn_deadline {
+            return Err(DeadlineExceeded(state.turn_limit).into());
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
+}
+
+/// Instantiates `plugin` for `actor` as part of its first turn.
+async fn instantiate(
+    context: &Context,
+    plugin: &Plugin,
+    actor: &ActorRef,
+    mailbox: &Mailbox,
+    wall_limit: Duration,
+) -> wasmtime::Result<(Store<ActivationState>, Instance)> {
+    let mut store = new_store(context, actor.clone());
+    // Instantiation runs guest start code: it is part of the first turn.
+    store.set_epoch_deadline(1);
+    let bound = WallBound::from(Instant::now(), wall_limit);
+    let instantiated = plugin.pre.instantiate_async(&mut store);
+    // Counted with `on-activate`, not as a turn of its own.
+    let instance = bounded(bound, None, &Span::none(), mailbox, None, instantiated).await?;
+    Ok((store, instance))
+}
+
+/// Whether `error` says the engine's pool has no slot left.
+fn at_the_limit(error: &wasmtime::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
+}
+
+/// The host's plugin versions, if it still exists.
+fn versions(context: &Context) -> Option<Arc<dyn Versions>> {
+    context.versions.get().and_then(Weak::upgrade)
+}
+
+/// Starts making instances of `plugin` ahead of its next activations, in a
+/// task of its own, until [`Limits::warm_activations`] are ready.
+fn make_ahead(context: &Context, plugin: &Arc<Plugin>) {
+    if !versions(context).is_some_and(|v| v.serves(plugin)) {
+        return;
+    }
+    let wanted = plugin
+        .warm
+        .reserve(context.limits.warm_activations as usize);
+    if wanted == 0 {
+        return;
+    }
+    let (context, plugin) = (context.clone(), plugin.clone());
+    tokio::spawn(async move {
+        for left in (1..=wanted).rev() {
+            let made = instantiate_ahead(&context, &plugin).await;
+            let failed = made.is_none();
+            plugin.warm.made(made);
+            if failed {
+                // The rest are not made either: the next activation tries
+                // again.
+                for _ in 1..left {
+                    plugin.warm.made(None);
+                }
+                return;
+            }
+        }
+    });
+}
+
+/// An instance of `plugin` for no actor yet, if a fiber stack is free to
+/// run its start code on and it instantiates within a turn's limits.
+async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Option<Warm> {
+    let _stack = context.turns.stacks.clone().try_acquire_owned().ok()?;
+    let mut store = new_store(context, ActorRef::new(&plugin.actor_type, ""));
+    store.set_epoch_deadline(1);
+    let wall_limit = context.limits.for_type(&plugin.actor_type).turn_wall_time;
+    let instantiated = plugin.pre.instantiate_async(&mut store);
+    let instance = match tokio::time::timeout(wall_limit, instantiated).await {
+        Ok(Ok(instance)) => instance,
+        Ok(Err(error)) => {
+            tracing::debug!(actor_type = %plugin.actor_type, error = %format!("{error:#}"), "cannot instantiate ahead");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    store.release_fiber_stack();
+    Some(Warm { store, instance })
 }
 
 /// What an activation starts with besides its plugin.
@@ -435,28 +541,11 @@ impl Activation {
             TurnFor::Outside
         };
         let running = running_turn(&context.turns, &mailbox, turn_for).await;
-        let limits = context.limits.for_type(&actor.actor_type);
-        let incidents = context.incidents.of(&actor.actor_type);
         let meters = context
             .services
             .meters
             .as_ref()
             .map(|m| m.of(&actor.actor_type));
-        let mut data =
-            ActivationState::new(context.services.clone(), actor.clone(), limits, incidents);
-        data.fence = fence;
-        let mut store = Store::new(&context.engine, data);
-        store.limiter(|s| &mut s.limiter);
-        store.set_hostcall_fuel(context.limits.max_copy);
-        // Checked at every epoch tick while guest code runs: long turns yield
-        // to other tasks, and a turn past its deadline is stopped.
-        store.epoch_deadline_callback(|ctx| {
-            let state = ctx.data();
-            if Instant::now() >= state.turn_deadline {
-                return Err(DeadlineExceeded(state.turn_limit).into());
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
         let name = actor.to_string();
         let failed = |message: String| {
             CallError::Unavailable(Unavailable::ActivationFailed {
@@ -464,15 +553,32 @@ impl Activation {
                 message,
             })
         };
-        // Instantiation runs guest start code: it is part of the first turn.
-        store.set_epoch_deadline(1);
-        let wall_limit = limits.turn_wall_time;
-        let bound = WallBound::from(Instant::now(), wall_limit);
-        let instantiated = plugin.pre.instantiate_async(&mut store);
-        // Counted with `on-activate`, not as a turn of its own.
-        let instance = bounded(bound, None, &Span::none(), &mailbox, None, instantiated)
-            .await
-            .map_err(|e| failed(format!("{e:#}")))?;
+        let wall_limit = context.limits.for_type(&actor.actor_type).turn_wall_time;
+        let (mut store, instance) = match plugin.warm.take() {
+            Some(Warm {
+                mut store,
+                instance,
+            }) => {
+                store.data_mut().assign(actor.clone());
+                (store, instance)
+            }
+            None => {
+                let instantiated =
+                    instantiate(context, &plugin, &actor, &mailbox, wall_limit).await;
+                // At the limit of activations, instances made ahead give
+                // their slots to activations.
+                let instantiated = match instantiated {
+                    Err(e)
+                        if at_the_limit(&e) && versions(context).is_some_and(|v| v.drop_warm()) =>
+                    {
+                        instantiate(context, &plugin, &actor, &mailbox, wall_limit).await
+                    }
+                    instantiated => instantiated,
+                };
+                instantiated.map_err(|e| failed(format!("{e:#}")))?
+            }
+        };
+        store.data_mut().fence = fence;
         let lifecycle = plugin.lifecycle;
         macro_rules! hook {
             ($export:ident) => {
@@ -562,6 +668,7 @@ impl Activation {
             });
         }
         tracing::debug!(actor = %activation.actor, "activated");
+        make_ahead(context, &activation.plugin);
         // Counted from here until the activation is dropped.
         activation
             .plugin

@@ -76,6 +76,9 @@ impl LogBudget {
 }
 
 struct Buffers {
+    /// The actor whose lines these are: named when an instance made ahead
+    /// of its activation is given to one (see [`GuestOutput::name`]).
+    actor: Arc<str>,
     /// The incomplete line being written.
     line: Vec<u8>,
     /// The last `TAIL_BYTES` bytes written.
@@ -86,7 +89,6 @@ struct Buffers {
 /// A guest output stream. Cheap to clone: clones share the buffers.
 #[derive(Clone)]
 pub struct GuestOutput {
-    actor: Arc<str>,
     buffers: Arc<Mutex<Buffers>>,
     incidents: Arc<Counts>,
 }
@@ -97,8 +99,8 @@ impl GuestOutput {
     /// are counted in `incidents`.
     pub(crate) fn new(actor: Arc<str>, lines_per_second: u32, incidents: Arc<Counts>) -> Self {
         GuestOutput {
-            actor,
             buffers: Arc::new(Mutex::new(Buffers {
+                actor,
                 line: Vec::new(),
                 tail: VecDeque::new(),
                 budget: LogBudget::new(Instant::now(), lines_per_second),
@@ -110,11 +112,11 @@ impl GuestOutput {
     /// Logs `message` at `level` under the actor's ref, within its budget,
     /// cut to [`MAX_LINE`] bytes.
     pub fn log(&self, level: tracing::Level, message: &str) {
-        let (admit, rate) = {
+        let (admit, rate, actor) = {
             let mut buffers = self.buffers();
-            (buffers.budget.admit(Instant::now()), buffers.budget.rate)
+            let admit = buffers.budget.admit(Instant::now());
+            (admit, buffers.budget.rate, buffers.actor.clone())
         };
-        let actor = &self.actor;
         if let Admit::WriteAfterDropping(dropped) = admit {
             tracing::warn!(%actor, dropped, "log lines dropped: over {rate} a second");
         }
@@ -133,6 +135,11 @@ impl GuestOutput {
             tracing::Level::WARN => tracing::warn!(%actor, "{message}"),
             tracing::Level::ERROR => tracing::error!(%actor, "{message}"),
         }
+    }
+
+    /// Logs the lines written from now on as coming from `actor`.
+    pub(crate) fn name(&self, actor: Arc<str>) {
+        self.buffers().actor = actor;
     }
 
     fn buffers(&self) -> std::sync::MutexGuard<'_, Buffers> {

@@ -152,6 +152,22 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl activation::Versions for Inner {
+    fn serves(&self, plugin: &Plugin) -> bool {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .get(&plugin.actor_type)
+            .is_some_and(|p| p.content_hash == plugin.content_hash)
+    }
+
+    fn drop_warm(&self) -> bool {
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        let mut dropped = false;
+        for plugin in plugins.values() {
+            dropped |= plugin.warm.clear() > 0;
+        }
+        dropped
+    }
+
     fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool {
         let mut trials = lock(&self.trials);
         let Some(trial) = trials.get_mut(&plugin.actor_type) else {
@@ -185,6 +201,9 @@ impl activation::Versions for Inner {
             let mut retired = lock(&self.retired);
             // The version before runs again: it is not retired.
             retired.retain(|p| p.activations() > 0 && p.content_hash != previous.content_hash);
+            if let Some(failed) = &failed {
+                failed.warm.clear();
+            }
             retired.extend(failed.clone());
         }
         drop(plugins);
@@ -553,6 +572,7 @@ impl Inner {
         if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
             let mut retired = lock(&self.retired);
             retired.retain(|p| p.activations() > 0 && p.content_hash != old.content_hash);
+            old.warm.clear();
             retired.push(old.clone());
             let trial = Trial {
                 version: new.content_hash.clone(),

@@ -233,6 +233,16 @@ impl ActivationState {
         }
     }
 
+    /// Gives this state, made for an instance instantiated ahead of its
+    /// activation, to `actor`: its output and its quota become the actor's.
+    pub(crate) fn assign(&mut self, actor: ActorRef) {
+        self.output.name(Arc::from(actor.to_string()));
+        if let Some(quota) = &mut self.quota {
+            quota.holder = actor.clone();
+        }
+        self.actor = actor;
+    }
+
     /// The fence of a write to `key`: the actor's own rows only, which share
     /// the slot of its placement entry.
     fn fence_for(&self, key: &RowKey<'_>) -> Option<&Fence> {

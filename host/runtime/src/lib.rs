@@ -43,6 +43,7 @@ pub mod reminders;
 pub mod state;
 pub mod trace;
 pub mod values;
+mod warm;
 pub mod wit_text;
 
 pub use engine::HostError;

@@ -85,6 +85,12 @@ pub struct Limits {
     /// each string. It also bounds how long lifting one value can hold a
     /// worker thread, which no epoch interrupt reaches.
     pub max_copy: usize,
+    /// Instances of each plugin version made ahead of the activations that
+    /// will run them, once its type has activated: an activation that finds
+    /// one skips instantiation. Each holds one of the
+    /// [`Limits::max_activations`] slots until an activation takes it or an
+    /// activation of any type needs its slot.
+    pub warm_activations: u32,
     /// The limits of every actor type without overrides of its own.
     pub actor: ActorLimits,
     /// The limits of actor types with overrides.
@@ -99,6 +105,7 @@ impl Default for Limits {
             // Above the largest message between actors (1 Mi elements of
             // 40 bytes), so that limit is met first with its own error.
             max_copy: 48 << 20,
+            warm_activations: 4,
             actor: ActorLimits::default(),
             by_type: BTreeMap::new(),
         }

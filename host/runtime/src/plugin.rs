@@ -16,6 +16,7 @@ use wasmtime::Engine;
 use crate::engine::{content_hash, CompileCache, CompileError, HostError};
 use crate::imports::ActivationState;
 use crate::metrics::FunctionCalls;
+use crate::warm::WarmPool;
 use crate::wit_text::{self, InterfaceText};
 
 /// The lifecycle interface every plugin exports.
@@ -167,6 +168,8 @@ pub struct Plugin {
     pub(crate) pre: InstancePre<ActivationState>,
     /// Activations running this version now.
     pub(crate) live: AtomicUsize,
+    /// Instances of this version made ahead of their activations.
+    pub(crate) warm: WarmPool,
     /// The call counters of each function, by index, once a host with
     /// metrics has loaded the plugin (see [`crate::metrics`]).
     pub(crate) calls: Vec<Arc<FunctionCalls>>,
@@ -185,6 +188,12 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
+    /// Instances of this version made ahead of their activations, ready now
+    /// ([`crate::limits::Limits::warm_activations`]).
+    pub fn instances_made_ahead(&self) -> usize {
+        self.warm.len()
+    }
+
     /// Reads and checks the plugin at `file` on its own, outside any host
     /// (what `grove inspect` does).
     pub fn inspect(file: &Path) -> Result<Plugin, InspectError> {
@@ -295,6 +304,7 @@ impl Plugin {
             migrate,
             pre,
             live: AtomicUsize::new(0),
+            warm: WarmPool::default(),
             calls: Vec::new(),
             loaded_at: SystemTime::now(),
         })

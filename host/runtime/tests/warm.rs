@@ -1,0 +1,103 @@
+//! Instances made ahead of their activations: an activation that takes one
+//! runs as its own actor (its key, its state, its memory), and at the limit
+//! of activations they give their slots to actors that need them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{call, ok};
+use grove_host::state::StateStore;
+use grove_host::{Host, HostConfig};
+
+fn host_of(plugins: &[&str], config: HostConfig, state: StateStore) -> Host {
+    let host = Host::new(config, state).unwrap();
+    for name in plugins {
+        host.load_plugin(&common::plugin(name)).unwrap();
+    }
+    host
+}
+
+/// Waits until `actor_type` has `n` instances made ahead.
+async fn made_ahead(host: &Host, actor_type: &str, n: usize) {
+    common::eventually(
+        &format!("{n} instances of {actor_type} are made ahead"),
+        Duration::from_secs(10),
+        || async { host.plugin(actor_type).unwrap().instances_made_ahead() == n },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_on_instances_made_ahead_are_themselves() {
+    let mut config = common::config();
+    config.limits.warm_activations = 4;
+    let state = StateStore::memory();
+    let host = host_of(&["probe", "counter"], config.clone(), state.clone());
+    // The first activation of a type instantiates; it starts making four.
+    assert_eq!(
+        ok(&host, "probe/first", "relay", &["[]"]).await,
+        r#"ok(["first"])"#
+    );
+    made_ahead(&host, "probe", 4).await;
+    assert_eq!(ok(&host, "counter/first", "add", &["1"]).await, "1");
+    made_ahead(&host, "counter", 4).await;
+
+    // More activations than the pool holds, each taking an instance made
+    // ahead while one is ready.
+    for i in 0..12 {
+        let probe = format!("probe/p{i}");
+        assert_eq!(
+            ok(&host, &probe, "relay", &["[]"]).await,
+            format!(r#"ok(["p{i}"])"#),
+            "{probe} answers with its own key"
+        );
+        ok(&host, &probe, "remember", &[&format!(r#""note {i}""#)]).await;
+        let counter = format!("counter/c{i}");
+        assert_eq!(
+            ok(&host, &counter, "add", &[&i.to_string()]).await,
+            i.to_string()
+        );
+    }
+    // Each kept its own memory.
+    for i in 0..12 {
+        let probe = format!("probe/p{i}");
+        assert_eq!(
+            ok(&host, &probe, "recall", &[]).await,
+            format!(r#"some("note {i}")"#)
+        );
+    }
+    // And wrote its state under its own key: a host started afresh on the
+    // same store reads each counter's value back.
+    host.shutdown().await;
+    let again = host_of(&["counter"], config, state);
+    for i in 0..12 {
+        assert_eq!(
+            ok(&again, &format!("counter/c{i}"), "get", &[]).await,
+            i.to_string()
+        );
+    }
+    assert_eq!(ok(&again, "counter/first", "get", &[]).await, "1");
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_made_ahead_give_their_slots_to_actors_at_the_limit() {
+    let mut config = common::config();
+    config.limits.max_activations = 3;
+    config.limits.warm_activations = 4;
+    let host = host_of(&["counter", "probe"], config, StateStore::memory());
+    assert_eq!(ok(&host, "counter/a", "add", &["1"]).await, "1");
+    // The two slots left hold counters made ahead.
+    made_ahead(&host, "counter", 2).await;
+    // A probe needs a slot of its own: the counters made ahead give theirs.
+    assert_eq!(ok(&host, "probe/a", "relay", &["[]"]).await, r#"ok(["a"])"#);
+    assert_eq!(ok(&host, "probe/b", "relay", &["[]"]).await, r#"ok(["b"])"#);
+    assert_eq!(host.active_count(), 3);
+    // Three actors are live: a fourth finds no slot, instances made ahead
+    // or not.
+    let refused = call(&host, "probe/c", "relay", &["[]"]).await.unwrap_err();
+    assert!(refused.contains("limit of 3"), "{refused}");
+    assert_eq!(ok(&host, "counter/a", "get", &[]).await, "1");
+    host.shutdown().await;
+}
