@@ -67,12 +67,13 @@ pub(crate) trait Versions: Send + Sync + 'static {
     /// successor on that version instead of failing.
     fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool;
 
-    /// Whether `plugin` is the version its actor type runs now.
-    fn serves(&self, plugin: &Plugin) -> bool;
+    /// Whether to make instances of `plugin` ahead now: it is the version
+    /// its type runs, and no activation found every slot taken lately.
+    fn may_make_ahead(&self, plugin: &Arc<Plugin>) -> bool;
 
-    /// Drops every plugin's instances made ahead, giving their slots to
-    /// activations; whether there were any.
-    fn drop_warm(&self) -> bool;
+    /// An activation found every slot taken: the instances made ahead give
+    /// theirs up, and none are made for a while.
+    fn give_way(&self);
 }
 
 /// What an activation needs from its host.
@@ -329,12 +330,13 @@ fn warn_turns_wait() {
     }
 }
 
-/// A store for an activation of `actor`, with its limits and its deadline
-/// check.
-fn new_store(context: &Context, actor: ActorRef) -> Store<ActivationState> {
+/// A store for an activation of `actor` whose writes carry `fence`, with
+/// its limits and its deadline check.
+fn new_store(context: &Context, actor: ActorRef, fence: Option<Fence>) -> Store<ActivationState> {
     let limits = context.limits.for_type(&actor.actor_type);
     let incidents = context.incidents.of(&actor.actor_type);
-    let data = ActivationState::new(context.services.clone(), actor, limits, incidents);
+    let mut data = ActivationState::new(context.services.clone(), actor, limits, incidents);
+    data.fence = fence;
     let mut store = Store::new(&context.engine, data);
     store.limiter(|s| &mut s.limiter);
     store.set_hostcall_fuel(context.limits.max_copy);
@@ -350,15 +352,13 @@ fn new_store(context: &Context, actor: ActorRef) -> Store<ActivationState> {
     store
 }
 
-/// Instantiates `plugin` for `actor` as part of its first turn.
+/// Instantiates `plugin` in `store` as part of an activation's first turn.
 async fn instantiate(
-    context: &Context,
+    mut store: Store<ActivationState>,
     plugin: &Plugin,
-    actor: &ActorRef,
     mailbox: &Mailbox,
     wall_limit: Duration,
 ) -> wasmtime::Result<(Store<ActivationState>, Instance)> {
-    let mut store = new_store(context, actor.clone());
     // Instantiation runs guest start code: it is part of the first turn.
     store.set_epoch_deadline(1);
     let bound = WallBound::from(Instant::now(), wall_limit);
@@ -380,51 +380,70 @@ fn versions(context: &Context) -> Option<Arc<dyn Versions>> {
     context.versions.get().and_then(Weak::upgrade)
 }
 
-/// Starts making instances of `plugin` ahead of its next activations, in a
-/// task of its own, until [`Limits::warm_activations`] are ready.
+/// Tops the pool of instances of `plugin` made ahead up to
+/// [`Limits::warm_activations`], in a task of its own.
 fn make_ahead(context: &Context, plugin: &Arc<Plugin>) {
-    if !versions(context).is_some_and(|v| v.serves(plugin)) {
+    let target = context.limits.warm_activations as usize;
+    if target == 0 || !versions(context).is_some_and(|v| v.may_make_ahead(plugin)) {
         return;
     }
-    let wanted = plugin
-        .warm
-        .reserve(context.limits.warm_activations as usize);
+    let wanted = plugin.warm.reserve(target);
     if wanted == 0 {
         return;
     }
-    let (context, plugin) = (context.clone(), plugin.clone());
+    let mut making = Making {
+        plugin: plugin.clone(),
+        left: wanted,
+    };
+    let context = context.clone();
     tokio::spawn(async move {
-        for left in (1..=wanted).rev() {
-            let made = instantiate_ahead(&context, &plugin).await;
-            let failed = made.is_none();
-            plugin.warm.made(made);
-            if failed {
-                // The rest are not made either: the next activation tries
+        while making.left > 0 {
+            let Some(warm) = instantiate_ahead(&context, &making.plugin).await else {
+                // The rest are not made either; the next activation tries
                 // again.
-                for _ in 1..left {
-                    plugin.warm.made(None);
-                }
                 return;
-            }
+            };
+            making.left -= 1;
+            making.plugin.warm.made(1, Some(warm));
         }
     });
 }
 
-/// An instance of `plugin` for no actor yet, if a fiber stack is free to
-/// run its start code on and it instantiates within a turn's limits.
+/// Instances reserved in a plugin's pool and not made yet: handed back
+/// when the task making them ends, however it ends.
+struct Making {
+    plugin: Arc<Plugin>,
+    left: usize,
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        self.plugin.warm.made(self.left, None);
+    }
+}
+
+/// An instance of `plugin` for no actor yet, if a place among the turns
+/// from outside and a fiber stack are free to run its start code, and it
+/// instantiates within a turn's limits.
 async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Option<Warm> {
+    let _outside = context.turns.outer.clone().try_acquire_owned().ok()?;
     let _stack = context.turns.stacks.clone().try_acquire_owned().ok()?;
-    let mut store = new_store(context, ActorRef::new(&plugin.actor_type, ""));
+    let mut store = new_store(context, ActorRef::new(&plugin.actor_type, ""), None);
     store.set_epoch_deadline(1);
     let wall_limit = context.limits.for_type(&plugin.actor_type).turn_wall_time;
     let instantiated = plugin.pre.instantiate_async(&mut store);
-    let instance = match tokio::time::timeout(wall_limit, instantiated).await {
+    let outcome = tokio::time::timeout(wall_limit, instantiated).await;
+    let instance = match outcome {
         Ok(Ok(instance)) => instance,
-        Ok(Err(error)) => {
-            tracing::debug!(actor_type = %plugin.actor_type, error = %format!("{error:#}"), "cannot instantiate ahead");
+        Ok(Err(e)) => {
+            let error = format!("{e:#}");
+            tracing::debug!(actor_type = %plugin.actor_type, %error, "not made ahead");
             return None;
         }
-        Err(_) => return None,
+        Err(_) => {
+            tracing::debug!(actor_type = %plugin.actor_type, "not made ahead: past the turn's wall-clock bound");
+            return None;
+        }
     };
     store.release_fiber_stack();
     Some(Warm { store, instance })
@@ -559,26 +578,28 @@ impl Activation {
                 mut store,
                 instance,
             }) => {
-                store.data_mut().assign(actor.clone());
+                let state = store.data_mut();
+                state.assign(actor.clone());
+                state.fence = fence;
                 (store, instance)
             }
             None => {
-                let instantiated =
-                    instantiate(context, &plugin, &actor, &mailbox, wall_limit).await;
-                // At the limit of activations, instances made ahead give
-                // their slots to activations.
-                let instantiated = match instantiated {
-                    Err(e)
-                        if at_the_limit(&e) && versions(context).is_some_and(|v| v.drop_warm()) =>
-                    {
-                        instantiate(context, &plugin, &actor, &mailbox, wall_limit).await
+                let instantiate = || {
+                    let store = new_store(context, actor.clone(), fence.clone());
+                    instantiate(store, &plugin, &mailbox, wall_limit)
+                };
+                match instantiate().await {
+                    Err(e) if at_the_limit(&e) => {
+                        if let Some(versions) = versions(context) {
+                            versions.give_way();
+                        }
+                        instantiate().await
                     }
                     instantiated => instantiated,
-                };
-                instantiated.map_err(|e| failed(format!("{e:#}")))?
+                }
+                .map_err(|e| failed(format!("{e:#}")))?
             }
         };
-        store.data_mut().fence = fence;
         let lifecycle = plugin.lifecycle;
         macro_rules! hook {
             ($export:ident) => {

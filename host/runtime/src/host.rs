@@ -33,6 +33,7 @@ use crate::reminders::Reminders;
 use crate::state::StateError;
 use crate::state::StateStore;
 use crate::values;
+use crate::warm;
 use crate::ActorRef;
 
 /// How a host runs its actors.
@@ -152,20 +153,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl activation::Versions for Inner {
-    fn serves(&self, plugin: &Plugin) -> bool {
+    fn may_make_ahead(&self, plugin: &Arc<Plugin>) -> bool {
+        let held = lock(&self.warm_held_until).is_some_and(|until| Instant::now() < until);
         let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
-        plugins
-            .get(&plugin.actor_type)
-            .is_some_and(|p| p.content_hash == plugin.content_hash)
+        !held
+            && plugins
+                .get(&plugin.actor_type)
+                .is_some_and(|running| Arc::ptr_eq(running, plugin))
     }
 
-    fn drop_warm(&self) -> bool {
-        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
-        let mut dropped = false;
-        for plugin in plugins.values() {
-            dropped |= plugin.warm.clear() > 0;
-        }
-        dropped
+    fn give_way(&self) {
+        *lock(&self.warm_held_until) = Some(Instant::now() + warm::HOLD_OFF);
+        let plugins: Vec<Arc<Plugin>> = {
+            let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+            plugins.values().cloned().collect()
+        };
+        let given: usize = plugins.iter().map(|p| p.warm.clear()).sum();
+        tracing::debug!(
+            given,
+            "every slot is taken: instances made ahead give theirs up"
+        );
     }
 
     fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool {
@@ -202,7 +209,7 @@ impl activation::Versions for Inner {
             // The version before runs again: it is not retired.
             retired.retain(|p| p.activations() > 0 && p.content_hash != previous.content_hash);
             if let Some(failed) = &failed {
-                failed.warm.clear();
+                failed.warm.close();
             }
             retired.extend(failed.clone());
         }
@@ -387,6 +394,9 @@ struct Inner {
     context: activation::Context,
     /// Set once the host joins a cluster.
     cluster: OnceLock<Arc<Node>>,
+    /// Until when no instance is made ahead: an activation found every
+    /// slot taken.
+    warm_held_until: Mutex<Option<Instant>>,
 }
 
 /// A Grove host. Cheap to clone: clones share the same actors.
@@ -572,7 +582,7 @@ impl Inner {
         if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
             let mut retired = lock(&self.retired);
             retired.retain(|p| p.activations() > 0 && p.content_hash != old.content_hash);
-            old.warm.clear();
+            old.warm.close();
             retired.push(old.clone());
             let trial = Trial {
                 version: new.content_hash.clone(),
@@ -672,6 +682,7 @@ impl Host {
             reminders,
             context,
             cluster: OnceLock::new(),
+            warm_held_until: Mutex::default(),
         });
         let activator: Arc<dyn Activator> = inner.clone();
         inner.directory.set_activator(Arc::downgrade(&activator));
@@ -1124,6 +1135,9 @@ impl Host {
     /// Returns how many were aborted.
     pub async fn shutdown(&self) -> usize {
         self.inner.directory.begin_stop();
+        for plugin in self.plugins() {
+            plugin.warm.close();
+        }
         self.inner.reminders.wake();
         let deadline = Instant::now() + self.inner.config.shutdown_timeout;
         let aborted = self.inner.directory.wait_empty(deadline).await;

@@ -1,6 +1,7 @@
 //! Instances made ahead of their activations: an activation that takes one
-//! runs as its own actor (its key, its state, its memory), and at the limit
-//! of activations they give their slots to actors that need them.
+//! runs as its own actor (its key, its state, its memory), at the limit of
+//! activations they give their slots to actors that need them, and a
+//! deploy drops the replaced version's.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use common::{call, ok};
 use grove_host::state::StateStore;
-use grove_host::{Host, HostConfig};
+use grove_host::{DeployOptions, Host, HostConfig};
 
 fn host_of(plugins: &[&str], config: HostConfig, state: StateStore) -> Host {
     let host = Host::new(config, state).unwrap();
@@ -99,5 +100,38 @@ async fn instances_made_ahead_give_their_slots_to_actors_at_the_limit() {
     let refused = call(&host, "probe/c", "relay", &["[]"]).await.unwrap_err();
     assert!(refused.contains("limit of 3"), "{refused}");
     assert_eq!(ok(&host, "counter/a", "get", &[]).await, "1");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_drops_the_replaced_versions_instances_made_ahead() {
+    let mut config = common::config();
+    config.limits.warm_activations = 4;
+    let host = host_of(&["counter"], config, StateStore::memory());
+    assert_eq!(ok(&host, "counter/a", "add", &["2"]).await, "2");
+    made_ahead(&host, "counter", 4).await;
+    let replaced = host.plugin("counter").unwrap();
+
+    let file = common::plugin("counter_next");
+    let bytes = std::fs::read(&file).unwrap();
+    host.deploy(&file, &bytes, &DeployOptions::default())
+        .unwrap();
+    assert_eq!(replaced.instances_made_ahead(), 0);
+    // New activations run the new version, and make its instances ahead.
+    for key in ["b", "c", "d", "e", "f"] {
+        let counter = format!("counter/{key}");
+        assert_eq!(ok(&host, &counter, "version", &[]).await, r#""next""#);
+    }
+    made_ahead(&host, "counter", 4).await;
+    // The actor that ran the version before moves to the new one with its
+    // state; the replaced version made nothing more ahead meanwhile.
+    common::eventually(
+        "counter/a runs the new version",
+        Duration::from_secs(10),
+        || async { call(&host, "counter/a", "version", &[]).await.as_deref() == Ok(r#""next""#) },
+    )
+    .await;
+    assert_eq!(ok(&host, "counter/a", "get", &[]).await, "2");
+    assert_eq!(replaced.instances_made_ahead(), 0);
     host.shutdown().await;
 }
