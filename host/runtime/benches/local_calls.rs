@@ -290,20 +290,23 @@ async fn native_first_calls(state: &StateStore, prefix: &str, gap: Duration) -> 
 }
 
 /// Activation and first call of [`PROBES`] probes one at a time on fresh
-/// slots, then of as many others on the slots the first left, each sorted.
+/// slots, then of as many others on the slots the first left, then again
+/// [`GAP`] apart, each sorted.
 /// A slot keeps the pages its activation wrote resident (up to
 /// `linear_memory_keep_resident`), so an activation of the same plugin
 /// there takes fewer page faults. On a host of its own, so that the slots
 /// left over do not change what the other activation rows measure; after
 /// the memory rows, whose growth the heap this host frees would hide.
-async fn slot_reuse(config: HostConfig) -> (Vec<u64>, Vec<u64>) {
+async fn slot_reuse(config: HostConfig) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     let host = Host::new(config, StateStore::memory()).unwrap();
     host.load_plugin(&plugin("probe")).unwrap();
     let fresh = first_calls(&host, "probe", "fresh", "recall", PROBES, Duration::ZERO).await;
     retire_probes(&host, "fresh").await;
     let used = first_calls(&host, "probe", "again", "recall", PROBES, Duration::ZERO).await;
+    retire_probes(&host, "again").await;
+    let spaced = first_calls(&host, "probe", "spaced", "recall", PROBES, GAP).await;
     host.shutdown().await;
-    (fresh, used)
+    (fresh, used, spaced)
 }
 
 /// Asks the [`PROBES`] probes named after `prefix` to deactivate (`probe`
@@ -403,7 +406,7 @@ async fn bench() {
         heap_in_use().saturating_sub(heap_before) as f64 / ACTORS as f64 / 1024.0;
     // After the memory rows: the other host's heap, freed, would be reused.
     eprintln!("measuring activation on fresh and used slots...");
-    let (fresh_slots, used_slots) = slot_reuse(config).await;
+    let (fresh_slots, used_slots, spaced_used) = slot_reuse(config).await;
 
     println!("## Activation ({} activations)\n", ACTORS);
     println!("| measure | Grove | native baseline |");
@@ -431,6 +434,11 @@ async fn bench() {
         "| `probe`: the same on a slot a deactivated `probe` left, p50 / p99 (µs) | {:.1} / {:.1} | |",
         percentile(&used_slots, 0.5),
         percentile(&used_slots, 0.99)
+    );
+    println!(
+        "| `probe`: the same, one every millisecond, p50 / p99 (µs) | {:.1} / {:.1} | |",
+        percentile(&spaced_used, 0.5),
+        percentile(&spaced_used, 0.99)
     );
     println!("| activations/s, 64 in flight | {activation_rate:.0} | |");
     println!("| anonymous RSS per idle activation (KiB) | {per_activation:.1} | |");

@@ -53,7 +53,7 @@ use crate::plugin::Plugin;
 use crate::state::Fence;
 use crate::trace;
 use crate::values;
-use crate::warm::Warm;
+use crate::warm::{self, Warm};
 use crate::ActorRef;
 
 /// Messages handled in a row before the task looks at its timers again.
@@ -67,9 +67,12 @@ pub(crate) trait Versions: Send + Sync + 'static {
     /// successor on that version instead of failing.
     fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool;
 
-    /// Whether to make instances of `plugin` ahead now: it is the version
-    /// its type runs, and no activation found every slot taken lately.
-    fn may_make_ahead(&self, plugin: &Arc<Plugin>) -> bool;
+    /// The versions the host's actor types run now.
+    fn serving(&self) -> Vec<Arc<Plugin>>;
+
+    /// Whether to make instances ahead now: no activation found every slot
+    /// taken lately.
+    fn may_make_ahead(&self) -> bool;
 
     /// An activation found every slot taken: the instances made ahead give
     /// theirs up, and none are made for a while.
@@ -93,6 +96,8 @@ pub(crate) struct Context {
     /// A permit per running turn (`Limits::max_running_turns`): one per
     /// fiber stack in the engine's pool.
     pub(crate) turns: Arc<Turns>,
+    /// Set once the task making instances ahead ([`warm_up`]) is started.
+    pub(crate) warmer: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The host's running turns: a permit per fiber stack in the engine's pool.
@@ -380,45 +385,51 @@ fn versions(context: &Context) -> Option<Arc<dyn Versions>> {
     context.versions.get().and_then(Weak::upgrade)
 }
 
-/// Tops the pool of instances of `plugin` made ahead up to
-/// [`Limits::warm_activations`], in a task of its own.
-fn make_ahead(context: &Context, plugin: &Arc<Plugin>) {
+/// Notes that an activation of `plugin` started, for [`warm_up`] to top
+/// its pool up, and starts that task the first time.
+fn make_ahead(context: &Context, plugin: &Plugin) {
+    if context.limits.warm_activations == 0 {
+        return;
+    }
+    plugin.warm.draw();
+    if !context
+        .warmer
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        tokio::spawn(warm_up(context.clone()));
+    }
+}
+
+/// Tops up the pools of instances made ahead of the versions the host runs,
+/// up to [`Limits::warm_activations`], each tick, until the host stops.
+async fn warm_up(context: Context) {
     let target = context.limits.warm_activations as usize;
-    if target == 0 || !versions(context).is_some_and(|v| v.may_make_ahead(plugin)) {
-        return;
-    }
-    let wanted = plugin.warm.reserve(target);
-    if wanted == 0 {
-        return;
-    }
-    let mut making = Making {
-        plugin: plugin.clone(),
-        left: wanted,
-    };
-    let context = context.clone();
-    tokio::spawn(async move {
-        while making.left > 0 {
-            let Some(warm) = instantiate_ahead(&context, &making.plugin).await else {
-                // The rest are not made either; the next activation tries
-                // again.
-                return;
-            };
-            making.left -= 1;
-            making.plugin.warm.made(1, Some(warm));
+    loop {
+        let Some(versions) = versions(&context) else {
+            return;
+        };
+        if context.services.directory.is_stopping() {
+            return;
         }
-    });
-}
-
-/// Instances reserved in a plugin's pool and not made yet: handed back
-/// when the task making them ends, however it ends.
-struct Making {
-    plugin: Arc<Plugin>,
-    left: usize,
-}
-
-impl Drop for Making {
-    fn drop(&mut self) {
-        self.plugin.warm.made(self.left, None);
+        let mut made = false;
+        if versions.may_make_ahead() {
+            'plugins: for plugin in versions.serving() {
+                for _ in 0..plugin.warm.missing(target) {
+                    let Some(warm) = instantiate_ahead(&context, &plugin).await else {
+                        continue 'plugins;
+                    };
+                    plugin.warm.put(warm);
+                    made = true;
+                }
+            }
+        }
+        drop(versions);
+        tokio::time::sleep(if made {
+            warm::BUSY_TICK
+        } else {
+            warm::IDLE_TICK
+        })
+        .await;
     }
 }
 

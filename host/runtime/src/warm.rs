@@ -6,9 +6,11 @@
 //! it depends on which actor the instance will run, so each plugin version
 //! keeps up to [`crate::limits::Limits::warm_activations`] instances made
 //! ahead in a [`WarmPool`]. An activation that finds one names its store
-//! after its actor and runs `on-activate`. Each activation that starts
-//! tops its version's pool up again, in a task of its own, off the path of
-//! the call that activated the actor.
+//! after its actor and runs `on-activate`. An activation only notes that
+//! its version's pool was drawn on; one task per host tops the pools up,
+//! every [`BUSY_TICK`] while it has work and every [`IDLE_TICK`] otherwise,
+//! so that nothing an activation does wakes another task or worker: on a
+//! virtual machine such a wake costs tens of microseconds.
 //!
 //! An instance in the pool runs no actor: its fiber stack is given back,
 //! but it holds one of the engine's slots. An activation that finds every
@@ -33,6 +35,12 @@ use crate::imports::ActivationState;
 /// taken.
 pub(crate) const HOLD_OFF: Duration = Duration::from_secs(1);
 
+/// How soon the pools are looked at again after instances were made.
+pub(crate) const BUSY_TICK: Duration = Duration::from_millis(1);
+
+/// How often the pools are looked at while none needed an instance.
+pub(crate) const IDLE_TICK: Duration = Duration::from_millis(50);
+
 /// A plugin's instance, instantiated for no actor yet.
 pub(crate) struct Warm {
     pub(crate) store: Store<ActivationState>,
@@ -48,8 +56,9 @@ pub(crate) struct WarmPool {
 #[derive(Default)]
 struct Pool {
     ready: Vec<Warm>,
-    /// Instances reserved by [`WarmPool::reserve`] and not yet handed in.
-    making: usize,
+    /// Set once an activation of this version has started: a version never
+    /// activated gets no instances made ahead.
+    drawn: bool,
     /// Set when the version is replaced or the host shuts down: instances
     /// handed in are dropped.
     closed: bool,
@@ -61,24 +70,26 @@ impl WarmPool {
         self.pool().ready.pop()
     }
 
-    /// How many more instances to make for the pool to hold `target`,
-    /// counting those being made; the caller makes them and hands each to
-    /// [`WarmPool::made`].
-    pub(crate) fn reserve(&self, target: usize) -> usize {
-        let mut pool = self.pool();
-        if pool.closed {
-            return 0;
-        }
-        let wanted = target.saturating_sub(pool.ready.len() + pool.making);
-        pool.making += wanted;
-        wanted
+    /// Notes that an activation of this version started.
+    pub(crate) fn draw(&self) {
+        self.pool().drawn = true;
     }
 
-    /// `n` reserved instances are done: `made` holds those that were made.
-    pub(crate) fn made(&self, n: usize, made: Option<Warm>) {
+    /// How many instances the pool lacks to hold `target`: none until an
+    /// activation has drawn on it, or once it is closed.
+    pub(crate) fn missing(&self, target: usize) -> usize {
+        let pool = self.pool();
+        if pool.drawn && !pool.closed {
+            target.saturating_sub(pool.ready.len())
+        } else {
+            0
+        }
+    }
+
+    /// Adds an instance made ahead, unless the pool was closed meanwhile.
+    pub(crate) fn put(&self, warm: Warm) {
         let mut pool = self.pool();
-        pool.making = pool.making.saturating_sub(n);
-        if let Some(warm) = made.filter(|_| !pool.closed) {
+        if !pool.closed {
             pool.ready.push(warm);
         }
     }
@@ -90,8 +101,7 @@ impl WarmPool {
         ready.len()
     }
 
-    /// Clears the pool for good: instances being made are dropped when
-    /// handed in.
+    /// Clears the pool for good: instances made later are dropped.
     pub(crate) fn close(&self) {
         let ready = {
             let mut pool = self.pool();
