@@ -412,7 +412,10 @@ async fn warm_up(context: Context) {
             return;
         }
         let mut made = false;
-        if versions.may_make_ahead() {
+        // A host running many turns at once is in a burst: instances made
+        // now would compete with it for the cores it is using.
+        let quiet = context.turns.running() <= warm::QUIET_TURNS;
+        if quiet && versions.may_make_ahead() {
             'plugins: for plugin in versions.serving() {
                 for _ in 0..plugin.warm.missing(target) {
                     let Some(warm) = instantiate_ahead(&context, &plugin).await else {

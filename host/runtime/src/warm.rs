@@ -10,7 +10,10 @@
 //! its version's pool was drawn on; one task per host tops the pools up,
 //! every [`BUSY_TICK`] while it has work and every [`IDLE_TICK`] otherwise,
 //! so that nothing an activation does wakes another task or worker: on a
-//! virtual machine such a wake costs tens of microseconds.
+//! virtual machine such a wake costs tens of microseconds. It makes none
+//! while more than [`QUIET_TURNS`] turns run: a burst of activations would
+//! take them at once, and making them competes with the burst for the
+//! cores.
 //!
 //! An instance in the pool runs no actor: its fiber stack is given back,
 //! but it holds one of the engine's slots. An activation that finds every
@@ -38,8 +41,13 @@ pub(crate) const HOLD_OFF: Duration = Duration::from_secs(1);
 /// How soon the pools are looked at again after instances were made.
 pub(crate) const BUSY_TICK: Duration = Duration::from_millis(1);
 
-/// How often the pools are looked at while none needed an instance.
+/// How often the pools are looked at while none needed an instance, or
+/// the host was busy.
 pub(crate) const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// Running turns above which the host counts as busy: no instance is made
+/// ahead then.
+pub(crate) const QUIET_TURNS: usize = 8;
 
 /// A plugin's instance, instantiated for no actor yet.
 pub(crate) struct Warm {
