@@ -59,6 +59,10 @@ use crate::ActorRef;
 /// Messages handled in a row before the task looks at its timers again.
 const BATCH: usize = 64;
 
+/// How many times an activation that found every slot taken has instances
+/// made ahead give theirs up and tries again.
+const GIVE_WAY_TRIES: usize = 3;
+
 /// Where an activation that could not start reports it.
 pub(crate) trait Versions: Send + Sync + 'static {
     /// An activation of `plugin` failed to start with `error`. Returns
@@ -412,18 +416,25 @@ async fn warm_up(context: Context) {
             return;
         }
         let mut made = false;
-        // A host running many turns at once is in a burst: instances made
-        // now would compete with it for the cores it is using.
-        let quiet = context.turns.running() <= warm::QUIET_TURNS;
-        if quiet && versions.may_make_ahead() {
-            'plugins: for plugin in versions.serving() {
-                for _ in 0..plugin.warm.missing(target) {
-                    let Some(warm) = instantiate_ahead(&context, &plugin).await else {
-                        continue 'plugins;
-                    };
-                    plugin.warm.put(warm);
-                    made = true;
+        // Checked before each instance: a burst that starts (more than
+        // QUIET_TURNS turns) or an activation that finds every slot taken
+        // stops the making at once.
+        let may_make = || context.turns.running() <= warm::QUIET_TURNS && versions.may_make_ahead();
+        'plugins: for plugin in versions.serving() {
+            for _ in 0..plugin.warm.missing(target) {
+                if !may_make() {
+                    break 'plugins;
                 }
+                let Some(warm) = instantiate_ahead(&context, &plugin).await else {
+                    continue 'plugins;
+                };
+                // Made while an activation found every slot taken: its slot
+                // goes back.
+                if !versions.may_make_ahead() {
+                    break 'plugins;
+                }
+                plugin.warm.put(warm);
+                made = true;
             }
         }
         drop(versions);
@@ -592,6 +603,7 @@ impl Activation {
                 mut store,
                 instance,
             }) => {
+                plugin.warm.count_taken();
                 let state = store.data_mut();
                 state.assign(actor.clone());
                 state.fence = fence;
@@ -602,16 +614,22 @@ impl Activation {
                     let store = new_store(context, actor.clone(), fence.clone());
                     instantiate(store, &plugin, &mailbox, wall_limit)
                 };
-                match instantiate().await {
-                    Err(e) if at_the_limit(&e) => {
-                        if let Some(versions) = versions(context) {
-                            versions.give_way();
+                let mut instantiated = instantiate().await;
+                // At the limit, instances made ahead give their slots up;
+                // one being made holds its slot for a moment longer.
+                for _ in 0..GIVE_WAY_TRIES {
+                    match &instantiated {
+                        Err(e) if at_the_limit(e) => {
+                            if let Some(versions) = versions(context) {
+                                versions.give_way();
+                            }
+                            tokio::time::sleep(warm::BUSY_TICK).await;
+                            instantiated = instantiate().await;
                         }
-                        instantiate().await
+                        _ => break,
                     }
-                    instantiated => instantiated,
                 }
-                .map_err(|e| failed(format!("{e:#}")))?
+                instantiated.map_err(|e| failed(format!("{e:#}")))?
             }
         };
         let lifecycle = plugin.lifecycle;

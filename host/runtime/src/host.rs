@@ -204,6 +204,8 @@ impl activation::Versions for Inner {
             previous.functions.iter().map(|f| f.name.clone()),
         );
         let failed = plugins.insert(previous.actor_type.clone(), previous.clone());
+        // The version before serves again: its instances are made ahead again.
+        previous.warm.reopen();
         {
             let mut retired = lock(&self.retired);
             // The version before runs again: it is not retired.

@@ -7,18 +7,19 @@
 //! keeps up to [`crate::limits::Limits::warm_activations`] instances made
 //! ahead in a [`WarmPool`]. An activation that finds one names its store
 //! after its actor and runs `on-activate`. An activation only notes that
-//! its version's pool was drawn on; one task per host tops the pools up,
-//! every [`BUSY_TICK`] while it has work and every [`IDLE_TICK`] otherwise,
-//! so that nothing an activation does wakes another task or worker: on a
-//! virtual machine such a wake costs tens of microseconds. It makes none
-//! while more than [`QUIET_TURNS`] turns run: a burst of activations would
-//! take them at once, and making them competes with the burst for the
-//! cores.
+//! its version's pool was drawn on; one task per host, started by the
+//! first activation, tops the pools up, [`BUSY_TICK`] after it made an
+//! instance and every [`IDLE_TICK`] otherwise. An activation's path then
+//! wakes no other task or worker: on a virtual machine such a wake costs
+//! tens of microseconds. Before each instance it checks that no more than
+//! [`QUIET_TURNS`] turns run: a burst of activations would take the pool
+//! at once, and making instances competes with the burst for the cores.
 //!
 //! An instance in the pool runs no actor: its fiber stack is given back,
 //! but it holds one of the engine's slots. An activation that finds every
 //! slot taken makes the pools give theirs up, and none are made for a while
-//! ([`HOLD_OFF`]); a version's pool is closed when a deploy replaces it or
+//! ([`HOLD_OFF`]); a version's pool is closed when a deploy (or a rollback)
+//! replaces it, opened again if a rollback brings it back, and closed when
 //! the host shuts down.
 //!
 //! The component's start code runs before the instance is named: a
@@ -26,6 +27,7 @@
 //! with an empty key. Components built with wit-bindgen or componentize-py
 //! run no such code.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -59,6 +61,8 @@ pub(crate) struct Warm {
 #[derive(Default)]
 pub(crate) struct WarmPool {
     inner: Mutex<Pool>,
+    /// Activations that took an instance made ahead.
+    taken: AtomicU64,
 }
 
 #[derive(Default)]
@@ -119,9 +123,25 @@ impl WarmPool {
         drop(ready);
     }
 
+    /// Opens a closed pool again: its version serves again after a
+    /// rollback.
+    pub(crate) fn reopen(&self) {
+        self.pool().closed = false;
+    }
+
     /// Instances ready now.
     pub(crate) fn len(&self) -> usize {
         self.pool().ready.len()
+    }
+
+    /// Counts an activation that took an instance made ahead.
+    pub(crate) fn count_taken(&self) {
+        self.taken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Activations that took an instance made ahead.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {

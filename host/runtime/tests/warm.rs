@@ -60,6 +60,10 @@ async fn actors_on_instances_made_ahead_are_themselves() {
             i.to_string()
         );
     }
+    // Every activation found an instance made ahead while the pool had one:
+    // at least the four ready before the first of them.
+    assert!(host.plugin("probe").unwrap().activations_made_ahead() >= 4);
+    assert!(host.plugin("counter").unwrap().activations_made_ahead() >= 4);
     // Each kept its own memory.
     for i in 0..12 {
         let probe = format!("probe/p{i}");
@@ -133,5 +137,38 @@ async fn a_deploy_drops_the_replaced_versions_instances_made_ahead() {
     .await;
     assert_eq!(ok(&host, "counter/a", "get", &[]).await, "2");
     assert_eq!(replaced.instances_made_ahead(), 0);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_a_rollback_brings_back_has_instances_made_ahead_again() {
+    let mut config = common::config();
+    config.limits.warm_activations = 4;
+    let host = host_of(&["counter"], config, StateStore::memory());
+    assert_eq!(ok(&host, "counter/a", "add", &["2"]).await, "2");
+    made_ahead(&host, "counter", 4).await;
+    let running = host.plugin("counter").unwrap();
+
+    // A version whose `on-activate` fails is rolled back at its first
+    // activation; the call goes to the version before.
+    let file = common::plugin("counter_unstartable");
+    let bytes = std::fs::read(&file).unwrap();
+    let deployed = host
+        .deploy(&file, &bytes, &DeployOptions::default())
+        .unwrap();
+    assert_eq!(running.instances_made_ahead(), 0);
+    assert_eq!(ok(&host, "counter/b", "add", &["3"]).await, "3");
+    let settled = host.settle(&deployed, Duration::from_secs(10)).await;
+    assert!(
+        matches!(settled, grove_host::Settled::RolledBack { .. }),
+        "{settled:?}"
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &host.plugin("counter").unwrap(),
+        &running
+    ));
+    // The version before makes instances ahead again.
+    ok(&host, "counter/c", "get", &[]).await;
+    made_ahead(&host, "counter", 4).await;
     host.shutdown().await;
 }
