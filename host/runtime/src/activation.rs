@@ -63,6 +63,10 @@ const BATCH: usize = 64;
 /// made ahead give theirs up and tries again.
 const GIVE_WAY_TRIES: usize = 3;
 
+/// How long such an activation waits between tries: an instance being made
+/// ahead holds its slot until it is made.
+const GIVE_WAY_PAUSE: Duration = Duration::from_millis(1);
+
 /// Where an activation that could not start reports it.
 pub(crate) trait Versions: Send + Sync + 'static {
     /// An activation of `plugin` failed to start with `error`. Returns
@@ -71,12 +75,9 @@ pub(crate) trait Versions: Send + Sync + 'static {
     /// successor on that version instead of failing.
     fn failed_to_start(&self, plugin: &Plugin, error: &CallError) -> bool;
 
-    /// The versions the host's actor types run now.
-    fn serving(&self) -> Vec<Arc<Plugin>>;
-
-    /// Whether to make instances ahead now: no activation found every slot
-    /// taken lately.
-    fn may_make_ahead(&self) -> bool;
+    /// Whether to make instances of `plugin` ahead now: it is the version
+    /// its type runs, and no activation found every slot taken lately.
+    fn may_make_ahead(&self, plugin: &Arc<Plugin>) -> bool;
 
     /// An activation found every slot taken: the instances made ahead give
     /// theirs up, and none are made for a while.
@@ -100,8 +101,6 @@ pub(crate) struct Context {
     /// A permit per running turn (`Limits::max_running_turns`): one per
     /// fiber stack in the engine's pool.
     pub(crate) turns: Arc<Turns>,
-    /// Set once the task making instances ahead ([`warm_up`]) is started.
-    pub(crate) warmer: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The host's running turns: a permit per fiber stack in the engine's pool.
@@ -389,61 +388,50 @@ fn versions(context: &Context) -> Option<Arc<dyn Versions>> {
     context.versions.get().and_then(Weak::upgrade)
 }
 
-/// Notes that an activation of `plugin` started, for [`warm_up`] to top
-/// its pool up, and starts that task the first time.
-fn make_ahead(context: &Context, plugin: &Plugin) {
-    if context.limits.warm_activations == 0 {
+/// Notes that an activation of `plugin` started and, unless a task already
+/// does, starts one topping its pool of instances made ahead up to
+/// [`Limits::warm_activations`]. Not in a burst (more than
+/// [`warm::QUIET_TURNS`] turns running): the next activation after it does.
+fn make_ahead(context: &Context, plugin: &Arc<Plugin>) {
+    if context.limits.warm_activations == 0 || !quiet(context) || !plugin.warm.draw() {
         return;
     }
-    plugin.warm.draw();
-    if !context
-        .warmer
-        .swap(true, std::sync::atomic::Ordering::AcqRel)
-    {
-        tokio::spawn(warm_up(context.clone()));
-    }
+    tokio::spawn(top_up(context.clone(), plugin.clone()));
 }
 
-/// Tops up the pools of instances made ahead of the versions the host runs,
-/// up to [`Limits::warm_activations`], each tick, until the host stops.
-async fn warm_up(context: Context) {
+/// Whether few enough turns run to make instances ahead.
+fn quiet(context: &Context) -> bool {
+    context.turns.running() <= warm::QUIET_TURNS
+}
+
+/// Makes instances of `plugin` ahead until its pool holds
+/// [`Limits::warm_activations`], unless a burst starts, `plugin` is no
+/// longer the version its type runs, or an activation found every slot
+/// taken lately.
+async fn top_up(context: Context, plugin: Arc<Plugin>) {
     let target = context.limits.warm_activations as usize;
+    let may_make =
+        || quiet(&context) && versions(&context).is_some_and(|v| v.may_make_ahead(&plugin));
     loop {
-        let Some(versions) = versions(&context) else {
-            return;
-        };
-        if context.services.directory.is_stopping() {
-            return;
-        }
-        let mut made = false;
-        // Checked before each instance: a burst that starts (more than
-        // QUIET_TURNS turns) or an activation that finds every slot taken
-        // stops the making at once.
-        let may_make = || context.turns.running() <= warm::QUIET_TURNS && versions.may_make_ahead();
-        'plugins: for plugin in versions.serving() {
-            for _ in 0..plugin.warm.missing(target) {
-                if !may_make() {
-                    break 'plugins;
-                }
-                let Some(warm) = instantiate_ahead(&context, &plugin).await else {
-                    continue 'plugins;
-                };
-                // Made while an activation found every slot taken: its slot
-                // goes back.
-                if !versions.may_make_ahead() {
-                    break 'plugins;
-                }
-                plugin.warm.put(warm);
-                made = true;
+        while plugin.warm.missing(target) > 0 {
+            if !may_make() {
+                return plugin.warm.stop_topping();
             }
+            let Some(warm) = instantiate_ahead(&context, &plugin).await else {
+                return plugin.warm.stop_topping();
+            };
+            // Made while an activation found every slot taken: its slot
+            // goes back.
+            if !may_make() {
+                return plugin.warm.stop_topping();
+            }
+            plugin.warm.put(warm);
         }
-        drop(versions);
-        tokio::time::sleep(if made {
-            warm::BUSY_TICK
-        } else {
-            warm::IDLE_TICK
-        })
-        .await;
+        // Done, unless an activation drew on the pool after the last look.
+        if !plugin.warm.done_topping() {
+            return;
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -623,7 +611,7 @@ impl Activation {
                             if let Some(versions) = versions(context) {
                                 versions.give_way();
                             }
-                            tokio::time::sleep(warm::BUSY_TICK).await;
+                            tokio::time::sleep(GIVE_WAY_PAUSE).await;
                             instantiated = instantiate().await;
                         }
                         _ => break,

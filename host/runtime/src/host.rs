@@ -153,22 +153,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl activation::Versions for Inner {
-    fn serving(&self) -> Vec<Arc<Plugin>> {
-        self.plugins
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    fn may_make_ahead(&self) -> bool {
-        lock(&self.warm_held_until).is_none_or(|until| Instant::now() >= until)
+    fn may_make_ahead(&self, plugin: &Arc<Plugin>) -> bool {
+        if lock(&self.warm_held_until).is_some_and(|until| Instant::now() < until) {
+            return false;
+        }
+        let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .get(&plugin.actor_type)
+            .is_some_and(|running| Arc::ptr_eq(running, plugin))
     }
 
     fn give_way(&self) {
         *lock(&self.warm_held_until) = Some(Instant::now() + warm::HOLD_OFF);
-        let given: usize = self.serving().iter().map(|p| p.warm.clear()).sum();
+        let plugins: Vec<Arc<Plugin>> = {
+            let plugins = self.plugins.read().unwrap_or_else(|e| e.into_inner());
+            plugins.values().cloned().collect()
+        };
+        let given: usize = plugins.iter().map(|p| p.warm.clear()).sum();
         tracing::debug!(
             given,
             "every slot is taken: instances made ahead give theirs up"
@@ -670,7 +671,6 @@ impl Host {
             _epoch: Arc::new(epoch),
             versions: Arc::default(),
             turns,
-            warmer: Arc::default(),
         };
         let inner = Arc::new(Inner {
             config,

@@ -6,14 +6,12 @@
 //! it depends on which actor the instance will run, so each plugin version
 //! keeps up to [`crate::limits::Limits::warm_activations`] instances made
 //! ahead in a [`WarmPool`]. An activation that finds one names its store
-//! after its actor and runs `on-activate`. An activation only notes that
-//! its version's pool was drawn on; one task per host, started by the
-//! first activation, tops the pools up, [`BUSY_TICK`] after it made an
-//! instance and every [`IDLE_TICK`] otherwise. An activation's path then
-//! wakes no other task or worker: on a virtual machine such a wake costs
-//! tens of microseconds. Before each instance it checks that no more than
-//! [`QUIET_TURNS`] turns run: a burst of activations would take the pool
-//! at once, and making instances competes with the burst for the cores.
+//! after its actor and runs `on-activate`. Each activation that starts has
+//! a task top its version's pool up, one task per pool at a time, off the
+//! path of the call; on the other core when one is free. Before each
+//! instance the task checks that no more than [`QUIET_TURNS`] turns run: a
+//! burst of activations would take the pool at once, and making instances
+//! competes with the burst for the cores.
 //!
 //! An instance in the pool runs no actor: its fiber stack is given back,
 //! but it holds one of the engine's slots. An activation that finds every
@@ -40,13 +38,6 @@ use crate::imports::ActivationState;
 /// taken.
 pub(crate) const HOLD_OFF: Duration = Duration::from_secs(1);
 
-/// How soon the pools are looked at again after instances were made.
-pub(crate) const BUSY_TICK: Duration = Duration::from_millis(1);
-
-/// How often the pools are looked at while none needed an instance, or
-/// the host was busy.
-pub(crate) const IDLE_TICK: Duration = Duration::from_millis(50);
-
 /// Running turns above which the host counts as busy: no instance is made
 /// ahead then.
 pub(crate) const QUIET_TURNS: usize = 8;
@@ -68,9 +59,11 @@ pub(crate) struct WarmPool {
 #[derive(Default)]
 struct Pool {
     ready: Vec<Warm>,
-    /// Set once an activation of this version has started: a version never
-    /// activated gets no instances made ahead.
+    /// Set when an activation of this version starts; cleared by the task
+    /// topping the pool up once it has looked.
     drawn: bool,
+    /// A task tops the pool up now.
+    topping: bool,
     /// Set when the version is replaced or the host shuts down: instances
     /// handed in are dropped.
     closed: bool,
@@ -82,20 +75,40 @@ impl WarmPool {
         self.pool().ready.pop()
     }
 
-    /// Notes that an activation of this version started.
-    pub(crate) fn draw(&self) {
-        self.pool().drawn = true;
+    /// Notes that an activation of this version started; whether a task
+    /// topping the pool up is to be started (none runs now).
+    pub(crate) fn draw(&self) -> bool {
+        let mut pool = self.pool();
+        pool.drawn = true;
+        !std::mem::replace(&mut pool.topping, true)
     }
 
-    /// How many instances the pool lacks to hold `target`: none until an
-    /// activation has drawn on it, or once it is closed.
+    /// How many instances the pool lacks to hold `target` (none once it is
+    /// closed); the task topping it up has now looked.
     pub(crate) fn missing(&self, target: usize) -> usize {
-        let pool = self.pool();
-        if pool.drawn && !pool.closed {
-            target.saturating_sub(pool.ready.len())
-        } else {
+        let mut pool = self.pool();
+        pool.drawn = false;
+        if pool.closed {
             0
+        } else {
+            target.saturating_sub(pool.ready.len())
         }
+    }
+
+    /// The task topping the pool up stops before the pool is full.
+    pub(crate) fn stop_topping(&self) {
+        self.pool().topping = false;
+    }
+
+    /// The task topping the pool up is done, unless an activation drew on
+    /// the pool since it last looked: then it looks again (`true`).
+    pub(crate) fn done_topping(&self) -> bool {
+        let mut pool = self.pool();
+        if pool.drawn && !pool.closed {
+            return true;
+        }
+        pool.topping = false;
+        false
     }
 
     /// Adds an instance made ahead, unless the pool was closed meanwhile.
