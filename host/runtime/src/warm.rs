@@ -8,10 +8,14 @@
 //! ahead in a [`WarmPool`]. An activation that finds one names its store
 //! after its actor and runs `on-activate`. Each activation that starts has
 //! a task top its version's pool up, one task per pool at a time, off the
-//! path of the call; on the other core when one is free. Before each
-//! instance the task checks that no more than [`QUIET_TURNS`] turns run: a
-//! burst of activations would take the pool at once, and making instances
-//! competes with the burst for the cores.
+//! path of the call; on the other core when one is free. Starting it wakes
+//! a sleeping worker from the activation's path, which costs a little
+//! where instantiation is not the cost (fresh slots after an idle spell);
+//! a task on a timer instead did not keep pace with activations back to
+//! back (`docs/benchmarks.md`). Before each instance the task checks that
+//! no more than [`QUIET_TURNS`] turns run: a burst of activations would
+//! take the pool at once, and making instances competes with the burst for
+//! the cores.
 //!
 //! An instance in the pool runs no actor: its fiber stack is given back,
 //! but it holds one of the engine's slots. An activation that finds every
