@@ -591,7 +591,9 @@ impl Activation {
                 mut store,
                 instance,
             }) => {
-                plugin.warm.count_taken();
+                if let Some(meters) = &meters {
+                    meters.made_ahead.add();
+                }
                 let state = store.data_mut();
                 state.assign(actor.clone());
                 state.fence = fence;

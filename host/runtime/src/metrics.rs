@@ -188,6 +188,8 @@ pub(crate) struct TypeMeters {
     pub(crate) ended: Counter,
     /// Activations that failed to start.
     pub(crate) failed_to_start: Counter,
+    /// Activations started on an instance made ahead.
+    pub(crate) made_ahead: Counter,
     /// Every turn: calls, session events, timers, reminders and hooks.
     pub(crate) turns: Histogram,
     /// Calls that waited for an answer: how long from being made until
@@ -454,6 +456,14 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         "grove_activation_failures",
         "Activations that failed to start.",
     );
+    let mut made_ahead = Family::new(
+        "grove_activations_made_ahead",
+        "Activations started on an instance made ahead of them.",
+    );
+    let mut ready = Family::new(
+        "grove_instances_made_ahead",
+        "Instances of the version running now made ahead of their activations, ready.",
+    );
     let mut calls = Family::new(
         "grove_calls",
         "Calls answered, by function and outcome (ok, or the error's kind).",
@@ -486,6 +496,11 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         activated.add(of_type(), counter(started));
         ended.add(of_type(), counter(stopped));
         failed.add(of_type(), counter(load(&m.failed_to_start)));
+        made_ahead.add(of_type(), counter(load(&m.made_ahead)));
+        let waiting = host
+            .plugin(actor_type)
+            .map_or(0, |p| p.instances_made_ahead());
+        ready.add(of_type(), gauge(waiting as u64));
         turns.add(of_type(), ConstHistogram::of(&m.turns));
         queued.add(of_type(), ConstHistogram::of(&m.queued));
         let depth = depths.get(actor_type).copied().unwrap_or(0);
@@ -517,6 +532,8 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
     activated.encode(encoder)?;
     ended.encode(encoder)?;
     failed.encode(encoder)?;
+    made_ahead.encode(encoder)?;
+    ready.encode(encoder)?;
     calls.encode(encoder)?;
     turns.encode(encoder)?;
     queued.encode(encoder)?;

@@ -194,11 +194,6 @@ impl Plugin {
         self.warm.len()
     }
 
-    /// Activations of this version that took an instance made ahead.
-    pub fn activations_made_ahead(&self) -> u64 {
-        self.warm.taken()
-    }
-
     /// Reads and checks the plugin at `file` on its own, outside any host
     /// (what `grove inspect` does).
     pub fn inspect(file: &Path) -> Result<Plugin, InspectError> {

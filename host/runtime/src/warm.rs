@@ -29,7 +29,6 @@
 //! with an empty key. Components built with wit-bindgen or componentize-py
 //! run no such code.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -56,8 +55,6 @@ pub(crate) struct Warm {
 #[derive(Default)]
 pub(crate) struct WarmPool {
     inner: Mutex<Pool>,
-    /// Activations that took an instance made ahead.
-    taken: AtomicU64,
 }
 
 #[derive(Default)]
@@ -149,16 +146,6 @@ impl WarmPool {
     /// Instances ready now.
     pub(crate) fn len(&self) -> usize {
         self.pool().ready.len()
-    }
-
-    /// Counts an activation that took an instance made ahead.
-    pub(crate) fn count_taken(&self) {
-        self.taken.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Activations that took an instance made ahead.
-    pub(crate) fn taken(&self) -> u64 {
-        self.taken.load(Ordering::Relaxed)
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {

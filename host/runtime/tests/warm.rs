@@ -19,6 +19,17 @@ fn host_of(plugins: &[&str], config: HostConfig, state: StateStore) -> Host {
     host
 }
 
+/// The value of `name` for `actor_type` in the host's metrics.
+fn metric(host: &Host, name: &str, actor_type: &str) -> f64 {
+    let series = format!("{name}{{actor_type=\"{actor_type}\"}} ");
+    let text = host.metrics();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(&series))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    line[series.len()..].trim().parse().unwrap()
+}
+
 /// Waits until `actor_type` has `n` instances made ahead.
 async fn made_ahead(host: &Host, actor_type: &str, n: usize) {
     common::eventually(
@@ -41,6 +52,7 @@ async fn actors_on_instances_made_ahead_are_themselves() {
         r#"ok(["first"])"#
     );
     made_ahead(&host, "probe", 4).await;
+    assert_eq!(metric(&host, "grove_instances_made_ahead", "probe"), 4.0);
     assert_eq!(ok(&host, "counter/first", "add", &["1"]).await, "1");
     made_ahead(&host, "counter", 4).await;
 
@@ -62,8 +74,10 @@ async fn actors_on_instances_made_ahead_are_themselves() {
     }
     // Every activation found an instance made ahead while the pool had one:
     // at least the four ready before the first of them.
-    assert!(host.plugin("probe").unwrap().activations_made_ahead() >= 4);
-    assert!(host.plugin("counter").unwrap().activations_made_ahead() >= 4);
+    for actor_type in ["probe", "counter"] {
+        let made_ahead = metric(&host, "grove_activations_made_ahead_total", actor_type);
+        assert!(made_ahead >= 4.0, "{actor_type}: {made_ahead}");
+    }
     // Each kept its own memory.
     for i in 0..12 {
         let probe = format!("probe/p{i}");
