@@ -459,6 +459,7 @@ async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Option<Warm> {
         }
     };
     store.release_fiber_stack();
+    plugin.first_turn.fault_in(&store);
     Some(Warm { store, instance })
 }
 
@@ -1050,6 +1051,11 @@ impl Activation {
                 Some(next) => envelope = next,
                 None => break,
             }
+        }
+        // The first of this version's activations to get here shows which
+        // pages its first turns wrote.
+        if self.plugin.first_turn.claim() {
+            self.plugin.first_turn.learn(&self.store);
         }
         None
     }

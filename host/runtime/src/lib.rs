@@ -37,6 +37,7 @@ pub mod limits;
 mod mailbox;
 mod metrics;
 pub mod plugin;
+mod prefault;
 pub mod proxy;
 pub mod proxy_wit;
 pub mod reminders;

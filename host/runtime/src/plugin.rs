@@ -16,6 +16,7 @@ use wasmtime::Engine;
 use crate::engine::{content_hash, CompileCache, CompileError, HostError};
 use crate::imports::ActivationState;
 use crate::metrics::FunctionCalls;
+use crate::prefault::FirstTurnPages;
 use crate::warm::WarmPool;
 use crate::wit_text::{self, InterfaceText};
 
@@ -170,6 +171,9 @@ pub struct Plugin {
     pub(crate) live: AtomicUsize,
     /// Instances of this version made ahead of their activations.
     pub(crate) warm: WarmPool,
+    /// The pages this version's first turns write, faulted in ahead in
+    /// those instances.
+    pub(crate) first_turn: FirstTurnPages,
     /// The call counters of each function, by index, once a host with
     /// metrics has loaded the plugin (see [`crate::metrics`]).
     pub(crate) calls: Vec<Arc<FunctionCalls>>,
@@ -192,6 +196,13 @@ impl Plugin {
     /// ([`crate::limits::Limits::warm_activations`]).
     pub fn instances_made_ahead(&self) -> usize {
         self.warm.len()
+    }
+
+    /// Pages of memory written ahead in each instance made ahead: those
+    /// this version's first activation wrote in its first turns, once it
+    /// has (0 before, and where they cannot be learned).
+    pub fn pages_written_ahead(&self) -> usize {
+        self.first_turn.len()
     }
 
     /// Reads and checks the plugin at `file` on its own, outside any host
@@ -305,6 +316,7 @@ impl Plugin {
             pre,
             live: AtomicUsize::new(0),
             warm: WarmPool::default(),
+            first_turn: FirstTurnPages::default(),
             calls: Vec::new(),
             loaded_at: SystemTime::now(),
         })

@@ -185,3 +185,55 @@ async fn a_version_a_rollback_brings_back_has_instances_made_ahead_again() {
     made_ahead(&host, "counter", 4).await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_made_ahead_have_the_pages_a_first_turn_writes_written_and_start_clean() {
+    let mut config = common::config();
+    config.limits.warm_activations = 4;
+    let host = host_of(&["probe"], config, StateStore::memory());
+    let probe = host.plugin("probe").unwrap();
+    assert_eq!(
+        probe.pages_written_ahead(),
+        0,
+        "nothing learned before a turn"
+    );
+    // The first activation's first turns show which pages they write.
+    ok(&host, "probe/first", "remember", &[r#""the first""#]).await;
+    common::eventually(
+        "the pages of the first turns are learned",
+        Duration::from_secs(10),
+        || async { probe.pages_written_ahead() > 0 },
+    )
+    .await;
+    let pages = probe.pages_written_ahead();
+    assert!((1..=64).contains(&pages), "{pages} pages");
+    // Instances made from now on have those pages written ahead: use up
+    // the ones made before, and wait for the pool to fill again.
+    made_ahead(&host, "probe", 4).await;
+    for i in 0..4 {
+        ok(&host, &format!("probe/used-{i}"), "recall", &[]).await;
+    }
+    made_ahead(&host, "probe", 4).await;
+
+    // Actors on them start from the plugin's initial memory, as on a
+    // fresh instance, and keep their own.
+    for i in 0..4 {
+        let actor = format!("probe/p{i}");
+        assert_eq!(ok(&host, &actor, "recall", &[]).await, "none");
+        assert_eq!(ok(&host, &actor, "lifecycle-counts", &[]).await, "(1, 0)");
+        ok(&host, &actor, "remember", &[&format!(r#""note {i}""#)]).await;
+    }
+    for i in 0..4 {
+        assert_eq!(
+            ok(&host, &format!("probe/p{i}"), "recall", &[]).await,
+            format!(r#"some("note {i}")"#)
+        );
+    }
+    assert_eq!(
+        ok(&host, "probe/first", "recall", &[]).await,
+        r#"some("the first")"#
+    );
+    let made_ahead = metric(&host, "grove_activations_made_ahead_total", "probe");
+    assert!(made_ahead >= 8.0, "{made_ahead}");
+    host.shutdown().await;
+}

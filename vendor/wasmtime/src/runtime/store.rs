@@ -846,6 +846,20 @@ impl<T> Store<T> {
         self.inner.flush_fiber_stack();
     }
 
+    /// The linear memories that the instances in this store define (shared
+    /// memories aside), in the order the instances were made.
+    ///
+    /// A component's core memories are not among its exports; with these an
+    /// embedder can still find where they lie ([`crate::Memory::data_ptr`],
+    /// [`crate::Memory::data_size`]), e.g. to fault in ahead of time the
+    /// pages its instances are known to write.
+    pub fn defined_memories(&self) -> Vec<crate::Memory> {
+        self.inner
+            .all_memories()
+            .filter_map(|memory| memory.unshared())
+            .collect()
+    }
+
     fn run_manual_drop_routines(&mut self) {
         StoreData::run_manual_drop_routines(StoreContextMut(&mut self.inner));
 
