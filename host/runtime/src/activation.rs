@@ -193,6 +193,9 @@ struct Activation {
     migrate: Option<Migrate>,
     /// Whether it started, and so counts among its plugin's activations.
     counted: bool,
+    /// Whether it learns the pages its version's first turns write
+    /// (`prefault.rs`), once its first batch of turns is done.
+    learns: bool,
     /// The host's running turns, and this activation's permit among them
     /// while it has turns to run (and so holds a fiber stack).
     turns: Arc<Turns>,
@@ -439,8 +442,8 @@ async fn top_up(context: Context, plugin: Arc<Plugin>) {
 /// from outside and a fiber stack are free to run its start code, and it
 /// instantiates within a turn's limits.
 async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Option<Warm> {
-    let _outside = context.turns.outer.clone().try_acquire_owned().ok()?;
-    let _stack = context.turns.stacks.clone().try_acquire_owned().ok()?;
+    let outside = context.turns.outer.clone().try_acquire_owned().ok()?;
+    let stack = context.turns.stacks.clone().try_acquire_owned().ok()?;
     let mut store = new_store(context, ActorRef::new(&plugin.actor_type, ""), None);
     store.set_epoch_deadline(1);
     let wall_limit = context.limits.for_type(&plugin.actor_type).turn_wall_time;
@@ -459,6 +462,8 @@ async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Option<Warm> {
         }
     };
     store.release_fiber_stack();
+    // Faulting in needs neither a stack nor a place among the turns.
+    drop((outside, stack));
     plugin.first_turn.fault_in(&store);
     Some(Warm { store, instance })
 }
@@ -544,6 +549,9 @@ async fn bounded<T>(
 
 impl Drop for Activation {
     fn drop(&mut self) {
+        if self.learns {
+            self.plugin.first_turn.give_up();
+        }
         if self.counted {
             self.plugin
                 .live
@@ -661,6 +669,7 @@ impl Activation {
             last_function: None,
             migrate,
             counted: false,
+            learns: false,
             turns: context.turns.clone(),
             running,
             meters,
@@ -691,6 +700,10 @@ impl Activation {
             ),
             (None, _) => {}
         }
+        activation.learns = activation
+            .plugin
+            .first_turn
+            .start_learning(&activation.store);
         let bound = activation.begin_turn(Instant::now());
         let activated = on_activate.call_async(&mut activation.store, ());
         let span = trace::turn(&activation.actor, "on-activate", None);
@@ -1052,9 +1065,7 @@ impl Activation {
                 None => break,
             }
         }
-        // The first of this version's activations to get here shows which
-        // pages its first turns wrote.
-        if self.plugin.first_turn.claim() {
+        if std::mem::take(&mut self.learns) {
             self.plugin.first_turn.learn(&self.store);
         }
         None

@@ -171,7 +171,7 @@ pub struct Plugin {
     pub(crate) live: AtomicUsize,
     /// Instances of this version made ahead of their activations.
     pub(crate) warm: WarmPool,
-    /// The pages this version's first turns write, faulted in ahead in
+    /// The pages this version's first turns write, to fault in ahead in
     /// those instances.
     pub(crate) first_turn: FirstTurnPages,
     /// The call counters of each function, by index, once a host with
@@ -198,9 +198,10 @@ impl Plugin {
         self.warm.len()
     }
 
-    /// Pages of memory written ahead in each instance made ahead: those
-    /// this version's first activation wrote in its first turns, once it
-    /// has (0 before, and where they cannot be learned).
+    /// Pages of memory to write ahead in each instance made ahead from now
+    /// on: those an activation of this version wrote in its first batch of
+    /// turns, at most 64 (0 before one has, and where they cannot be
+    /// learned).
     pub fn pages_written_ahead(&self) -> usize {
         self.first_turn.len()
     }

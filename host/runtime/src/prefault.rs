@@ -11,15 +11,17 @@
 //! (`docs/benchmarks.md`, "Faulting in ahead the pages a first turn
 //! writes").
 //!
-//! So the first activation of each plugin version to finish a turn after
-//! `on-activate` reads from `/proc/self/pagemap` which pages of its
-//! memories it has written (mapped and no longer the file's), and instances
-//! made ahead of their activations (`warm.rs`) get those pages written in
-//! advance with `madvise(MADV_POPULATE_WRITE)`, which faults them in
-//! writable without changing what they hold. An activation then finds
-//! them ready, and the faults are taken off the call's path, by the task
-//! making instances. Nothing is faulted in before the first activation
-//! has taught which pages, nor beyond [`MOST_PAGES`].
+//! So one activation of each plugin version notes, before `on-activate`,
+//! which pages of its memories are written already (by instantiation, or
+//! kept from the slot's last user), and after its first batch of turns,
+//! which it has written since. It reads both from `/proc/self/pagemap`:
+//! a written page is mapped, the process's own and no longer the file's.
+//! Instances made ahead of their activations (`warm.rs`) then get those
+//! pages written in advance with `madvise(MADV_POPULATE_WRITE)`, which
+//! faults them in writable without changing what they hold. An activation
+//! finds them ready, and the faults are taken off the call's path, by the
+//! task making instances. Nothing is faulted in before an activation has
+//! shown which pages, nor more than [`MOST_PAGES`] of them.
 //!
 //! An instance holds those pages whether or not its actor writes them:
 //! they are the pages its plugin's first activation wrote, which other
@@ -32,13 +34,13 @@
 //! nothing faulted in.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use wasmtime::Store;
 
-/// The most pages faulted in ahead per instance (256 KiB of 4 KiB pages):
-/// a plugin whose first turns write more has the lowest of them faulted
-/// in.
+/// The most pages faulted in ahead per instance (256 KiB with 4 KiB
+/// pages): a plugin whose first turns write more has the lowest of them
+/// faulted in.
 pub(crate) const MOST_PAGES: usize = 64;
 
 /// The pages a plugin version's first turns write, once one of its
@@ -47,55 +49,100 @@ pub(crate) const MOST_PAGES: usize = 64;
 pub(crate) struct FirstTurnPages {
     /// Whether an activation has taken the job of learning them.
     claimed: AtomicBool,
+    /// What that activation's memories held written before its first turn
+    /// (by instantiation, or kept resident from the slot's last user):
+    /// those pages are not learned.
+    before: Mutex<Vec<Vec<bool>>>,
+    /// The pages learned, once they are.
     runs: OnceLock<Vec<Run>>,
 }
 
 /// Consecutive pages of one memory: `count` pages from page `first`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
-    /// The memory's place in [`Store::defined_memories`].
+    /// The memory's place in [`Store::defined_memories`], the same for
+    /// every instance of one plugin version.
     memory: usize,
     first: usize,
     count: usize,
 }
 
 impl FirstTurnPages {
-    /// Whether the caller is to learn the pages: true for the first to ask.
-    pub(crate) fn claim(&self) -> bool {
-        !self.claimed.load(Ordering::Relaxed) && !self.claimed.swap(true, Ordering::Relaxed)
+    /// Takes the job of learning the pages, unless an activation of this
+    /// version has; `store` is the taker's, before its first turn. True if
+    /// the caller took it: it then [`learn`](Self::learn)s, or
+    /// [`give_up`](Self::give_up)s if it ends first.
+    pub(crate) fn start_learning<T>(&self, store: &Store<T>) -> bool {
+        if self.claimed.load(Ordering::Relaxed) || self.claimed.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let before = ranges(store)
+            .into_iter()
+            .map(|(base, len)| written_pages(base, len).unwrap_or_default())
+            .collect();
+        *self.before.lock().unwrap_or_else(PoisonError::into_inner) = before;
+        true
     }
 
-    /// Learns the pages the instances in `store` have written so far.
+    /// Learns the pages of `store`'s memories written since
+    /// [`start_learning`](Self::start_learning).
     pub(crate) fn learn<T>(&self, store: &Store<T>) {
-        let runs = written_runs(store);
+        let before =
+            std::mem::take(&mut *self.before.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut written = Vec::new();
+        for (memory, (base, len)) in ranges(store).into_iter().enumerate() {
+            let Some(now) = written_pages(base, len) else {
+                // Nothing is learned where the map cannot be read.
+                let _ = self.runs.set(Vec::new());
+                return;
+            };
+            let was = before.get(memory).map_or(&[][..], Vec::as_slice);
+            let since: Vec<bool> = now
+                .iter()
+                .enumerate()
+                .map(|(page, &now)| now && !was.get(page).copied().unwrap_or(false))
+                .collect();
+            written.push(since);
+        }
+        let runs = runs_within(&written, MOST_PAGES);
         tracing::debug!(
-            pages = runs.iter().map(|r| r.count).sum::<usize>(),
+            pages = runs.iter().map(|run| run.count).sum::<usize>(),
             "learned the pages a first turn writes"
         );
         let _ = self.runs.set(runs);
     }
 
-    /// How many pages are faulted in ahead for each instance (0 until they
-    /// are learned).
+    /// Gives the job of learning back: the activation that took it ended
+    /// before its first turns did.
+    pub(crate) fn give_up(&self) {
+        self.before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.claimed.store(false, Ordering::Relaxed);
+    }
+
+    /// How many pages are learned (0 until they are, and where they cannot
+    /// be).
     pub(crate) fn len(&self) -> usize {
         self.runs
             .get()
-            .map_or(0, |runs| runs.iter().map(|r| r.count).sum())
+            .map_or(0, |runs| runs.iter().map(|run| run.count).sum())
     }
 
     /// Faults in writable, in the memories of `store`, the pages learned.
     /// The store's instances must run no code meanwhile.
     pub(crate) fn fault_in<T>(&self, store: &Store<T>) {
-        let Some(runs) = self.runs.get() else { return };
-        if runs.is_empty() {
+        let Some(runs) = self.runs.get().filter(|runs| !runs.is_empty()) else {
             return;
-        }
+        };
         let memories = ranges(store);
+        let page = page_size();
         for run in runs {
+            // Every instance of a version has the same memories.
             let Some(&(base, len)) = memories.get(run.memory) else {
                 continue;
             };
-            let page = page_size();
             let start = run.first * page;
             let end = ((run.first + run.count) * page).min(len);
             if start < end {
@@ -115,25 +162,21 @@ fn ranges<T>(store: &Store<T>) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The pages of `store`'s memories that are mapped and belong to the
-/// process alone (written since they were mapped from the image), as runs,
-/// at most [`MOST_PAGES`] pages.
-fn written_runs<T>(store: &Store<T>) -> Vec<Run> {
+/// The runs of pages written in `written` (a list of pages per memory),
+/// the lowest `most` pages of them.
+fn runs_within(written: &[Vec<bool>], most: usize) -> Vec<Run> {
     let mut runs = Vec::new();
-    let mut left = MOST_PAGES;
-    for (memory, (base, len)) in ranges(store).into_iter().enumerate() {
-        let Some(written) = written_pages(base, len) else {
-            return Vec::new();
-        };
-        for first in runs_of(&written) {
+    let mut left = most;
+    for (memory, pages) in written.iter().enumerate() {
+        for (first, count) in runs_of(pages) {
             if left == 0 {
                 return runs;
             }
-            let count = first.1.min(left);
+            let count = count.min(left);
             left -= count;
             runs.push(Run {
                 memory,
-                first: first.0,
+                first,
                 count,
             });
         }
@@ -144,13 +187,13 @@ fn written_runs<T>(store: &Store<T>) -> Vec<Run> {
 /// `(first, count)` for each run of `true` in `pages`.
 fn runs_of(pages: &[bool]) -> Vec<(usize, usize)> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (i, &written) in pages.iter().enumerate() {
+    for (page, &written) in pages.iter().enumerate() {
         if !written {
             continue;
         }
         match runs.last_mut() {
-            Some((first, count)) if *first + *count == i => *count += 1,
-            _ => runs.push((i, 1)),
+            Some((first, count)) if *first + *count == page => *count += 1,
+            _ => runs.push((page, 1)),
         }
     }
     runs
@@ -168,14 +211,17 @@ fn page_size() -> usize {
     4096
 }
 
-/// For each page of `[base, base + len)`: whether it is mapped and no
-/// longer shared with a file (`/proc/self/pagemap`: bit 63 "present", bit
-/// 61 "file page or shared anonymous"). `None` if the map cannot be read.
+/// For each page of `[base, base + len)`: whether it is mapped, no longer
+/// shared with a file, and the process's own (`/proc/self/pagemap`: bit 63
+/// "present", bit 61 "file page or shared anonymous", bit 56 "exclusively
+/// mapped", which the shared zero page a read maps is not). `None` if the
+/// map cannot be read.
 #[cfg(target_os = "linux")]
 fn written_pages(base: usize, len: usize) -> Option<Vec<bool>> {
     use std::os::unix::fs::FileExt;
     const PRESENT: u64 = 1 << 63;
     const FILE_OR_SHARED: u64 = 1 << 61;
+    const EXCLUSIVE: u64 = 1 << 56;
     let page = page_size();
     let pages = len / page;
     let file = std::fs::File::open("/proc/self/pagemap").ok()?;
@@ -186,8 +232,10 @@ fn written_pages(base: usize, len: usize) -> Option<Vec<bool>> {
         entries
             .chunks_exact(8)
             .map(|entry| {
-                let entry = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
-                entry & PRESENT != 0 && entry & FILE_OR_SHARED == 0
+                let mut word = [0u8; 8];
+                word.copy_from_slice(entry);
+                let entry = u64::from_ne_bytes(word);
+                entry & (PRESENT | EXCLUSIVE) == PRESENT | EXCLUSIVE && entry & FILE_OR_SHARED == 0
             })
             .collect(),
     )
@@ -219,11 +267,97 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runs_join_neighbouring_pages_only() {
-        let pages = [
+    fn runs_join_neighbouring_pages_and_stop_at_the_most() {
+        let pages = vec![
             false, true, true, false, true, false, false, true, true, true,
         ];
         assert_eq!(runs_of(&pages), vec![(1, 2), (4, 1), (7, 3)]);
         assert_eq!(runs_of(&[false; 4]), vec![]);
+        let run = |memory, first, count| Run {
+            memory,
+            first,
+            count,
+        };
+        let memories = [pages, vec![true, true]];
+        assert_eq!(
+            runs_within(&memories, 64),
+            vec![run(0, 1, 2), run(0, 4, 1), run(0, 7, 3), run(1, 0, 2)]
+        );
+        assert_eq!(
+            runs_within(&memories, 4),
+            vec![run(0, 1, 2), run(0, 4, 1), run(0, 7, 1)]
+        );
+    }
+
+    /// A memory file of four pages, page `i` filled with byte `i`, mapped
+    /// privately and writable, as an instance maps its plugin's image.
+    #[cfg(target_os = "linux")]
+    fn image_mapping(file: &std::fs::File, page: usize) -> usize {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a new private mapping of a file this test owns, at an
+        // address the kernel picks.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        base as usize
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn pages_written_are_found_and_writing_them_ahead_keeps_their_contents() {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        let page = page_size();
+        // SAFETY: `memfd_create` makes a new file; its descriptor is owned
+        // by the `File` from here on.
+        let mut file = unsafe {
+            let fd = libc::memfd_create(c"prefault-test".as_ptr(), 0);
+            assert!(fd >= 0);
+            std::fs::File::from_raw_fd(fd)
+        };
+        for i in 0..4u8 {
+            file.write_all(&vec![i; page]).unwrap();
+        }
+
+        // One instance reads pages 0 and 2, and reads then writes page 1.
+        let first = image_mapping(&file, page);
+        // SAFETY: every address lies inside the four pages just mapped.
+        unsafe {
+            let at = |i: usize| (first + i * page) as *mut u8;
+            assert_eq!(at(0).read_volatile(), 0);
+            assert_eq!(at(2).read_volatile(), 2);
+            assert_eq!(at(1).read_volatile(), 1);
+            at(1).add(8).write_volatile(0xaa);
+        }
+        assert_eq!(
+            written_pages(first, 4 * page).unwrap(),
+            [false, true, false, false]
+        );
+
+        // Another instance gets page 1 written ahead: it is its own now,
+        // and still holds the file's contents.
+        let second = image_mapping(&file, page);
+        assert_eq!(written_pages(second, 4 * page).unwrap(), [false; 4]);
+        populate_write(second + page, page);
+        assert_eq!(
+            written_pages(second, 4 * page).unwrap(),
+            [false, true, false, false]
+        );
+        // SAFETY: the second mapping's page 1, read only.
+        let contents = unsafe { std::slice::from_raw_parts((second + page) as *const u8, page) };
+        assert!(contents.iter().all(|&byte| byte == 1));
+
+        for base in [first, second] {
+            // SAFETY: the mappings made above, no longer used.
+            unsafe { libc::munmap(base as *mut libc::c_void, 4 * page) };
+        }
     }
 }

@@ -186,6 +186,8 @@ async fn a_version_a_rollback_brings_back_has_instances_made_ahead_again() {
     host.shutdown().await;
 }
 
+/// Pages are learned from `/proc/self/pagemap`: on Linux only.
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_made_ahead_have_the_pages_a_first_turn_writes_written_and_start_clean() {
     let mut config = common::config();

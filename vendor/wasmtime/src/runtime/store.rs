@@ -847,7 +847,8 @@ impl<T> Store<T> {
     }
 
     /// The linear memories that the instances in this store define (shared
-    /// memories aside), in the order the instances were made.
+    /// memories aside, host-created ones included), in the order the
+    /// instances were made.
     ///
     /// A component's core memories are not among its exports; with these an
     /// embedder can still find where they lie ([`crate::Memory::data_ptr`],
