@@ -10,10 +10,18 @@
 //! round trip. Grove builds with a tokio that allows eight
 //! (`vendor/README.md`).
 //!
-//! This test runs chains of seven hand-offs on two workers and asserts that
-//! the worker not running them sleeps through: fewer than one sleep in ten
-//! chains. It fails with tokio as published (about 300 sleeps over 200
-//! chains) and with any cap under seven.
+//! Past the cap, a woken task goes to the back of the run queue; tokio as
+//! published then wakes a sleeping worker to share it even when it is the
+//! only task queued, so a caller and the one actor it calls, waking each
+//! other, woke the other worker every four round trips. Grove's tokio wakes
+//! one only when another task is queued too.
+//!
+//! The first test runs chains of seven hand-offs on two workers and asserts
+//! that the worker not running them sleeps through: fewer than one sleep in
+//! ten chains. It fails with tokio as published (about 300 sleeps over 200
+//! chains) and with any cap under seven. The second has two tasks wake each
+//! other 20,000 times and asserts the same; it fails if a task queued alone
+//! past the cap wakes the other worker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,5 +104,59 @@ fn chains_of_seven_hand_offs_do_not_wake_the_other_worker() {
         calmer < CHAINS / 10,
         "over {CHAINS} chains the workers slept {parked:?} times: \
          the chains kept waking the second worker"
+    );
+}
+
+/// Round trips between the two tasks of [`a_caller_and_its_actor_waking_each_other_stay_on_one_worker`].
+const ROUND_TRIPS: u64 = 10_000;
+
+#[test]
+fn a_caller_and_its_actor_waking_each_other_stay_on_one_worker() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let parked = runtime.block_on(async {
+        // The caller wakes the actor through `call`, the actor answers
+        // through `answer`: two hand-offs per round trip.
+        let (call, answer) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let actor = {
+            let (call, answer) = (call.clone(), answer.clone());
+            tokio::spawn(async move {
+                loop {
+                    call.notified().await;
+                    answer.notify_one();
+                }
+            })
+        };
+        let caller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let before = parks();
+            for _ in 0..ROUND_TRIPS {
+                call.notify_one();
+                answer.notified().await;
+            }
+            let after = parks();
+            before
+                .iter()
+                .zip(after)
+                .map(|(b, a)| a - b)
+                .collect::<Vec<_>>()
+        });
+        let parked = tokio::time::timeout(Duration::from_secs(60), caller)
+            .await
+            .expect("the round trips did not finish within a minute")
+            .unwrap();
+        actor.abort();
+        parked
+    });
+    // Each cap's worth of hand-offs used to wake the other worker, which
+    // found nothing to steal and slept again: thousands of sleeps.
+    let total: u64 = parked.iter().sum();
+    assert!(
+        total < ROUND_TRIPS / 100,
+        "over {ROUND_TRIPS} round trips the workers slept {parked:?} times: \
+         a task queued alone past the LIFO cap woke the other worker"
     );
 }

@@ -1397,9 +1397,16 @@ impl Handle {
         // tasks to be executed. If **not** a yield, then there is more
         // flexibility and the task may go to the front of the queue.
         let should_notify = if is_yield || !core.lifo_enabled {
+            // Grove: past the LIFO cap, a task that is the only one queued
+            // runs next on this worker, as it would from the LIFO slot, so
+            // no sleeping worker is woken to steal it. Two tasks waking
+            // each other (a caller and the actor it calls) would otherwise
+            // wake the other worker every few hand-offs. See Grove's
+            // `vendor/README.md`.
+            let queued = core.lifo_slot.is_some() || core.run_queue.len() > 0;
             core.run_queue
                 .push_back_or_overflow(task, self, &mut core.stats);
-            true
+            is_yield || queued
         } else {
             // Push to the LIFO slot
             let prev = core.lifo_slot.take();
