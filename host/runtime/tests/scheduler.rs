@@ -44,13 +44,23 @@ fn parks() -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn chains_of_seven_hand_offs_do_not_wake_the_other_worker() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// How many times each worker has gone to sleep since `before` was taken.
+fn parks_since(before: &[u64]) -> Vec<u64> {
+    before.iter().zip(parks()).map(|(b, a)| a - b).collect()
+}
+
+/// A runtime with two workers, as on the machine the figures come from.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn chains_of_seven_hand_offs_do_not_wake_the_other_worker() {
+    let runtime = two_workers();
     let parked = runtime.block_on(async {
         // links[i] wakes the i-th task of the chain; the last task wakes
         // links[CHAIN], which the driver waits on.
@@ -78,12 +88,7 @@ fn chains_of_seven_hand_offs_do_not_wake_the_other_worker() {
             }
             // Let the workers' last sleeps be counted.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let after = parks();
-            before
-                .iter()
-                .zip(after)
-                .map(|(b, a)| a - b)
-                .collect::<Vec<_>>()
+            parks_since(&before)
         });
         tokio::time::timeout(Duration::from_secs(60), driver)
             .await
@@ -107,16 +112,13 @@ fn chains_of_seven_hand_offs_do_not_wake_the_other_worker() {
     );
 }
 
-/// Round trips between the two tasks of [`a_caller_and_its_actor_waking_each_other_stay_on_one_worker`].
+/// Round trips between the caller and the actor in
+/// [`a_caller_and_its_actor_waking_each_other_stay_on_one_worker`].
 const ROUND_TRIPS: u64 = 10_000;
 
 #[test]
 fn a_caller_and_its_actor_waking_each_other_stay_on_one_worker() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = two_workers();
     let parked = runtime.block_on(async {
         // The caller wakes the actor through `call`, the actor answers
         // through `answer`: two hand-offs per round trip.
@@ -137,12 +139,7 @@ fn a_caller_and_its_actor_waking_each_other_stay_on_one_worker() {
                 call.notify_one();
                 answer.notified().await;
             }
-            let after = parks();
-            before
-                .iter()
-                .zip(after)
-                .map(|(b, a)| a - b)
-                .collect::<Vec<_>>()
+            parks_since(&before)
         });
         let parked = tokio::time::timeout(Duration::from_secs(60), caller)
             .await
