@@ -1401,12 +1401,15 @@ impl Handle {
             // runs next on this worker, as it would from the LIFO slot, so
             // no sleeping worker is woken to steal it. Two tasks waking
             // each other (a caller and the actor it calls) would otherwise
-            // wake the other worker every few hand-offs. See Grove's
-            // `vendor/README.md`.
-            let queued = core.lifo_slot.is_some() || core.run_queue.len() > 0;
+            // wake the other worker every few hand-offs. A runtime without
+            // a LIFO slot wants every task stealable, and still wakes one.
+            // See Grove's `vendor/README.md`.
+            let alone = !is_yield
+                && !self.shared.config.disable_lifo_slot
+                && !core.run_queue.has_tasks();
             core.run_queue
                 .push_back_or_overflow(task, self, &mut core.stats);
-            is_yield || queued
+            !alone
         } else {
             // Push to the LIFO slot
             let prev = core.lifo_slot.take();
