@@ -12,10 +12,7 @@ use alloc::sync::Arc;
 use core::marker::PhantomData;
 use core::ops::Range;
 use core::ptr::NonNull;
-use wasmtime_environ::{
-    CompiledFunctionsTable, FuncKey, StaticModuleIndex, VMSharedTypeIndex,
-    collections::btree_map::Entry,
-};
+use wasmtime_environ::{CompiledFunctionsTable, FuncKey, StaticModuleIndex, VMSharedTypeIndex};
 
 /// Used for registering modules with a store.
 ///
@@ -64,18 +61,101 @@ pub struct ModuleRegistry {
     /// then take the last element of the range. That picks the
     /// highest start address <= the query, and we can check whether
     /// it contains the address.
-    loaded_code: TryBTreeMap<StoreCodePC, LoadedCode>,
+    loaded_code: SortedMap<StoreCodePC, LoadedCode>,
 
     /// Map from EngineCodePC start to StoreCodePC start. We use this
     /// to memoize the store-code creation process: each EngineCode is
     /// instantiated to a StoreCode only once per store.
-    store_code: TryBTreeMap<EngineCodePC, StoreCodePC>,
+    store_code: SortedMap<EngineCodePC, StoreCodePC>,
 
     /// Modules instantiated in this registry.
     ///
     /// Every module is placed in this map, but not every module will
     /// be in a LoadedCode entry, because the module may have no text.
-    modules: TryBTreeMap<RegisteredModuleId, Module>,
+    modules: SortedMap<RegisteredModuleId, Module>,
+}
+
+/// A map kept as a vector sorted by key, for the one to a few entries a
+/// store registers: a `TryBTreeMap` allocates a slab of 16 values and a
+/// node forest per map, about 2.4 KiB per store for these three maps, which
+/// every idle instance in a pool of thousands keeps.
+struct SortedMap<K, V> {
+    entries: TryVec<(K, V)>,
+}
+
+impl<K, V> Default for SortedMap<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: TryVec::new(),
+        }
+    }
+}
+
+impl<K: Copy + Ord, V> SortedMap<K, V> {
+    fn position(&self, key: K) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.cmp(&key))
+    }
+
+    fn get(&self, key: K) -> Option<&V> {
+        let i = self.position(key).ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    fn get_mut(&mut self, key: K) -> Option<&mut V> {
+        let i = self.position(key).ok()?;
+        Some(&mut self.entries[i].1)
+    }
+
+    fn contains_key(&self, key: K) -> bool {
+        self.position(key).is_ok()
+    }
+
+    /// Inserts `value` at `key`, which must not be in the map.
+    fn insert_new(&mut self, key: K, value: V) -> Result<&mut V, OutOfMemory> {
+        let i = match self.position(key) {
+            Ok(_) => panic!("key already in the map"),
+            Err(i) => i,
+        };
+        self.entries.push((key, value))?;
+        self.entries[i..].rotate_right(1);
+        Ok(&mut self.entries[i].1)
+    }
+
+    /// The entry with the largest key at most `key`.
+    fn last_at_or_below(&self, key: K) -> Option<(K, &V)> {
+        let i = self.entries.partition_point(|(k, _)| *k <= key);
+        let (k, v) = self.entries[..i].last()?;
+        Some((*k, v))
+    }
+
+    /// The entry with the largest key below `key`.
+    fn last_below(&self, key: K) -> Option<(K, &V)> {
+        let i = self.entries.partition_point(|(k, _)| *k < key);
+        let (k, v) = self.entries[..i].last()?;
+        Some((*k, v))
+    }
+
+    /// The entry with the smallest key at least `key`.
+    fn first_at_or_above(&self, key: K) -> Option<(K, &V)> {
+        let i = self.entries.partition_point(|(k, _)| *k < key);
+        let (k, v) = self.entries.get(i)?;
+        Some((*k, v))
+    }
+
+    /// The entry with the smallest key at least `key`, mutably.
+    fn first_at_or_above_mut(&mut self, key: K) -> Option<&mut V> {
+        let i = self.entries.partition_point(|(k, _)| *k < key);
+        self.entries.get_mut(i).map(|(_, v)| v)
+    }
+
+    #[cfg(any(feature = "coredump", feature = "debug", feature = "gc"))]
+    fn iter(&self) -> impl Iterator<Item = (K, &V)> + '_ {
+        self.entries.iter().map(|(k, v)| (*k, v))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.entries.iter().map(|(_, v)| v)
+    }
 }
 
 struct LoadedCode {
@@ -105,14 +185,11 @@ struct LoadedCode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RegisteredModuleId(CompiledModuleId);
 
-fn assert_no_overlap(
-    loaded_code: &TryBTreeMap<StoreCodePC, LoadedCode>,
-    range: Range<StoreCodePC>,
-) {
-    if let Some((start, _)) = loaded_code.range(range.start..).next() {
+fn assert_no_overlap(loaded_code: &SortedMap<StoreCodePC, LoadedCode>, range: Range<StoreCodePC>) {
+    if let Some((start, _)) = loaded_code.first_at_or_above(range.start) {
         assert!(start >= range.end);
     }
-    if let Some((_, code)) = loaded_code.range(..range.end).next_back() {
+    if let Some((_, code)) = loaded_code.last_below(range.end) {
         assert!(code.code.text_range().end <= range.start);
     }
 }
@@ -169,8 +246,7 @@ impl ModuleRegistry {
     fn loaded_code_by_pc(&self, pc: usize) -> Option<(&LoadedCode, usize)> {
         let (_, code) = self
             .loaded_code
-            .range(..=StoreCodePC::from_raw(pc))
-            .next_back()?;
+            .last_at_or_below(StoreCodePC::from_raw(pc))?;
         let offset = StoreCodePC::offset_of(code.code.text_range(), pc)?;
         Some((code, offset))
     }
@@ -188,7 +264,7 @@ impl ModuleRegistry {
     /// Fetches the `StoreCode` for a given `EngineCode`.
     pub fn store_code(&self, engine_code: &EngineCode) -> Option<&StoreCode> {
         let store_code_pc = self.store_code_base(engine_code)?;
-        let (_, code) = self.loaded_code.range(store_code_pc..).next()?;
+        let (_, code) = self.loaded_code.first_at_or_above(store_code_pc)?;
         Some(&code.code)
     }
 
@@ -214,7 +290,7 @@ impl ModuleRegistry {
 
     /// Fetches a mutable `StoreCode` for a given base `StoreCodePC`.
     pub fn store_code_mut(&mut self, store_code_base: StoreCodePC) -> Option<&mut StoreCode> {
-        let (_, code) = self.loaded_code.range_mut(store_code_base..).next()?;
+        let code = self.loaded_code.first_at_or_above_mut(store_code_base)?;
         assert_eq!(code.code.text_range().start, store_code_base);
         Some(&mut code.code)
     }
@@ -289,7 +365,9 @@ impl ModuleRegistry {
         let id = match module_or_component {
             ModuleOrComponent::Module(module) => {
                 let id = RegisteredModuleId(compiled_id);
-                self.modules.entry(id).or_insert_with(|| module.clone())?;
+                if !self.modules.contains_key(id) {
+                    self.modules.insert_new(id, module.clone())?;
+                }
                 Some(id)
             }
             #[cfg(feature = "component-model")]
@@ -297,8 +375,9 @@ impl ModuleRegistry {
         };
 
         // Create a StoreCode if one does not already exist.
-        let store_code_pc = match self.store_code.entry(code.text_range().start) {
-            Entry::Vacant(v) => {
+        let engine_code_pc = code.text_range().start;
+        let store_code_pc = match self.store_code.get(engine_code_pc) {
+            None => {
                 let store_code = StoreCode::new(engine, code)?;
                 let store_code_pc = store_code.text_range().start;
                 assert_no_overlap(&self.loaded_code, store_code.text_range());
@@ -307,7 +386,7 @@ impl ModuleRegistry {
                     #[cfg(feature = "component-model")]
                     ModuleOrComponent::Component(component) => component.index(),
                 };
-                self.loaded_code.insert(
+                self.loaded_code.insert_new(
                     store_code_pc,
                     LoadedCode {
                         code: store_code,
@@ -315,9 +394,9 @@ impl ModuleRegistry {
                         modules: Default::default(),
                     },
                 )?;
-                *v.insert(store_code_pc)?
+                *self.store_code.insert_new(engine_code_pc, store_code_pc)?
             }
-            Entry::Occupied(o) => *o.get(),
+            Some(store_code_pc) => *store_code_pc,
         };
 
         // Add this module to the LoadedCode if not present.
