@@ -11,12 +11,16 @@
 //! instantiates on its first call).
 
 mod common;
+// glibc's count of the heap in use, shared with the tests.
+#[path = "../tests/common/heap.rs"]
+mod heap;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{phase, plugin};
+use heap::heap_in_use;
 
 use grove_host::limits::Limits;
 use grove_host::state::{RowKey, StateStore};
@@ -150,33 +154,6 @@ fn rss_anon_bytes() -> u64 {
         .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .unwrap_or(0)
         * 1024
-}
-
-/// glibc's `struct mallinfo2`: ten `size_t` counters.
-#[repr(C)]
-struct MallInfo2 {
-    arena: usize,
-    ordblks: usize,
-    smblks: usize,
-    hblks: usize,
-    hblkhd: usize,
-    usmblks: usize,
-    fsmblks: usize,
-    uordblks: usize,
-    fordblks: usize,
-    keepcost: usize,
-}
-
-extern "C" {
-    fn mallinfo2() -> MallInfo2;
-}
-
-/// Bytes the host's own heap has in use (glibc's allocator): the part of an
-/// activation's memory that is not its instance.
-fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { mallinfo2() };
-    (info.uordblks + info.hblkhd) as u64
 }
 
 /// The process's memory mappings, which `vm.max_map_count` limits.

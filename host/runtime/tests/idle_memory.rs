@@ -10,31 +10,7 @@ mod common;
 use grove_host::state::StateStore;
 use grove_host::ActorRef;
 
-/// glibc's `struct mallinfo2`: ten `size_t` counters.
-#[repr(C)]
-struct MallInfo2 {
-    arena: usize,
-    ordblks: usize,
-    smblks: usize,
-    hblks: usize,
-    hblkhd: usize,
-    usmblks: usize,
-    fsmblks: usize,
-    uordblks: usize,
-    fordblks: usize,
-    keepcost: usize,
-}
-
-extern "C" {
-    fn mallinfo2() -> MallInfo2;
-}
-
-/// Bytes in use on the heap: small blocks and mapped ones.
-fn heap_in_use() -> usize {
-    // SAFETY: `mallinfo2` only reads the allocator's counters.
-    let info = unsafe { mallinfo2() };
-    info.uordblks + info.hblkhd
-}
+use common::heap::heap_in_use;
 
 const ACTIVATIONS: usize = 400;
 
@@ -56,7 +32,7 @@ async fn an_idle_activation_keeps_little_on_the_heap() {
     for i in 50..50 + ACTIVATIONS {
         call(i).await;
     }
-    let per_activation = heap_in_use().saturating_sub(before) / ACTIVATIONS;
+    let per_activation = heap_in_use().saturating_sub(before) / ACTIVATIONS as u64;
     assert_eq!(host.active_count(), 50 + ACTIVATIONS);
     // 13.8 KiB when this was written; wasmtime's store kept 2.4 KiB more
     // in three B-tree maps for its one to four modules before the vendored

@@ -2,6 +2,8 @@
 //! and hosts configured for fast tests.
 #![allow(dead_code)]
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub mod heap;
 pub mod redis;
 
 use std::path::PathBuf;

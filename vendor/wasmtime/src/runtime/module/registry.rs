@@ -110,7 +110,9 @@ impl<K: Copy + Ord, V> SortedMap<K, V> {
         self.position(key).is_ok()
     }
 
-    /// Inserts `value` at `key`, which must not be in the map.
+    /// Inserts `value` at `key`, which must not be in the map: every caller
+    /// looks first, and a second `LoadedCode` at one address would be code
+    /// overlapping code. (`TryBTreeMap::insert` replaced the value.)
     fn insert_new(&mut self, key: K, value: V) -> Result<&mut V, OutOfMemory> {
         let i = match self.position(key) {
             Ok(_) => panic!("key already in the map"),
