@@ -410,11 +410,13 @@ fn quiet(context: &Context) -> bool {
 /// Makes instances of `plugin` ahead until its pool holds
 /// [`Limits::warm_activations`], unless a burst starts, `plugin` is no
 /// longer the version its type runs, or an activation found every slot
-/// taken lately.
+/// taken lately. Starts after [`warm::DEFER`], or at once if the pool ran
+/// dry, so that the activation that drew on it runs its first turns alone.
 async fn top_up(context: Context, plugin: Arc<Plugin>) {
     let target = context.limits.warm_activations as usize;
     let may_make =
         || quiet(&context) && versions(&context).is_some_and(|v| v.may_make_ahead(&plugin));
+    plugin.warm.defer_unless_dry().await;
     loop {
         while plugin.warm.missing(target) > 0 {
             if !may_make() {

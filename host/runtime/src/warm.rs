@@ -8,14 +8,16 @@
 //! ahead in a [`WarmPool`]. An activation that finds one names its store
 //! after its actor and runs `on-activate`. Each activation that starts has
 //! a task top its version's pool up, one task per pool at a time, off the
-//! path of the call; on the other core when one is free. Starting it wakes
-//! a sleeping worker from the activation's path, which costs a little
-//! where instantiation is not the cost (fresh slots after an idle spell);
-//! a task on a timer instead did not keep pace with activations back to
-//! back (`docs/benchmarks.md`). Before each instance the task checks that
-//! no more than [`QUIET_TURNS`] turns run: a burst of activations would
-//! take the pool at once, and making instances competes with the burst for
-//! the cores.
+//! path of the call; on the other core when one is free. The task waits
+//! [`DEFER`] first, or until the pool runs dry, whichever comes first:
+//! making an instance maps and protects memory in the process the
+//! activation runs in, and done alongside the activation's first turns it
+//! doubled their time on a host whose cores had been idle. A task on a
+//! timer alone did not keep pace with activations back to back, which is
+//! why an empty pool starts it at once (`docs/benchmarks.md`). Before each
+//! instance the task checks that no more than [`QUIET_TURNS`] turns run: a
+//! burst of activations would take the pool at once, and making instances
+//! competes with the burst for the cores.
 //!
 //! An instance in the pool runs no actor: its fiber stack is given back,
 //! but it holds one of the engine's slots. An activation that finds every
@@ -29,8 +31,11 @@
 //! with an empty key. Components built with wit-bindgen or componentize-py
 //! run no such code.
 
+use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use wasmtime::component::Instance;
 use wasmtime::Store;
@@ -45,6 +50,11 @@ pub(crate) const HOLD_OFF: Duration = Duration::from_secs(1);
 /// ahead then.
 pub(crate) const QUIET_TURNS: usize = 8;
 
+/// How long the task topping a pool up waits before making an instance,
+/// unless the pool runs dry: the activation that drew on it runs its first
+/// turns meanwhile.
+pub(crate) const DEFER: Duration = Duration::from_millis(1);
+
 /// A plugin's instance, instantiated for no actor yet.
 pub(crate) struct Warm {
     pub(crate) store: Store<ActivationState>,
@@ -55,6 +65,8 @@ pub(crate) struct Warm {
 #[derive(Default)]
 pub(crate) struct WarmPool {
     inner: Mutex<Pool>,
+    /// Told when an activation takes the last instance ready.
+    ran_dry: Notify,
 }
 
 #[derive(Default)]
@@ -73,7 +85,27 @@ struct Pool {
 impl WarmPool {
     /// An instance made ahead, if one is ready.
     pub(crate) fn take(&self) -> Option<Warm> {
-        self.pool().ready.pop()
+        let mut pool = self.pool();
+        let warm = pool.ready.pop();
+        if warm.is_some() && pool.ready.is_empty() {
+            self.ran_dry.notify_waiters();
+        }
+        warm
+    }
+
+    /// Waits [`DEFER`], or until the pool holds no instance, whichever
+    /// comes first.
+    pub(crate) async fn defer_unless_dry(&self) {
+        let mut dry = pin!(self.ran_dry.notified());
+        // Registered before looking, so a take in between is not missed.
+        dry.as_mut().enable();
+        if self.len() == 0 {
+            return;
+        }
+        tokio::select! {
+            () = dry => {}
+            () = tokio::time::sleep(DEFER) => {}
+        }
     }
 
     /// Notes that an activation of this version started; whether a task

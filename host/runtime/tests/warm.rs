@@ -239,3 +239,34 @@ async fn instances_made_ahead_have_the_pages_a_first_turn_writes_written_and_sta
     assert!(made_ahead >= 8.0, "{made_ahead}");
     host.shutdown().await;
 }
+
+/// The task topping a pool up waits a millisecond before it makes an
+/// instance, so that the activation that drew on the pool runs its first
+/// turns alone; an activation that takes the last instance ready starts it
+/// at once. On a clock that moves only when every task waits, "at once"
+/// and "later" are exact.
+#[tokio::test(start_paused = true)]
+async fn topping_up_waits_for_the_activation_unless_the_pool_runs_dry() {
+    let mut config = common::config();
+    config.limits.warm_activations = 2;
+    let host = host_of(&["counter"], config, StateStore::memory());
+    let ready = || host.plugin("counter").unwrap().instances_made_ahead();
+    let half_the_wait = Duration::from_micros(500);
+
+    assert_eq!(ok(&host, "counter/first", "get", &[]).await, "0");
+    made_ahead(&host, "counter", 2).await;
+
+    // One taken, one left: nothing is made while the activation runs on.
+    assert_eq!(ok(&host, "counter/a", "get", &[]).await, "0");
+    assert_eq!(ready(), 1, "an instance was made during the activation");
+    tokio::time::sleep(half_the_wait).await;
+    assert_eq!(ready(), 1, "an instance was made within the wait");
+    made_ahead(&host, "counter", 2).await;
+
+    // Two taken back to back: the second empties the pool, and the task
+    // the first started stops waiting.
+    assert_eq!(ok(&host, "counter/b", "get", &[]).await, "0");
+    assert_eq!(ok(&host, "counter/c", "get", &[]).await, "0");
+    tokio::time::sleep(half_the_wait).await;
+    assert_eq!(ready(), 2, "the pool ran dry and was not topped up at once");
+}
