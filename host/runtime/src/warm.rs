@@ -9,7 +9,7 @@
 //! after its actor and runs `on-activate`. Each activation that starts has
 //! a task top its version's pool up, one task per pool at a time, off the
 //! path of the call; on the other core when one is free. The task waits
-//! [`DEFER`] first, or until the pool runs dry, whichever comes first:
+//! [`DEFER`] first, unless the pool is or runs empty:
 //! making an instance maps and protects memory in the process the
 //! activation runs in, and done alongside the activation's first turns it
 //! doubled their time on a host whose cores had been idle. A task on a
@@ -36,7 +36,6 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-
 use wasmtime::component::Instance;
 use wasmtime::Store;
 
@@ -93,8 +92,9 @@ impl WarmPool {
         warm
     }
 
-    /// Waits [`DEFER`], or until the pool holds no instance, whichever
-    /// comes first.
+    /// Waits [`DEFER`] (up to a millisecond more: tokio's timers tick in
+    /// milliseconds), unless the pool is empty, or until an activation
+    /// takes the last instance ready or the pool is cleared or closed.
     pub(crate) async fn defer_unless_dry(&self) {
         let mut dry = pin!(self.ran_dry.notified());
         // Registered before looking, so a take in between is not missed.
@@ -156,6 +156,7 @@ impl WarmPool {
     /// pool; how many there were.
     pub(crate) fn clear(&self) -> usize {
         let ready = std::mem::take(&mut self.pool().ready);
+        self.ran_dry.notify_waiters();
         ready.len()
     }
 
@@ -166,6 +167,7 @@ impl WarmPool {
             pool.closed = true;
             std::mem::take(&mut pool.ready)
         };
+        self.ran_dry.notify_waiters();
         drop(ready);
     }
 

@@ -243,30 +243,40 @@ async fn instances_made_ahead_have_the_pages_a_first_turn_writes_written_and_sta
 /// The task topping a pool up waits a millisecond before it makes an
 /// instance, so that the activation that drew on the pool runs its first
 /// turns alone; an activation that takes the last instance ready starts it
-/// at once. On a clock that moves only when every task waits, "at once"
-/// and "later" are exact.
+/// at once. The clock is tokio's paused one: it moves only when told to or
+/// when every task waits, so the wait cannot end early by chance.
 #[tokio::test(start_paused = true)]
 async fn topping_up_waits_for_the_activation_unless_the_pool_runs_dry() {
     let mut config = common::config();
     config.limits.warm_activations = 2;
     let host = host_of(&["counter"], config, StateStore::memory());
     let ready = || host.plugin("counter").unwrap().instances_made_ahead();
-    let half_the_wait = Duration::from_micros(500);
 
     assert_eq!(ok(&host, "counter/first", "get", &[]).await, "0");
     made_ahead(&host, "counter", 2).await;
 
-    // One taken, one left: nothing is made while the activation runs on.
+    // One taken, one left: nothing is made while the activation runs on,
+    // nor half a millisecond later.
     assert_eq!(ok(&host, "counter/a", "get", &[]).await, "0");
     assert_eq!(ready(), 1, "an instance was made during the activation");
-    tokio::time::sleep(half_the_wait).await;
+    tokio::time::advance(Duration::from_micros(500)).await;
+    let_every_task_run().await;
     assert_eq!(ready(), 1, "an instance was made within the wait");
     made_ahead(&host, "counter", 2).await;
 
     // Two taken back to back: the second empties the pool, and the task
-    // the first started stops waiting.
+    // the first started stops waiting, with the clock standing still.
     assert_eq!(ok(&host, "counter/b", "get", &[]).await, "0");
     assert_eq!(ok(&host, "counter/c", "get", &[]).await, "0");
-    tokio::time::sleep(half_the_wait).await;
+    let_every_task_run().await;
     assert_eq!(ready(), 2, "the pool ran dry and was not topped up at once");
+    host.shutdown().await;
+}
+
+/// Lets every task that can run do so, without moving the paused clock:
+/// the test's own task stays ready, so the runtime never idles.
+async fn let_every_task_run() {
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
 }
