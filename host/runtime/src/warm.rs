@@ -9,15 +9,15 @@
 //! after its actor and runs `on-activate`. Each activation that starts has
 //! a task top its version's pool up, one task per pool at a time, off the
 //! path of the call; on the other core when one is free. The task waits
-//! [`DEFER`] first, unless the pool is or runs empty:
-//! making an instance maps and protects memory in the process the
-//! activation runs in, and done alongside the activation's first turns it
-//! doubled their time on a host whose cores had been idle. A task on a
-//! timer alone did not keep pace with activations back to back, which is
-//! why an empty pool starts it at once (`docs/benchmarks.md`). Before each
-//! instance the task checks that no more than [`QUIET_TURNS`] turns run: a
-//! burst of activations would take the pool at once, and making instances
-//! competes with the burst for the cores.
+//! [`DEFER`] first, unless the pool is or runs empty: making an instance
+//! maps and protects memory in the process the activation runs in, and
+//! done alongside the activation's first turns it doubled their time on a
+//! host whose cores had been idle. A task on a timer alone did not keep
+//! pace with activations back to back, which is why an empty pool starts
+//! it at once (`docs/benchmarks.md`). Before each instance the task checks
+//! that no more than [`QUIET_TURNS`] turns run: a burst of activations
+//! would take the pool at once, and making instances competes with the
+//! burst for the cores.
 //!
 //! An instance in the pool runs no actor: its fiber stack is given back,
 //! but it holds one of the engine's slots. An activation that finds every
@@ -64,7 +64,8 @@ pub(crate) struct Warm {
 #[derive(Default)]
 pub(crate) struct WarmPool {
     inner: Mutex<Pool>,
-    /// Told when an activation takes the last instance ready.
+    /// Told when an activation takes the last instance ready, and when the
+    /// pool is cleared or closed.
     ran_dry: Notify,
 }
 
