@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{call, ok};
 use grove_host::limits::{LimitRule, Limits};
 use grove_host::state::StateStore;
-use grove_host::{Host, HostConfig};
+use grove_host::{ActorRef, Host, HostConfig};
 
 /// The rogue's own limits, tighter than everyone else's.
 const ROGUE_LIMITS: [&str; 9] = [
@@ -30,11 +30,16 @@ const ROGUE_LIMITS: [&str; 9] = [
 ];
 
 fn host() -> Host {
-    host_with(common::config().call_timeout)
+    host_with(common::config().call_timeout, &[])
 }
 
-fn host_with(call_timeout: Duration) -> Host {
-    let rules: Vec<LimitRule> = ROGUE_LIMITS.iter().map(|r| r.parse().unwrap()).collect();
+/// A host whose rogues have [`ROGUE_LIMITS`], then `more` rules.
+fn host_with(call_timeout: Duration, more: &[&str]) -> Host {
+    let rules: Vec<LimitRule> = ROGUE_LIMITS
+        .iter()
+        .chain(more)
+        .map(|r| r.parse().unwrap())
+        .collect();
     let mut limits: Limits = common::config().limits;
     limits.apply(&rules);
     let config = HostConfig {
@@ -191,7 +196,10 @@ async fn hostile_plugins_are_contained_and_their_neighbours_never_notice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_type_s_limits_apply_to_it_alone() {
-    let host = host_with(Duration::from_millis(150));
+    // Callers give up after a second, and a spinning rogue runs for three:
+    // every caller below comes within a second of the first, however
+    // loaded the machine, and none finds room left by the spin's end.
+    let host = host_with(Duration::from_secs(1), &["rogue.turn-deadline-ms=3000"]);
     // The counter keeps the defaults the rogue's rules started from.
     assert_eq!(host.limits_of("counter").max_memory, 32 << 20);
     assert_eq!(host.limits_of("counter").mailbox_capacity, 256);
@@ -208,7 +216,15 @@ async fn a_type_s_limits_apply_to_it_alone() {
         let host = host.clone();
         async move { call(&host, "rogue/busy", "spin", &[]).await }
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // On a loaded machine the spin's task may start late: the callers
+    // below must come while its turn runs (or is about to).
+    let busy = ActorRef::new("rogue", "busy");
+    common::eventually(
+        "the spinning rogue runs",
+        Duration::from_secs(10),
+        || async { host.is_active(&busy) && host.running_turns() >= 1 },
+    )
+    .await;
     let mut queued = Vec::new();
     for _ in 0..20 {
         let host = host.clone();
