@@ -16,13 +16,20 @@
 //! other, woke the other worker up to once every four or five round trips.
 //! Grove's tokio wakes one only when another task is queued too.
 //!
+//! A worker back from sleep with tasks queued while it slept (woken by a
+//! timer or a socket) wakes a sleeping worker, as published, as soon as two
+//! are queued; Grove's tokio only at three, since two tasks run on the
+//! worker sooner than another can be woken to take one.
+//!
 //! The first test runs chains of seven hand-offs on two workers and asserts
 //! that the worker not running them sleeps through: fewer than one sleep in
 //! ten chains. It fails with tokio as published (about 300 sleeps over 200
 //! chains) and with any cap under seven. The second has two tasks wake each
 //! other for 200 ms and asserts that the workers slept fewer than ten times
 //! in all; it fails if a task queued alone past the cap wakes the other
-//! worker.
+//! worker. The third has two tasks woken by the same timer 200 times and
+//! asserts that the other worker sleeps through; with tokio as published
+//! each worker slept about 415 times.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,5 +169,56 @@ fn a_caller_and_its_actor_waking_each_other_stay_on_one_worker() {
         total < 10,
         "over {round_trips} round trips the workers slept {parked:?} times: \
          a task queued alone past the LIFO cap woke the other worker"
+    );
+}
+
+/// Timer ticks in [`two_tasks_woken_by_one_timer_do_not_wake_the_other_worker`].
+const TICKS: u64 = 200;
+
+#[test]
+fn two_tasks_woken_by_one_timer_do_not_wake_the_other_worker() {
+    let runtime = two_workers();
+    let parked = runtime.block_on(async {
+        let driver = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let before = parks();
+            // Two tasks on the same ticks, as a world's cells on the same
+            // phase are: each tick, the worker that slept on the timer wakes
+            // with both queued.
+            let start = tokio::time::Instant::now() + Duration::from_millis(5);
+            let tickers: Vec<_> = (0..2)
+                .map(|_| {
+                    tokio::spawn(async move {
+                        let mut ticks = tokio::time::interval_at(start, Duration::from_millis(2));
+                        for _ in 0..TICKS {
+                            ticks.tick().await;
+                        }
+                    })
+                })
+                .collect();
+            for ticker in tickers {
+                ticker.await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            parks_since(&before)
+        });
+        tokio::time::timeout(Duration::from_secs(60), driver)
+            .await
+            .expect("the ticks did not finish within a minute")
+            .unwrap()
+    });
+    let calmer = parked.iter().min().copied().unwrap_or(0);
+    let busier = parked.iter().max().copied().unwrap_or(0);
+    assert!(
+        busier >= TICKS / 2,
+        "over {TICKS} ticks the workers slept {parked:?} times: \
+         the worker holding the timer should sleep between ticks"
+    );
+    // tokio as published wakes the other worker whenever one comes back from
+    // sleep with two tasks queued, and it sleeps again: once a tick.
+    assert!(
+        calmer < TICKS / 10,
+        "over {TICKS} ticks the workers slept {parked:?} times: \
+         two tasks woken together woke the second worker"
     );
 }

@@ -1228,7 +1228,13 @@ impl Core {
         if self.is_searching {
             return false;
         }
-        self.lifo_slot.is_some() as usize + self.run_queue.len() > 1
+        // Grove: three or more, not two. A worker back from sleep with two
+        // tasks (a timer's two tasks, a client's frame and the task its
+        // reader wakes) runs both sooner than a sleeping worker can be woken
+        // to take one; waking it on every such wake-up put the other vCPU
+        // through a sleep and a wake-up each time. A third task still wakes
+        // it. See Grove's `vendor/README.md`.
+        self.lifo_slot.is_some() as usize + self.run_queue.len() > 2
     }
 
     /// Prepares the worker state for parking.
