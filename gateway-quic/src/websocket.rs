@@ -57,8 +57,11 @@ const UNRELIABLE_QUEUE: usize = 64;
 /// Frames the writer sends before it flushes the socket.
 const WRITE_BATCH: usize = 64;
 
-/// Bytes each socket reads at most at once: a few frames.
-const READ_BUFFER: usize = 4096;
+/// Bytes each socket reads at most at once: a few frames. tungstenite
+/// zeroes its whole read buffer (128 KiB by default) before every read from
+/// the socket, and game frames are small: the gateway and its client both
+/// read this much at a time. A frame larger than the buffer grows it.
+pub(crate) const READ_BUFFER: usize = 4096;
 
 /// How long a close waits for the client to take the close frame and answer
 /// it, as on QUIC.
@@ -196,9 +199,7 @@ async fn serve<B: Backend>(
     let _ = tcp.set_nodelay(true);
     let config = &shared.config;
     let limit = config.max_frame.max(config.max_credentials);
-    // tungstenite zeroes its whole read buffer (128 KiB by default) before
-    // every read from the socket: game frames are small, and a host holds
-    // thousands of sockets. A frame larger than the buffer grows it.
+    // A host holds thousands of sockets: each reads into a small buffer.
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limit))

@@ -33,7 +33,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::client::{tls_config, Closed, ConnectError, ServerTrust};
 use crate::protocol::{CloseCode, Welcome};
-use crate::websocket::grove_close_code;
+use crate::websocket::{grove_close_code, READ_BUFFER};
 
 /// Largest message the client accepts from the gateway.
 const MAX_INCOMING: usize = 16 * 1024 * 1024;
@@ -105,6 +105,7 @@ impl WsSession {
         credentials: &[u8],
     ) -> Result<WsSession, ConnectError> {
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
             .max_message_size(Some(MAX_INCOMING))
             .max_frame_size(Some(MAX_INCOMING));
         let (ws, _) = tokio_tungstenite::client_async_with_config(url, transport, Some(config))

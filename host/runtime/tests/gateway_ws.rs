@@ -226,6 +226,34 @@ async fn client_and_actor_closes_reach_the_other_side_with_their_reasons() {
         .await;
 }
 
+/// The gateway and its client read a socket a few KiB at a time; frames up
+/// to the limit, many times that, still arrive whole and in order, between
+/// small ones, both ways.
+#[tokio::test]
+async fn frames_many_reads_long_arrive_whole_both_ways() {
+    let setup = start().await;
+    let session = setup.connect("ayla").await;
+    assert_eq!(session.max_frame(), 65536);
+    let large: Vec<u8> = (0..60_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    session.send(b"before").await.unwrap();
+    session.send(&large).await.unwrap();
+    session.send(b"after").await.unwrap();
+    assert_eq!(recv(&session).await, "before");
+    let echoed = tokio::time::timeout(WAIT, session.recv())
+        .await
+        .expect("no echo of the large frame")
+        .expect("session closed");
+    assert_eq!(echoed.len(), large.len());
+    assert!(echoed[..] == large[..], "the large frame came back altered");
+    assert_eq!(recv(&session).await, "after");
+    // An actor's frame at the limit, sent to the client.
+    session.send(b"big 65536").await.unwrap();
+    let big = recv(&session).await;
+    assert_eq!(big.len(), 65536);
+    assert!(big.bytes().all(|b| b == b'x'));
+    assert_eq!(recv(&session).await, "sent");
+}
+
 #[tokio::test]
 async fn an_oversized_frame_closes_only_that_session() {
     let setup = start_with(true, |c| c.max_frame = 1024).await;
