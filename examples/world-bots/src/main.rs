@@ -7,7 +7,9 @@
 //! gateway's WebSocket door: it logs in with its name, then sends commands
 //! at a fixed rate (2 per second by default, the seed's method) for a set
 //! time — `set-velocity`, `aoe` and `query` (some of them over the whole
-//! world) — and finally logs out. The report gives, per command type, the
+//! world) — and finally, once every bot has its last replies, logs out (so
+//! that the logouts, each a cell leave and a deactivation, do not land
+//! among the last commands). The report gives, per command type, the
 //! count, errors and p50/p95/p99/max latency from sending a command to
 //! reading its reply, then messages per second and connection failures,
 //! and, on Linux, how busy the machine's CPUs were while the commands ran
@@ -27,7 +29,7 @@ use clap::Parser;
 use grove_gateway_quic::client::{Client, ClientConfig, Closed, Received, ServerTrust, Session};
 use grove_gateway_quic::websocket_client::WsSession;
 use grove_gateway_quic::{Fingerprint, Identity};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use world_shared::{Command, Rect, Reply, Request, MAX_SPEED, WORLD_SIZE};
 
 #[derive(Parser)]
@@ -127,6 +129,10 @@ impl Bot {
         }
     }
 }
+
+/// How long a bot waits for its last replies after its last command, and
+/// then for the other bots' before it logs out anyway.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Latencies in microseconds and error counts, per command type.
 #[derive(Default)]
@@ -307,14 +313,16 @@ async fn login(door: &Door, args: &Args, n: usize, totals: &Totals) -> Option<Bo
     None
 }
 
-/// Sends commands at the bot's rate until `until`, then logs out.
+/// Sends commands at the bot's rate until `until`, waits for its last
+/// replies, then for every other bot's (`still_waiting` counts the bots
+/// not done yet), then logs out.
 async fn play(
     session: Bot,
     args: Arc<Args>,
     n: usize,
-    start: Instant,
-    until: Instant,
+    (start, until): (Instant, Instant),
     totals: Arc<Totals>,
+    still_waiting: Arc<watch::Sender<usize>>,
 ) {
     let pending: Pending = Arc::default();
     let logged_out = Arc::new(Mutex::new(None));
@@ -343,7 +351,7 @@ async fn play(
         totals.sent.fetch_add(1, Ordering::Relaxed);
     }
     // Give the last replies a moment, then log out.
-    let drain = Instant::now() + Duration::from_secs(5);
+    let drain = Instant::now() + DRAIN;
     while !lock(&pending).is_empty() && Instant::now() < drain {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -354,6 +362,11 @@ async fn play(
             stats.error(kind);
         }
     }
+    // A burst of logouts while other bots still wait for replies would
+    // measure a crowd leaving, not the game being played.
+    still_waiting.send_modify(|n| *n = n.saturating_sub(1));
+    let mut others = still_waiting.subscribe();
+    let _ = tokio::time::timeout(DRAIN, others.wait_for(|n| *n == 0)).await;
     id += 1;
     let frame = serde_json::to_vec(&Request {
         id,
@@ -577,10 +590,18 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep_until(until.into()).await;
         Some((before, CpuTimes::read()?))
     });
+    let still_waiting = Arc::new(watch::Sender::new(connected));
     let players: Vec<_> = sessions
         .into_iter()
         .map(|(n, session)| {
-            tokio::spawn(play(session, args.clone(), n, start, until, totals.clone()))
+            tokio::spawn(play(
+                session,
+                args.clone(),
+                n,
+                (start, until),
+                totals.clone(),
+                still_waiting.clone(),
+            ))
         })
         .collect();
     for player in players {
