@@ -480,6 +480,21 @@ impl<S: Transport> Writer<S> {
                     Some(Step::Frames(vec![Message::Binary(payload)], None))
                 }
             };
+            // Unreliable payloads queued meanwhile go in the same write: a
+            // cell's snapshot in several parts, or a snapshot beside a reply,
+            // costs the socket one send, not one each.
+            let step = match step {
+                Some(Step::Frames(mut frames, None)) => {
+                    while frames.len() < WRITE_BATCH {
+                        let Ok(payload) = self.unreliable.try_recv() else {
+                            break;
+                        };
+                        frames.push(Message::Binary(payload));
+                    }
+                    Some(Step::Frames(frames, None))
+                }
+                step => step,
+            };
             let step = step.unwrap_or_else(|| self.close_step());
             match step {
                 Step::Frames(messages, then) => {

@@ -255,6 +255,33 @@ async fn frames_many_reads_long_arrive_whole_both_ways() {
 }
 
 #[tokio::test]
+async fn unreliable_payloads_sent_in_one_turn_all_arrive_in_order() {
+    let setup = start().await;
+    let session = setup.connect("ayla").await;
+    // Fewer than the queue holds, so that none may be dropped: the writer
+    // takes them from its queue in batches, beside the frame that follows.
+    for round in 0..3 {
+        session.send(b"burst 40").await.unwrap();
+        let mut unreliable = Vec::new();
+        let mut frame = None;
+        while unreliable.len() < 40 || frame.is_none() {
+            let message = recv(&session).await;
+            if message.starts_with('u') {
+                unreliable.push(message);
+            } else {
+                assert!(
+                    frame.replace(message).is_none(),
+                    "round {round}: two frames"
+                );
+            }
+        }
+        let expected: Vec<String> = (0..40).map(|n| format!("u{n}")).collect();
+        assert_eq!(unreliable, expected, "round {round}");
+        assert_eq!(frame.as_deref(), Some("burst 40"));
+    }
+}
+
+#[tokio::test]
 async fn an_oversized_frame_closes_only_that_session() {
     let setup = start_with(true, |c| c.max_frame = 1024).await;
     let bystander = setup.connect("bren").await;

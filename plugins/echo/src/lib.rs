@@ -72,6 +72,17 @@ fn command(session: SessionId, text: &str) -> bool {
             let _ = session::send(session, answer.as_bytes());
             true
         }
+        (Some("burst"), Some(count)) => {
+            let Ok(count) = count.parse::<u32>() else {
+                return false;
+            };
+            for n in 0..count {
+                let _ =
+                    grove_guest::host::send_to_session(session, format!("u{n}").as_bytes(), false);
+            }
+            let _ = session::send(session, format!("burst {count}").as_bytes());
+            true
+        }
         _ => false,
     }
 }
