@@ -54,7 +54,8 @@ const MAX_WS_REASON: usize = 123;
 /// Unreliable payloads queued for a client before more are dropped.
 const UNRELIABLE_QUEUE: usize = 64;
 
-/// Frames the writer sends before it flushes the socket.
+/// Messages (frames, unreliable payloads, a ping) the writer sends before
+/// it flushes the socket.
 const WRITE_BATCH: usize = 64;
 
 /// Bytes each socket reads at most at once: a few frames. tungstenite

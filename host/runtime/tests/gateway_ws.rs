@@ -258,8 +258,10 @@ async fn frames_many_reads_long_arrive_whole_both_ways() {
 async fn unreliable_payloads_sent_in_one_turn_all_arrive_in_order() {
     let setup = start().await;
     let session = setup.connect("ayla").await;
-    // Fewer than the queue holds, so that none may be dropped: the writer
-    // takes them from its queue in batches, beside the frame that follows.
+    // Fewer than the gateway queues for a client (`UNRELIABLE_QUEUE`, 64),
+    // so that none may be dropped. The writer takes the payloads from its
+    // queue in batches, with or without the frame; this checks that none is
+    // lost or reordered on the way, not how many writes they took.
     for round in 0..3 {
         session.send(b"burst 40").await.unwrap();
         let mut unreliable = Vec::new();
