@@ -951,10 +951,13 @@ impl Activation {
             answer(reply, Err(error));
             return Ok(());
         }
-        let mut results = if signature.result.is_some() {
-            vec![Val::Bool(false)]
+        // The result's slot, on the stack rather than in a vector allocated
+        // per call.
+        let mut result = [Val::Bool(false)];
+        let results = if signature.result.is_some() {
+            &mut result[..]
         } else {
-            Vec::new()
+            &mut result[..0]
         };
         // Results go back to a calling actor as a message: they are capped.
         let from_actor = chain.is_some();
@@ -973,7 +976,7 @@ impl Activation {
             function: &function,
         });
         let span = trace::turn(&self.actor, &function, traced_from);
-        let turn = func.call_async(&mut self.store, &args, &mut results);
+        let turn = func.call_async(&mut self.store, &args, results);
         let outcome = bounded(
             bound,
             self.meters.as_deref(),
@@ -986,15 +989,17 @@ impl Activation {
         self.store.data_mut().chain = None;
         match outcome {
             Ok(()) => {
-                let size = message_size(&results);
-                let outcome = if from_actor && size > MAX_MESSAGE_SIZE {
+                let size = if from_actor { message_size(results) } else { 0 };
+                let outcome = if size > MAX_MESSAGE_SIZE {
                     Err(CallError::Rejected(RejectedCall::MessageTooLarge {
                         actor: self.actor.to_string(),
                         size,
                         limit: MAX_MESSAGE_SIZE,
                     }))
                 } else {
-                    Ok(results.pop())
+                    Ok(results
+                        .first_mut()
+                        .map(|slot| std::mem::replace(slot, Val::Bool(false))))
                 };
                 // A caller that gave up meanwhile counted a timeout.
                 if reply.is_some() || one_way {

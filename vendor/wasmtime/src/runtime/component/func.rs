@@ -641,22 +641,23 @@ impl Func {
         results_ty: InterfaceType,
         src: &'a [ValRaw],
         max_flat: usize,
-    ) -> Result<Box<dyn Iterator<Item = Result<Val>> + 'a>> {
+    ) -> Result<impl Iterator<Item = Result<Val>> + 'a> {
         let results_ty = match results_ty {
             InterfaceType::Tuple(i) => &cx.types[i],
             _ => unreachable!(),
         };
+        // Not boxed: a box here was an allocation on every call.
         if results_ty.abi.flat_count(max_flat).is_some() {
             let mut flat = src.iter();
-            Ok(try_new::<Box<_>>(
+            Ok(LiftedResults::Flat(
                 results_ty
                     .types
                     .iter()
                     .map(move |ty| Val::lift(cx, *ty, &mut flat)),
-            )?)
+            ))
         } else {
             let iter = Self::load_results(cx, results_ty, &mut src.iter())?;
-            Ok(try_new::<Box<_>>(iter)?)
+            Ok(LiftedResults::Memory(iter))
         }
     }
 
@@ -752,4 +753,26 @@ pub(crate) unsafe fn call_post_return(
     }
 
     Ok(())
+}
+
+/// The results of a call as [`Func::lift_results`] lifts them: from flat
+/// values, or from the memory they were returned in.
+enum LiftedResults<F, M> {
+    Flat(F),
+    Memory(M),
+}
+
+impl<F, M> Iterator for LiftedResults<F, M>
+where
+    F: Iterator<Item = Result<Val>>,
+    M: Iterator<Item = Result<Val>>,
+{
+    type Item = Result<Val>;
+
+    fn next(&mut self) -> Option<Result<Val>> {
+        match self {
+            LiftedResults::Flat(flat) => flat.next(),
+            LiftedResults::Memory(memory) => memory.next(),
+        }
+    }
 }

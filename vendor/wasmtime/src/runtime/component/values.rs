@@ -135,26 +135,22 @@ impl Val {
             InterfaceType::Record(i) => {
                 let fields = &cx.types[i].fields;
                 cx.consume_fuel_array(fields.len(), size_of::<Val>())?;
-                Val::Record(
-                    fields
-                        .iter()
-                        .map(|field| {
-                            let val = Self::lift(cx, field.ty, src)?;
-                            cx.consume_fuel(field.name.len())?;
-                            Ok((field.name.to_string(), val))
-                        })
-                        .collect::<Result<_>>()?,
-                )
+                let mut record = Vec::with_capacity(fields.len());
+                for field in fields.iter() {
+                    let val = Self::lift(cx, field.ty, src)?;
+                    cx.consume_fuel(field.name.len())?;
+                    record.push((field.name.to_string(), val));
+                }
+                Val::Record(record)
             }
             InterfaceType::Tuple(i) => {
                 let types = &cx.types[i].types;
                 cx.consume_fuel_array(types.len(), size_of::<Val>())?;
-                Val::Tuple(
-                    types
-                        .iter()
-                        .map(|ty| Self::lift(cx, *ty, src))
-                        .collect::<Result<_>>()?,
-                )
+                let mut tuple = Vec::with_capacity(types.len());
+                for ty in types.iter() {
+                    tuple.push(Self::lift(cx, *ty, src)?);
+                }
+                Val::Tuple(tuple)
             }
             InterfaceType::Variant(i) => {
                 let vty = &cx.types[i];
@@ -271,37 +267,33 @@ impl Val {
                 let mut offset = 0;
                 let fields = cx.types[i].fields.iter();
                 cx.consume_fuel_array(fields.len(), size_of::<Val>())?;
-                Val::Record(
-                    fields
-                        .map(|field| -> Result<(String, Val)> {
-                            cx.consume_fuel(field.name.len())?;
-                            let abi = cx.types.canonical_abi(&field.ty);
-                            let offset = abi.next_field32(&mut offset);
-                            let offset = usize::try_from(offset).unwrap();
-                            let size = usize::try_from(abi.size32).unwrap();
-                            Ok((
-                                field.name.to_string(),
-                                Val::load(cx, field.ty, &bytes[offset..][..size])?,
-                            ))
-                        })
-                        .collect::<Result<_>>()?,
-                )
+                let mut record = Vec::with_capacity(fields.len());
+                for field in fields {
+                    cx.consume_fuel(field.name.len())?;
+                    let abi = cx.types.canonical_abi(&field.ty);
+                    let offset = abi.next_field32(&mut offset);
+                    let offset = usize::try_from(offset).unwrap();
+                    let size = usize::try_from(abi.size32).unwrap();
+                    record.push((
+                        field.name.to_string(),
+                        Val::load(cx, field.ty, &bytes[offset..][..size])?,
+                    ));
+                }
+                Val::Record(record)
             }
             InterfaceType::Tuple(i) => {
                 let types = cx.types[i].types.iter().copied();
                 cx.consume_fuel_array(types.len(), size_of::<Val>())?;
                 let mut offset = 0;
-                Val::Tuple(
-                    types
-                        .map(|ty| {
-                            let abi = cx.types.canonical_abi(&ty);
-                            let offset = abi.next_field32(&mut offset);
-                            let offset = usize::try_from(offset).unwrap();
-                            let size = usize::try_from(abi.size32).unwrap();
-                            Val::load(cx, ty, &bytes[offset..][..size])
-                        })
-                        .collect::<Result<_>>()?,
-                )
+                let mut tuple = Vec::with_capacity(types.len());
+                for ty in types {
+                    let abi = cx.types.canonical_abi(&ty);
+                    let offset = abi.next_field32(&mut offset);
+                    let offset = usize::try_from(offset).unwrap();
+                    let size = usize::try_from(abi.size32).unwrap();
+                    tuple.push(Val::load(cx, ty, &bytes[offset..][..size])?);
+                }
+                Val::Tuple(tuple)
             }
             InterfaceType::Variant(i) => {
                 let ty = &cx.types[i];
@@ -1046,17 +1038,16 @@ fn load_list(cx: &mut LiftContext<'_>, ty: TypeListIndex, ptr: usize, len: usize
         ));
     }
 
-    Ok(Val::List(
-        (0..len)
-            .map(|index| {
-                Val::load(
-                    cx,
-                    elem,
-                    &cx.memory()[ptr + (index * element_size)..][..element_size],
-                )
-            })
-            .collect::<Result<_>>()?,
-    ))
+    // Allocated once: `len` elements fit in memory and their fuel is paid.
+    let mut list = Vec::with_capacity(len);
+    for index in 0..len {
+        list.push(Val::load(
+            cx,
+            elem,
+            &cx.memory()[ptr + (index * element_size)..][..element_size],
+        )?);
+    }
+    Ok(Val::List(list))
 }
 
 fn load_map(cx: &mut LiftContext<'_>, ty: TypeMapIndex, ptr: usize, len: usize) -> Result<Val> {

@@ -719,7 +719,10 @@ where
         src: Source<'_>,
     ) -> Result<(ComponentFunc, Vec<Val>)> {
         let param_tys = &cx.types[cx.types[ty].params];
-        let mut params = Vec::new();
+        // Room for the results too, which `run` pushes behind the
+        // parameters: the vector is allocated once.
+        let results = cx.types[cx.types[ty].results].types.len();
+        let mut params = Vec::with_capacity(param_tys.types.len() + results);
         match src {
             Source::Flat(storage) => {
                 let mut iter = storage.iter();
