@@ -35,7 +35,9 @@ use grove_values::size::{message_size, MAX_MESSAGE_SIZE};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::sleep;
 use tracing::{Instrument, Span};
-use wasmtime::component::{Func, Instance, TypedFunc, Val};
+use wasmtime::component::{
+    ComponentExportIndex, ComponentNamedList, Func, Instance, Lift, Lower, TypedFunc, Val,
+};
 use wasmtime::{Engine, Store, UpdateDeadline, WasmBacktrace};
 
 use crate::bindings::DisconnectReason;
@@ -159,7 +161,43 @@ struct Running {
 #[error("the turn took longer than its wall-clock bound of {0:?}, host calls included")]
 struct WallClockExceeded(Duration);
 
-type Migrate = (TypedFunc<(), (Vec<u8>,)>, TypedFunc<(Vec<u8>,), ()>);
+/// The lifecycle hooks an activation may run many times, each looked up
+/// the first time a turn needs it: most activations never run most of them
+/// (a counter gets no timer ticks and no session events), and looking one up
+/// is part of what activating costs. The hooks run at most once
+/// (`on-activate`, `on-deactivate`, `snapshot`, `restore`) are looked up
+/// when they run.
+#[derive(Default)]
+struct Hooks {
+    on_message: Option<OnMessage>,
+    on_timer: Option<TypedFunc<(String,), ()>>,
+    on_reminder: Option<TypedFunc<(String,), ()>>,
+    on_connect: Option<TypedFunc<(u64,), ()>>,
+    on_disconnect: Option<TypedFunc<(u64, DisconnectReason), ()>>,
+}
+
+/// `on-message`: a session, the payload and whether it came reliably.
+type OnMessage = TypedFunc<(u64, Vec<u8>, bool), ()>;
+
+/// The hook `cached` holds, or the export at `index` of `instance`, looked
+/// up now and kept there.
+fn cached_hook<P, R>(
+    store: &mut Store<ActivationState>,
+    instance: &Instance,
+    cached: &mut Option<TypedFunc<P, R>>,
+    index: &ComponentExportIndex,
+) -> wasmtime::Result<TypedFunc<P, R>>
+where
+    P: ComponentNamedList + Lower + Send + Sync + 'static,
+    R: ComponentNamedList + Lift + Send + Sync + 'static,
+{
+    if let Some(found) = *cached {
+        return Ok(found);
+    }
+    let found = instance.get_typed_func(store, index)?;
+    *cached = Some(found);
+    Ok(found)
+}
 
 /// How the serving loop ended.
 enum End {
@@ -183,14 +221,7 @@ struct Activation {
     /// The name last looked up and its index: many messages in a row name
     /// the same function.
     last_function: Option<(Arc<str>, usize)>,
-    on_deactivate: TypedFunc<(), ()>,
-    on_timer: TypedFunc<(String,), ()>,
-    on_reminder: TypedFunc<(String,), ()>,
-    on_connect: TypedFunc<(u64,), ()>,
-    on_message: TypedFunc<(u64, Vec<u8>, bool), ()>,
-    on_disconnect: TypedFunc<(u64, DisconnectReason), ()>,
-    /// `snapshot` and `restore`, if the plugin exports them.
-    migrate: Option<Migrate>,
+    hooks: Hooks,
     /// Whether it started, and so counts among its plugin's activations.
     counted: bool,
     /// Whether it learns the pages its version's first turns write
@@ -633,34 +664,12 @@ impl Activation {
                 instantiated.map_err(|e| failed(format!("{e:#}")))?
             }
         };
-        let lifecycle = plugin.lifecycle;
-        macro_rules! hook {
-            ($export:ident) => {
-                instance
-                    .get_typed_func(&mut store, &lifecycle.$export)
-                    .map_err(|e| failed(format!("{e:#}")))?
-            };
-        }
-        let on_activate: TypedFunc<(), ()> = hook!(on_activate);
-        let migrate = match plugin.migrate {
-            Some(exports) => Some((
-                instance
-                    .get_typed_func(&mut store, exports.snapshot)
-                    .map_err(|e| failed(format!("{e:#}")))?,
-                instance
-                    .get_typed_func(&mut store, exports.restore)
-                    .map_err(|e| failed(format!("{e:#}")))?,
-            )),
-            None => None,
-        };
+        let on_activate: TypedFunc<(), ()> = instance
+            .get_typed_func(&mut store, plugin.lifecycle.on_activate)
+            .map_err(|e| failed(format!("{e:#}")))?;
         let funcs = vec![None; plugin.functions.len()];
         let mut activation = Activation {
-            on_deactivate: hook!(on_deactivate),
-            on_timer: hook!(on_timer),
-            on_reminder: hook!(on_reminder),
-            on_connect: hook!(on_connect),
-            on_message: hook!(on_message),
-            on_disconnect: hook!(on_disconnect),
+            hooks: Hooks::default(),
             plugin,
             actor,
             mailbox,
@@ -669,15 +678,18 @@ impl Activation {
             instance,
             funcs,
             last_function: None,
-            migrate,
             counted: false,
             learns: false,
             turns: context.turns.clone(),
             running,
             meters,
         };
-        match (carried, activation.migrate.map(|(_, restore)| restore)) {
-            (Some(state), Some(restore)) => {
+        match (carried, activation.plugin.migrate) {
+            (Some(state), Some(exports)) => {
+                let restore: TypedFunc<(Vec<u8>,), ()> = activation
+                    .instance
+                    .get_typed_func(&mut activation.store, exports.restore)
+                    .map_err(|e| failed(format!("{e:#}")))?;
                 let bound = activation.begin_turn(Instant::now());
                 let restored = restore.call_async(&mut activation.store, (state,));
                 let span = trace::turn(&activation.actor, "restore", None);
@@ -1088,7 +1100,16 @@ impl Activation {
                 }
                 let bound = self.begin_turn(Instant::now());
                 let span = trace::turn(&self.actor, "on-reminder", None);
-                let turn = self.on_reminder.call_async(&mut self.store, (name,));
+                let (store, instance) = (&mut self.store, self.instance);
+                let (cached, index) = (
+                    &mut self.hooks.on_reminder,
+                    &self.plugin.lifecycle.on_reminder,
+                );
+                let turn = async move {
+                    cached_hook(store, &instance, cached, index)?
+                        .call_async(store, (name,))
+                        .await
+                };
                 let meters = self.meters.as_deref();
                 let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
                 self.hook("on-reminder", &span, Some(done), outcome)
@@ -1097,25 +1118,43 @@ impl Activation {
                 let hook = event.hook();
                 let bound = self.begin_turn(Instant::now());
                 let span = trace::turn(&self.actor, hook, None);
-                let store = &mut self.store;
-                let turn = async {
+                let (store, instance) = (&mut self.store, self.instance);
+                let (hooks, lifecycle) = (&mut self.hooks, &self.plugin.lifecycle);
+                let turn = async move {
                     match event {
                         SessionEvent::Connect(session) => {
-                            self.on_connect.call_async(store, (session,)).await
+                            cached_hook(
+                                store,
+                                &instance,
+                                &mut hooks.on_connect,
+                                &lifecycle.on_connect,
+                            )?
+                            .call_async(store, (session,))
+                            .await
                         }
                         SessionEvent::Message {
                             session,
                             payload,
                             reliable,
                         } => {
-                            self.on_message
-                                .call_async(store, (session, payload, reliable))
-                                .await
+                            cached_hook(
+                                store,
+                                &instance,
+                                &mut hooks.on_message,
+                                &lifecycle.on_message,
+                            )?
+                            .call_async(store, (session, payload, reliable))
+                            .await
                         }
                         SessionEvent::Disconnect { session, reason } => {
-                            self.on_disconnect
-                                .call_async(store, (session, reason))
-                                .await
+                            cached_hook(
+                                store,
+                                &instance,
+                                &mut hooks.on_disconnect,
+                                &lifecycle.on_disconnect,
+                            )?
+                            .call_async(store, (session, reason))
+                            .await
                         }
                     }
                 };
@@ -1133,7 +1172,13 @@ impl Activation {
         }
         let bound = self.begin_turn(Instant::now());
         let span = trace::turn(&self.actor, "on-timer", None);
-        let turn = self.on_timer.call_async(&mut self.store, (name,));
+        let (store, instance) = (&mut self.store, self.instance);
+        let (cached, index) = (&mut self.hooks.on_timer, &self.plugin.lifecycle.on_timer);
+        let turn = async move {
+            cached_hook(store, &instance, cached, index)?
+                .call_async(store, (name,))
+                .await
+        };
         let meters = self.meters.as_deref();
         let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
         self.hook("on-timer", &span, None, outcome)
@@ -1253,10 +1298,15 @@ impl Activation {
     /// Runs `snapshot`, if the plugin exports it, for the state to carry to
     /// the next version; a failure is logged, and nothing is carried.
     async fn snapshot(&mut self) -> Option<Vec<u8>> {
-        let (snapshot, _) = self.migrate?;
+        let exports = self.plugin.migrate?;
         let bound = self.begin_turn(Instant::now());
         let span = trace::turn(&self.actor, "snapshot", None);
-        let turn = snapshot.call_async(&mut self.store, ());
+        let (store, instance) = (&mut self.store, self.instance);
+        let turn = async move {
+            let snapshot: TypedFunc<(), (Vec<u8>,)> =
+                instance.get_typed_func(&mut *store, exports.snapshot)?;
+            snapshot.call_async(store, ()).await
+        };
         let meters = self.meters.as_deref();
         match bounded(bound, meters, &span, &self.mailbox, None, turn).await {
             Ok((state,)) => Some(state),
@@ -1273,7 +1323,12 @@ impl Activation {
         self.store.data_mut().timers.clear();
         let bound = self.begin_turn(Instant::now());
         let span = trace::turn(&self.actor, "on-deactivate", None);
-        let turn = self.on_deactivate.call_async(&mut self.store, ());
+        let (store, instance) = (&mut self.store, self.instance);
+        let index = &self.plugin.lifecycle.on_deactivate;
+        let turn = async move {
+            let on_deactivate: TypedFunc<(), ()> = instance.get_typed_func(&mut *store, index)?;
+            on_deactivate.call_async(store, ()).await
+        };
         let meters = self.meters.as_deref();
         let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
         match outcome {
