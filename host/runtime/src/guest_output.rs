@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::incidents::{Counts, Incident};
+use crate::ActorRef;
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -78,7 +79,8 @@ impl LogBudget {
 struct Buffers {
     /// The actor whose lines these are: named when an instance made ahead
     /// of its activation is given to one (see [`GuestOutput::name`]).
-    actor: Arc<str>,
+    /// Written out only when a line is logged.
+    actor: ActorRef,
     /// The incomplete line being written.
     line: Vec<u8>,
     /// The last `TAIL_BYTES` bytes written.
@@ -97,7 +99,7 @@ impl GuestOutput {
     /// A stream whose lines are logged as coming from `actor`, at most
     /// `lines_per_second` (after a burst of twice as many); dropped lines
     /// are counted in `incidents`.
-    pub(crate) fn new(actor: Arc<str>, lines_per_second: u32, incidents: Arc<Counts>) -> Self {
+    pub(crate) fn new(actor: ActorRef, lines_per_second: u32, incidents: Arc<Counts>) -> Self {
         GuestOutput {
             buffers: Arc::new(Mutex::new(Buffers {
                 actor,
@@ -138,7 +140,7 @@ impl GuestOutput {
     }
 
     /// Logs the lines written from now on as coming from `actor`.
-    pub(crate) fn name(&self, actor: Arc<str>) {
+    pub(crate) fn name(&self, actor: ActorRef) {
         self.buffers().actor = actor;
     }
 
@@ -278,7 +280,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_words_only() {
-        let out = GuestOutput::new("probe/1".into(), 100, Arc::default());
+        let out = GuestOutput::new(ActorRef::new("probe", "1"), 100, Arc::default());
         assert_eq!(out.tail(), None);
         out.push(&vec![b'x'; 5000]);
         out.push(b"\nthread panicked: boom\n");

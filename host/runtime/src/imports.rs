@@ -173,8 +173,22 @@ pub(crate) struct ActivationState {
     quota: Option<Quota>,
     /// What the sandbox counts of the actor's type.
     pub(crate) incidents: Arc<Counts>,
-    wasi: WasiCtx,
+    /// WASI's context, made the first time the guest calls WASI: many
+    /// activations never do, and making it allocates.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
+}
+
+/// WASI for an activation writing to `output`. No ambient capabilities: no
+/// files, no environment, no network. Only clocks, randomness and the
+/// output streams that Rust's std needs.
+fn wasi_ctx(output: &GuestOutput) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(output.clone())
+        .stderr(output.clone())
+        .secure_random(ThreadRandom)
+        .insecure_random(ThreadRandom)
+        .build()
 }
 
 impl ActivationState {
@@ -185,7 +199,7 @@ impl ActivationState {
         incidents: Arc<Counts>,
     ) -> Self {
         let output = GuestOutput::new(
-            Arc::from(actor.to_string()),
+            actor.clone(),
             limits.log_lines_per_second,
             incidents.clone(),
         );
@@ -198,14 +212,6 @@ impl ActivationState {
                     max_bytes: limits.max_state_bytes,
                 }
             });
-        // No ambient capabilities: no files, no environment, no network. Only
-        // clocks, randomness and the output streams that Rust's std needs.
-        let wasi = WasiCtx::builder()
-            .stdout(output.clone())
-            .stderr(output.clone())
-            .secure_random(ThreadRandom)
-            .insecure_random(ThreadRandom)
-            .build();
         let mut proxies = ResourceTable::new();
         proxies.set_max_capacity(limits.max_proxies);
         ActivationState {
@@ -228,7 +234,7 @@ impl ActivationState {
             max_reminders: limits.max_reminders,
             quota,
             incidents,
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
         }
     }
@@ -236,7 +242,7 @@ impl ActivationState {
     /// Gives this state, made for an instance instantiated ahead of its
     /// activation, to `actor`: its output and its quota become the actor's.
     pub(crate) fn assign(&mut self, actor: ActorRef) {
-        self.output.name(Arc::from(actor.to_string()));
+        self.output.name(actor.clone());
         if let Some(quota) = &mut self.quota {
             quota.holder = actor.clone();
         }
@@ -293,8 +299,9 @@ impl rand::TryRng for ThreadRandom {
 
 impl WasiView for ActivationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &self.output;
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| wasi_ctx(output)),
             table: &mut self.table,
         }
     }
