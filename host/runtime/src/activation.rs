@@ -92,7 +92,7 @@ pub(crate) struct Context {
     pub(crate) engine: Engine,
     pub(crate) limits: Arc<Limits>,
     pub(crate) idle_timeout: Duration,
-    pub(crate) services: Services,
+    pub(crate) services: Arc<Services>,
     /// Keeps the engine's epoch advancing while any activation runs, even
     /// after every handle to the host is gone.
     pub(crate) _epoch: Arc<EpochClock>,

@@ -651,7 +651,7 @@ impl Host {
             Arc::downgrade(&directory),
             config.call_timeout,
         );
-        let services = Services {
+        let services = Arc::new(Services {
             directory: directory.clone(),
             state,
             reminders: reminders.clone(),
@@ -660,7 +660,7 @@ impl Host {
             call_timeout: config.call_timeout,
             remote_sessions: Arc::default(),
             meters,
-        };
+        });
         let turns = activation::Turns::new(crate::engine::running_turn_limit(&limits) as usize);
         let context = activation::Context {
             engine,

@@ -104,8 +104,9 @@ pub(crate) trait RemoteSessions: Send + Sync + 'static {
     fn close(&self, session: u64, reason: String) -> grove_cluster::transport::BoxFuture<'_, bool>;
 }
 
-/// What the host lends its actors: cheap to clone, one per activation.
-#[derive(Clone)]
+/// What the host lends its actors, shared by every activation behind one
+/// `Arc`: a clone per activation of each of its handles would bump as many
+/// reference counts that every core shares.
 pub(crate) struct Services {
     /// Where calls and one-way sends to other actors go.
     pub(crate) directory: Arc<Directory>,
@@ -145,7 +146,7 @@ fn session_error(error: SendError) -> wit::SessionError {
 
 /// Everything one activation's `Store` holds.
 pub(crate) struct ActivationState {
-    pub(crate) services: Services,
+    pub(crate) services: Arc<Services>,
     pub(crate) actor: ActorRef,
     /// The call chain of the call being run, if the turn is a call.
     pub(crate) chain: CallChain,
@@ -193,7 +194,7 @@ fn wasi_ctx(output: &GuestOutput) -> WasiCtx {
 
 impl ActivationState {
     pub(crate) fn new(
-        services: Services,
+        services: Arc<Services>,
         actor: ActorRef,
         limits: &ActorLimits,
         incidents: Arc<Counts>,
