@@ -164,7 +164,7 @@ struct WallClockExceeded(Duration);
 /// The lifecycle hooks an activation may run many times, each looked up
 /// the first time a turn needs it: most activations never run most of them
 /// (a counter gets no timer ticks and no session events), and looking one up
-/// is part of what activating costs. The hooks run at most once
+/// is part of what activating costs. The hooks that run at most once
 /// (`on-activate`, `on-deactivate`, `snapshot`, `restore`) are looked up
 /// when they run.
 #[derive(Default)]
@@ -173,31 +173,14 @@ struct Hooks {
     on_timer: Option<TypedFunc<(String,), ()>>,
     on_reminder: Option<TypedFunc<(String,), ()>>,
     on_connect: Option<TypedFunc<(u64,), ()>>,
-    on_disconnect: Option<TypedFunc<(u64, DisconnectReason), ()>>,
+    on_disconnect: Option<OnDisconnect>,
 }
 
 /// `on-message`: a session, the payload and whether it came reliably.
 type OnMessage = TypedFunc<(u64, Vec<u8>, bool), ()>;
 
-/// The hook `cached` holds, or the export at `index` of `instance`, looked
-/// up now and kept there.
-fn cached_hook<P, R>(
-    store: &mut Store<ActivationState>,
-    instance: &Instance,
-    cached: &mut Option<TypedFunc<P, R>>,
-    index: &ComponentExportIndex,
-) -> wasmtime::Result<TypedFunc<P, R>>
-where
-    P: ComponentNamedList + Lower + Send + Sync + 'static,
-    R: ComponentNamedList + Lift + Send + Sync + 'static,
-{
-    if let Some(found) = *cached {
-        return Ok(found);
-    }
-    let found = instance.get_typed_func(store, index)?;
-    *cached = Some(found);
-    Ok(found)
-}
+/// `on-disconnect`: a session and why it ended.
+type OnDisconnect = TypedFunc<(u64, DisconnectReason), ()>;
 
 /// How the serving loop ended.
 enum End {
@@ -580,6 +563,26 @@ async fn bounded<T>(
     done
 }
 
+/// The hook `cached` holds, or the export at `index` of `instance`, looked
+/// up now and kept there.
+fn cached_hook<P, R>(
+    store: &mut Store<ActivationState>,
+    instance: Instance,
+    cached: &mut Option<TypedFunc<P, R>>,
+    index: ComponentExportIndex,
+) -> wasmtime::Result<TypedFunc<P, R>>
+where
+    P: ComponentNamedList + Lower + Send + Sync + 'static,
+    R: ComponentNamedList + Lift + Send + Sync + 'static,
+{
+    if let Some(found) = *cached {
+        return Ok(found);
+    }
+    let found = instance.get_typed_func(store, index)?;
+    *cached = Some(found);
+    Ok(found)
+}
+
 impl Drop for Activation {
     fn drop(&mut self) {
         if self.learns {
@@ -667,6 +670,19 @@ impl Activation {
         let on_activate: TypedFunc<(), ()> = instance
             .get_typed_func(&mut store, plugin.lifecycle.on_activate)
             .map_err(|e| failed(format!("{e:#}")))?;
+        plugin
+            .disconnect_checked
+            .get_or_init(|| {
+                instance
+                    .get_typed_func::<(u64, DisconnectReason), ()>(
+                        &mut store,
+                        plugin.lifecycle.on_disconnect,
+                    )
+                    .map(drop)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(failed)?;
         let funcs = vec![None; plugin.functions.len()];
         let mut activation = Activation {
             hooks: Hooks::default(),
@@ -1103,10 +1119,10 @@ impl Activation {
                 let (store, instance) = (&mut self.store, self.instance);
                 let (cached, index) = (
                     &mut self.hooks.on_reminder,
-                    &self.plugin.lifecycle.on_reminder,
+                    self.plugin.lifecycle.on_reminder,
                 );
                 let turn = async move {
-                    cached_hook(store, &instance, cached, index)?
+                    cached_hook(store, instance, cached, index)?
                         .call_async(store, (name,))
                         .await
                 };
@@ -1125,9 +1141,9 @@ impl Activation {
                         SessionEvent::Connect(session) => {
                             cached_hook(
                                 store,
-                                &instance,
+                                instance,
                                 &mut hooks.on_connect,
-                                &lifecycle.on_connect,
+                                lifecycle.on_connect,
                             )?
                             .call_async(store, (session,))
                             .await
@@ -1139,9 +1155,9 @@ impl Activation {
                         } => {
                             cached_hook(
                                 store,
-                                &instance,
+                                instance,
                                 &mut hooks.on_message,
-                                &lifecycle.on_message,
+                                lifecycle.on_message,
                             )?
                             .call_async(store, (session, payload, reliable))
                             .await
@@ -1149,9 +1165,9 @@ impl Activation {
                         SessionEvent::Disconnect { session, reason } => {
                             cached_hook(
                                 store,
-                                &instance,
+                                instance,
                                 &mut hooks.on_disconnect,
-                                &lifecycle.on_disconnect,
+                                lifecycle.on_disconnect,
                             )?
                             .call_async(store, (session, reason))
                             .await
@@ -1173,9 +1189,9 @@ impl Activation {
         let bound = self.begin_turn(Instant::now());
         let span = trace::turn(&self.actor, "on-timer", None);
         let (store, instance) = (&mut self.store, self.instance);
-        let (cached, index) = (&mut self.hooks.on_timer, &self.plugin.lifecycle.on_timer);
+        let (cached, index) = (&mut self.hooks.on_timer, self.plugin.lifecycle.on_timer);
         let turn = async move {
-            cached_hook(store, &instance, cached, index)?
+            cached_hook(store, instance, cached, index)?
                 .call_async(store, (name,))
                 .await
         };
@@ -1324,7 +1340,7 @@ impl Activation {
         let bound = self.begin_turn(Instant::now());
         let span = trace::turn(&self.actor, "on-deactivate", None);
         let (store, instance) = (&mut self.store, self.instance);
-        let index = &self.plugin.lifecycle.on_deactivate;
+        let index = self.plugin.lifecycle.on_deactivate;
         let turn = async move {
             let on_deactivate: TypedFunc<(), ()> = instance.get_typed_func(&mut *store, index)?;
             on_deactivate.call_async(store, ()).await

@@ -658,7 +658,7 @@ impl Host {
             sessions: Sessions::new(),
             catalog: Catalog::default(),
             call_timeout: config.call_timeout,
-            remote_sessions: Arc::default(),
+            remote_sessions: OnceLock::new(),
             meters,
         });
         let turns = activation::Turns::new(crate::engine::running_turn_limit(&limits) as usize);

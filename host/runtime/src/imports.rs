@@ -105,8 +105,8 @@ pub(crate) trait RemoteSessions: Send + Sync + 'static {
 }
 
 /// What the host lends its actors, shared by every activation behind one
-/// `Arc`: a clone per activation of each of its handles would bump as many
-/// reference counts that every core shares.
+/// `Arc`: cloning each handle per activation would touch as many reference
+/// counts, each shared by every core.
 pub(crate) struct Services {
     /// Where calls and one-way sends to other actors go.
     pub(crate) directory: Arc<Directory>,
@@ -118,7 +118,7 @@ pub(crate) struct Services {
     /// How long a call to another actor waits, unless its proxy says otherwise.
     pub(crate) call_timeout: Duration,
     /// Set when the host joins a cluster.
-    pub(crate) remote_sessions: Arc<OnceLock<Weak<dyn RemoteSessions>>>,
+    pub(crate) remote_sessions: OnceLock<Weak<dyn RemoteSessions>>,
     /// What the host counts; `None` if it counts nothing.
     pub(crate) meters: Option<Arc<Meters>>,
 }

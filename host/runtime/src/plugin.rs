@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
@@ -174,6 +174,11 @@ pub struct Plugin {
     /// The pages this version's first turns write, to fault in ahead in
     /// those instances.
     pub(crate) first_turn: FirstTurnPages,
+    /// Whether `on-disconnect` takes the host's `disconnect-reason`: loading
+    /// checks only that it takes a variant, and the first activation of this
+    /// version looks the hook up typed (an activation looks its other hooks
+    /// up when it first runs them).
+    pub(crate) disconnect_checked: OnceLock<Result<(), String>>,
     /// The call counters of each function, by index, once a host with
     /// metrics has loaded the plugin (see [`crate::metrics`]).
     pub(crate) calls: Vec<Arc<FunctionCalls>>,
@@ -318,6 +323,7 @@ impl Plugin {
             live: AtomicUsize::new(0),
             warm: WarmPool::default(),
             first_turn: FirstTurnPages::default(),
+            disconnect_checked: OnceLock::new(),
             calls: Vec::new(),
             loaded_at: SystemTime::now(),
         })
@@ -397,9 +403,9 @@ fn find_lifecycle(engine: &Engine, component: &Component) -> Result<LifecycleExp
     let iface = component
         .get_export_index(None, LIFECYCLE_INTERFACE)
         .ok_or_else(missing)?;
-    // Hooks are checked by the shape of their parameters; the exact types
-    // of records and variants are checked again when an activation looks
-    // up its typed functions.
+    // Hooks are checked by the shape of their parameters; the exact type of
+    // `on-disconnect`'s variant, by a typed lookup in the first activation
+    // (`Plugin::disconnect_checked`).
     let hook = |name: &str, params: &[fn(&Type) -> bool]| -> Result<ComponentExportIndex, String> {
         let Some(ComponentItem::ComponentFunc(f)) = instance.get_export(engine, name).map(|e| e.ty)
         else {
