@@ -7,6 +7,8 @@
 //! `GROVE_BENCH_ONLY=live` instead activates as many counters as `grove run`
 //! would allow under this machine's `vm.max_map_count` (or
 //! `GROVE_BENCH_LIVE` of them) and keeps them all alive.
+//! The activation rows include a burst of 10,000 activations on fresh slots and
+//! another on the slots the first crowd left.
 //! `GROVE_BENCH_WARM` sets `Limits::warm_activations` (0: every activation
 //! instantiates on its first call).
 
@@ -278,19 +280,18 @@ async fn slot_reuse(config: HostConfig) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     let host = Host::new(config, StateStore::memory()).unwrap();
     host.load_plugin(&plugin("probe")).unwrap();
     let fresh = first_calls(&host, "probe", "fresh", "recall", PROBES, Duration::ZERO).await;
-    retire_probes(&host, "fresh").await;
+    retire_probes(&host, "fresh", PROBES).await;
     let used = first_calls(&host, "probe", "again", "recall", PROBES, Duration::ZERO).await;
-    retire_probes(&host, "again").await;
+    retire_probes(&host, "again", PROBES).await;
     let spaced = first_calls(&host, "probe", "spaced", "recall", PROBES, GAP).await;
     host.shutdown().await;
     (fresh, used, spaced)
 }
 
-/// Asks the [`PROBES`] probes named after `prefix` to deactivate (`probe`
-/// can ask for it), and waits until they have: their slots are back in the
-/// pool.
-async fn retire_probes(host: &Host, prefix: &str) {
-    let actors: Vec<_> = (0..PROBES)
+/// Asks the `n` probes named after `prefix` to deactivate (`probe` can ask
+/// for it), and waits until they have: their slots are back in the pool.
+async fn retire_probes(host: &Host, prefix: &str, n: usize) {
+    let actors: Vec<_> = (0..n)
         .map(|i| ActorRef::new("probe", &format!("{prefix}-{i}")))
         .collect();
     for actor in &actors {
@@ -301,6 +302,42 @@ async fn retire_probes(host: &Host, prefix: &str) {
         assert!(Instant::now() < deadline, "retired probes still active");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Activations per second of [`ACTORS`] probes, 64 in flight, on fresh
+/// slots and then, once those have deactivated, on the slots they left: what
+/// a burst of logins gets from slots an earlier crowd used. On a host of its
+/// own, after the memory rows, as [`slot_reuse`].
+async fn burst_on_used_slots(config: HostConfig) -> (f64, f64) {
+    let host = Host::new(config, StateStore::memory()).unwrap();
+    host.load_plugin(&plugin("probe")).unwrap();
+    let fresh = burst(&host, "probe", "crowd-", "recall").await;
+    retire_probes(&host, "crowd", ACTORS).await;
+    let used = burst(&host, "probe", "next-crowd-", "recall").await;
+    host.shutdown().await;
+    (fresh, used)
+}
+
+/// Activates [`ACTORS`] actors of `actor_type`, keys `{prefix}0` onwards,
+/// each by a call of `function`, 64 in flight; activations per second.
+async fn burst(host: &Host, actor_type: &str, prefix: &str, function: &'static str) -> f64 {
+    let t = Instant::now();
+    let batch: Vec<_> = (0..64)
+        .map(|c| {
+            let host = host.clone();
+            let (actor_type, prefix) = (actor_type.to_owned(), prefix.to_owned());
+            tokio::spawn(async move {
+                for i in (c..ACTORS).step_by(64) {
+                    let actor = ActorRef::new(&actor_type, &format!("{prefix}{i}"));
+                    host.call(&actor, function, vec![]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for b in batch {
+        b.await.unwrap();
+    }
+    ACTORS as f64 / t.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -357,23 +394,8 @@ async fn bench() {
 
     eprintln!("activating {ACTORS} actors...");
     let (rss_before, maps_before, heap_before) = (rss_anon_bytes(), mappings(), heap_in_use());
-    let t = Instant::now();
-    let batch: Vec<_> = (0..64)
-        .map(|c| {
-            let host = host.clone();
-            tokio::spawn(async move {
-                for i in (c..ACTORS).step_by(64) {
-                    host.call(&ActorRef::new("counter", &i.to_string()), "get", vec![])
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for b in batch {
-        b.await.unwrap();
-    }
-    let activation_rate = ACTORS as f64 / t.elapsed().as_secs_f64();
+    // Keys `0` to `9999`: the call phases below call the same counters.
+    let activation_rate = burst(&host, "counter", "", "get").await;
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let per_activation =
@@ -383,7 +405,9 @@ async fn bench() {
         heap_in_use().saturating_sub(heap_before) as f64 / ACTORS as f64 / 1024.0;
     // After the memory rows: the other host's heap, freed, would be reused.
     eprintln!("measuring activation on fresh and used slots...");
-    let (fresh_slots, used_slots, spaced_used) = slot_reuse(config).await;
+    let (fresh_slots, used_slots, spaced_used) = slot_reuse(config.clone()).await;
+    eprintln!("measuring bursts on fresh and used slots...");
+    let (burst_fresh, burst_used) = burst_on_used_slots(config).await;
 
     println!("## Activation ({} activations)\n", ACTORS);
     println!("| measure | Grove | native baseline |");
@@ -418,6 +442,9 @@ async fn bench() {
         percentile(&spaced_used, 0.99)
     );
     println!("| activations/s, 64 in flight | {activation_rate:.0} | |");
+    println!(
+        "| `probe`: activations/s, 64 in flight, fresh slots / slots a deactivated crowd left | {burst_fresh:.0} / {burst_used:.0} | |"
+    );
     println!("| anonymous RSS per idle activation (KiB) | {per_activation:.1} | |");
     println!(
         "| of which the host's heap (glibc in-use bytes) (KiB) | {heap_per_activation:.1} | |"
