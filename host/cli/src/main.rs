@@ -187,6 +187,13 @@ struct RunArgs {
     /// slot). 0 instantiates every activation on its first call.
     #[arg(long, default_value_t = 4)]
     warm_activations: u32,
+    /// Memory slots of each actor type prepared while the host is quiet,
+    /// once the type has activated, so that the first activations on them
+    /// are spared mapping and faulting in memory (a login storm after a
+    /// restart, say). Each keeps the pages an activation's first turns
+    /// write resident until an activation takes it. 0 prepares none.
+    #[arg(long, default_value_t = 256)]
+    prepared_slots: u32,
     /// A limit for one actor type, or for every type (`*`), over the flags
     /// above: `player.memory-mib=128`, `room.mailbox=4096`,
     /// `*.log-lines-per-second=20`. Keys: memory-mib, turn-deadline-ms,
@@ -503,6 +510,7 @@ impl RunArgs {
             }),
             max_running_turns: self.max_running_turns.max(1),
             warm_activations: self.warm_activations,
+            prepared_slots: self.prepared_slots,
             max_copy: self.max_copy_mib.saturating_mul(1 << 20),
             actor: ActorLimits {
                 max_memory: self.max_memory_mib << 20,

@@ -27,6 +27,7 @@
 //! the mailbox, so no caller is left waiting on an actor nobody serves.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -117,6 +118,9 @@ pub(crate) struct Turns {
     stacks: Arc<Semaphore>,
     outer: Arc<Semaphore>,
     limit: usize,
+    /// Activations started so far: slots are prepared while none starts
+    /// (`warm.rs`).
+    activations: AtomicU64,
 }
 
 impl Turns {
@@ -128,7 +132,13 @@ impl Turns {
             stacks: Arc::new(Semaphore::new(limit)),
             outer: Arc::new(Semaphore::new(limit - limit / 4)),
             limit,
+            activations: AtomicU64::new(0),
         })
+    }
+
+    /// How many activations have started so far.
+    pub(crate) fn activations_started(&self) -> u64 {
+        self.activations.load(Ordering::Relaxed)
     }
 
     /// How many turns run now.
@@ -454,6 +464,61 @@ async fn top_up(context: Context, plugin: Arc<Plugin>) {
     }
 }
 
+/// Starts the task preparing slots for `plugin` (see `warm.rs`), unless
+/// none are to be prepared or it runs already.
+fn prepare_slots(context: &Context, plugin: &Arc<Plugin>) {
+    if context.limits.prepared_slots > 0 && plugin.warm.start_preparing() {
+        tokio::spawn(prepare(context.clone(), plugin.clone()));
+    }
+}
+
+/// Prepares slots for `plugin` up to [`Limits::prepared_slots`] while the
+/// host is idle: no activation started for [`warm::IDLE`] and few turns
+/// running. It pauses when an activation starts, holding the instances it
+/// made (activations take them), and ends once the slots are prepared, the
+/// version's pool is closed, or an instance cannot be made (every slot
+/// taken, say). Yields between instances, so that turns on the same worker
+/// go first.
+async fn prepare(context: Context, plugin: Arc<Plugin>) {
+    let target = context.limits.prepared_slots as usize;
+    let may_make =
+        || quiet(&context) && versions(&context).is_some_and(|v| v.may_make_ahead(&plugin));
+    'preparing: while plugin.warm.unprepared(target) > 0 {
+        let seen = context.turns.activations_started();
+        tokio::time::sleep(warm::IDLE).await;
+        while plugin.warm.unprepared(target) > 0
+            && context.turns.activations_started() == seen
+            && may_make()
+        {
+            let Some(warm) = instantiate_ahead(&context, &plugin).await else {
+                break 'preparing;
+            };
+            plugin.warm.hold(warm);
+            tokio::task::yield_now().await;
+        }
+    }
+    let prepared = plugin.warm.release_prepared();
+    tracing::debug!(
+        actor_type = %plugin.actor_type,
+        slots = plugin.warm.prepared(),
+        "slots prepared"
+    );
+    // Each drop resets a slot: a few at a time, the worker's other tasks
+    // in between.
+    let mut prepared = prepared.into_iter();
+    loop {
+        let chunk: Vec<Warm> = prepared.by_ref().take(RELEASED_AT_ONCE).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        drop(chunk);
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Instances held to prepare slots dropped between two yields.
+const RELEASED_AT_ONCE: usize = 64;
+
 /// An instance of `plugin` for no actor yet, if a place among the turns
 /// from outside and a fiber stack are free to run its start code, and it
 /// instantiates within a turn's limits.
@@ -611,6 +676,7 @@ impl Activation {
             fence,
             carried,
         } = start;
+        context.turns.activations.fetch_add(1, Ordering::Relaxed);
         // Instantiation runs guest code on a fiber: it is a running turn.
         let turn_for = if mailbox.first_serves_an_actor() {
             TurnFor::Actor
@@ -1100,9 +1166,6 @@ impl Activation {
                 None => break,
             }
         }
-        if std::mem::take(&mut self.learns) {
-            self.plugin.first_turn.learn(&self.store);
-        }
         None
     }
 
@@ -1246,6 +1309,11 @@ impl Activation {
                         // while it runs, not in every idle activation's task.
                         if let Some(end) = Box::pin(self.batch(&slot, envelope)).await {
                             break 'serve end;
+                        }
+                        if std::mem::take(&mut self.learns) {
+                            self.plugin.first_turn.learn(&self.store);
+                            // Slots can be prepared now.
+                            prepare_slots(context, &self.plugin);
                         }
                     }
                     () = &mut timer, if timer_armed.is_some() => {

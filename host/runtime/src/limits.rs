@@ -91,6 +91,15 @@ pub struct Limits {
     /// [`Limits::max_activations`] slots until an activation takes it or an
     /// activation of any type needs its slot.
     pub warm_activations: u32,
+    /// Memory slots of each plugin version prepared while the host is
+    /// quiet, once its type has activated: its image mapped, its memory
+    /// made accessible and the pages its first turns write written ahead,
+    /// as a deactivated actor of the version leaves a slot. An activation
+    /// on one is spared the kernel's work on a slot no instance of its
+    /// plugin used before. Each prepared slot keeps those pages resident
+    /// (and holds two memory mappings, as every slot used does) until an
+    /// activation takes it; a slot is prepared once per version.
+    pub prepared_slots: u32,
     /// The limits of every actor type without overrides of its own.
     pub actor: ActorLimits,
     /// The limits of actor types with overrides.
@@ -106,6 +115,7 @@ impl Default for Limits {
             // 40 bytes), so that limit is met first with its own error.
             max_copy: 48 << 20,
             warm_activations: 4,
+            prepared_slots: 256,
             actor: ActorLimits::default(),
             by_type: BTreeMap::new(),
         }

@@ -203,6 +203,12 @@ impl Plugin {
         self.warm.len()
     }
 
+    /// Memory slots prepared for this version so far, and being prepared
+    /// ([`crate::limits::Limits::prepared_slots`]).
+    pub fn slots_prepared(&self) -> usize {
+        self.warm.prepared()
+    }
+
     /// Pages of memory to write ahead in each instance made ahead from now
     /// on: those an activation of this version wrote in its first batch of
     /// turns, at most 64 (0 before one has, and where they cannot be

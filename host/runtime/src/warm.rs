@@ -26,6 +26,30 @@
 //! replaces it, opened again if a rollback brings it back, and closed when
 //! the host shuts down.
 //!
+//! The pool also prepares slots: up to
+//! [`crate::limits::Limits::prepared_slots`] of the engine's memory slots
+//! per plugin version, each made ready as an activation would leave it.
+//! An activation on a slot no instance of its plugin used before pays the
+//! kernel for it: the plugin's image mapped over the slot, its memory made
+//! accessible, and a copy-on-write fault on each page the first turns
+//! write, which on a machine with several cores interrupts the others
+//! (`docs/benchmarks.md`, "Slots prepared while the host is idle"). A slot
+//! an activation left has all that done and is reset in place. Once an
+//! activation of the version has shown which pages its first turns write
+//! (`prefault.rs`), a task makes instances as for the pool, those pages
+//! written ahead, holds them until it has made them all, then drops them:
+//! their slots go back to the engine, kept for this plugin. They must all
+//! be held first: the engine gives an instance the slot its plugin left
+//! last, so made and dropped one by one they would all prepare the same
+//! slot. The task works only while the host is idle, no activation started
+//! for [`IDLE`] and few turns running: preparing competes with activations
+//! for the cores and the address space, and doubled the time of
+//! activations back to back. It pauses when one starts; an activation that
+//! finds no instance ready takes one the task holds. A slot taken by
+//! another plugin's activation, or prepared again after an activation
+//! found every slot taken, is not prepared twice over: the count is of
+//! slots made ready, not of slots still ready.
+//!
 //! The component's start code runs before the instance is named: a
 //! component whose start functions call the host would see its actor type
 //! with an empty key. Components built with wit-bindgen or componentize-py
@@ -54,6 +78,11 @@ pub(crate) const QUIET_TURNS: usize = 8;
 /// turns meanwhile.
 pub(crate) const DEFER: Duration = Duration::from_millis(1);
 
+/// How long no activation must start before slots are prepared: making
+/// instances maps and protects memory in the process the activations run
+/// in, and interrupts the other cores.
+pub(crate) const IDLE: Duration = Duration::from_millis(10);
+
 /// A plugin's instance, instantiated for no actor yet.
 pub(crate) struct Warm {
     pub(crate) store: Store<ActivationState>,
@@ -72,6 +101,13 @@ pub(crate) struct WarmPool {
 #[derive(Default)]
 struct Pool {
     ready: Vec<Warm>,
+    /// Instances held while slots are prepared, dropped together.
+    preparing: Vec<Warm>,
+    /// Slots prepared so far: dropped from `preparing`, or taken from it
+    /// by an activation.
+    prepared: usize,
+    /// A task prepares slots, or has.
+    preparer: bool,
     /// Set when an activation of this version starts; cleared by the task
     /// topping the pool up once it has looked.
     drawn: bool,
@@ -84,13 +120,18 @@ struct Pool {
 
 impl WarmPool {
     /// An instance made ahead, if one is ready.
+    /// One held while slots are prepared serves as well.
     pub(crate) fn take(&self) -> Option<Warm> {
         let mut pool = self.pool();
         let warm = pool.ready.pop();
         if warm.is_some() && pool.ready.is_empty() {
             self.ran_dry.notify_waiters();
         }
-        warm
+        warm.or_else(|| {
+            let held = pool.preparing.pop();
+            pool.prepared += usize::from(held.is_some());
+            held
+        })
     }
 
     /// Waits [`DEFER`] (up to a millisecond more: tokio's timers tick in
@@ -153,23 +194,71 @@ impl WarmPool {
         }
     }
 
-    /// Drops the instances ready, giving their slots back to the engine's
-    /// pool; how many there were.
+    /// Whether a task preparing slots is to be started (none has been).
+    pub(crate) fn start_preparing(&self) -> bool {
+        !std::mem::replace(&mut self.pool().preparer, true)
+    }
+
+    /// How many slots are left to prepare to reach `target` (none once
+    /// the pool is closed), those held counted as prepared.
+    pub(crate) fn unprepared(&self, target: usize) -> usize {
+        let pool = self.pool();
+        if pool.closed {
+            0
+        } else {
+            target.saturating_sub(pool.prepared + pool.preparing.len())
+        }
+    }
+
+    /// Holds an instance made to prepare its slot, unless the pool was
+    /// closed meanwhile.
+    pub(crate) fn hold(&self, warm: Warm) {
+        let mut pool = self.pool();
+        if !pool.closed {
+            pool.preparing.push(warm);
+        }
+    }
+
+    /// The instances held to prepare slots, to drop: their slots are
+    /// prepared.
+    pub(crate) fn release_prepared(&self) -> Vec<Warm> {
+        let mut pool = self.pool();
+        let held = std::mem::take(&mut pool.preparing);
+        pool.prepared += held.len();
+        held
+    }
+
+    /// Slots prepared so far, and being prepared.
+    pub(crate) fn prepared(&self) -> usize {
+        let pool = self.pool();
+        pool.prepared + pool.preparing.len()
+    }
+
+    /// Drops the instances ready and those held to prepare slots, giving
+    /// their slots back to the engine's pool; how many there were.
     pub(crate) fn clear(&self) -> usize {
-        let ready = std::mem::take(&mut self.pool().ready);
+        let (ready, held) = {
+            let mut pool = self.pool();
+            let held = std::mem::take(&mut pool.preparing);
+            pool.prepared += held.len();
+            (std::mem::take(&mut pool.ready), held)
+        };
         self.ran_dry.notify_waiters();
-        ready.len()
+        ready.len() + held.len()
     }
 
     /// Clears the pool for good: instances made later are dropped.
     pub(crate) fn close(&self) {
-        let ready = {
+        let (ready, held) = {
             let mut pool = self.pool();
             pool.closed = true;
-            std::mem::take(&mut pool.ready)
+            (
+                std::mem::take(&mut pool.ready),
+                std::mem::take(&mut pool.preparing),
+            )
         };
         self.ran_dry.notify_waiters();
-        drop(ready);
+        drop((ready, held));
     }
 
     /// Opens a closed pool again: its version serves again after a

@@ -12,7 +12,11 @@ use wasmtime::component::Val;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_activation_holds_two_memory_mappings_however_its_memory_grows() {
     const ACTORS: usize = 300;
-    let host = common::host();
+    // No slots prepared at idle moments: they would hold mappings of their
+    // own (`tests/prepared_slots.rs`).
+    let mut config = common::config();
+    config.limits.prepared_slots = 0;
+    let host = common::host_with(config, grove_host::state::StateStore::memory());
     // The first activation of each plugin maps what every later one shares.
     host.call(&ActorRef::new("probe", "first"), "recall", vec![])
         .await

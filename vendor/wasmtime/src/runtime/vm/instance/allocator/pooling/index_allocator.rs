@@ -207,6 +207,7 @@ struct Unused {
 enum AllocMode {
     ForceAffineAndClear,
     AnySlot,
+    AffineOnly,
 }
 
 /// The division of an allocator's slot space and unused-warm-slot budget
@@ -354,6 +355,21 @@ impl ModuleAffinityIndexAllocator {
     ///
     /// Returns `None` if no more slots are available.
     pub fn alloc(&self, for_memory: Option<MemoryInModule>) -> Option<SlotId> {
+        // A slot affine to the module in any shard goes first, before a
+        // cold or evicted slot in this thread's home shard: slots made
+        // ready by one thread (instances dropped there) then serve
+        // instantiations on every thread. This costs a lock per shard when
+        // the home shard holds no affine slot.
+        if for_memory.is_some() && self.shards.len() > 1 {
+            for shard in super::shard_ids_from_home(self.shards.len()) {
+                let mut inner = self.shard(shard).lock().unwrap();
+                if let Some(local) =
+                    Self::alloc_within(&mut inner, for_memory, AllocMode::AffineOnly)
+                {
+                    return Some(self.global_id(shard, local));
+                }
+            }
+        }
         // Start at this thread's home shard and probe the others only if
         // it's fully allocated. In steady state this means each thread
         // stays on its own shard.
@@ -438,7 +454,7 @@ impl ModuleAffinityIndexAllocator {
                 // as the purpose here is to clear out slots relevant to
                 // `module_id` during module teardown. This means that there's
                 // no consulting non-affine slots in this path.
-                AllocMode::ForceAffineAndClear => None,
+                AllocMode::ForceAffineAndClear | AllocMode::AffineOnly => None,
             }
         })?;
 
@@ -448,7 +464,7 @@ impl ModuleAffinityIndexAllocator {
         }
         *slot = SlotState::Used(match mode {
             AllocMode::ForceAffineAndClear => None,
-            AllocMode::AnySlot => for_memory,
+            AllocMode::AnySlot | AllocMode::AffineOnly => for_memory,
         });
 
         Some(slot_id)
