@@ -464,6 +464,10 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         "grove_instances_made_ahead",
         "Instances of the version running now made ahead of their activations, ready.",
     );
+    let mut prepared = Family::new(
+        "grove_slots_prepared",
+        "Memory slots prepared for the version running now while the host was idle, whether activations have taken them since or not.",
+    );
     let mut calls = Family::new(
         "grove_calls",
         "Calls answered, by function and outcome (ok, or the error's kind).",
@@ -497,10 +501,11 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         ended.add(of_type(), counter(stopped));
         failed.add(of_type(), counter(load(&m.failed_to_start)));
         made_ahead.add(of_type(), counter(load(&m.made_ahead)));
-        let waiting = host
-            .plugin(actor_type)
-            .map_or(0, |p| p.instances_made_ahead());
+        let running = host.plugin(actor_type).ok();
+        let waiting = running.as_ref().map_or(0, |p| p.instances_made_ahead());
         ready.add(of_type(), gauge(waiting as u64));
+        let slots = running.as_ref().map_or(0, |p| p.slots_prepared());
+        prepared.add(of_type(), gauge(slots as u64));
         turns.add(of_type(), ConstHistogram::of(&m.turns));
         queued.add(of_type(), ConstHistogram::of(&m.queued));
         let depth = depths.get(actor_type).copied().unwrap_or(0);
@@ -534,6 +539,7 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
     failed.encode(encoder)?;
     made_ahead.encode(encoder)?;
     ready.encode(encoder)?;
+    prepared.encode(encoder)?;
     calls.encode(encoder)?;
     turns.encode(encoder)?;
     queued.encode(encoder)?;

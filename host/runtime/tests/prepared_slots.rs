@@ -75,6 +75,13 @@ fn slots_prepared_on_one_thread_serve_activations_on_another() {
     // is reached; no more are made.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(counter.slots_prepared(), PREPARED);
+    let metrics = host.metrics();
+    assert!(
+        metrics.contains(&format!(
+            "grove_slots_prepared{{actor_type=\"counter\"}} {PREPARED}\n"
+        )),
+        "{metrics}"
+    );
 
     let before = common::memory_mappings();
     activate(&activating, &host, "on-prepared-", 0..PREPARED);
