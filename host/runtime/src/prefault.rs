@@ -18,7 +18,13 @@
 //! a written page is mapped, the process's own and no longer the file's.
 //! Instances made ahead of their activations (`warm.rs`) then get those
 //! pages written in advance with `madvise(MADV_POPULATE_WRITE)`, which
-//! faults them in writable without changing what they hold. An activation
+//! faults them in writable without changing what they hold. The pages the
+//! first turns only read (a string in the plugin's data the host copies
+//! out, say; the kernel maps a read page's neighbours with it) are learned
+//! too, mapped and still the file's, and faulted in read-only with
+//! `MADV_POPULATE_READ`: a slot prepared while the host is idle otherwise
+//! takes that read fault at its first call, where a slot a deactivated
+//! actor left keeps the page mapped. An activation
 //! finds them ready, and the faults are taken off the call's path, by the
 //! task making instances. Nothing is faulted in before an activation has
 //! shown which pages, nor more than [`MOST_PAGES`] of them.
@@ -49,12 +55,33 @@ pub(crate) const MOST_PAGES: usize = 64;
 pub(crate) struct FirstTurnPages {
     /// Whether an activation has taken the job of learning them.
     claimed: AtomicBool,
-    /// What that activation's memories held written before its first turn
-    /// (by instantiation, or kept resident from the slot's last user):
+    /// What that activation's memories held mapped and written before its
+    /// first turn (by instantiation, or kept from the slot's last user):
     /// those pages are not learned.
-    before: Mutex<Vec<Vec<bool>>>,
+    before: Mutex<Vec<Vec<Page>>>,
     /// The pages learned, once they are.
-    runs: OnceLock<Vec<Run>>,
+    learned: OnceLock<Learned>,
+}
+
+/// The pages a plugin version's first turns write, and those they only
+/// read.
+#[derive(Default)]
+struct Learned {
+    written: Vec<Run>,
+    /// Pages of the plugin's image read (a string in its data, say) and
+    /// not written: a read maps such a page with a fault of its own.
+    read: Vec<Run>,
+}
+
+/// What a page of a linear memory holds, as `/proc/self/pagemap` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Page {
+    /// Not mapped: the next access faults.
+    Absent,
+    /// Mapped and still shared (the plugin's image, read).
+    Read,
+    /// Mapped and the process's own: written (or written ahead).
+    Written,
 }
 
 /// Consecutive pages of one memory: `count` pages from page `first`.
@@ -78,7 +105,7 @@ impl FirstTurnPages {
         }
         let before = ranges(store)
             .into_iter()
-            .map(|(base, len)| written_pages(base, len).unwrap_or_default())
+            .map(|(base, len)| pages(base, len).unwrap_or_default())
             .collect();
         *self.before.lock().unwrap_or_else(PoisonError::into_inner) = before;
         true
@@ -89,27 +116,34 @@ impl FirstTurnPages {
     pub(crate) fn learn<T>(&self, store: &Store<T>) {
         let before =
             std::mem::take(&mut *self.before.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut written = Vec::new();
+        let (mut written, mut read) = (Vec::new(), Vec::new());
         for (memory, (base, len)) in ranges(store).into_iter().enumerate() {
-            let Some(now) = written_pages(base, len) else {
+            let Some(now) = pages(base, len) else {
                 // Nothing is learned where the map cannot be read.
-                let _ = self.runs.set(Vec::new());
+                let _ = self.learned.set(Learned::default());
                 return;
             };
             let was = before.get(memory).map_or(&[][..], Vec::as_slice);
-            let since: Vec<bool> = now
-                .iter()
-                .enumerate()
-                .map(|(page, &now)| now && !was.get(page).copied().unwrap_or(false))
-                .collect();
-            written.push(since);
+            let was = |page: usize| was.get(page).copied().unwrap_or(Page::Absent);
+            let since = |state: Page, before: &[Page]| -> Vec<bool> {
+                now.iter()
+                    .enumerate()
+                    .map(|(page, &now)| now == state && before.contains(&was(page)))
+                    .collect()
+            };
+            written.push(since(Page::Written, &[Page::Absent, Page::Read]));
+            read.push(since(Page::Read, &[Page::Absent]));
         }
-        let runs = runs_within(&written, MOST_PAGES);
+        let learned = Learned {
+            written: runs_within(&written, MOST_PAGES),
+            read: runs_within(&read, MOST_PAGES),
+        };
         tracing::debug!(
-            pages = runs.iter().map(|run| run.count).sum::<usize>(),
-            "learned the pages a first turn writes"
+            written = pages_in(&learned.written),
+            read = pages_in(&learned.read),
+            "learned the pages a first turn writes and reads"
         );
-        let _ = self.runs.set(runs);
+        let _ = self.learned.set(learned);
     }
 
     /// Gives the job of learning back: the activation that took it ended
@@ -125,20 +159,27 @@ impl FirstTurnPages {
     /// How many pages are learned (0 until they are, and where they cannot
     /// be).
     pub(crate) fn len(&self) -> usize {
-        self.runs
+        self.learned
             .get()
-            .map_or(0, |runs| runs.iter().map(|run| run.count).sum())
+            .map_or(0, |learned| pages_in(&learned.written))
     }
 
-    /// Faults in writable, in the memories of `store`, the pages learned.
-    /// The store's instances must run no code meanwhile.
+    /// Faults in, in the memories of `store`, the pages learned: writable
+    /// those written, read-only those read. The store's instances must run
+    /// no code meanwhile.
     pub(crate) fn fault_in<T>(&self, store: &Store<T>) {
-        let Some(runs) = self.runs.get().filter(|runs| !runs.is_empty()) else {
+        let Some(learned) = self
+            .learned
+            .get()
+            .filter(|learned| !learned.written.is_empty() || !learned.read.is_empty())
+        else {
             return;
         };
         let memories = ranges(store);
         let page = page_size();
-        for run in runs {
+        let runs = (learned.written.iter().map(|run| (run, Populate::Write)))
+            .chain(learned.read.iter().map(|run| (run, Populate::Read)));
+        for (run, populate) in runs {
             // Every instance of a version has the same memories.
             let Some(&(base, len)) = memories.get(run.memory) else {
                 continue;
@@ -146,10 +187,15 @@ impl FirstTurnPages {
             let start = run.first * page;
             let end = ((run.first + run.count) * page).min(len);
             if start < end {
-                populate_write(base + start, end - start);
+                populate.fault_in(base + start, end - start);
             }
         }
     }
+}
+
+/// How many pages `runs` hold.
+fn pages_in(runs: &[Run]) -> usize {
+    runs.iter().map(|run| run.count).sum()
 }
 
 /// Where each memory of `store` lies: its base address and accessible
@@ -211,13 +257,13 @@ fn page_size() -> usize {
     4096
 }
 
-/// For each page of `[base, base + len)`: whether it is mapped, no longer
-/// shared with a file, and the process's own (`/proc/self/pagemap`: bit 63
-/// "present", bit 61 "file page or shared anonymous", bit 56 "exclusively
-/// mapped", which the shared zero page a read maps is not). `None` if the
-/// map cannot be read.
+/// What each page of `[base, base + len)` holds: written if it is mapped,
+/// no longer shared with a file, and the process's own; read if it is
+/// mapped otherwise (`/proc/self/pagemap`: bit 63 "present", bit 61 "file
+/// page or shared anonymous", bit 56 "exclusively mapped", which the shared
+/// zero page a read maps is not). `None` if the map cannot be read.
 #[cfg(target_os = "linux")]
-fn written_pages(base: usize, len: usize) -> Option<Vec<bool>> {
+fn pages(base: usize, len: usize) -> Option<Vec<Page>> {
     use std::os::unix::fs::FileExt;
     const PRESENT: u64 = 1 << 63;
     const FILE_OR_SHARED: u64 = 1 << 61;
@@ -235,32 +281,53 @@ fn written_pages(base: usize, len: usize) -> Option<Vec<bool>> {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(entry);
                 let entry = u64::from_ne_bytes(word);
-                entry & (PRESENT | EXCLUSIVE) == PRESENT | EXCLUSIVE && entry & FILE_OR_SHARED == 0
+                if entry & PRESENT == 0 {
+                    Page::Absent
+                } else if entry & EXCLUSIVE != 0 && entry & FILE_OR_SHARED == 0 {
+                    Page::Written
+                } else {
+                    Page::Read
+                }
             })
             .collect(),
     )
 }
 
 #[cfg(not(target_os = "linux"))]
-fn written_pages(_base: usize, _len: usize) -> Option<Vec<bool>> {
+fn pages(_base: usize, _len: usize) -> Option<Vec<Page>> {
     None
 }
 
-/// Faults `[start, start + len)` in writable. Errors (a kernel before
-/// 5.14, memory short) leave the pages to fault when written, as without.
-#[cfg(target_os = "linux")]
-fn populate_write(start: usize, len: usize) {
-    // SAFETY: the range lies inside a linear memory of a store whose
-    // instances run no code now (`FirstTurnPages::fault_in`); populating
-    // maps its pages writable and changes nothing they hold.
-    let done = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
-    if done != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "pages not faulted in ahead");
-    }
+/// How pages are faulted in ahead.
+#[derive(Clone, Copy)]
+enum Populate {
+    /// Writable: the process's own copy, as a write would make it.
+    Write,
+    /// Readable: mapped as a read would map it, still shared.
+    Read,
 }
 
-#[cfg(not(target_os = "linux"))]
-fn populate_write(_start: usize, _len: usize) {}
+impl Populate {
+    /// Faults `[start, start + len)` in. Errors (a kernel before 5.14,
+    /// memory short) leave the pages to fault when touched, as without.
+    #[cfg(target_os = "linux")]
+    fn fault_in(self, start: usize, len: usize) {
+        let advice = match self {
+            Populate::Write => libc::MADV_POPULATE_WRITE,
+            Populate::Read => libc::MADV_POPULATE_READ,
+        };
+        // SAFETY: the range lies inside a linear memory of a store whose
+        // instances run no code now (`FirstTurnPages::fault_in`);
+        // populating maps its pages and changes nothing they hold.
+        let done = unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
+        if done != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "pages not faulted in ahead");
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn fault_in(self, _start: usize, _len: usize) {}
+}
 
 #[cfg(test)]
 mod tests {
@@ -312,7 +379,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn pages_written_are_found_and_writing_them_ahead_keeps_their_contents() {
+    fn pages_written_and_read_are_found_and_faulting_them_in_ahead_keeps_their_contents() {
         use std::io::Write;
         use std::os::fd::FromRawFd;
         let page = page_size();
@@ -337,20 +404,26 @@ mod tests {
             assert_eq!(at(1).read_volatile(), 1);
             at(1).add(8).write_volatile(0xaa);
         }
-        assert_eq!(
-            written_pages(first, 4 * page).unwrap(),
-            [false, true, false, false]
-        );
+        // Pages 0 and 2 are mapped and still the file's; page 3 may be too
+        // (the kernel maps a read page's neighbours with it).
+        let first_pages = pages(first, 4 * page).unwrap();
+        assert_eq!(first_pages[..3], [Page::Read, Page::Written, Page::Read]);
+        assert_ne!(first_pages[3], Page::Written);
 
-        // Another instance gets page 1 written ahead: it is its own now,
-        // and still holds the file's contents.
+        // Another instance gets page 1 written ahead, and page 2 read ahead:
+        // page 1 is its own now, page 2 mapped and still shared, and both
+        // still hold the file's contents.
         let second = image_mapping(&file, page);
-        assert_eq!(written_pages(second, 4 * page).unwrap(), [false; 4]);
-        populate_write(second + page, page);
-        assert_eq!(
-            written_pages(second, 4 * page).unwrap(),
-            [false, true, false, false]
-        );
+        assert_eq!(pages(second, 4 * page).unwrap(), [Page::Absent; 4]);
+        Populate::Write.fault_in(second + page, page);
+        Populate::Read.fault_in(second + 2 * page, page);
+        let second_pages = pages(second, 4 * page).unwrap();
+        assert_eq!(second_pages[1..3], [Page::Written, Page::Read]);
+        assert_ne!(second_pages[0], Page::Written);
+        assert_ne!(second_pages[3], Page::Written);
+        // SAFETY: the second mapping's page 2, read only.
+        let read = unsafe { std::slice::from_raw_parts((second + 2 * page) as *const u8, page) };
+        assert!(read.iter().all(|&byte| byte == 2));
         // SAFETY: the second mapping's page 1, read only.
         let contents = unsafe { std::slice::from_raw_parts((second + page) as *const u8, page) };
         assert!(contents.iter().all(|&byte| byte == 1));
