@@ -187,11 +187,12 @@ struct RunArgs {
     /// slot). 0 instantiates every activation on its first call.
     #[arg(long, default_value_t = 4)]
     warm_activations: u32,
-    /// Memory slots of each actor type prepared while the host is quiet,
-    /// once the type has activated, so that the first activations on them
-    /// are spared mapping and faulting in memory (a login storm after a
-    /// restart, say). Each keeps the pages an activation's first turns
-    /// write resident until an activation takes it. 0 prepares none.
+    /// Memory slots of each actor type prepared while the host is idle
+    /// (after the type's first activation, once nothing has activated for
+    /// 10 ms), so that a crowd arriving later is spared mapping and
+    /// faulting in memory on them. Each keeps the pages an activation's
+    /// first turns write resident until an activation takes it. 0
+    /// prepares none.
     #[arg(long, default_value_t = 256)]
     prepared_slots: u32,
     /// A limit for one actor type, or for every type (`*`), over the flags

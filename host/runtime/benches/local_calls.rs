@@ -345,6 +345,7 @@ async fn prepared_slots(mut config: HostConfig) -> (Vec<u64>, f64, Preparing) {
     // The last instances held are dropped a few at a time after that.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let preparing = Preparing {
+        slots,
         secs: t.elapsed().as_secs_f64(),
         rss_kib: rss_anon_bytes().saturating_sub(rss_before) as f64 / slots as f64 / 1024.0,
         mappings: mappings().saturating_sub(maps_before) as f64 / slots as f64,
@@ -357,6 +358,7 @@ async fn prepared_slots(mut config: HostConfig) -> (Vec<u64>, f64, Preparing) {
 
 /// What preparing slots took ([`prepared_slots`]).
 struct Preparing {
+    slots: usize,
     /// Seconds from the first activation until every slot was prepared.
     secs: f64,
     /// Anonymous RSS added per slot (KiB).
@@ -504,8 +506,8 @@ async fn bench() {
         "| `probe`: activations/s, 64 in flight, fresh slots / slots a deactivated crowd left | {burst_fresh:.0} / {burst_used:.0} | |"
     );
     println!(
-        "| `probe`: activations/s, 64 in flight, on slots prepared while the host was idle (11,001 prepared in {:.2} s) | {burst_prepared:.0} | |",
-        preparing.secs
+        "| `probe`: activations/s, 64 in flight, on slots prepared while the host was idle ({} prepared in {:.2} s) | {burst_prepared:.0} | |",
+        preparing.slots, preparing.secs
     );
     println!("| anonymous RSS per idle activation (KiB) | {per_activation:.1} | |");
     println!(

@@ -106,7 +106,9 @@ pub(crate) struct Context {
     pub(crate) turns: Arc<Turns>,
 }
 
-/// The host's running turns: a permit per fiber stack in the engine's pool.
+/// The host's running turns: a permit per fiber stack in the engine's pool;
+/// and how many activations have started, which tells when the host is
+/// idle.
 /// Turns that serve no other actor's call (client sessions, calls from
 /// outside, timers, reminders) may hold at most three quarters of them,
 /// unless a call from an actor waits behind them in their mailbox. An actor
@@ -139,6 +141,11 @@ impl Turns {
     /// How many activations have started so far.
     pub(crate) fn activations_started(&self) -> u64 {
         self.activations.load(Ordering::Relaxed)
+    }
+
+    /// Notes that an activation starts.
+    fn activation_starts(&self) {
+        self.activations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many turns run now.
@@ -426,6 +433,13 @@ fn make_ahead(context: &Context, plugin: &Arc<Plugin>) {
     tokio::spawn(top_up(context.clone(), plugin.clone()));
 }
 
+/// Whether instances of `plugin` may be made ahead now: few turns run,
+/// `plugin` is the version its type runs, and no activation found every
+/// slot taken lately.
+fn may_make_ahead(context: &Context, plugin: &Arc<Plugin>) -> bool {
+    quiet(context) && versions(context).is_some_and(|v| v.may_make_ahead(plugin))
+}
+
 /// Whether few enough turns run to make instances ahead.
 fn quiet(context: &Context) -> bool {
     context.turns.running() <= warm::QUIET_TURNS
@@ -438,15 +452,14 @@ fn quiet(context: &Context) -> bool {
 /// dry, so that the activation that drew on it runs its first turns alone.
 async fn top_up(context: Context, plugin: Arc<Plugin>) {
     let target = context.limits.warm_activations as usize;
-    let may_make =
-        || quiet(&context) && versions(&context).is_some_and(|v| v.may_make_ahead(&plugin));
+    let may_make = || may_make_ahead(&context, &plugin);
     plugin.warm.defer_unless_dry().await;
     loop {
         while plugin.warm.missing(target) > 0 {
             if !may_make() {
                 return plugin.warm.stop_topping();
             }
-            let Some(warm) = instantiate_ahead(&context, &plugin).await else {
+            let Ok(warm) = instantiate_ahead(&context, &plugin).await else {
                 return plugin.warm.stop_topping();
             };
             // Made while an activation found every slot taken: its slot
@@ -476,24 +489,28 @@ fn prepare_slots(context: &Context, plugin: &Arc<Plugin>) {
 /// host is idle: no activation started for [`warm::IDLE`] and few turns
 /// running. It pauses when an activation starts, holding the instances it
 /// made (activations take them), and ends once the slots are prepared, the
-/// version's pool is closed, or an instance cannot be made (every slot
-/// taken, say). Yields between instances, so that turns on the same worker
-/// go first.
+/// version's pool is closed (a deploy, a rollback, shutdown) or the host is
+/// gone, or an instance cannot be made for another reason than a busy host
+/// (every slot taken, say). Yields between instances, so that turns on the
+/// same worker go first.
 async fn prepare(context: Context, plugin: Arc<Plugin>) {
     let target = context.limits.prepared_slots as usize;
-    let may_make =
-        || quiet(&context) && versions(&context).is_some_and(|v| v.may_make_ahead(&plugin));
-    'preparing: while plugin.warm.unprepared(target) > 0 {
+    'preparing: while plugin.warm.unprepared(target) > 0 && versions(&context).is_some() {
         let seen = context.turns.activations_started();
         tokio::time::sleep(warm::IDLE).await;
         while plugin.warm.unprepared(target) > 0
             && context.turns.activations_started() == seen
-            && may_make()
+            && may_make_ahead(&context, &plugin)
         {
-            let Some(warm) = instantiate_ahead(&context, &plugin).await else {
-                break 'preparing;
-            };
-            plugin.warm.hold(warm);
+            match instantiate_ahead(&context, &plugin).await {
+                // Made while an activation found every slot taken: its
+                // slot goes back.
+                Ok(warm) if !may_make_ahead(&context, &plugin) => drop(warm),
+                Ok(warm) => plugin.warm.hold(warm),
+                // Wait for the next idle moment.
+                Err(NotMade::Busy) => break,
+                Err(NotMade::Failed) => break 'preparing,
+            }
             tokio::task::yield_now().await;
         }
     }
@@ -519,12 +536,32 @@ async fn prepare(context: Context, plugin: Arc<Plugin>) {
 /// Instances held to prepare slots dropped between two yields.
 const RELEASED_AT_ONCE: usize = 64;
 
+/// Why no instance was made ahead.
+enum NotMade {
+    /// No place among the turns from outside, or no fiber stack, was free
+    /// to run its start code.
+    Busy,
+    /// Instantiation failed, or ran past a turn's wall-clock bound.
+    Failed,
+}
+
 /// An instance of `plugin` for no actor yet, if a place among the turns
 /// from outside and a fiber stack are free to run its start code, and it
 /// instantiates within a turn's limits.
-async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Option<Warm> {
-    let outside = context.turns.outer.clone().try_acquire_owned().ok()?;
-    let stack = context.turns.stacks.clone().try_acquire_owned().ok()?;
+async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Result<Warm, NotMade> {
+    let busy = |_| NotMade::Busy;
+    let outside = context
+        .turns
+        .outer
+        .clone()
+        .try_acquire_owned()
+        .map_err(busy)?;
+    let stack = context
+        .turns
+        .stacks
+        .clone()
+        .try_acquire_owned()
+        .map_err(busy)?;
     let mut store = new_store(context, ActorRef::new(&plugin.actor_type, ""), None);
     store.set_epoch_deadline(1);
     let wall_limit = context.limits.for_type(&plugin.actor_type).turn_wall_time;
@@ -535,18 +572,18 @@ async fn instantiate_ahead(context: &Context, plugin: &Plugin) -> Option<Warm> {
         Ok(Err(e)) => {
             let error = format!("{e:#}");
             tracing::debug!(actor_type = %plugin.actor_type, %error, "not made ahead");
-            return None;
+            return Err(NotMade::Failed);
         }
         Err(_) => {
             tracing::debug!(actor_type = %plugin.actor_type, "not made ahead: past the turn's wall-clock bound");
-            return None;
+            return Err(NotMade::Failed);
         }
     };
     store.release_fiber_stack();
     // Faulting in needs neither a stack nor a place among the turns.
     drop((outside, stack));
     plugin.first_turn.fault_in(&store);
-    Some(Warm { store, instance })
+    Ok(Warm { store, instance })
 }
 
 /// What an activation starts with besides its plugin.
@@ -676,7 +713,7 @@ impl Activation {
             fence,
             carried,
         } = start;
-        context.turns.activations.fetch_add(1, Ordering::Relaxed);
+        context.turns.activation_starts();
         // Instantiation runs guest code on a fiber: it is a running turn.
         let turn_for = if mailbox.first_serves_an_actor() {
             TurnFor::Actor

@@ -207,17 +207,19 @@ impl activation::Versions for Inner {
         let failed = plugins.insert(previous.actor_type.clone(), previous.clone());
         // The version before serves again: its instances are made ahead again.
         previous.warm.reopen();
+        let mut closed = Vec::new();
         {
             let mut retired = lock(&self.retired);
             // The version before runs again: it is not retired.
             retired.retain(|p| p.activations() > 0 && p.content_hash != previous.content_hash);
             if let Some(failed) = &failed {
-                failed.warm.close();
+                closed = failed.warm.close();
             }
             retired.extend(failed.clone());
         }
         drop(plugins);
         drop(trials);
+        drop(closed);
         let listed = self.directory.listed_of_type(&previous.actor_type);
         let moving = listed.len();
         if let Some(failed) = failed {
@@ -582,10 +584,11 @@ impl Inner {
             &new.actor_type,
             new.functions.iter().map(|f| f.name.clone()),
         );
+        let mut closed = Vec::new();
         if let Some(old) = plugins.insert(new.actor_type.clone(), new.clone()) {
             let mut retired = lock(&self.retired);
             retired.retain(|p| p.activations() > 0 && p.content_hash != old.content_hash);
-            old.warm.close();
+            closed = old.warm.close();
             retired.push(old.clone());
             let trial = Trial {
                 version: new.content_hash.clone(),
@@ -599,6 +602,7 @@ impl Inner {
         }
         drop(plugins);
         drop(trials);
+        drop(closed);
         // An activation starting from here on finds the new version; every
         // one that started before is listed already, and is asked to move.
         let listed = self.directory.listed_of_type(&new.actor_type);
@@ -1139,7 +1143,7 @@ impl Host {
     pub async fn shutdown(&self) -> usize {
         self.inner.directory.begin_stop();
         for plugin in self.plugins() {
-            plugin.warm.close();
+            drop(plugin.warm.close());
         }
         self.inner.reminders.wake();
         let deadline = Instant::now() + self.inner.config.shutdown_timeout;

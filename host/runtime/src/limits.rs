@@ -92,13 +92,14 @@ pub struct Limits {
     /// activation of any type needs its slot.
     pub warm_activations: u32,
     /// Memory slots of each plugin version prepared while the host is
-    /// quiet, once its type has activated: its image mapped, its memory
+    /// idle, once its type has activated: its image mapped, its memory
     /// made accessible and the pages its first turns write written ahead,
     /// as a deactivated actor of the version leaves a slot. An activation
     /// on one is spared the kernel's work on a slot no instance of its
     /// plugin used before. Each prepared slot keeps those pages resident
     /// (and holds two memory mappings, as every slot used does) until an
-    /// activation takes it; a slot is prepared once per version.
+    /// activation takes it: one of the version's, or, once many slots sit
+    /// unused, one of another type's. Slots are prepared once per version.
     pub prepared_slots: u32,
     /// The limits of every actor type without overrides of its own.
     pub actor: ActorLimits,

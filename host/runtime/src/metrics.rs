@@ -501,10 +501,10 @@ fn encode_types(host: &Host, meters: &Meters, encoder: &mut DescriptorEncoder) -
         ended.add(of_type(), counter(stopped));
         failed.add(of_type(), counter(load(&m.failed_to_start)));
         made_ahead.add(of_type(), counter(load(&m.made_ahead)));
-        let running = host.plugin(actor_type).ok();
-        let waiting = running.as_ref().map_or(0, |p| p.instances_made_ahead());
+        let current = host.plugin(actor_type).ok();
+        let waiting = current.as_ref().map_or(0, |p| p.instances_made_ahead());
         ready.add(of_type(), gauge(waiting as u64));
-        let slots = running.as_ref().map_or(0, |p| p.slots_prepared());
+        let slots = current.as_ref().map_or(0, |p| p.slots_prepared());
         prepared.add(of_type(), gauge(slots as u64));
         turns.add(of_type(), ConstHistogram::of(&m.turns));
         queued.add(of_type(), ConstHistogram::of(&m.queued));

@@ -43,8 +43,9 @@
 //! last, so made and dropped one by one they would all prepare the same
 //! slot. The task works only while the host is idle, no activation started
 //! for [`IDLE`] and few turns running: preparing competes with activations
-//! for the cores and the address space, and doubled the time of
-//! activations back to back. It pauses when one starts; an activation that
+//! for the cores and the address space, and run beside 1,000 activations
+//! back to back it made them 3–4× slower at the median
+//! (`docs/benchmarks.md`). It pauses when one starts; an activation that
 //! finds no instance ready takes one the task holds. A slot taken by
 //! another plugin's activation, or prepared again after an activation
 //! found every slot taken, is not prepared twice over: the count is of
@@ -206,7 +207,7 @@ impl WarmPool {
         if pool.closed {
             0
         } else {
-            target.saturating_sub(pool.prepared + pool.preparing.len())
+            target.saturating_sub(pool.prepared())
         }
     }
 
@@ -222,16 +223,12 @@ impl WarmPool {
     /// The instances held to prepare slots, to drop: their slots are
     /// prepared.
     pub(crate) fn release_prepared(&self) -> Vec<Warm> {
-        let mut pool = self.pool();
-        let held = std::mem::take(&mut pool.preparing);
-        pool.prepared += held.len();
-        held
+        self.pool().release_prepared()
     }
 
     /// Slots prepared so far, and being prepared.
     pub(crate) fn prepared(&self) -> usize {
-        let pool = self.pool();
-        pool.prepared + pool.preparing.len()
+        self.pool().prepared()
     }
 
     /// Drops the instances ready and those held to prepare slots, giving
@@ -239,30 +236,31 @@ impl WarmPool {
     pub(crate) fn clear(&self) -> usize {
         let (ready, held) = {
             let mut pool = self.pool();
-            let held = std::mem::take(&mut pool.preparing);
-            pool.prepared += held.len();
+            let held = pool.release_prepared();
             (std::mem::take(&mut pool.ready), held)
         };
         self.ran_dry.notify_waiters();
         ready.len() + held.len()
     }
 
-    /// Clears the pool for good: instances made later are dropped.
-    pub(crate) fn close(&self) {
-        let (ready, held) = {
+    /// Clears the pool for good: instances made later are dropped. The
+    /// instances it held are returned, for the caller to drop once it
+    /// holds no lock: each drop resets a slot, and there may be hundreds.
+    #[must_use = "dropping the instances resets their slots: drop them outside locks"]
+    pub(crate) fn close(&self) -> Vec<Warm> {
+        let instances = {
             let mut pool = self.pool();
             pool.closed = true;
-            (
-                std::mem::take(&mut pool.ready),
-                std::mem::take(&mut pool.preparing),
-            )
+            let mut instances = std::mem::take(&mut pool.ready);
+            instances.append(&mut pool.preparing);
+            instances
         };
         self.ran_dry.notify_waiters();
-        drop((ready, held));
+        instances
     }
 
     /// Opens a closed pool again: its version serves again after a
-    /// rollback.
+    /// rollback. (Slots it left unprepared stay so.)
     pub(crate) fn reopen(&self) {
         self.pool().closed = false;
     }
@@ -274,5 +272,19 @@ impl WarmPool {
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Pool {
+    /// Slots prepared, those held to prepare included.
+    fn prepared(&self) -> usize {
+        self.prepared + self.preparing.len()
+    }
+
+    /// The instances held to prepare slots, counted as prepared.
+    fn release_prepared(&mut self) -> Vec<Warm> {
+        let held = std::mem::take(&mut self.preparing);
+        self.prepared += held.len();
+        held
     }
 }
