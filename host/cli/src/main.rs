@@ -191,8 +191,9 @@ struct RunArgs {
     /// (after the type's first activation, once nothing has activated for
     /// 10 ms), so that a crowd arriving later is spared mapping and
     /// faulting in memory on them. Each keeps the pages an activation's
-    /// first turns write resident until an activation takes it. 0
-    /// prepares none.
+    /// first turns write resident until an activation takes it; on a host
+    /// with several types, beyond 100 unused slots other types take them
+    /// (docs/limits.md). 0 prepares none.
     #[arg(long, default_value_t = 256)]
     prepared_slots: u32,
     /// A limit for one actor type, or for every type (`*`), over the flags
