@@ -726,10 +726,11 @@ impl Activation {
             .meters
             .as_ref()
             .map(|m| m.of(&actor.actor_type));
-        let name = actor.to_string();
+        // Named only if the activation fails.
+        let named = actor.clone();
         let failed = |message: String| {
             CallError::Unavailable(Unavailable::ActivationFailed {
-                actor: name.clone(),
+                actor: named.to_string(),
                 message,
             })
         };
