@@ -487,7 +487,8 @@ fn prepare_slots(context: &Context, plugin: &Arc<Plugin>) {
 
 /// Prepares slots for `plugin` up to [`Limits::prepared_slots`] while the
 /// host is idle: no activation started for [`warm::IDLE`] and few turns
-/// running. It pauses when an activation starts, holding the instances it
+/// running; while the host stays busy it looks less often, down to once
+/// every [`warm::LOOK_AGAIN_AT_MOST`]. It pauses when an activation starts, holding the instances it
 /// made (activations take them), and ends once the slots are prepared, the
 /// version's pool is closed (a deploy, a rollback, shutdown) or the host is
 /// gone, or an instance cannot be made for another reason than a busy host
@@ -495,9 +496,21 @@ fn prepare_slots(context: &Context, plugin: &Arc<Plugin>) {
 /// same worker go first.
 async fn prepare(context: Context, plugin: Arc<Plugin>) {
     let target = context.limits.prepared_slots as usize;
+    // How long to wait before looking again for an idle moment: doubled
+    // each time the host was busy, so a host that never idles wakes this
+    // task about once a second.
+    let mut busy_for = Duration::ZERO;
     'preparing: while plugin.warm.unprepared(target) > 0 && versions(&context).is_some() {
+        if !busy_for.is_zero() {
+            tokio::time::sleep(busy_for).await;
+        }
         let seen = context.turns.activations_started();
         tokio::time::sleep(warm::IDLE).await;
+        if context.turns.activations_started() != seen {
+            busy_for = (busy_for * 2).clamp(warm::IDLE, warm::LOOK_AGAIN_AT_MOST);
+            continue;
+        }
+        busy_for = Duration::ZERO;
         while plugin.warm.unprepared(target) > 0
             && context.turns.activations_started() == seen
             && may_make_ahead(&context, &plugin)

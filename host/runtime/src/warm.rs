@@ -84,6 +84,10 @@ pub(crate) const DEFER: Duration = Duration::from_millis(1);
 /// in, and interrupts the other cores.
 pub(crate) const IDLE: Duration = Duration::from_millis(10);
 
+/// The longest a task preparing slots waits, on a busy host, before it
+/// looks for an idle moment again.
+pub(crate) const LOOK_AGAIN_AT_MOST: Duration = Duration::from_secs(1);
+
 /// A plugin's instance, instantiated for no actor yet.
 pub(crate) struct Warm {
     pub(crate) store: Store<ActivationState>,

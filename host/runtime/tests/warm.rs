@@ -1,7 +1,8 @@
 //! Instances made ahead of their activations: an activation that takes one
 //! runs as its own actor (its key, its state, its memory), at the limit of
 //! activations they give their slots to actors that need them, and a
-//! deploy drops the replaced version's.
+//! deploy drops the replaced version's. Slots are prepared only while the
+//! host is idle.
 
 mod common;
 
@@ -279,4 +280,43 @@ async fn let_every_task_run() {
     for _ in 0..1_000 {
         tokio::task::yield_now().await;
     }
+}
+
+/// Slots are prepared only while the host is idle: not while activations
+/// keep starting, and once they stop, all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_are_prepared_once_activations_stop_starting() {
+    const PREPARED: usize = 200;
+    let mut config = common::config();
+    config.limits.prepared_slots = PREPARED as u32;
+    config.limits.warm_activations = 0;
+    let host = host_of(&["counter"], config, StateStore::memory());
+    let counter = host.plugin("counter").unwrap();
+    assert_eq!(ok(&host, "counter/first", "get", &[]).await, "0");
+
+    // A login every millisecond for half a second: never idle for the
+    // 10 ms preparing waits for.
+    for i in 0..500 {
+        assert_eq!(
+            ok(&host, &format!("counter/login-{i}"), "get", &[]).await,
+            "0"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        counter.slots_prepared() < PREPARED,
+        "{} slots prepared while activations kept starting",
+        counter.slots_prepared()
+    );
+
+    common::eventually(
+        &format!("{PREPARED} slots prepared once the host is idle"),
+        Duration::from_secs(30),
+        || async { counter.slots_prepared() == PREPARED },
+    )
+    .await;
+    assert_eq!(
+        metric(&host, "grove_slots_prepared", "counter"),
+        PREPARED as f64
+    );
 }
