@@ -4,6 +4,8 @@
 //!
 //! Run with: `scripts/build-plugins && cargo bench -p grove-host --bench local_calls`
 //! (`GROVE_BENCH_SECS` sets the length of each measured phase, default 2).
+//! `GROVE_BENCH_ONLY=calls` measures the call rows alone, `activation` all
+//! but them.
 //! `GROVE_BENCH_ONLY=live` instead activates as many counters as `grove run`
 //! would allow under this machine's `vm.max_map_count` (or
 //! `GROVE_BENCH_LIVE` of them) and keeps them all alive.
@@ -427,6 +429,11 @@ async fn bench() {
     host.load_plugin(&plugin("counter")).unwrap();
     host.load_plugin(&plugin("probe")).unwrap();
     let native_state = StateStore::memory();
+    if std::env::var("GROVE_BENCH_ONLY").as_deref() == Ok("calls") {
+        eprintln!("activating {ACTORS} actors...");
+        burst(&host, "counter", "", "get").await;
+        return calls(&host, &native_state).await;
+    }
     let idle_mappings = mappings();
 
     // Activation: activation + first call, one at a time, then the rate with
@@ -564,7 +571,11 @@ async fn bench() {
     if std::env::var("GROVE_BENCH_ONLY").as_deref() == Ok("activation") {
         return;
     }
+    calls(&host, &native_state).await;
+}
 
+/// The call rows, on counters `0` to `9999` already active.
+async fn calls(host: &Host, native_state: &StateStore) {
     let natives: Arc<Vec<NativeCounter>> = Arc::new(
         (0..ACTORS)
             .map(|i| NativeCounter::spawn(i.to_string(), native_state.clone()))

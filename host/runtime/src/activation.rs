@@ -27,7 +27,7 @@
 //! the mailbox, so no caller is left waiting on an actor nobody serves.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -123,6 +123,8 @@ pub(crate) struct Turns {
     /// Activations started so far: slots are prepared while none starts
     /// (`warm.rs`).
     activations: AtomicU64,
+    /// Activations spawned and not started yet.
+    waiting: AtomicUsize,
 }
 
 impl Turns {
@@ -135,6 +137,7 @@ impl Turns {
             outer: Arc::new(Semaphore::new(limit - limit / 4)),
             limit,
             activations: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -148,9 +151,31 @@ impl Turns {
         self.activations.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an activation as waiting to start until the guard returned
+    /// is dropped.
+    fn activation_waits(self: &Arc<Self>) -> Waiting {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(self.clone())
+    }
+
+    /// Whether activations wait to start: a crowd arrives.
+    fn crowd_waits(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
     /// How many turns run now.
     pub(crate) fn running(&self) -> usize {
         self.limit.saturating_sub(self.stacks.available_permits())
+    }
+}
+
+/// An activation spawned and not started yet, counted in [`Turns`] until
+/// dropped.
+struct Waiting(Arc<Turns>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -248,6 +273,7 @@ pub(crate) fn run(
     mut slot: Slot,
     fence: Option<Fence>,
 ) -> impl Future<Output = ()> + Send {
+    let waiting = context.turns.activation_waits();
     async move {
         let carried = slot.take_carried();
         // Kept until the activation has started: if the new version fails to
@@ -263,6 +289,7 @@ pub(crate) fn run(
                 mailbox: slot.mailbox(),
                 fence,
                 carried,
+                waiting,
             },
         ));
         let activation = match started.await {
@@ -606,6 +633,8 @@ struct Start {
     fence: Option<Fence>,
     /// State the activation before carried over, to restore.
     carried: Option<Vec<u8>>,
+    /// Counts the activation among those waiting to start until it starts.
+    waiting: Waiting,
 }
 
 /// A turn's wall-clock bound: when it started and ends, and how long it is.
@@ -725,7 +754,9 @@ impl Activation {
             mailbox,
             fence,
             carried,
+            waiting,
         } = start;
+        drop(waiting);
         context.turns.activation_starts();
         // Instantiation runs guest code on a fiber: it is a running turn.
         let turn_for = if mailbox.first_serves_an_actor() {
@@ -781,7 +812,15 @@ impl Activation {
                         _ => break,
                     }
                 }
-                instantiated.map_err(|e| failed(format!("{e:#}")))?
+                let (store, instance) = instantiated.map_err(|e| failed(format!("{e:#}")))?;
+                // In a crowd, as for an instance made ahead: the other
+                // cores run the host's threads, and a page the first turns
+                // read, then write, would interrupt them. Alone, the turn
+                // faults in only the pages it touches, sooner.
+                if context.turns.crowd_waits() {
+                    plugin.first_turn.fault_in(&store);
+                }
+                (store, instance)
             }
         };
         let on_activate: TypedFunc<(), ()> = instance

@@ -26,8 +26,13 @@
 //! takes that read fault at its first call, where a slot a deactivated
 //! actor left keeps the page mapped. An activation
 //! finds them ready, and the faults are taken off the call's path, by the
-//! task making instances. Nothing is faulted in before an activation has
-//! shown which pages, nor more than [`MOST_PAGES`] of them.
+//! task making instances. An activation in a crowd that finds no
+//! instance made ahead (the pool runs dry) faults them in itself as soon
+//! as it has instantiated: the faults stay on its path, but a page faulted
+//! in writable before anything reads it costs no interrupt of the other
+//! cores, which the crowd keeps running the host. Nothing is faulted in before an activation has
+//! shown which pages, nor more than [`MOST_PAGES`] of them, nor those a
+//! memory holds already (one read of the page map tells).
 //!
 //! An instance holds those pages whether or not its actor writes them:
 //! they are the pages its plugin's first activation wrote, which other
@@ -165,8 +170,11 @@ impl FirstTurnPages {
     }
 
     /// Faults in, in the memories of `store`, the pages learned: writable
-    /// those written, read-only those read. The store's instances must run
-    /// no code meanwhile.
+    /// those written, read-only those read. Pages the memory holds so
+    /// already are left alone: a slot its plugin's last activation left
+    /// keeps the pages that activation wrote, and faulting them in again
+    /// would cost a walk of each. The store's instances must run no code
+    /// meanwhile.
     pub(crate) fn fault_in<T>(&self, store: &Store<T>) {
         let Some(learned) = self
             .learned
@@ -175,22 +183,56 @@ impl FirstTurnPages {
         else {
             return;
         };
-        let memories = ranges(store);
         let page = page_size();
-        let runs = (learned.written.iter().map(|run| (run, Populate::Write)))
-            .chain(learned.read.iter().map(|run| (run, Populate::Read)));
-        for (run, populate) in runs {
+        for (memory, (base, len)) in ranges(store).into_iter().enumerate() {
             // Every instance of a version has the same memories.
-            let Some(&(base, len)) = memories.get(run.memory) else {
+            let runs: Vec<(Run, Populate)> =
+                (learned.written.iter().map(|&run| (run, Populate::Write)))
+                    .chain(learned.read.iter().map(|&run| (run, Populate::Read)))
+                    .filter(|(run, _)| run.memory == memory)
+                    .map(|(run, populate)| {
+                        let count = run.count.min((len / page).saturating_sub(run.first));
+                        (Run { count, ..run }, populate)
+                    })
+                    .filter(|(run, _)| run.count > 0)
+                    .collect();
+            let (Some(lo), Some(hi)) = (
+                runs.iter().map(|(run, _)| run.first).min(),
+                runs.iter().map(|(run, _)| run.first + run.count).max(),
+            ) else {
                 continue;
             };
-            let start = run.first * page;
-            let end = ((run.first + run.count) * page).min(len);
-            if start < end {
-                populate.fault_in(base + start, end - start);
+            // One read of the page map for the memory's runs; where it
+            // cannot be read, every page is faulted in.
+            let held = pages(base + lo * page, (hi - lo) * page);
+            for (run, populate) in runs {
+                for (first, count) in still_to_fault(run, populate, held.as_deref(), lo) {
+                    populate.fault_in(base + first * page, count * page);
+                }
             }
         }
     }
+}
+
+/// `(first, count)` for each stretch of `run`'s pages that `held` (what
+/// the memory's pages from page `lo` on hold, if known) does not hold as
+/// `populate` would leave them.
+fn still_to_fault(
+    run: Run,
+    populate: Populate,
+    held: Option<&[Page]>,
+    lo: usize,
+) -> Vec<(usize, usize)> {
+    let needed: Vec<bool> = (run.first..run.first + run.count)
+        .map(|at| {
+            held.and_then(|held| held.get(at - lo))
+                .is_none_or(|&held| populate.needed(held))
+        })
+        .collect();
+    runs_of(&needed)
+        .into_iter()
+        .map(|(offset, count)| (run.first + offset, count))
+        .collect()
 }
 
 /// How many pages `runs` hold.
@@ -268,9 +310,12 @@ fn pages(base: usize, len: usize) -> Option<Vec<Page>> {
     const PRESENT: u64 = 1 << 63;
     const FILE_OR_SHARED: u64 = 1 << 61;
     const EXCLUSIVE: u64 = 1 << 56;
+    static PAGEMAP: OnceLock<Option<std::fs::File>> = OnceLock::new();
     let page = page_size();
     let pages = len / page;
-    let file = std::fs::File::open("/proc/self/pagemap").ok()?;
+    let file = PAGEMAP
+        .get_or_init(|| std::fs::File::open("/proc/self/pagemap").ok())
+        .as_ref()?;
     let mut entries = vec![0u8; pages * 8];
     file.read_exact_at(&mut entries, (base / page * 8) as u64)
         .ok()?;
@@ -308,6 +353,14 @@ enum Populate {
 }
 
 impl Populate {
+    /// Whether a page holding `held` is still to be faulted in so.
+    fn needed(self, held: Page) -> bool {
+        match self {
+            Populate::Write => held != Page::Written,
+            Populate::Read => held == Page::Absent,
+        }
+    }
+
     /// Faults `[start, start + len)` in. Errors (a kernel before 5.14,
     /// memory short) leave the pages to fault when touched, as without.
     #[cfg(target_os = "linux")]
@@ -353,6 +406,36 @@ mod tests {
         assert_eq!(
             runs_within(&memories, 4),
             vec![run(0, 1, 2), run(0, 4, 1), run(0, 7, 1)]
+        );
+    }
+
+    #[test]
+    fn pages_held_already_are_not_faulted_in_again() {
+        use Page::{Absent, Read, Written};
+        let run = Run {
+            memory: 0,
+            first: 11,
+            count: 4,
+        };
+        // The page map read from page 10 on.
+        let held = [Written, Written, Absent, Read, Written, Absent];
+        assert_eq!(
+            still_to_fault(run, Populate::Write, Some(&held), 10),
+            vec![(12, 2)]
+        );
+        assert_eq!(
+            still_to_fault(run, Populate::Read, Some(&held), 10),
+            vec![(12, 1)]
+        );
+        // A used slot holding them all: nothing to do.
+        assert_eq!(
+            still_to_fault(run, Populate::Write, Some(&[Written; 6]), 10),
+            vec![]
+        );
+        // Where the map cannot be read, the whole run.
+        assert_eq!(
+            still_to_fault(run, Populate::Write, None, 10),
+            vec![(11, 4)]
         );
     }
 

@@ -1,0 +1,82 @@
+//! A crowd of activations on fresh slots: an activation that finds no
+//! instance made ahead faults in the pages its plugin's first turns write
+//! before they run. Without that, a first turn reads some of those pages
+//! (the kernel maps their neighbours read-only with them) and then writes
+//! them, and each such write makes the kernel interrupt every other core
+//! running the host to drop the read-only mapping: on a virtual machine
+//! with two cores, a third of the crowd's time (`docs/benchmarks.md`,
+//! "Activations in a crowd fault their pages in first"). The test counts
+//! those interrupts (the `TLB` row of `/proc/interrupts`), machine-wide, so
+//! it has a binary of its own.
+
+mod common;
+
+use grove_host::ActorRef;
+
+const CROWD: usize = 2_000;
+const IN_FLIGHT: usize = 64;
+
+/// TLB shootdown interrupts taken so far, summed over the CPUs.
+fn tlb_shootdowns() -> u64 {
+    let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap();
+    let row = interrupts
+        .lines()
+        .find(|line| line.trim_start().starts_with("TLB:"))
+        .expect("/proc/interrupts has a TLB row");
+    row.split_whitespace()
+        .skip(1)
+        .map_while(|field| field.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_crowd_on_fresh_slots_does_not_interrupt_the_other_cores() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.max(2))
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = common::config();
+    // Every slot fresh: none prepared while the host is idle.
+    config.limits.prepared_slots = 0;
+    config.limits.max_activations = 2 * CROWD as u32;
+    let host = runtime
+        .block_on(async { grove_host::Host::new(config, grove_host::state::StateStore::memory()) })
+        .unwrap();
+    host.load_plugin(&common::plugin("probe")).unwrap();
+
+    let (before, after) = runtime.block_on(async move {
+        // The first activation shows which pages a first turn writes.
+        let first = ActorRef::new("probe", "first");
+        host.call(&first, "recall", vec![]).await.unwrap();
+
+        let before = tlb_shootdowns();
+        let callers: Vec<_> = (0..IN_FLIGHT)
+            .map(|caller| {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    for i in (caller..CROWD).step_by(IN_FLIGHT) {
+                        let actor = ActorRef::new("probe", &format!("crowd-{i}"));
+                        host.call(&actor, "recall", vec![]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        (before, tlb_shootdowns())
+    });
+    // Without faulting in first: about two per activation on two cores.
+    // The machine's other processes and the host's own unmapping account
+    // for a few.
+    let per_activation = (after - before) as f64 / CROWD as f64;
+    eprintln!("{per_activation:.3} TLB shootdowns per activation");
+    if cores >= 2 {
+        assert!(
+            per_activation < 0.2,
+            "{per_activation:.2} TLB shootdowns per activation in a crowd of {CROWD}"
+        );
+    }
+}
