@@ -32,7 +32,9 @@
 //! in writable before anything reads it costs no interrupt of the other
 //! cores, which the crowd keeps running the host. Nothing is faulted in before an activation has
 //! shown which pages, nor more than [`MOST_PAGES`] of them, nor those a
-//! memory holds already (one read of the page map tells).
+//! memory holds already (one read of the page map tells; none in a slot
+//! this version's instances used, if the pages lie where a slot stays
+//! resident).
 //!
 //! An instance holds those pages whether or not its actor writes them:
 //! they are the pages its plugin's first activation wrote, which other
@@ -44,10 +46,13 @@
 //! where `/proc/self/pagemap` cannot be read, nothing is learned and
 //! nothing faulted in.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use wasmtime::Store;
+
+use crate::engine::KEEP_RESIDENT;
 
 /// The most pages faulted in ahead per instance (256 KiB with 4 KiB
 /// pages): a plugin whose first turns write more has the lowest of them
@@ -66,6 +71,9 @@ pub(crate) struct FirstTurnPages {
     before: Mutex<Vec<Vec<Page>>>,
     /// The pages learned, once they are.
     learned: OnceLock<Learned>,
+    /// The slots (by their first memory's address) where the pages were
+    /// faulted in, or found held, for an instance of this version.
+    ready: Mutex<HashSet<usize>>,
 }
 
 /// The pages a plugin version's first turns write, and those they only
@@ -184,7 +192,23 @@ impl FirstTurnPages {
             return;
         };
         let page = page_size();
-        for (memory, (base, len)) in ranges(store).into_iter().enumerate() {
+        let memories = ranges(store);
+        // A slot this version's instances used keeps those pages, if they
+        // lie where a slot stays resident: the page map need not be read
+        // again. (Should the engine have given the slot to another plugin
+        // meanwhile, they fault when touched, as without this.)
+        let resident = learned
+            .written
+            .iter()
+            .chain(&learned.read)
+            .all(|run| (run.first + run.count) * page <= KEEP_RESIDENT);
+        if let Some(&(slot, _)) = memories.first() {
+            let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+            if !ready.insert(slot) && resident {
+                return;
+            }
+        }
+        for (memory, (base, len)) in memories.into_iter().enumerate() {
             // Every instance of a version has the same memories.
             let runs: Vec<(Run, Populate)> =
                 (learned.written.iter().map(|&run| (run, Populate::Write)))
