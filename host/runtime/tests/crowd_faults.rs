@@ -6,8 +6,9 @@
 //! running the host to drop the read-only mapping: on a virtual machine
 //! with two cores, a third of the crowd's time (`docs/benchmarks.md`,
 //! "Activations in a crowd fault their pages in first"). The test counts
-//! those interrupts (the `TLB` row of `/proc/interrupts`), machine-wide, so
-//! it has a binary of its own.
+//! those interrupts (the `TLB` row of `/proc/interrupts`, which Linux shows
+//! on x86-64), machine-wide, so it has a binary of its own.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod common;
 
@@ -44,12 +45,20 @@ fn a_crowd_on_fresh_slots_does_not_interrupt_the_other_cores() {
     let host = runtime
         .block_on(async { grove_host::Host::new(config, grove_host::state::StateStore::memory()) })
         .unwrap();
-    host.load_plugin(&common::plugin("probe")).unwrap();
+    let probe = host.load_plugin(&common::plugin("probe")).unwrap();
 
     let (before, after) = runtime.block_on(async move {
         // The first activation shows which pages a first turn writes.
         let first = ActorRef::new("probe", "first");
         host.call(&first, "recall", vec![]).await.unwrap();
+        let learning = std::time::Instant::now();
+        while probe.pages_written_ahead() == 0 {
+            assert!(
+                learning.elapsed() < std::time::Duration::from_secs(10),
+                "no first-turn pages learned in 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
 
         let before = tlb_shootdowns();
         let callers: Vec<_> = (0..IN_FLIGHT)
