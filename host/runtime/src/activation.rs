@@ -107,8 +107,8 @@ pub(crate) struct Context {
 }
 
 /// The host's running turns: a permit per fiber stack in the engine's pool;
-/// and how many activations have started, which tells when the host is
-/// idle.
+/// how many activations have started, which tells when the host is idle;
+/// and how many wait to start, which tells a crowd arriving.
 /// Turns that serve no other actor's call (client sessions, calls from
 /// outside, timers, reminders) may hold at most three quarters of them,
 /// unless a call from an actor waits behind them in their mailbox. An actor
@@ -151,9 +151,10 @@ impl Turns {
         self.activations.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts an activation as waiting to start until the guard returned
-    /// is dropped.
-    fn activation_waits(self: &Arc<Self>) -> Waiting {
+    /// Counts an activation as waiting to start (its task spawned, its
+    /// owner being resolved in a cluster) until the guard returned is
+    /// dropped.
+    pub(crate) fn activation_waits(self: &Arc<Self>) -> Waiting {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         Waiting(self.clone())
     }
@@ -169,9 +170,8 @@ impl Turns {
     }
 }
 
-/// An activation spawned and not started yet, counted in [`Turns`] until
-/// dropped.
-struct Waiting(Arc<Turns>);
+/// An activation waiting to start, counted in [`Turns`] until dropped.
+pub(crate) struct Waiting(Arc<Turns>);
 
 impl Drop for Waiting {
     fn drop(&mut self) {
@@ -272,8 +272,8 @@ pub(crate) fn run(
     plugin: Arc<Plugin>,
     mut slot: Slot,
     fence: Option<Fence>,
+    waiting: Waiting,
 ) -> impl Future<Output = ()> + Send {
-    let waiting = context.turns.activation_waits();
     async move {
         let carried = slot.take_carried();
         // Kept until the activation has started: if the new version fails to

@@ -1398,6 +1398,7 @@ pub(crate) async fn place(
     context: activation::Context,
     plugin: Arc<Plugin>,
     slot: Slot,
+    waiting: activation::Waiting,
 ) {
     let actor = slot.actor().clone();
     match node.resolve(&actor).await {
@@ -1409,7 +1410,7 @@ pub(crate) async fn place(
                 host: node.me.clone(),
                 epoch: owner.epoch,
             };
-            activation::run(context, plugin, slot, Some(fence)).await;
+            activation::run(context, plugin, slot, Some(fence), waiting).await;
             node.local
                 .remove_if(&actor, |_, epoch| *epoch == owner.epoch);
             // A successor listed here (messages arrived as this activation
@@ -1426,10 +1427,13 @@ pub(crate) async fn place(
             }
         }
         Ok(Route::There(member)) => {
+            // No activation starts here.
+            drop(waiting);
             tracing::debug!(%actor, host = %member.id, "forwarding to its host");
             forward(&node, &plugin, slot, member, context.idle_timeout).await
         }
         Err(error) => {
+            drop(waiting);
             tracing::warn!(%actor, %error, "cannot place the actor");
             while let Some(envelope) = slot.try_recv(Instant::now()) {
                 envelope.fail(error.clone());

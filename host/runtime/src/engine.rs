@@ -56,10 +56,6 @@ pub enum CompileError {
     Invalid(#[source] wasmtime::Error),
 }
 
-/// How much of a memory slot an activation leaves stays resident, reset in
-/// place, for the next activation of the same plugin.
-pub(crate) const KEEP_RESIDENT: usize = 1 << 20;
-
 /// Builds the engine for `limits`.
 pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
     let n = limits.max_activations.max(1);
@@ -80,7 +76,7 @@ pub fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
         .max_tables_per_component(16)
         // A slot an activation leaves keeps the pages it wrote resident,
         // reset in place, for the next activation of the same plugin.
-        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
 

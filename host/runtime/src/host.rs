@@ -426,9 +426,12 @@ impl Activator for Inner {
             }
         };
         let context = self.context.clone();
+        let waiting = context.turns.activation_waits();
         match self.cluster.get() {
-            Some(node) => tokio::spawn(cluster::place(node.clone(), context, plugin, slot)),
-            None => tokio::spawn(activation::run(context, plugin, slot, None)),
+            Some(node) => {
+                tokio::spawn(cluster::place(node.clone(), context, plugin, slot, waiting))
+            }
+            None => tokio::spawn(activation::run(context, plugin, slot, None, waiting)),
         }
         .abort_handle()
     }

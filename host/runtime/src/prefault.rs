@@ -28,13 +28,12 @@
 //! finds them ready, and the faults are taken off the call's path, by the
 //! task making instances. An activation in a crowd that finds no
 //! instance made ahead (the pool runs dry) faults them in itself as soon
-//! as it has instantiated: the faults stay on its path, but a page faulted
-//! in writable before anything reads it costs no interrupt of the other
-//! cores, which the crowd keeps running the host. Nothing is faulted in before an activation has
-//! shown which pages, nor more than [`MOST_PAGES`] of them, nor those a
-//! memory holds already (one read of the page map tells; none in a slot
-//! this version's instances used, if the pages lie where a slot stays
-//! resident).
+//! as it has instantiated. The faults stay on its path, but a page faulted
+//! in writable before anything reads it interrupts no other core, and in a
+//! crowd the other cores run the host's threads. Nothing is faulted in
+//! before an activation has shown which pages, nor more than
+//! [`MOST_PAGES`] of them, nor those a memory holds already (one read of
+//! the page map tells).
 //!
 //! An instance holds those pages whether or not its actor writes them:
 //! they are the pages its plugin's first activation wrote, which other
@@ -46,13 +45,10 @@
 //! where `/proc/self/pagemap` cannot be read, nothing is learned and
 //! nothing faulted in.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use wasmtime::Store;
-
-use crate::engine::KEEP_RESIDENT;
 
 /// The most pages faulted in ahead per instance (256 KiB with 4 KiB
 /// pages): a plugin whose first turns write more has the lowest of them
@@ -71,9 +67,6 @@ pub(crate) struct FirstTurnPages {
     before: Mutex<Vec<Vec<Page>>>,
     /// The pages learned, once they are.
     learned: OnceLock<Learned>,
-    /// The slots (by their first memory's address) where the pages were
-    /// faulted in, or found held, for an instance of this version.
-    ready: Mutex<HashSet<usize>>,
 }
 
 /// The pages a plugin version's first turns write, and those they only
@@ -192,23 +185,7 @@ impl FirstTurnPages {
             return;
         };
         let page = page_size();
-        let memories = ranges(store);
-        // A slot this version's instances used keeps those pages, if they
-        // lie where a slot stays resident: the page map need not be read
-        // again. (Should the engine have given the slot to another plugin
-        // meanwhile, they fault when touched, as without this.)
-        let resident = learned
-            .written
-            .iter()
-            .chain(&learned.read)
-            .all(|run| (run.first + run.count) * page <= KEEP_RESIDENT);
-        if let Some(&(slot, _)) = memories.first() {
-            let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
-            if !ready.insert(slot) && resident {
-                return;
-            }
-        }
-        for (memory, (base, len)) in memories.into_iter().enumerate() {
+        for (memory, (base, len)) in ranges(store).into_iter().enumerate() {
             // Every instance of a version has the same memories.
             let runs: Vec<(Run, Populate)> =
                 (learned.written.iter().map(|&run| (run, Populate::Write)))
@@ -334,12 +311,19 @@ fn pages(base: usize, len: usize) -> Option<Vec<Page>> {
     const PRESENT: u64 = 1 << 63;
     const FILE_OR_SHARED: u64 = 1 << 61;
     const EXCLUSIVE: u64 = 1 << 56;
-    static PAGEMAP: OnceLock<Option<std::fs::File>> = OnceLock::new();
+    // Kept open: activations in a crowd read it, and opening it each time
+    // cost each of them two system calls more. A failed open is tried
+    // again at the next read.
+    static PAGEMAP: OnceLock<std::fs::File> = OnceLock::new();
     let page = page_size();
     let pages = len / page;
-    let file = PAGEMAP
-        .get_or_init(|| std::fs::File::open("/proc/self/pagemap").ok())
-        .as_ref()?;
+    let file = match PAGEMAP.get() {
+        Some(file) => file,
+        None => {
+            let opened = std::fs::File::open("/proc/self/pagemap").ok()?;
+            PAGEMAP.get_or_init(|| opened)
+        }
+    };
     let mut entries = vec![0u8; pages * 8];
     file.read_exact_at(&mut entries, (base / page * 8) as u64)
         .ok()?;

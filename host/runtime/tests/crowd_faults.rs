@@ -34,13 +34,15 @@ fn tlb_shootdowns() -> u64 {
 fn a_crowd_on_fresh_slots_does_not_interrupt_the_other_cores() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores.max(2))
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let mut config = common::config();
-    // Every slot fresh: none prepared while the host is idle.
+    // Every slot fresh (none prepared while the host is idle), and every
+    // activation instantiating on its own path.
     config.limits.prepared_slots = 0;
+    config.limits.warm_activations = 0;
     config.limits.max_activations = 2 * CROWD as u32;
     let host = runtime
         .block_on(async { grove_host::Host::new(config, grove_host::state::StateStore::memory()) })
@@ -77,15 +79,14 @@ fn a_crowd_on_fresh_slots_does_not_interrupt_the_other_cores() {
         }
         (before, tlb_shootdowns())
     });
-    // Without faulting in first: about two per activation on two cores.
-    // The machine's other processes and the host's own unmapping account
-    // for a few.
+    // Each core interrupted counts one. Without faulting in first: 2.1–2.7
+    // per activation on two cores; with it, about 0.02 (the machine's
+    // other processes and the host's own unmapping).
     let per_activation = (after - before) as f64 / CROWD as f64;
     eprintln!("{per_activation:.3} TLB shootdowns per activation");
-    if cores >= 2 {
-        assert!(
-            per_activation < 0.2,
-            "{per_activation:.2} TLB shootdowns per activation in a crowd of {CROWD}"
-        );
-    }
+    let most = 0.2 * cores.saturating_sub(1).max(1) as f64;
+    assert!(
+        per_activation < most,
+        "{per_activation:.2} TLB shootdowns per activation in a crowd of {CROWD}"
+    );
 }
