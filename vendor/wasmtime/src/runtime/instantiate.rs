@@ -12,7 +12,8 @@ use core::ops::Range;
 use core::str;
 use wasmtime_environ::{
     CompiledFunctionsTable, CompiledModuleInfo, DefinedFuncIndex, FilePos, FuncIndex, FuncKey,
-    FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex, StaticModuleIndex,
+    FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex, PrimaryMap,
+    StaticModuleIndex,
 };
 
 /// A compiled wasm module, ready to be instantiated.
@@ -25,6 +26,11 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// For each defined function, where its array-to-wasm trampoline and
+    /// its body start in the text section (`u32::MAX` for a function with
+    /// no trampoline): looked up in `index` once here rather than at every
+    /// `VMFuncRef` an instance initializes.
+    funcref_starts: PrimaryMap<DefinedFuncIndex, (u32, u32)>,
 }
 
 impl CompiledModule {
@@ -51,6 +57,21 @@ impl CompiledModule {
         index: Arc<CompiledFunctionsTable>,
         profiler: &dyn ProfilingAgent,
     ) -> Result<Self> {
+        let module_index = info.module.module_index;
+        let funcref_starts = info
+            .module
+            .defined_func_indices()
+            .map(|i| {
+                let array_call = index
+                    .func_loc(FuncKey::ArrayToWasmTrampoline(module_index, i))
+                    .map_or(u32::MAX, |loc| loc.start);
+                let body = index
+                    .func_loc(FuncKey::DefinedWasmFunction(module_index, i))
+                    .expect("defined function should be present")
+                    .start;
+                (array_call, body)
+            })
+            .collect();
         let mut ret = Self {
             unique_id: CompiledModuleId::new(),
             engine_code,
@@ -58,6 +79,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            funcref_starts,
         };
         ret.register_profiling(profiler)?;
 
@@ -170,6 +192,18 @@ impl CompiledModule {
         self.index
             .func_loc(key)
             .expect("defined function should be present")
+    }
+
+    /// Where the defined function `index`'s array-to-wasm trampoline and its
+    /// body start in the text section.
+    ///
+    /// Panics if the function has no trampoline (it never escapes, so no
+    /// `VMFuncRef` is made for it).
+    #[inline]
+    pub fn funcref_starts(&self, index: DefinedFuncIndex) -> (usize, usize) {
+        let (array_call, body) = self.funcref_starts[index];
+        assert_ne!(array_call, u32::MAX, "defined function should be present");
+        (array_call as usize, body as usize)
     }
 
     /// Returns the original binary offset in the file that `index` was defined

@@ -92,6 +92,11 @@ struct ComponentInner {
     /// for this component.
     index: Arc<CompiledFunctionsTable>,
 
+    /// Where each trampoline's two entry points start in the text section,
+    /// `(wasm_call, array_call)`, looked up in `index` once here rather
+    /// than twice per trampoline at every instantiation.
+    trampoline_starts: PrimaryMap<TrampolineIndex, (u32, u32)>,
+
     /// A cached handle to the `wasmtime::FuncType` for the canonical ABI's
     /// `realloc`, to avoid the need to look up types in the registry and take
     /// locks when calling `realloc` via `TypedFunc::call_raw`.
@@ -465,6 +470,21 @@ impl Component {
             })
             .collect::<Result<_>>()?;
 
+        let trampoline_starts = info
+            .component
+            .trampolines
+            .keys()
+            .map(|idx| {
+                let start = |abi| {
+                    index
+                        .func_loc(FuncKey::ComponentTrampoline(abi, idx))
+                        .expect("every trampoline is compiled")
+                        .start
+                };
+                (start(Abi::Wasm), start(Abi::Array))
+            })
+            .collect();
+
         let realloc_func_type = Arc::new(FuncType::new(
             engine,
             [ValType::I32, ValType::I32, ValType::I32, ValType::I32],
@@ -480,6 +500,7 @@ impl Component {
                 code,
                 info,
                 index,
+                trampoline_starts,
                 realloc_func_type,
                 checksum,
             }),
@@ -518,17 +539,11 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        let wasm_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
-            .unwrap()
-            .cast();
-        let array_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Array, index))
-            .unwrap()
-            .cast();
+        let (wasm_call, array_call) = self.inner.trampoline_starts[index];
+        let text = self.engine_code().text();
         AllCallFuncPointers {
-            wasm_call,
-            array_call,
+            wasm_call: NonNull::from(&text[wasm_call as usize]).cast(),
+            array_call: NonNull::from(&text[array_call as usize]).cast(),
         }
     }
 
