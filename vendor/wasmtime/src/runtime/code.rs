@@ -428,10 +428,10 @@ impl<'a> ModuleWithCode<'a> {
         self.module
     }
 
-    /// Returns the byte at `start` in the text section: where a function
-    /// starting there begins.
+    /// Returns the text section from `start` on: the code of a function
+    /// starting there.
     #[inline]
-    pub fn code_at(&self, start: usize) -> &u8 {
-        &self.store_code.text()[start]
+    pub fn code_from(&self, start: usize) -> &[u8] {
+        &self.store_code.text()[start..]
     }
 }

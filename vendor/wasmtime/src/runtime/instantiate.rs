@@ -202,7 +202,11 @@ impl CompiledModule {
     #[inline]
     pub fn funcref_starts(&self, index: DefinedFuncIndex) -> (usize, usize) {
         let (array_call, body) = self.funcref_starts[index];
-        assert_ne!(array_call, u32::MAX, "defined function should be present");
+        assert_ne!(
+            array_call,
+            u32::MAX,
+            "function has no array-to-wasm trampoline"
+        );
         (array_call as usize, body as usize)
     }
 

@@ -542,8 +542,8 @@ impl Component {
         let (wasm_call, array_call) = self.inner.trampoline_starts[index];
         let text = self.engine_code().text();
         AllCallFuncPointers {
-            wasm_call: NonNull::from(&text[wasm_call as usize]).cast(),
-            array_call: NonNull::from(&text[array_call as usize]).cast(),
+            wasm_call: NonNull::from(&text[wasm_call as usize..]).cast(),
+            array_call: NonNull::from(&text[array_call as usize..]).cast(),
         }
     }
 

@@ -2,8 +2,8 @@
 //! wasm module (except its callstack and register state). An
 //! `InstanceHandle` is a reference-counting handle for an `Instance`.
 
-use crate::code::ModuleWithCode;
 use crate::CompiledModule;
+use crate::code::ModuleWithCode;
 use crate::module::ModuleRegistry;
 use crate::prelude::*;
 use crate::runtime::vm::export::{Export, ExportMemory};
@@ -962,10 +962,11 @@ impl Instance {
 
         // Where the function's two entry points start in the text section.
         let (array_start, wasm_start) = starts(module_with_code.module().compiled_module());
-        let array_call = VmPtr::from(NonNull::from(module_with_code.code_at(array_start)).cast());
+        let array_call =
+            VmPtr::from(NonNull::from(module_with_code.code_from(array_start)).cast());
 
         let wasm_call = Some(VmPtr::from(
-            NonNull::from(module_with_code.code_at(wasm_start)).cast::<VMWasmCallFunction>(),
+            NonNull::from(module_with_code.code_from(wasm_start)).cast::<VMWasmCallFunction>(),
         ));
 
         let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
