@@ -5,7 +5,8 @@
 //! Run with: `scripts/build-plugins && cargo bench -p grove-host --bench local_calls`
 //! (`GROVE_BENCH_SECS` sets the length of each measured phase, default 2).
 //! `GROVE_BENCH_ONLY=calls` measures the call rows alone, `activation` all
-//! but them.
+//! but them, `used-crowd` the crowds on fresh and used slots alone, four
+//! times, each on a new host (to profile that row).
 //! `GROVE_BENCH_ONLY=live` instead activates as many counters as `grove run`
 //! would allow under this machine's `vm.max_map_count` (or
 //! `GROVE_BENCH_LIVE` of them) and keeps them all alive.
@@ -425,6 +426,15 @@ async fn bench() {
         idle_timeout: Duration::from_secs(3600),
         ..HostConfig::default()
     };
+    if std::env::var("GROVE_BENCH_ONLY").as_deref() == Ok("used-crowd") {
+        println!("| `probe`: activations/s, 64 in flight, fresh slots / slots a deactivated crowd left |");
+        println!("|---|");
+        for _ in 0..4 {
+            let (fresh, used) = burst_on_used_slots(config.clone()).await;
+            println!("| {fresh:.0} / {used:.0} |");
+        }
+        return;
+    }
     let host = Host::new(config.clone(), StateStore::memory()).unwrap();
     host.load_plugin(&plugin("counter")).unwrap();
     host.load_plugin(&plugin("probe")).unwrap();
