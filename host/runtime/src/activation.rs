@@ -27,15 +27,17 @@
 //! the mailbox, so no caller is left waiting on an actor nobody serves.
 
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use grove_values::size::{message_size, MAX_MESSAGE_SIZE};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::sleep;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use wasmtime::component::{
     ComponentExportIndex, ComponentNamedList, Func, Instance, Lift, Lower, TypedFunc, Val,
 };
@@ -61,6 +63,14 @@ use crate::ActorRef;
 
 /// Messages handled in a row before the task looks at its timers again.
 const BATCH: usize = 64;
+
+/// The largest block glibc's allocator hands out from its per-thread cache
+/// on 64-bit Linux (`tcache`, 64 sizes up to 1,032 bytes); a larger one
+/// takes the arena's slower paths, locked, to allocate and again to free.
+/// A batch of turns is boxed once per batch, that is about once per call
+/// across many actors: its future is kept under this size (a debug build
+/// checks it).
+const THREAD_CACHE_MAX: usize = 1_032;
 
 /// How many times an activation that found every slot taken has instances
 /// made ahead give theirs up and tries again.
@@ -431,9 +441,11 @@ async fn instantiate(
     // Instantiation runs guest start code: it is part of the first turn.
     store.set_epoch_deadline(1);
     let bound = WallBound::from(Instant::now(), wall_limit);
-    let instantiated = plugin.pre.instantiate_async(&mut store);
     // Counted with `on-activate`, not as a turn of its own.
-    let instance = bounded(bound, None, &Span::none(), mailbox, None, instantiated).await?;
+    let instance = {
+        let instantiated = pin!(plugin.pre.instantiate_async(&mut store));
+        bounded(bound, None, &Span::none(), mailbox, None, instantiated).await?
+    };
     Ok((store, instance))
 }
 
@@ -669,42 +681,57 @@ impl WallBound {
 ///
 /// Most turns finish in their first poll (guest code that neither waits on
 /// the host nor runs past an epoch tick): those arm no timer at all.
-async fn bounded<T>(
+///
+/// The caller pins `turn` and lends it, and the arguments are captured by
+/// an `async move` block rather than an `async fn`: either way round, this
+/// future would hold them twice, and every call's turn lives in a batch
+/// future boxed per batch (see [`Activation::batch`]).
+fn bounded<'a, T, F>(
     bound: WallBound,
-    meters: Option<&TypeMeters>,
-    span: &Span,
-    mailbox: &Mailbox,
-    caller: Option<Caller<'_>>,
-    turn: impl Future<Output = wasmtime::Result<T>>,
-) -> wasmtime::Result<T> {
-    let mut turn = std::pin::pin!(turn.instrument(span.clone()));
-    let first = std::future::poll_fn(|cx| Poll::Ready(turn.as_mut().poll(cx))).await;
-    if let Poll::Ready(done) = first {
+    meters: Option<&'a TypeMeters>,
+    span: &'a Span,
+    mailbox: &'a Mailbox,
+    caller: Option<Caller<'a>>,
+    mut turn: Pin<&'a mut F>,
+) -> impl Future<Output = wasmtime::Result<T>> + 'a
+where
+    F: Future<Output = wasmtime::Result<T>>,
+{
+    // Polled inside `span`, as `Instrument` would.
+    let mut turn = std::future::poll_fn(move |cx| {
+        let _entered = span.enter();
+        turn.as_mut().poll(cx)
+    });
+    async move {
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut turn).poll(cx))).await;
+        if let Poll::Ready(done) = first {
+            bound.took(meters);
+            if done.is_ok() {
+                trace::ended(span, "ok");
+            }
+            return done;
+        }
+        // Boxed: the slow path's state stays out of every activation's
+        // future. The police is polled first, so that it watches deadlines
+        // from the turn's first yield on, even if the turn ends at its next
+        // poll.
+        let slow = Box::pin(async {
+            tokio::select! {
+                biased;
+                never = mailbox.police(caller) => match never {},
+                done = &mut turn => done,
+                () = tokio::time::sleep_until(bound.deadline.into()) => {
+                    Err(WallClockExceeded(bound.limit).into())
+                }
+            }
+        });
+        let done = slow.await;
         bound.took(meters);
         if done.is_ok() {
             trace::ended(span, "ok");
         }
-        return done;
+        done
     }
-    // Boxed: the slow path's state stays out of every activation's future.
-    // The police is polled first, so that it watches deadlines from the
-    // turn's first yield on, even if the turn ends at its next poll.
-    let slow = Box::pin(async {
-        tokio::select! {
-            biased;
-            never = mailbox.police(caller) => match never {},
-            done = &mut turn => done,
-            () = tokio::time::sleep_until(bound.deadline.into()) => {
-                Err(WallClockExceeded(bound.limit).into())
-            }
-        }
-    });
-    let done = slow.await;
-    bound.took(meters);
-    if done.is_ok() {
-        trace::ended(span, "ok");
-    }
-    done
 }
 
 /// The hook `cached` holds, or the export at `index` of `instance`, looked
@@ -863,17 +890,19 @@ impl Activation {
                     .get_typed_func(&mut activation.store, exports.restore)
                     .map_err(|e| failed(format!("{e:#}")))?;
                 let bound = activation.begin_turn(Instant::now());
-                let restored = restore.call_async(&mut activation.store, (state,));
                 let span = trace::turn(&activation.actor, "restore", None);
-                let restored = bounded(
-                    bound,
-                    activation.meters.as_deref(),
-                    &span,
-                    &activation.mailbox,
-                    None,
-                    restored,
-                )
-                .await;
+                let restored = {
+                    let restored = pin!(restore.call_async(&mut activation.store, (state,)));
+                    bounded(
+                        bound,
+                        activation.meters.as_deref(),
+                        &span,
+                        &activation.mailbox,
+                        None,
+                        restored,
+                    )
+                    .await
+                };
                 if let Err(e) = restored {
                     let error = activation.classify("restore", e, &span);
                     return Err(failed(format!("restore failed: {error}")));
@@ -891,17 +920,19 @@ impl Activation {
             .first_turn
             .start_learning(&activation.store);
         let bound = activation.begin_turn(Instant::now());
-        let activated = on_activate.call_async(&mut activation.store, ());
         let span = trace::turn(&activation.actor, "on-activate", None);
-        let activated = bounded(
-            bound,
-            activation.meters.as_deref(),
-            &span,
-            &activation.mailbox,
-            None,
-            activated,
-        )
-        .await;
+        let activated = {
+            let activated = pin!(on_activate.call_async(&mut activation.store, ()));
+            bounded(
+                bound,
+                activation.meters.as_deref(),
+                &span,
+                &activation.mailbox,
+                None,
+                activated,
+            )
+            .await
+        };
         if let Err(e) = activated {
             return Err(match activation.classify("on-activate", e, &span) {
                 unavailable @ CallError::Unavailable(Unavailable::StateUnavailable { .. }) => {
@@ -1079,130 +1110,138 @@ impl Activation {
     }
 
     /// Runs one call as a turn. `Err` means the activation died.
-    async fn call(&mut self, message: CallMessage) -> Result<(), ()> {
+    ///
+    /// The message is taken apart before the future is made, so that the
+    /// future holds its parts once, not the message beside them as an
+    /// `async fn` would.
+    fn call(&mut self, message: CallMessage) -> impl Future<Output = Result<(), ()>> + Send + '_ {
         let now = Instant::now();
-        let deadline = message.deadline;
         let message_expired = message.expired(now);
         let CallMessage {
             function,
             mut args,
             chain,
+            deadline,
             reply,
             trace: traced_from,
             ..
         } = message;
-        let one_way = reply.is_none();
-        let mut reply = match reply {
-            // A caller that stopped waiting is not answered; one whose
-            // deadline passed in the queue is answered with a timeout. Its
-            // call does not run. One-way sends always run.
-            Some(reply) if reply.is_closed() => return Ok(()),
-            Some(reply) if message_expired => {
-                // Counted as a timeout where the caller waited.
-                reply.time_out(&self.actor, &function);
-                return Ok(());
-            }
-            reply => reply,
-        };
-        // The caller, if it still waits; a one-way send's failure is logged.
-        let answer = |reply: Option<Reply>, outcome: Answer| match reply {
-            Some(reply) => reply.send(outcome),
-            None if one_way => {
-                if let Err(error) = outcome {
-                    tracing::warn!(%error, "one-way message failed");
+        async move {
+            let one_way = reply.is_none();
+            let mut reply = match reply {
+                // A caller that stopped waiting is not answered; one whose
+                // deadline passed in the queue is answered with a timeout. Its
+                // call does not run. One-way sends always run.
+                Some(reply) if reply.is_closed() => return Ok(()),
+                Some(reply) if message_expired => {
+                    // Counted as a timeout where the caller waited.
+                    reply.time_out(&self.actor, &function);
+                    return Ok(());
                 }
-            }
-            None => tracing::debug!("a call ended after its caller's timeout"),
-        };
-        let (index, func) = match self.func(&function) {
-            Ok(found) => found,
-            Err(error) => {
+                reply => reply,
+            };
+            // The caller, if it still waits; a one-way send's failure is logged.
+            let answer = |reply: Option<Reply>, outcome: Answer| match reply {
+                Some(reply) => reply.send(outcome),
+                None if one_way => {
+                    if let Err(error) = outcome {
+                        tracing::warn!(%error, "one-way message failed");
+                    }
+                }
+                None => tracing::debug!("a call ended after its caller's timeout"),
+            };
+            let (index, func) = match self.func(&function) {
+                Ok(found) => found,
+                Err(error) => {
+                    answer(reply, Err(error));
+                    return Ok(());
+                }
+            };
+            let Some(signature) = self.plugin.functions.get(index) else {
+                return Ok(());
+            };
+            // Values queued for, or sent by a caller built against, a version
+            // before a deploy are brought to this one's types.
+            if let Err(message) = values::conform_args(signature, &mut args) {
+                let error = CallError::Rejected(RejectedCall::BadArguments {
+                    function: function.to_string(),
+                    message,
+                });
+                self.count_call(Some(index), Err(&error));
                 answer(reply, Err(error));
                 return Ok(());
             }
-        };
-        let Some(signature) = self.plugin.functions.get(index) else {
-            return Ok(());
-        };
-        // Values queued for, or sent by a caller built against, a version
-        // before a deploy are brought to this one's types.
-        if let Err(message) = values::conform_args(signature, &mut args) {
-            let error = CallError::Rejected(RejectedCall::BadArguments {
-                function: function.to_string(),
-                message,
+            // The result's slot, on the stack rather than in a vector allocated
+            // per call.
+            let mut result = [Val::Bool(false)];
+            let results = if signature.result.is_some() {
+                &mut result[..]
+            } else {
+                &mut result[..0]
+            };
+            // Results go back to a calling actor as a message: they are capped.
+            let from_actor = chain.is_some();
+            if let (Some(meters), Some(reply)) = (self.meters.as_deref(), &reply) {
+                // The deadline is the moment the call was made plus its timeout.
+                if let Some(made) = deadline.checked_sub(reply.timeout()) {
+                    meters.queued.observe(now.saturating_duration_since(made));
+                }
+            }
+            let bound = self.begin_turn(now);
+            self.store.data_mut().chain = chain;
+            let caller = (!one_way).then_some(Caller {
+                deadline,
+                reply: &mut reply,
+                actor: &self.actor,
+                function: &function,
             });
-            self.count_call(Some(index), Err(&error));
-            answer(reply, Err(error));
-            return Ok(());
-        }
-        // The result's slot, on the stack rather than in a vector allocated
-        // per call.
-        let mut result = [Val::Bool(false)];
-        let results = if signature.result.is_some() {
-            &mut result[..]
-        } else {
-            &mut result[..0]
-        };
-        // Results go back to a calling actor as a message: they are capped.
-        let from_actor = chain.is_some();
-        if let (Some(meters), Some(reply)) = (self.meters.as_deref(), &reply) {
-            // The deadline is the moment the call was made plus its timeout.
-            if let Some(made) = deadline.checked_sub(reply.timeout()) {
-                meters.queued.observe(now.saturating_duration_since(made));
-            }
-        }
-        let bound = self.begin_turn(now);
-        self.store.data_mut().chain = chain;
-        let caller = (!one_way).then_some(Caller {
-            deadline,
-            reply: &mut reply,
-            actor: &self.actor,
-            function: &function,
-        });
-        let span = trace::turn(&self.actor, &function, traced_from);
-        let turn = func.call_async(&mut self.store, &args, results);
-        let outcome = bounded(
-            bound,
-            self.meters.as_deref(),
-            &span,
-            &self.mailbox,
-            caller,
-            turn,
-        )
-        .await;
-        self.store.data_mut().chain = None;
-        match outcome {
-            Ok(()) => {
-                let size = if from_actor { message_size(results) } else { 0 };
-                let outcome = if size > MAX_MESSAGE_SIZE {
-                    Err(CallError::Rejected(RejectedCall::MessageTooLarge {
-                        actor: self.actor.to_string(),
-                        size,
-                        limit: MAX_MESSAGE_SIZE,
-                    }))
-                } else {
-                    Ok(results
-                        .first_mut()
-                        .map(|slot| std::mem::replace(slot, Val::Bool(false))))
-                };
-                // A caller that gave up meanwhile counted a timeout.
-                if reply.is_some() || one_way {
-                    self.count_call(Some(index), outcome.as_ref().map(drop));
+            let span = trace::turn(&self.actor, &function, traced_from);
+            let outcome = {
+                let turn = pin!(func.call_async(&mut self.store, &args, results));
+                bounded(
+                    bound,
+                    self.meters.as_deref(),
+                    &span,
+                    &self.mailbox,
+                    caller,
+                    turn,
+                )
+                .await
+            };
+            self.store.data_mut().chain = None;
+            match outcome {
+                Ok(()) => {
+                    let size = if from_actor { message_size(results) } else { 0 };
+                    let outcome = if size > MAX_MESSAGE_SIZE {
+                        Err(CallError::Rejected(RejectedCall::MessageTooLarge {
+                            actor: self.actor.to_string(),
+                            size,
+                            limit: MAX_MESSAGE_SIZE,
+                        }))
+                    } else {
+                        Ok(results
+                            .first_mut()
+                            .map(|slot| std::mem::replace(slot, Val::Bool(false))))
+                    };
+                    // A caller that gave up meanwhile counted a timeout.
+                    if reply.is_some() || one_way {
+                        self.count_call(Some(index), outcome.as_ref().map(drop));
+                    }
+                    if let Err(error) = &outcome {
+                        trace::ended(&span, error.kind());
+                    }
+                    answer(reply.take(), outcome);
+                    Ok(())
                 }
-                if let Err(error) = &outcome {
-                    trace::ended(&span, error.kind());
+                Err(e) => {
+                    let error = self.classify(&function, e, &span);
+                    tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
+                    if reply.is_some() || one_way {
+                        self.count_call(Some(index), Err(&error));
+                    }
+                    answer(reply.take(), Err(error));
+                    Err(())
                 }
-                answer(reply.take(), outcome);
-                Ok(())
-            }
-            Err(e) => {
-                let error = self.classify(&function, e, &span);
-                tracing::warn!(actor = %self.actor, %error, "activation ended by a failed call");
-                if reply.is_some() || one_way {
-                    self.count_call(Some(index), Err(&error));
-                }
-                answer(reply.take(), Err(error));
-                Err(())
             }
         }
     }
@@ -1234,62 +1273,101 @@ impl Activation {
     /// Takes a running turn, then runs `envelope` and the messages queued
     /// behind it, up to [`BATCH`]; how the activation ends, if one of them
     /// ended it.
-    async fn batch(&mut self, slot: &Slot, mut envelope: Envelope) -> Option<End> {
+    ///
+    /// Boxed by its caller, once per batch: written as a plain function
+    /// returning an `async move` block so that the envelope is held once.
+    fn batch<'a>(
+        &'a mut self,
+        slot: &'a Slot,
+        mut envelope: Envelope,
+    ) -> impl Future<Output = Option<End>> + Send + 'a {
         let turn_for = if envelope.serves_an_actor() {
             TurnFor::Actor
         } else {
             TurnFor::Outside
         };
-        self.acquire_turn(turn_for).await;
-        for handled in 1.. {
-            if self.handle(envelope).await.is_err() {
-                return Some(End::Died);
+        async move {
+            self.acquire_turn(turn_for).await;
+            for handled in 1.. {
+                if self.handle(envelope).await.is_err() {
+                    return Some(End::Died);
+                }
+                if self.store.data().deactivate_requested {
+                    return Some(End::Deactivate);
+                }
+                if handled == BATCH || slot.is_stopping() {
+                    break;
+                }
+                match slot.try_recv(Instant::now()) {
+                    Some(next) => envelope = next,
+                    None => break,
+                }
             }
-            if self.store.data().deactivate_requested {
-                return Some(End::Deactivate);
-            }
-            if handled == BATCH || slot.is_stopping() {
-                break;
-            }
-            match slot.try_recv(Instant::now()) {
-                Some(next) => envelope = next,
-                None => break,
-            }
+            None
         }
-        None
     }
 
     /// Runs one envelope as a turn. `Err` means the activation died.
-    async fn handle(&mut self, envelope: Envelope) -> Result<(), ()> {
+    /// Each kind of turn is a future of its own, so that the envelope is
+    /// not held beside the parts each one takes from it.
+    fn handle(&mut self, envelope: Envelope) -> impl Future<Output = Result<(), ()>> + Send + '_ {
         match envelope {
-            Envelope::Call(message) => self.call(message).await,
+            Envelope::Call(message) => Either::Left(self.call(message)),
             Envelope::Reminder { name, done, .. } => {
-                if let Some(meters) = &self.meters {
-                    meters.reminders_fired.add();
-                }
-                let bound = self.begin_turn(Instant::now());
-                let span = trace::turn(&self.actor, "on-reminder", None);
-                let (store, instance) = (&mut self.store, self.instance);
-                let (cached, index) = (
-                    &mut self.hooks.on_reminder,
-                    self.plugin.lifecycle.on_reminder,
-                );
-                let turn = async move {
+                Either::Right(Either::Left(self.reminder(name, done)))
+            }
+            Envelope::Session { event, done, .. } => {
+                Either::Right(Either::Right(self.session(event, done)))
+            }
+        }
+    }
+
+    /// Runs `on-reminder(name)` as a turn, reporting the outcome on `done`.
+    /// `Err` means the activation died.
+    fn reminder(
+        &mut self,
+        name: String,
+        done: oneshot::Sender<Result<(), CallError>>,
+    ) -> impl Future<Output = Result<(), ()>> + Send + '_ {
+        if let Some(meters) = &self.meters {
+            meters.reminders_fired.add();
+        }
+        let bound = self.begin_turn(Instant::now());
+        let span = trace::turn(&self.actor, "on-reminder", None);
+        async move {
+            let (store, instance) = (&mut self.store, self.instance);
+            let (cached, index) = (
+                &mut self.hooks.on_reminder,
+                self.plugin.lifecycle.on_reminder,
+            );
+            let outcome = {
+                let turn = pin!(async move {
                     cached_hook(store, instance, cached, index)?
                         .call_async(store, (name,))
                         .await
-                };
+                });
                 let meters = self.meters.as_deref();
-                let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
-                self.hook("on-reminder", &span, Some(done), outcome)
-            }
-            Envelope::Session { event, done, .. } => {
-                let hook = event.hook();
-                let bound = self.begin_turn(Instant::now());
-                let span = trace::turn(&self.actor, hook, None);
-                let (store, instance) = (&mut self.store, self.instance);
-                let (hooks, lifecycle) = (&mut self.hooks, &self.plugin.lifecycle);
-                let turn = async move {
+                bounded(bound, meters, &span, &self.mailbox, None, turn).await
+            };
+            self.hook("on-reminder", &span, Some(done), outcome)
+        }
+    }
+
+    /// Runs the hook for a session `event` as a turn, reporting the outcome
+    /// on `done`. `Err` means the activation died.
+    fn session(
+        &mut self,
+        event: SessionEvent,
+        done: Option<oneshot::Sender<Result<(), CallError>>>,
+    ) -> impl Future<Output = Result<(), ()>> + Send + '_ {
+        let hook = event.hook();
+        let bound = self.begin_turn(Instant::now());
+        let span = trace::turn(&self.actor, hook, None);
+        async move {
+            let (store, instance) = (&mut self.store, self.instance);
+            let (hooks, lifecycle) = (&mut self.hooks, &self.plugin.lifecycle);
+            let outcome = {
+                let turn = pin!(async move {
                     match event {
                         SessionEvent::Connect(session) => {
                             cached_hook(
@@ -1326,11 +1404,11 @@ impl Activation {
                             .await
                         }
                     }
-                };
+                });
                 let meters = self.meters.as_deref();
-                let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
-                self.hook(hook, &span, done, outcome)
-            }
+                bounded(bound, meters, &span, &self.mailbox, None, turn).await
+            };
+            self.hook(hook, &span, done, outcome)
         }
     }
 
@@ -1343,13 +1421,15 @@ impl Activation {
         let span = trace::turn(&self.actor, "on-timer", None);
         let (store, instance) = (&mut self.store, self.instance);
         let (cached, index) = (&mut self.hooks.on_timer, self.plugin.lifecycle.on_timer);
-        let turn = async move {
-            cached_hook(store, instance, cached, index)?
-                .call_async(store, (name,))
-                .await
+        let outcome = {
+            let turn = pin!(async move {
+                cached_hook(store, instance, cached, index)?
+                    .call_async(store, (name,))
+                    .await
+            });
+            let meters = self.meters.as_deref();
+            bounded(bound, meters, &span, &self.mailbox, None, turn).await
         };
-        let meters = self.meters.as_deref();
-        let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
         self.hook("on-timer", &span, None, outcome)
     }
 
@@ -1397,7 +1477,14 @@ impl Activation {
                         // Boxed, the wait for a running turn included: a
                         // turn's state (the message first) lives on the heap
                         // while it runs, not in every idle activation's task.
-                        if let Some(end) = Box::pin(self.batch(&slot, envelope)).await {
+                        // The box is made per batch: see `THREAD_CACHE_MAX`.
+                        let batch = Box::pin(self.batch(&slot, envelope));
+                        debug_assert!(
+                            std::mem::size_of_val(&*batch) <= THREAD_CACHE_MAX,
+                            "a batch future of {} bytes: every batch takes glibc's slow path",
+                            std::mem::size_of_val(&*batch),
+                        );
+                        if let Some(end) = batch.await {
                             break 'serve end;
                         }
                         if std::mem::take(&mut self.learns) {
@@ -1476,13 +1563,16 @@ impl Activation {
         let bound = self.begin_turn(Instant::now());
         let span = trace::turn(&self.actor, "snapshot", None);
         let (store, instance) = (&mut self.store, self.instance);
-        let turn = async move {
-            let snapshot: TypedFunc<(), (Vec<u8>,)> =
-                instance.get_typed_func(&mut *store, exports.snapshot)?;
-            snapshot.call_async(store, ()).await
+        let outcome = {
+            let turn = pin!(async move {
+                let snapshot: TypedFunc<(), (Vec<u8>,)> =
+                    instance.get_typed_func(&mut *store, exports.snapshot)?;
+                snapshot.call_async(store, ()).await
+            });
+            let meters = self.meters.as_deref();
+            bounded(bound, meters, &span, &self.mailbox, None, turn).await
         };
-        let meters = self.meters.as_deref();
-        match bounded(bound, meters, &span, &self.mailbox, None, turn).await {
+        match outcome {
             Ok((state,)) => Some(state),
             Err(e) => {
                 let error = self.classify("snapshot", e, &span);
@@ -1499,12 +1589,15 @@ impl Activation {
         let span = trace::turn(&self.actor, "on-deactivate", None);
         let (store, instance) = (&mut self.store, self.instance);
         let index = self.plugin.lifecycle.on_deactivate;
-        let turn = async move {
-            let on_deactivate: TypedFunc<(), ()> = instance.get_typed_func(&mut *store, index)?;
-            on_deactivate.call_async(store, ()).await
+        let outcome = {
+            let turn = pin!(async move {
+                let on_deactivate: TypedFunc<(), ()> =
+                    instance.get_typed_func(&mut *store, index)?;
+                on_deactivate.call_async(store, ()).await
+            });
+            let meters = self.meters.as_deref();
+            bounded(bound, meters, &span, &self.mailbox, None, turn).await
         };
-        let meters = self.meters.as_deref();
-        let outcome = bounded(bound, meters, &span, &self.mailbox, None, turn).await;
         match outcome {
             Err(e) => {
                 let error = self.classify("on-deactivate", e, &span);
