@@ -219,11 +219,14 @@ struct WallClockExceeded(Duration);
 /// is part of what activating costs. The hooks that run at most once
 /// (`on-activate`, `on-deactivate`, `snapshot`, `restore`) are looked up
 /// when they run.
+/// `on-timer(name)` and `on-reminder(name)`.
+type NamedHook = TypedFunc<(String,), ()>;
+
 #[derive(Default)]
 struct Hooks {
     on_message: Option<OnMessage>,
-    on_timer: Option<TypedFunc<(String,), ()>>,
-    on_reminder: Option<TypedFunc<(String,), ()>>,
+    on_timer: Option<NamedHook>,
+    on_reminder: Option<NamedHook>,
     on_connect: Option<TypedFunc<(u64,), ()>>,
     on_disconnect: Option<OnDisconnect>,
 }
@@ -1332,14 +1335,32 @@ impl Activation {
         if let Some(meters) = &self.meters {
             meters.reminders_fired.add();
         }
+        let index = self.plugin.lifecycle.on_reminder;
+        self.named_hook(
+            "on-reminder",
+            |hooks| &mut hooks.on_reminder,
+            index,
+            name,
+            Some(done),
+        )
+    }
+
+    /// Runs `hook(name)` (`on-timer` or `on-reminder`: the export at
+    /// `index`, kept where `cached` points once looked up) as a turn,
+    /// reporting the outcome on `done`. `Err` means the activation died.
+    fn named_hook(
+        &mut self,
+        hook: &'static str,
+        cached: fn(&mut Hooks) -> &mut Option<NamedHook>,
+        index: ComponentExportIndex,
+        name: String,
+        done: Option<oneshot::Sender<Result<(), CallError>>>,
+    ) -> impl Future<Output = Result<(), ()>> + Send + '_ {
         let bound = self.begin_turn(Instant::now());
-        let span = trace::turn(&self.actor, "on-reminder", None);
+        let span = trace::turn(&self.actor, hook, None);
         async move {
             let (store, instance) = (&mut self.store, self.instance);
-            let (cached, index) = (
-                &mut self.hooks.on_reminder,
-                self.plugin.lifecycle.on_reminder,
-            );
+            let cached = cached(&mut self.hooks);
             let outcome = {
                 let turn = pin!(async move {
                     cached_hook(store, instance, cached, index)?
@@ -1349,7 +1370,7 @@ impl Activation {
                 let meters = self.meters.as_deref();
                 bounded(bound, meters, &span, &self.mailbox, None, turn).await
             };
-            self.hook("on-reminder", &span, Some(done), outcome)
+            self.hook(hook, &span, done, outcome)
         }
     }
 
@@ -1413,24 +1434,12 @@ impl Activation {
     }
 
     /// Runs one timer tick as a turn. `Err` means the activation died.
-    async fn tick(&mut self, name: String) -> Result<(), ()> {
+    fn tick(&mut self, name: String) -> impl Future<Output = Result<(), ()>> + Send + '_ {
         if let Some(meters) = &self.meters {
             meters.timers_fired.add();
         }
-        let bound = self.begin_turn(Instant::now());
-        let span = trace::turn(&self.actor, "on-timer", None);
-        let (store, instance) = (&mut self.store, self.instance);
-        let (cached, index) = (&mut self.hooks.on_timer, self.plugin.lifecycle.on_timer);
-        let outcome = {
-            let turn = pin!(async move {
-                cached_hook(store, instance, cached, index)?
-                    .call_async(store, (name,))
-                    .await
-            });
-            let meters = self.meters.as_deref();
-            bounded(bound, meters, &span, &self.mailbox, None, turn).await
-        };
-        self.hook("on-timer", &span, None, outcome)
+        let index = self.plugin.lifecycle.on_timer;
+        self.named_hook("on-timer", |hooks| &mut hooks.on_timer, index, name, None)
     }
 
     /// Serves turns until the activation ends, then leaves `slot`. An
