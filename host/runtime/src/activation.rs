@@ -56,6 +56,7 @@ use crate::mailbox::{Answer, CallMessage, Caller, Envelope, Mailbox, Reply, Sess
 use crate::metrics::TypeMeters;
 use crate::plugin::Plugin;
 use crate::state::Fence;
+use crate::throttled::Throttled;
 use crate::trace;
 use crate::values;
 use crate::warm::{self, Warm};
@@ -399,12 +400,8 @@ async fn permit(permits: &Arc<Semaphore>, mailbox: &Mailbox) -> Option<OwnedSema
 /// limit: a host that keeps hitting it needs a larger one, or has chains of
 /// calls that hold more turns than it allows.
 fn warn_turns_wait() {
-    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-    let mut last = LAST
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-        *last = Some(Instant::now());
+    static WARNING: Throttled = Throttled::new(Duration::from_secs(10));
+    if WARNING.admit().is_some() {
         tracing::warn!(
             "every running turn is taken: turns wait for one to finish \
              (raise --max-running-turns if this lasts)"

@@ -23,6 +23,7 @@ use wasmtime::component::{Type, Val};
 
 use crate::bindings::DisconnectReason;
 use crate::mailbox::SessionEvent;
+use crate::throttled::UNDELIVERED;
 use crate::{ActorRef, Host};
 
 /// Why an authenticator does not fit the loaded plugins.
@@ -218,7 +219,9 @@ impl Backend for ActorBackend {
             reliable,
         };
         if let Err(error) = self.host.session_event(owner, event, false).await {
-            tracing::warn!(%owner, session, %error, "client message not delivered");
+            if let Some(similar_not_logged) = UNDELIVERED.admit() {
+                tracing::warn!(%owner, session, %error, similar_not_logged, "client message not delivered");
+            }
         }
     }
 
@@ -234,7 +237,9 @@ impl Backend for ActorBackend {
         };
         let event = SessionEvent::Disconnect { session, reason };
         if let Err(error) = self.host.session_event(owner, event, false).await {
-            tracing::warn!(%owner, session, %error, "on-disconnect not delivered");
+            if let Some(similar_not_logged) = UNDELIVERED.admit() {
+                tracing::warn!(%owner, session, %error, similar_not_logged, "on-disconnect not delivered");
+            }
         }
     }
 }

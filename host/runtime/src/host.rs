@@ -1157,6 +1157,13 @@ impl Host {
                 "activations still running at the shutdown timeout were aborted"
             );
         }
+        let not_logged = crate::throttled::UNDELIVERED.take_held_back();
+        if not_logged > 0 {
+            tracing::warn!(
+                not_logged,
+                "more messages and session events were not delivered than were logged one by one"
+            );
+        }
         aborted
     }
 }

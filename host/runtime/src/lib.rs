@@ -42,6 +42,7 @@ pub mod proxy;
 pub mod proxy_wit;
 pub mod reminders;
 pub mod state;
+mod throttled;
 pub mod trace;
 pub mod values;
 mod warm;

@@ -28,6 +28,7 @@ use wasmtime::component::Val;
 
 use crate::bindings::DisconnectReason;
 use crate::error::{CallError, Unavailable};
+use crate::throttled::UNDELIVERED;
 use crate::ActorRef;
 
 /// What a call answers: the function's result, if it has one.
@@ -201,7 +202,9 @@ impl Envelope {
             Envelope::Call(message) => match message.reply {
                 Some(reply) => reply.send(Err(error)),
                 None => {
-                    tracing::warn!(actor = %message.target, function = %message.function, %error, "one-way message not delivered");
+                    if let Some(similar_not_logged) = UNDELIVERED.admit() {
+                        tracing::warn!(actor = %message.target, function = %message.function, %error, similar_not_logged, "one-way message not delivered");
+                    }
                 }
             },
             Envelope::Reminder { done, .. } => {
@@ -215,7 +218,9 @@ impl Envelope {
             Envelope::Session {
                 event, done: None, ..
             } => {
-                tracing::warn!(%error, hook = event.hook(), "session event not delivered");
+                if let Some(similar_not_logged) = UNDELIVERED.admit() {
+                    tracing::warn!(%error, hook = event.hook(), similar_not_logged, "session event not delivered");
+                }
             }
         }
     }
