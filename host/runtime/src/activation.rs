@@ -69,8 +69,10 @@ const BATCH: usize = 64;
 /// on 64-bit Linux (`tcache`, 64 sizes up to 1,032 bytes); a larger one
 /// takes the arena's slower paths, locked, to allocate and again to free.
 /// A batch of turns is boxed once per batch, that is about once per call
-/// across many actors: its future is kept under this size (a debug build
-/// checks it).
+/// across many actors: its future is kept at most this size. A debug build
+/// asserts it, so a change that makes the future larger (a new local held
+/// across an await, a wasmtime upgrade) fails the debug tests until the
+/// bytes are found again.
 const THREAD_CACHE_MAX: usize = 1_032;
 
 /// How many times an activation that found every slot taken has instances
@@ -214,15 +216,15 @@ struct Running {
 #[error("the turn took longer than its wall-clock bound of {0:?}, host calls included")]
 struct WallClockExceeded(Duration);
 
+/// `on-timer(name)` and `on-reminder(name)`.
+type NamedHook = TypedFunc<(String,), ()>;
+
 /// The lifecycle hooks an activation may run many times, each looked up
 /// the first time a turn needs it: most activations never run most of them
 /// (a counter gets no timer ticks and no session events), and looking one up
 /// is part of what activating costs. The hooks that run at most once
 /// (`on-activate`, `on-deactivate`, `snapshot`, `restore`) are looked up
 /// when they run.
-/// `on-timer(name)` and `on-reminder(name)`.
-type NamedHook = TypedFunc<(String,), ()>;
-
 #[derive(Default)]
 struct Hooks {
     on_message: Option<OnMessage>,
@@ -683,9 +685,15 @@ impl WallBound {
 /// the host nor runs past an epoch tick): those arm no timer at all.
 ///
 /// The caller pins `turn` and lends it, and the arguments are captured by
-/// an `async move` block rather than an `async fn`: either way round, this
-/// future would hold them twice, and every call's turn lives in a batch
-/// future boxed per batch (see [`Activation::batch`]).
+/// an `async move` block rather than an `async fn`. An `async fn` keeps
+/// its arguments and again the locals made of them, and a turn taken by
+/// value would be stored a second time once pinned inside; every call's
+/// turn lives in a batch future boxed per batch (see
+/// [`Activation::batch`]).
+///
+/// `turn` is polled inside `span`, as `Instrument` would poll it, but it is
+/// dropped by its caller, outside the span: a turn cut off by its bound
+/// unwinds its host calls there (nothing on that path logs today).
 fn bounded<'a, T, F>(
     bound: WallBound,
     meters: Option<&'a TypeMeters>,
@@ -697,7 +705,7 @@ fn bounded<'a, T, F>(
 where
     F: Future<Output = wasmtime::Result<T>>,
 {
-    // Polled inside `span`, as `Instrument` would.
+    // Polled inside `span`.
     let mut turn = std::future::poll_fn(move |cx| {
         let _entered = span.enter();
         turn.as_mut().poll(cx)
@@ -1308,6 +1316,7 @@ impl Activation {
     }
 
     /// Runs one envelope as a turn. `Err` means the activation died.
+    ///
     /// Each kind of turn is a future of its own, so that the envelope is
     /// not held beside the parts each one takes from it.
     fn handle(&mut self, envelope: Envelope) -> impl Future<Output = Result<(), ()>> + Send + '_ {
@@ -1345,6 +1354,8 @@ impl Activation {
     /// Runs `hook(name)` (`on-timer` or `on-reminder`: the export at
     /// `index`, kept where `cached` points once looked up) as a turn,
     /// reporting the outcome on `done`. `Err` means the activation died.
+    /// The turn begins (its clock and span start) when this is called: the
+    /// caller awaits the future at once.
     fn named_hook(
         &mut self,
         hook: &'static str,
@@ -1372,7 +1383,8 @@ impl Activation {
     }
 
     /// Runs the hook for a session `event` as a turn, reporting the outcome
-    /// on `done`. `Err` means the activation died.
+    /// on `done`. `Err` means the activation died. The turn begins when
+    /// this is called: the caller awaits the future at once.
     fn session(
         &mut self,
         event: SessionEvent,
