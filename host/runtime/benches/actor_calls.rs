@@ -4,6 +4,8 @@
 //!
 //! Run with: `scripts/bench` (needs `redis-server` and `redis-benchmark`).
 //! `GROVE_BENCH_SECS` sets the length of each throughput phase (default 2).
+//! `GROVE_BENCH_ONLY=calls` measures the first table alone (calls through a
+//! proxy beside direct calls), and needs no Redis: to profile those calls.
 
 mod common;
 
@@ -381,6 +383,9 @@ async fn bench() {
         "| throughput, {CALLERS} callers (calls/s) | {at:.0} | {dt:.0} | {:.2}× |",
         dt / at
     );
+    if std::env::var("GROVE_BENCH_ONLY").as_deref() == Ok("calls") {
+        return;
+    }
     println!(
         "\nCall chain check and extension per call: {:.0} ns at depth 1, {:.0} ns at depth 8.\n",
         chain_check_ns(1),

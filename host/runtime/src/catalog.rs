@@ -28,13 +28,20 @@ impl Catalog {
 
     /// The function proxy method `method` runs on `actor_type`, and whether
     /// it is a one-way send of it.
+    ///
+    /// Only a method named `send-…` needs the catalog, so that a call of
+    /// any other takes no lock that every caller on every core shares.
     pub(crate) fn resolve(&self, actor_type: &str, method: &Arc<str>) -> (Arc<str>, bool) {
+        let Some(called) = method.strip_prefix(SEND_PREFIX) else {
+            return (method.clone(), false);
+        };
         let types = self.types.read().unwrap_or_else(PoisonError::into_inner);
         let functions = types.get(actor_type);
         let has = |f: &str| functions.is_some_and(|fs| fs.contains(f));
-        match method.strip_prefix(SEND_PREFIX) {
-            Some(called) if !has(method) && has(called) => (called.into(), true),
-            _ => (method.clone(), false),
+        if !has(method) && has(called) {
+            (called.into(), true)
+        } else {
+            (method.clone(), false)
         }
     }
 }

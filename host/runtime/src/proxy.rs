@@ -307,9 +307,13 @@ fn construct(
             "proxy constructor returns the new handle",
         ));
     };
+    // The type's name is copied for each handle rather than shared: every
+    // call through a handle copies its target into the message, and a name
+    // shared by every caller of that type on both cores would have its
+    // reference count's cache line taken back and forth on each call.
     let proxy = ProxyRef {
         target: ActorRef {
-            actor_type: actor_type.clone(),
+            actor_type: Arc::from(&**actor_type),
             key: key.as_str().into(),
         },
         timeout: store.data().services.call_timeout,
@@ -356,9 +360,9 @@ async fn invoke(
                 Duration::from_millis(u64::from(*ms).max(1));
             return Ok(());
         }
-        Method::Invoke(method) => match outgoing(&mut store, rep, params)? {
+        Method::Invoke(method) => match outgoing(&store, rep, params)? {
             Err(error) => Err(error),
-            Ok(mut out) => {
+            Ok(out) => {
                 let (function, one_way) = store
                     .data()
                     .services
@@ -367,7 +371,7 @@ async fn invoke(
                 if one_way {
                     send(out, function).await.map(|()| None)
                 } else {
-                    let directory = out.directory.clone();
+                    let directory = out.directory;
                     match out.call(function) {
                         Err(error) => Err(error),
                         Ok(call) => directory.call(call).await,
@@ -375,14 +379,20 @@ async fn invoke(
                 }
             }
         },
-        Method::Start { function, pending } => match outgoing(&mut store, rep, params)? {
+        Method::Start { function, pending } => match outgoing(&store, rep, params)? {
             Err(error) => Err(error),
-            Ok(mut out) => {
+            Ok(out) => {
+                // The store is needed again for the handle: the call takes
+                // copies of what it borrowed from it.
                 let directory = out.directory.clone();
                 let target = out.target.clone();
                 match out.call(function) {
                     Err(error) => Err(error),
                     Ok(call) => {
+                        let call = Call {
+                            target: &target,
+                            ..call
+                        };
                         // The handle first: past the limit, nothing is sent.
                         let (handle, value) = pending_handle(&mut store, pending)?;
                         let sent = directory.start_call(call).await;
@@ -407,26 +417,30 @@ async fn invoke(
     Ok(())
 }
 
-/// A message about to leave through a proxy handle.
-struct Outgoing {
-    target: ActorRef,
+/// A message about to leave through a proxy handle. It borrows from the
+/// caller's store what it does not own: the target, the directory and the
+/// caller's chain are shared by many callers on every core, and a copy of
+/// each would take and give back their reference counts' cache lines on
+/// every call.
+struct Outgoing<'a> {
+    target: &'a ActorRef,
     args: Vec<Val>,
     /// How long the caller waits for the answer, and the message's deadline.
     timeout: Duration,
-    directory: Arc<Directory>,
-    chain: CallChain,
-    caller: ActorRef,
+    directory: &'a Arc<Directory>,
+    chain: &'a CallChain,
+    caller: &'a ActorRef,
 }
 
 /// The message for the proxy method with `params` on handle `rep`, or the
 /// `call-error` it fails with before leaving (it is too large).
-fn outgoing(
-    store: &mut StoreContextMut<'_, ActivationState>,
+fn outgoing<'a>(
+    store: &'a StoreContextMut<'_, ActivationState>,
     rep: u32,
     params: &[Val],
-) -> wasmtime::Result<Result<Outgoing, CallError>> {
+) -> wasmtime::Result<Result<Outgoing<'a>, CallError>> {
     let handle = Resource::<ProxyRef>::new_borrow(rep);
-    let proxy = store.data().proxies.get(&handle)?.clone();
+    let proxy = store.data().proxies.get(&handle)?;
     let args = params.get(1..).unwrap_or_default();
     let size = grove_values::size::message_size(args);
     if size > grove_values::size::MAX_MESSAGE_SIZE {
@@ -447,24 +461,24 @@ fn outgoing(
             / 10,
     );
     Ok(Ok(Outgoing {
-        target: proxy.target,
+        target: &proxy.target,
         args: args.to_vec(),
         timeout,
-        directory: state.services.directory.clone(),
-        chain: state.chain.clone(),
-        caller: state.actor.clone(),
+        directory: &state.services.directory,
+        chain: &state.chain,
+        caller: &state.actor,
     }))
 }
 
-impl Outgoing {
+impl<'a> Outgoing<'a> {
     /// The call of `function`, on the caller's chain; a call back into an
     /// actor waiting on the chain fails at once.
-    fn call(&mut self, function: Arc<str>) -> Result<Call<'_>, CallError> {
-        let chain = chain::extend(&self.chain, &self.caller, &self.target)?;
+    fn call(self, function: Arc<str>) -> Result<Call<'a>, CallError> {
+        let chain = chain::extend(self.chain, self.caller, self.target)?;
         Ok(Call {
-            target: &self.target,
+            target: self.target,
             function,
-            args: std::mem::take(&mut self.args),
+            args: self.args,
             chain,
             timeout: self.timeout,
             trace: crate::trace::current(),
@@ -473,7 +487,7 @@ impl Outgoing {
 }
 
 /// A one-way send of `function`: returns once the message is queued.
-async fn send(out: Outgoing, function: Arc<str>) -> Result<(), CallError> {
+async fn send(out: Outgoing<'_>, function: Arc<str>) -> Result<(), CallError> {
     let message = Message {
         target: out.target.clone(),
         function,
@@ -485,9 +499,9 @@ async fn send(out: Outgoing, function: Arc<str>) -> Result<(), CallError> {
     };
     // Never wait for room in the mailbox of an actor that waits on this
     // one: only it could make some.
-    let may_wait = out.caller != out.target && !chain::contains(&out.chain, &out.target);
+    let may_wait = out.caller != out.target && !chain::contains(out.chain, out.target);
     out.directory
-        .deliver(&out.target, Envelope::Call(message), may_wait)
+        .deliver(out.target, Envelope::Call(message), may_wait)
         .await
 }
 
