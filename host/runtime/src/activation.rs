@@ -1354,8 +1354,6 @@ impl Activation {
     /// Runs `hook(name)` (`on-timer` or `on-reminder`: the export at
     /// `index`, kept where `cached` points once looked up) as a turn,
     /// reporting the outcome on `done`. `Err` means the activation died.
-    /// The turn begins (its clock and span start) when this is called: the
-    /// caller awaits the future at once.
     fn named_hook(
         &mut self,
         hook: &'static str,
@@ -1364,9 +1362,9 @@ impl Activation {
         name: String,
         done: Option<oneshot::Sender<Result<(), CallError>>>,
     ) -> impl Future<Output = Result<(), ()>> + Send + '_ {
-        let bound = self.begin_turn(Instant::now());
-        let span = trace::turn(&self.actor, hook, None);
         async move {
+            let bound = self.begin_turn(Instant::now());
+            let span = trace::turn(&self.actor, hook, None);
             let (store, instance) = (&mut self.store, self.instance);
             let cached = cached(&mut self.hooks);
             let outcome = {
@@ -1383,17 +1381,16 @@ impl Activation {
     }
 
     /// Runs the hook for a session `event` as a turn, reporting the outcome
-    /// on `done`. `Err` means the activation died. The turn begins when
-    /// this is called: the caller awaits the future at once.
+    /// on `done`. `Err` means the activation died.
     fn session(
         &mut self,
         event: SessionEvent,
         done: Option<oneshot::Sender<Result<(), CallError>>>,
     ) -> impl Future<Output = Result<(), ()>> + Send + '_ {
-        let hook = event.hook();
-        let bound = self.begin_turn(Instant::now());
-        let span = trace::turn(&self.actor, hook, None);
         async move {
+            let hook = event.hook();
+            let bound = self.begin_turn(Instant::now());
+            let span = trace::turn(&self.actor, hook, None);
             let (store, instance) = (&mut self.store, self.instance);
             let (hooks, lifecycle) = (&mut self.hooks, &self.plugin.lifecycle);
             let outcome = {
