@@ -23,7 +23,6 @@ use wasmtime::component::{Type, Val};
 
 use crate::bindings::DisconnectReason;
 use crate::mailbox::SessionEvent;
-use crate::throttled::UNDELIVERED;
 use crate::{ActorRef, Host};
 
 /// Why an authenticator does not fit the loaded plugins.
@@ -218,11 +217,8 @@ impl Backend for ActorBackend {
             payload: payload.into(),
             reliable,
         };
-        if let Err(error) = self.host.session_event(owner, event, false).await {
-            if let Some(similar_not_logged) = UNDELIVERED.admit() {
-                tracing::warn!(%owner, session, %error, similar_not_logged, "client message not delivered");
-            }
-        }
+        // An undelivered event is logged where it fails.
+        let _ = self.host.session_event(owner, event, false).await;
     }
 
     async fn disconnected(&self, session: SessionId, owner: &ActorRef, reason: Disconnect) {
@@ -236,11 +232,8 @@ impl Backend for ActorBackend {
             Disconnect::HostShutdown => DisconnectReason::HostShutdown,
         };
         let event = SessionEvent::Disconnect { session, reason };
-        if let Err(error) = self.host.session_event(owner, event, false).await {
-            if let Some(similar_not_logged) = UNDELIVERED.admit() {
-                tracing::warn!(%owner, session, %error, similar_not_logged, "on-disconnect not delivered");
-            }
-        }
+        // An undelivered event is logged where it fails.
+        let _ = self.host.session_event(owner, event, false).await;
     }
 }
 

@@ -1093,18 +1093,24 @@ impl Host {
         event: SessionEvent,
         wait: bool,
     ) -> Result<(), CallError> {
-        self.plugin(&actor.actor_type)?;
         let hook = event.hook();
         let deadline = Instant::now() + self.inner.config.call_timeout;
         let directory = &self.inner.directory;
         if !wait {
+            // Undelivered, the envelope logs its failure (`Envelope::fail`):
+            // the caller need not.
             let envelope = Envelope::Session {
                 event,
                 deadline,
                 done: None,
             };
+            if let Err(error) = self.plugin(&actor.actor_type) {
+                envelope.fail(error.clone());
+                return Err(error);
+            }
             return directory.deliver(actor, envelope, true).await;
         }
+        self.plugin(&actor.actor_type)?;
         let (done, outcome) = oneshot::channel();
         let envelope = Envelope::Session {
             event,
@@ -1157,11 +1163,11 @@ impl Host {
                 "activations still running at the shutdown timeout were aborted"
             );
         }
-        let not_logged = crate::throttled::UNDELIVERED.take_held_back();
-        if not_logged > 0 {
+        let undelivered_not_logged = crate::throttled::UNDELIVERED.take_held_back();
+        if undelivered_not_logged > 0 {
             tracing::warn!(
-                not_logged,
-                "more messages and session events were not delivered than were logged one by one"
+                undelivered_not_logged,
+                "messages and session events not delivered since the last such warning"
             );
         }
         aborted

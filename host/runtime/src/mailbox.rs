@@ -202,8 +202,8 @@ impl Envelope {
             Envelope::Call(message) => match message.reply {
                 Some(reply) => reply.send(Err(error)),
                 None => {
-                    if let Some(similar_not_logged) = UNDELIVERED.admit() {
-                        tracing::warn!(actor = %message.target, function = %message.function, %error, similar_not_logged, "one-way message not delivered");
+                    if let Some(undelivered_not_logged) = UNDELIVERED.admit() {
+                        tracing::warn!(actor = %message.target, function = %message.function, %error, undelivered_not_logged, "one-way message not delivered");
                     }
                 }
             },
@@ -218,8 +218,8 @@ impl Envelope {
             Envelope::Session {
                 event, done: None, ..
             } => {
-                if let Some(similar_not_logged) = UNDELIVERED.admit() {
-                    tracing::warn!(%error, hook = event.hook(), similar_not_logged, "session event not delivered");
+                if let Some(undelivered_not_logged) = UNDELIVERED.admit() {
+                    tracing::warn!(%error, hook = event.hook(), undelivered_not_logged, "session event not delivered");
                 }
             }
         }

@@ -308,9 +308,10 @@ fn construct(
         ));
     };
     // The type's name is copied for each handle rather than shared: every
-    // call through a handle copies its target into the message, and a name
-    // shared by every caller of that type on both cores would have its
-    // reference count's cache line taken back and forth on each call.
+    // call through a handle copies its target into the message (the callee
+    // drops that copy), and a name shared by every handle on that type
+    // would have its reference count's cache line pulled to and fro by
+    // all their callers, not by one caller and its callee.
     let proxy = ProxyRef {
         target: ActorRef {
             actor_type: Arc::from(&**actor_type),
@@ -418,10 +419,10 @@ async fn invoke(
 }
 
 /// A message about to leave through a proxy handle. It borrows from the
-/// caller's store what it does not own: the target, the directory and the
-/// caller's chain are shared by many callers on every core, and a copy of
-/// each would take and give back their reference counts' cache lines on
-/// every call.
+/// caller's store what it does not own rather than copying it: a copy of
+/// the directory, which every activation shares, would pull its reference
+/// count's cache line to this core on every call, and copies of the target,
+/// the caller and the chain would be dropped again unused.
 struct Outgoing<'a> {
     target: &'a ActorRef,
     args: Vec<Val>,

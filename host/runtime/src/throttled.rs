@@ -7,8 +7,10 @@
 //! the host its time while it writes them. Such a warning is written at
 //! most once per interval, with how many like it were held back since the
 //! last one written; [`Host::shutdown`](crate::Host::shutdown) writes the
-//! count still held back when it is done. The warning that turns wait for
-//! the running-turn limit is throttled the same way.
+//! count still held back when it is done. The budget is the process's,
+//! shared by every host in it (`grove run` has one). The warning that turns
+//! wait for the running-turn limit uses the same helper, at most every ten
+//! seconds, without a count: it tells of a state, not of lost messages.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
